@@ -1,0 +1,279 @@
+package ipset
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	lib "github.com/lrh3321/ipset-go"
+)
+
+// Netlink implements Interface on one long-lived netlink handle. The mutex
+// keeps requests and their replies paired on the shared socket.
+type Netlink struct {
+	mu sync.Mutex
+	h  *lib.Handle
+}
+
+var _ Interface = (*Netlink)(nil)
+
+// New opens the netlink handle. It fails if the kernel has no ipset support.
+func New() (*Netlink, error) {
+	h, err := lib.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open ipset netlink handle: %w", err)
+	}
+	n := &Netlink{h: h}
+	if err := n.do(func() error { _, _, err := h.Protocol(); return err }); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("ipset protocol query (is ip_set loaded? modprobe ip_set): %w", err)
+	}
+	return n, nil
+}
+
+// do runs f under the lock. The library type-asserts errors and can panic on
+// an unexpected one; turn that into an error instead of taking the agent down.
+func (n *Netlink) do(f func() error) (err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("ipset netlink: %v", r)
+		}
+	}()
+	if n.h == nil {
+		return errors.New("ipset handle closed")
+	}
+	return f()
+}
+
+// Close releases the handle.
+func (n *Netlink) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.h != nil {
+		n.h.Close()
+		n.h = nil
+	}
+	return nil
+}
+
+func isNotExist(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, lib.ErrSetNotExist)
+}
+
+func isCode(err error, code int) bool {
+	var ie lib.IPSetError
+	return errors.As(err, &ie) && int(ie) == code
+}
+
+func (n *Netlink) create(s Set) error {
+	opts := lib.CreateOptions{Family: uint8(s.Family), Size: s.HashSize, Replace: true}
+	return n.do(func() error { return n.h.Create(s.Name, string(s.Type), opts) })
+}
+
+// EnsureSet creates the set, or checks the existing one is compatible: the
+// kernel accepts a create of an identical existing set (no NLM_F_EXCL) and
+// refuses any other with EEXIST, so this is one round trip.
+func (n *Netlink) EnsureSet(s Set) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	err := n.create(s)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EEXIST) || isCode(err, lib.IPSET_ERR_EXIST_SETNAME2) || isCode(err, lib.IPSET_ERR_EXIST):
+		return fmt.Errorf("ensure ipset %s: %w", s, ErrMismatch)
+	default:
+		return fmt.Errorf("ensure ipset %s: %w", s, err)
+	}
+}
+
+// DestroySet destroys an owned set; a missing set is success.
+func (n *Netlink) DestroySet(name string) error {
+	if err := CheckOwned(name); err != nil {
+		return err
+	}
+	err := n.do(func() error { return n.h.Destroy(name) })
+	if err != nil && !isNotExist(err) {
+		return fmt.Errorf("destroy ipset %s: %w", name, err)
+	}
+	return nil
+}
+
+// ListEntries dumps the set's members, sorted.
+func (n *Netlink) ListEntries(name string) ([]Entry, error) {
+	var res *lib.Sets
+	err := n.do(func() (err error) { res, err = n.h.List(name); return err })
+	if err != nil {
+		if isNotExist(err) {
+			return nil, fmt.Errorf("list ipset %s: %w", name, ErrNotFound)
+		}
+		return nil, fmt.Errorf("list ipset %s: %w", name, err)
+	}
+	out := make([]Entry, 0, len(res.Entries))
+	for i := range res.Entries {
+		e, err := fromLib(Type(res.TypeName), &res.Entries[i])
+		if err != nil {
+			return nil, fmt.Errorf("list ipset %s: %w", name, err)
+		}
+		out = append(out, e)
+	}
+	SortEntries(out)
+	return out, nil
+}
+
+// AddEntry adds a member to an owned set; a present member is success.
+func (n *Netlink) AddEntry(name string, e Entry) error {
+	if err := CheckOwned(name); err != nil {
+		return err
+	}
+	le := toLib(e)
+	err := n.do(func() error { return n.h.Add(name, &le) })
+	if err != nil && !isCode(err, lib.IPSET_ERR_EXIST) {
+		return fmt.Errorf("add %s to ipset %s: %w", e, name, err)
+	}
+	return nil
+}
+
+// DelEntry removes a member from an owned set; an absent member is success.
+func (n *Netlink) DelEntry(name string, e Entry) error {
+	if err := CheckOwned(name); err != nil {
+		return err
+	}
+	le := toLib(e)
+	err := n.do(func() error { return n.h.Del(name, &le) })
+	if err != nil && !isCode(err, lib.IPSET_ERR_EXIST) {
+		if isNotExist(err) {
+			return nil // the set itself is gone, so is the member
+		}
+		return fmt.Errorf("delete %s from ipset %s: %w", e, name, err)
+	}
+	return nil
+}
+
+// TempName returns the name of the scratch set Replace builds for name.
+func TempName(name string) string {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return fmt.Sprintf("%sTMP-%08x", Prefix, h.Sum32())
+}
+
+// Replace fills a scratch set, swaps it with the live one (the kernel swaps
+// the two names atomically) and destroys the scratch set.
+func (n *Netlink) Replace(s Set, entries []Entry) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	tmp := s
+	tmp.Name = TempName(s.Name)
+	if err := n.DestroySet(tmp.Name); err != nil {
+		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
+	}
+	if err := n.EnsureSet(tmp); err != nil {
+		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
+	}
+	for _, e := range entries {
+		if err := n.AddEntry(tmp.Name, e); err != nil {
+			n.DestroySet(tmp.Name)
+			return fmt.Errorf("replace ipset %s: %w", s.Name, err)
+		}
+	}
+	if err := n.EnsureSet(s); err != nil {
+		n.DestroySet(tmp.Name)
+		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
+	}
+	if err := n.swap(tmp.Name, s.Name); err != nil {
+		n.DestroySet(tmp.Name)
+		return fmt.Errorf("replace ipset %s: swap: %w", s.Name, err)
+	}
+	return n.DestroySet(tmp.Name)
+}
+
+// swap retries while a reader is dumping one of the sets: the kernel refuses
+// to swap a set that a netlink dump holds (IPSET_ERR_BUSY / EBUSY).
+func (n *Netlink) swap(from, to string) error {
+	var err error
+	for i := 0; i < 200; i++ {
+		err = n.do(func() error { return n.h.Swap(from, to) })
+		if err == nil || !(isCode(err, lib.IPSET_ERR_BUSY) || errors.Is(err, syscall.EBUSY)) {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return err
+}
+
+func toLib(e Entry) lib.Entry {
+	var le lib.Entry
+	if e.IP.IsValid() {
+		le.IP = net.IP(e.IP.AsSlice())
+	}
+	if e.Protocol != 0 || e.Port != 0 {
+		p, port := e.Protocol, e.Port
+		le.Protocol, le.Port = &p, &port
+	}
+	if e.Net.IsValid() {
+		ip, bits := net.IP(e.Net.Masked().Addr().AsSlice()), uint8(e.Net.Bits())
+		if e.IP.IsValid() {
+			le.IP2, le.CIDR2 = ip, bits
+		} else {
+			le.IP, le.CIDR = ip, bits
+		}
+	}
+	return le
+}
+
+func fromLib(t Type, le *lib.Entry) (Entry, error) {
+	var e Entry
+	addr := func(ip net.IP) (netip.Addr, error) {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			return a, fmt.Errorf("bad address %v in entry", ip)
+		}
+		return a.Unmap(), nil
+	}
+	if le.Protocol != nil {
+		e.Protocol = *le.Protocol
+	}
+	if le.Port != nil {
+		e.Port = *le.Port
+	}
+	if t == HashNet {
+		a, err := addr(le.IP)
+		if err != nil {
+			return e, err
+		}
+		bits := int(le.CIDR)
+		if bits == 0 {
+			bits = a.BitLen()
+		}
+		e.Net = netip.PrefixFrom(a, bits)
+		return e, nil
+	}
+	if le.IP != nil {
+		a, err := addr(le.IP)
+		if err != nil {
+			return e, err
+		}
+		e.IP = a
+	}
+	if le.IP2 != nil {
+		a, err := addr(le.IP2)
+		if err != nil {
+			return e, err
+		}
+		bits := int(le.CIDR2)
+		if bits == 0 {
+			bits = a.BitLen()
+		}
+		e.Net = netip.PrefixFrom(a, bits)
+	}
+	return e, nil
+}

@@ -1,0 +1,305 @@
+package ipvs
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+
+	moby "github.com/moby/ipvs"
+	"github.com/vishvananda/netlink"
+)
+
+// Netlink implements Interface with moby/ipvs on one long-lived handle.
+// moby/ipvs sends one ACKed request per call and drops replies whose
+// sequence number does not match, so concurrent use of one socket would lose
+// replies: every call holds the mutex.
+type Netlink struct {
+	mu sync.Mutex
+	h  *moby.Handle
+}
+
+var _ Interface = (*Netlink)(nil)
+
+// New opens an IPVS handle in the current network namespace. It returns an
+// error wrapping ErrNoIPVS if the kernel has no IPVS: moby/ipvs itself only
+// logs that case and then fails every later call obscurely.
+func New() (*Netlink, error) {
+	if err := CheckKernel(); err != nil {
+		return nil, err
+	}
+	h, err := moby.New("")
+	if err != nil {
+		return nil, fmt.Errorf("open IPVS netlink handle: %w", err)
+	}
+	return &Netlink{h: h}, nil
+}
+
+// CheckKernel returns an error wrapping ErrNoIPVS unless the kernel answers
+// for the IPVS generic netlink family. Resolving the family by name lets the
+// kernel autoload ip_vs where module autoloading works.
+func CheckKernel() error {
+	if _, err := netlink.GenlFamilyGet("IPVS"); err != nil {
+		_, perr := os.Stat("/proc/net/ip_vs")
+		return fmt.Errorf("%w (IPVS generic netlink family: %v; /proc/net/ip_vs: %v)", ErrNoIPVS, err, perr)
+	}
+	return nil
+}
+
+// Close releases the handle.
+func (n *Netlink) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.h != nil {
+		n.h.Close()
+		n.h = nil
+	}
+	return nil
+}
+
+func (n *Netlink) do(f func(h *moby.Handle) error) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.h == nil {
+		return errors.New("IPVS handle closed")
+	}
+	return mapErr(f(n.h))
+}
+
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EEXIST):
+		return fmt.Errorf("%w: %w", ErrExists, err)
+	case errors.Is(err, syscall.ESRCH), errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return err
+}
+
+func family(a netip.Addr) uint16 {
+	if a.Is4() {
+		return syscall.AF_INET
+	}
+	return syscall.AF_INET6
+}
+
+// keyService is the part of a service the kernel uses to find it.
+func keyService(k Key) *moby.Service {
+	return &moby.Service{
+		Address:       net.IP(k.Address.AsSlice()),
+		Protocol:      uint16(k.Protocol),
+		Port:          k.Port,
+		AddressFamily: family(k.Address),
+		Netmask:       fullNetmask(k.Address),
+	}
+}
+
+// fullNetmask is the persistence netmask of one client address: the kernel
+// wants an IPv4 mask as a big-endian word and an IPv6 one as a prefix length.
+func fullNetmask(a netip.Addr) uint32 { return netmask(a, a.BitLen()) }
+
+func netmask(a netip.Addr, n int) uint32 {
+	if a.Is6() {
+		return uint32(n)
+	}
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], ^uint32(0)<<(32-n))
+	// moby/ipvs writes the attribute in host order: hand it the word whose
+	// host-order bytes are the big-endian mask.
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+func netmaskBits(a netip.Addr, m uint32) int {
+	if a.Is6() {
+		return int(m)
+	}
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], m)
+	return bits.LeadingZeros32(^binary.BigEndian.Uint32(b[:]))
+}
+
+func toService(vs VirtualServer) *moby.Service {
+	s := keyService(vs.Key())
+	s.SchedName = vs.Scheduler
+	s.Flags = uint32(vs.Flags & userFlags)
+	if vs.Timeout > 0 {
+		s.Flags |= uint32(flagPersistent)
+		s.Timeout = vs.Timeout
+		s.Netmask = netmask(vs.Address, vs.Netmask())
+	}
+	return s
+}
+
+func fromService(s *moby.Service) (VirtualServer, bool) {
+	a, ok := netip.AddrFromSlice(s.Address)
+	if s.FWMark != 0 || !ok {
+		return VirtualServer{}, false // firewall-mark services are never ours
+	}
+	a = a.Unmap()
+	if s.AddressFamily == syscall.AF_INET6 && a.Is4() {
+		a = netip.AddrFrom16(a.As16())
+	}
+	vs := VirtualServer{
+		Address:   a,
+		Protocol:  Protocol(s.Protocol),
+		Port:      s.Port,
+		Scheduler: s.SchedName,
+		Flags:     Flags(s.Flags) & userFlags,
+	}
+	if Flags(s.Flags)&flagPersistent != 0 {
+		vs.Timeout = s.Timeout
+		vs.NetmaskBits = netmaskBits(a, s.Netmask)
+	}
+	return vs, true
+}
+
+var fwdToKernel = map[Forwarding]uint32{
+	Masquerade:  moby.ConnectionFlagMasq,
+	DirectRoute: moby.ConnectionFlagDirectRoute,
+	Tunnel:      moby.ConnectionFlagTunnel,
+}
+
+func toDest(rs RealServer) (*moby.Destination, error) {
+	f, ok := fwdToKernel[rs.Forwarding]
+	if !ok {
+		return nil, fmt.Errorf("real server %s: unknown forwarding %s", rs.Key(), rs.Forwarding)
+	}
+	return &moby.Destination{
+		Address:         net.IP(rs.Address.AsSlice()),
+		Port:            rs.Port,
+		Weight:          rs.Weight,
+		ConnectionFlags: f,
+		AddressFamily:   family(rs.Address),
+	}, nil
+}
+
+func fromDest(d *moby.Destination) RealServer {
+	a, _ := netip.AddrFromSlice(d.Address)
+	rs := RealServer{
+		Address:       a.Unmap(),
+		Port:          d.Port,
+		Weight:        d.Weight,
+		ActiveConns:   d.ActiveConnections,
+		InactiveConns: d.InactiveConnections,
+		Forwarding:    Forwarding(100 + d.ConnectionFlags&moby.ConnectionFlagFwdMask), // shows as unknown
+	}
+	for f, k := range fwdToKernel {
+		if k == d.ConnectionFlags&moby.ConnectionFlagFwdMask {
+			rs.Forwarding = f
+		}
+	}
+	return rs
+}
+
+// ListVirtualServers dumps all services in one request.
+func (n *Netlink) ListVirtualServers() ([]VirtualServer, error) {
+	var svcs []*moby.Service
+	if err := n.do(func(h *moby.Handle) (err error) { svcs, err = h.GetServices(); return err }); err != nil {
+		return nil, fmt.Errorf("list virtual servers: %w", err)
+	}
+	out := make([]VirtualServer, 0, len(svcs))
+	for _, s := range svcs {
+		if vs, ok := fromService(s); ok {
+			out = append(out, vs)
+		}
+	}
+	SortVirtualServers(out)
+	return out, nil
+}
+
+// GetVirtualServer reads one service.
+func (n *Netlink) GetVirtualServer(k Key) (VirtualServer, error) {
+	var s *moby.Service
+	err := n.do(func(h *moby.Handle) (err error) { s, err = h.GetService(keyService(k)); return err })
+	if err != nil {
+		return VirtualServer{}, fmt.Errorf("get virtual server %s: %w", k, err)
+	}
+	vs, _ := fromService(s)
+	return vs, nil
+}
+
+// AddVirtualServer creates a service.
+func (n *Netlink) AddVirtualServer(vs VirtualServer) error {
+	if err := vs.Validate(); err != nil {
+		return err
+	}
+	if err := n.do(func(h *moby.Handle) error { return h.NewService(toService(vs)) }); err != nil {
+		return fmt.Errorf("add virtual server %s: %w", vs, err)
+	}
+	return nil
+}
+
+// UpdateVirtualServer edits a service.
+func (n *Netlink) UpdateVirtualServer(vs VirtualServer) error {
+	if err := vs.Validate(); err != nil {
+		return err
+	}
+	if err := n.do(func(h *moby.Handle) error { return h.UpdateService(toService(vs)) }); err != nil {
+		return fmt.Errorf("update virtual server %s: %w", vs, err)
+	}
+	return nil
+}
+
+// DeleteVirtualServer deletes a service; a missing one is success.
+func (n *Netlink) DeleteVirtualServer(k Key) error {
+	err := n.do(func(h *moby.Handle) error { return h.DelService(keyService(k)) })
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("delete virtual server %s: %w", k, err)
+	}
+	return nil
+}
+
+// ListRealServers dumps the destinations of one service.
+func (n *Netlink) ListRealServers(k Key) ([]RealServer, error) {
+	var ds []*moby.Destination
+	if err := n.do(func(h *moby.Handle) (err error) { ds, err = h.GetDestinations(keyService(k)); return err }); err != nil {
+		return nil, fmt.Errorf("list real servers of %s: %w", k, err)
+	}
+	out := make([]RealServer, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, fromDest(d))
+	}
+	SortRealServers(out)
+	return out, nil
+}
+
+// AddRealServer adds a destination.
+func (n *Netlink) AddRealServer(k Key, rs RealServer) error {
+	d, err := toDest(rs)
+	if err != nil {
+		return err
+	}
+	if err := n.do(func(h *moby.Handle) error { return h.NewDestination(keyService(k), d) }); err != nil {
+		return fmt.Errorf("add real server %s to %s: %w", rs, k, err)
+	}
+	return nil
+}
+
+// UpdateRealServer edits a destination.
+func (n *Netlink) UpdateRealServer(k Key, rs RealServer) error {
+	d, err := toDest(rs)
+	if err != nil {
+		return err
+	}
+	if err := n.do(func(h *moby.Handle) error { return h.UpdateDestination(keyService(k), d) }); err != nil {
+		return fmt.Errorf("update real server %s of %s: %w", rs, k, err)
+	}
+	return nil
+}
+
+// DeleteRealServer deletes a destination; a missing one is success.
+func (n *Netlink) DeleteRealServer(k Key, rk RealKey) error {
+	d := &moby.Destination{Address: net.IP(rk.Address.AsSlice()), Port: rk.Port, AddressFamily: family(rk.Address)}
+	err := n.do(func(h *moby.Handle) error { return h.DelDestination(keyService(k), d) })
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("delete real server %s of %s: %w", rk, k, err)
+	}
+	return nil
+}

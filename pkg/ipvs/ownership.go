@@ -1,0 +1,258 @@
+package ipvs
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/kubelvs/kubelvs/pkg/ipset"
+)
+
+// The ipsets that record which virtual servers kubelvs created, one per
+// address family (an ipset holds one family).
+const (
+	OwnershipSetV4 = "KUBELVS-VIRTUAL-SERVERS"
+	OwnershipSetV6 = "KUBELVS-VIRTUAL-SERVERS-V6"
+)
+
+// Ownership records which virtual servers kubelvs created. Guard consults it
+// before any change and updates it on add and delete.
+type Ownership interface {
+	// Owns reports whether kubelvs created the virtual server.
+	Owns(k Key) bool
+	// Claim records the virtual server as kubelvs's.
+	Claim(k Key) error
+	// Release forgets the virtual server.
+	Release(k Key) error
+}
+
+// SetOwnership keeps the ownership record in the KUBELVS-VIRTUAL-SERVERS
+// ipsets (hash:ip,port: "VIP,proto:port"), so it survives agent restarts and
+// can be read by operators with `ipset list`. Membership is cached in memory:
+// only kubelvs writes these sets.
+type SetOwnership struct {
+	sets ipset.Interface
+
+	mu    sync.RWMutex
+	owned map[Key]struct{}
+}
+
+var _ Ownership = (*SetOwnership)(nil)
+
+// OwnershipSets returns the descriptions of the two ownership ipsets.
+func OwnershipSets() []ipset.Set {
+	return []ipset.Set{
+		{Name: OwnershipSetV4, Type: ipset.HashIPPort, Family: ipset.IPv4},
+		{Name: OwnershipSetV6, Type: ipset.HashIPPort, Family: ipset.IPv6},
+	}
+}
+
+// NewSetOwnership ensures the ownership ipsets exist and loads them.
+func NewSetOwnership(sets ipset.Interface) (*SetOwnership, error) {
+	o := &SetOwnership{sets: sets, owned: map[Key]struct{}{}}
+	for _, s := range OwnershipSets() {
+		if err := sets.EnsureSet(s); err != nil {
+			return nil, fmt.Errorf("ownership record: %w", err)
+		}
+		es, err := sets.ListEntries(s.Name)
+		if err != nil {
+			return nil, fmt.Errorf("ownership record: %w", err)
+		}
+		for _, e := range es {
+			o.owned[Key{Address: e.IP, Protocol: Protocol(e.Protocol), Port: e.Port}] = struct{}{}
+		}
+	}
+	return o, nil
+}
+
+func ownershipEntry(k Key) (string, ipset.Entry) {
+	name := OwnershipSetV4
+	if k.Address.Is6() {
+		name = OwnershipSetV6
+	}
+	return name, ipset.Entry{IP: k.Address, Protocol: uint8(k.Protocol), Port: k.Port}
+}
+
+// Owns reports whether k is recorded.
+func (o *SetOwnership) Owns(k Key) bool {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	_, ok := o.owned[k]
+	return ok
+}
+
+// Owned returns every recorded key, sorted.
+func (o *SetOwnership) Owned() []Key {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	out := make([]Key, 0, len(o.owned))
+	for k := range o.owned {
+		out = append(out, k)
+	}
+	sortKeys(out)
+	return out
+}
+
+// Claim records k in the ipset, then in memory.
+func (o *SetOwnership) Claim(k Key) error {
+	name, e := ownershipEntry(k)
+	if err := o.sets.AddEntry(name, e); err != nil {
+		return fmt.Errorf("claim %s: %w", k, err)
+	}
+	o.mu.Lock()
+	o.owned[k] = struct{}{}
+	o.mu.Unlock()
+	return nil
+}
+
+// Release removes k from the ipset and from memory.
+func (o *SetOwnership) Release(k Key) error {
+	name, e := ownershipEntry(k)
+	if err := o.sets.DelEntry(name, e); err != nil {
+		return fmt.Errorf("release %s: %w", k, err)
+	}
+	o.mu.Lock()
+	delete(o.owned, k)
+	o.mu.Unlock()
+	return nil
+}
+
+// Guard is an Interface that refuses to change or delete virtual servers
+// (and their real servers) that are not recorded in its Ownership, and keeps
+// the record up to date as it adds and deletes. Reads pass through.
+type Guard struct {
+	inner Interface
+	own   Ownership
+}
+
+var _ Interface = (*Guard)(nil)
+
+// NewGuard wraps inner.
+func NewGuard(inner Interface, own Ownership) *Guard { return &Guard{inner: inner, own: own} }
+
+// Owns reports whether the virtual server is kubelvs's; use it as the keep
+// function of List to see only owned services.
+func (g *Guard) Owns(k Key) bool { return g.own.Owns(k) }
+
+// exists reports whether the kernel holds k.
+func (g *Guard) exists(k Key) (bool, error) {
+	_, err := g.inner.GetVirtualServer(k)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// requireOwned returns nil if k is owned; otherwise ErrNotOwned if it exists,
+// or ErrNotFound if it does not.
+func (g *Guard) requireOwned(k Key) error {
+	if g.own.Owns(k) {
+		return nil
+	}
+	ok, err := g.exists(k)
+	switch {
+	case err != nil:
+		return err
+	case ok:
+		return fmt.Errorf("%s: %w", k, ErrNotOwned)
+	default:
+		return fmt.Errorf("virtual server %s: %w", k, ErrNotFound)
+	}
+}
+
+// ListVirtualServers lists all virtual servers, owned or not.
+func (g *Guard) ListVirtualServers() ([]VirtualServer, error) { return g.inner.ListVirtualServers() }
+
+// GetVirtualServer reads one virtual server, owned or not.
+func (g *Guard) GetVirtualServer(k Key) (VirtualServer, error) { return g.inner.GetVirtualServer(k) }
+
+// ListRealServers reads the real servers of a virtual server, owned or not.
+func (g *Guard) ListRealServers(k Key) ([]RealServer, error) { return g.inner.ListRealServers(k) }
+
+// Close closes the inner Interface.
+func (g *Guard) Close() error { return g.inner.Close() }
+
+// AddVirtualServer claims the key first (a crash then leaves a record
+// without a kernel object, which a later delete clears, never a kernel object
+// without a record) and refuses a key another program already uses.
+func (g *Guard) AddVirtualServer(vs VirtualServer) error {
+	k := vs.Key()
+	fresh := !g.own.Owns(k)
+	if fresh {
+		ok, err := g.exists(k)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return fmt.Errorf("add %s: %w", k, ErrNotOwned)
+		}
+		if err := g.own.Claim(k); err != nil {
+			return err
+		}
+	}
+	err := g.inner.AddVirtualServer(vs)
+	if err != nil && fresh {
+		// Another program created it after our check, or the add failed:
+		// either way it is not ours.
+		if rerr := g.own.Release(k); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		if errors.Is(err, ErrExists) {
+			err = fmt.Errorf("add %s: %w", k, ErrNotOwned)
+		}
+	}
+	return err
+}
+
+// UpdateVirtualServer updates an owned virtual server.
+func (g *Guard) UpdateVirtualServer(vs VirtualServer) error {
+	if err := g.requireOwned(vs.Key()); err != nil {
+		return err
+	}
+	return g.inner.UpdateVirtualServer(vs)
+}
+
+// DeleteVirtualServer deletes an owned virtual server and forgets it. A key
+// that is neither owned nor present is already gone: success.
+func (g *Guard) DeleteVirtualServer(k Key) error {
+	if err := g.requireOwned(k); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	if err := g.inner.DeleteVirtualServer(k); err != nil {
+		return err
+	}
+	return g.own.Release(k)
+}
+
+// AddRealServer adds a real server to an owned virtual server.
+func (g *Guard) AddRealServer(k Key, rs RealServer) error {
+	if err := g.requireOwned(k); err != nil {
+		return err
+	}
+	return g.inner.AddRealServer(k, rs)
+}
+
+// UpdateRealServer updates a real server of an owned virtual server.
+func (g *Guard) UpdateRealServer(k Key, rs RealServer) error {
+	if err := g.requireOwned(k); err != nil {
+		return err
+	}
+	return g.inner.UpdateRealServer(k, rs)
+}
+
+// DeleteRealServer removes a real server of an owned virtual server.
+func (g *Guard) DeleteRealServer(k Key, rk RealKey) error {
+	if err := g.requireOwned(k); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	return g.inner.DeleteRealServer(k, rk)
+}
+
+func sortKeys(ks []Key) { slices.SortFunc(ks, Key.Compare) }
