@@ -155,4 +155,3 @@ func TestValidate(t *testing.T) {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
 }
-

@@ -1,0 +1,176 @@
+package netif
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Netlink implements Interface on one long-lived rtnetlink handle.
+type Netlink struct {
+	mu sync.Mutex
+	h  *netlink.Handle
+}
+
+var _ Interface = (*Netlink)(nil)
+
+// New opens the handle.
+func New() (*Netlink, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open rtnetlink handle: %w", err)
+	}
+	return &Netlink{h: h}, nil
+}
+
+// Close releases the handle.
+func (n *Netlink) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.h != nil {
+		n.h.Close()
+		n.h = nil
+	}
+	return nil
+}
+
+func (n *Netlink) link() (netlink.Link, error) {
+	l, err := n.h.LinkByName(DeviceName)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("look up %s: %w", DeviceName, err)
+	}
+	if l.Type() != "dummy" {
+		return nil, fmt.Errorf("%s (type %s): %w", DeviceName, l.Type(), ErrNotOwned)
+	}
+	return l, nil
+}
+
+// EnsureDevice creates kubelvs0 if missing and sets it up.
+func (n *Netlink) EnsureDevice() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l, err := n.link()
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		d := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: DeviceName}}
+		if err := n.h.LinkAdd(d); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create %s: %w", DeviceName, err)
+		}
+		if l, err = n.link(); err != nil || l == nil {
+			return fmt.Errorf("create %s: %w", DeviceName, errors.Join(err, errors.New("not found after create")))
+		}
+	}
+	if l.Attrs().Flags&unix.IFF_UP == 0 {
+		if err := n.h.LinkSetUp(l); err != nil {
+			return fmt.Errorf("set %s up: %w", DeviceName, err)
+		}
+	}
+	return nil
+}
+
+func (n *Netlink) list(l netlink.Link) ([]netip.Addr, error) {
+	as, err := n.h.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses of %s: %w", DeviceName, err)
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if ip.IsLinkLocalUnicast() {
+			continue // fe80:: added by the kernel, not a VIP
+		}
+		out = append(out, ip)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
+// ListAddresses returns the VIPs on kubelvs0 (none if it does not exist).
+func (n *Netlink) ListAddresses() ([]netip.Addr, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l, err := n.link()
+	if err != nil || l == nil {
+		return nil, err
+	}
+	return n.list(l)
+}
+
+func nlAddr(a netip.Addr) *netlink.Addr {
+	p := Prefix(a)
+	na := &netlink.Addr{IPNet: netlink.NewIPNet(a.AsSlice())}
+	na.IPNet.Mask = netMask(p)
+	if a.Is6() {
+		// A VIP must be usable at once: skip duplicate address detection,
+		// which would leave it tentative (not local) for a second or more.
+		na.Flags = unix.IFA_F_NODAD
+	}
+	return na
+}
+
+func netMask(p netip.Prefix) []byte {
+	m := make([]byte, p.Addr().BitLen()/8)
+	for i := 0; i < p.Bits(); i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return m
+}
+
+// SyncAddresses adds missing VIPs and removes the others.
+func (n *Netlink) SyncAddresses(vips []netip.Addr) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l, err := n.link()
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return fmt.Errorf("sync addresses: %s does not exist", DeviceName)
+	}
+	have, err := n.list(l)
+	if err != nil {
+		return err
+	}
+	add, del := DiffAddresses(have, vips)
+	var errs []error
+	for _, a := range del {
+		if err := n.h.AddrDel(l, nlAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("remove %s from %s: %w", a, DeviceName, err))
+		}
+	}
+	for _, a := range add {
+		if err := n.h.AddrReplace(l, nlAddr(a)); err != nil {
+			errs = append(errs, fmt.Errorf("add %s to %s: %w", a, DeviceName, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DeleteDevice removes kubelvs0.
+func (n *Netlink) DeleteDevice() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l, err := n.link()
+	if err != nil || l == nil {
+		return err
+	}
+	if err := n.h.LinkDel(l); err != nil {
+		return fmt.Errorf("delete %s: %w", DeviceName, err)
+	}
+	return nil
+}

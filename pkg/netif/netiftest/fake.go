@@ -1,0 +1,106 @@
+// Package netiftest provides a fake netif.Interface keeping kubelvs0's state
+// in memory, with fault injection.
+package netiftest
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/kubelvs/kubelvs/pkg/kerneltest/fault"
+	"github.com/kubelvs/kubelvs/pkg/netif"
+)
+
+// Fake is an in-memory kubelvs0. Operation names for fault injection are
+// the method names.
+type Fake struct {
+	fault.Injector
+
+	mu     sync.Mutex
+	exists bool
+	up     bool
+	addrs  map[netip.Addr]struct{}
+}
+
+var _ netif.Interface = (*Fake)(nil)
+
+// NewFake returns a host without kubelvs0.
+func NewFake() *Fake { return &Fake{addrs: map[netip.Addr]struct{}{}} }
+
+// EnsureDevice creates the device and sets it up.
+func (f *Fake) EnsureDevice() error {
+	if err := f.Check("EnsureDevice"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.exists, f.up = true, true
+	return nil
+}
+
+// ListAddresses returns the sorted VIPs.
+func (f *Fake) ListAddresses() ([]netip.Addr, error) {
+	if err := f.Check("ListAddresses"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sorted(), nil
+}
+
+func (f *Fake) sorted() []netip.Addr {
+	out := make([]netip.Addr, 0, len(f.addrs))
+	for a := range f.addrs {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// SyncAddresses makes the device hold exactly vips.
+func (f *Fake) SyncAddresses(vips []netip.Addr) error {
+	if err := f.Check("SyncAddresses"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.exists {
+		return fmt.Errorf("sync addresses: %s does not exist", netif.DeviceName)
+	}
+	f.addrs = map[netip.Addr]struct{}{}
+	for _, a := range vips {
+		f.addrs[a] = struct{}{}
+	}
+	return nil
+}
+
+// DeleteDevice removes the device and its addresses.
+func (f *Fake) DeleteDevice() error {
+	if err := f.Check("DeleteDevice"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.exists, f.up, f.addrs = false, false, map[netip.Addr]struct{}{}
+	return nil
+}
+
+// Close does nothing.
+func (f *Fake) Close() error { return nil }
+
+// Dump prints the device state and its addresses with prefix lengths.
+func (f *Fake) Dump() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.exists {
+		return netif.DeviceName + " absent\n"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s dummy up=%t\n", netif.DeviceName, f.up)
+	for _, a := range f.sorted() {
+		fmt.Fprintf(&b, "  inet %s\n", netif.Prefix(a))
+	}
+	return b.String()
+}
