@@ -1,0 +1,182 @@
+package netfilter
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+
+	"github.com/kubelvs/kubelvs/pkg/ipset"
+)
+
+// Runner runs a program with stdin and returns its stdout. Tests replace it.
+type Runner interface {
+	Run(stdin, name string, args ...string) (string, error)
+}
+
+// ExecRunner runs programs with os/exec.
+type ExecRunner struct{}
+
+// Run executes name with args.
+func (ExecRunner) Run(stdin, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// Rules keeps the kubelvs netfilter rules and their ipsets in place.
+type Rules struct {
+	sets   ipset.Interface
+	run    Runner
+	cfg    Config
+	mode   string
+	fams   []Family
+	mu     sync.Mutex
+	synced map[Family]string
+}
+
+// New detects the iptables backend (unless cfg.Mode is set) and returns
+// Rules for the given families.
+func New(sets ipset.Interface, run Runner, cfg Config, fams ...Family) (*Rules, error) {
+	if cfg.MasqueradeMark == 0 {
+		cfg.MasqueradeMark = DefaultMasqueradeMark
+	}
+	if cfg.MasqueradeMark&(cfg.MasqueradeMark-1) != 0 {
+		return nil, fmt.Errorf("masquerade mark %#x is not a single bit", cfg.MasqueradeMark)
+	}
+	if len(fams) == 0 {
+		fams = []Family{IPv4, IPv6}
+	}
+	r := &Rules{sets: sets, run: run, cfg: cfg, mode: cfg.Mode, fams: fams, synced: map[Family]string{}}
+	if r.mode == "" {
+		r.mode = DetectMode(run)
+	}
+	if r.mode != "legacy" && r.mode != "nft" {
+		return nil, fmt.Errorf("iptables mode %q: want legacy or nft", r.mode)
+	}
+	return r, nil
+}
+
+// Mode returns "legacy" or "nft".
+func (r *Rules) Mode() string { return r.mode }
+
+func binary(mode string, f Family, tool string) string {
+	p := "iptables"
+	if f == IPv6 {
+		p = "ip6tables"
+	}
+	return p + "-" + mode + "-" + tool
+}
+
+// DetectMode picks the iptables backend the way kube-proxy's
+// iptables-wrapper does: the one that already holds rules wins (other
+// components' rules live there and both must agree on the packet path);
+// with no rules anywhere, nft if it works (e.g. not on UML guests, whose
+// kernel lacks nf_tables), else legacy.
+func DetectMode(run Runner) string {
+	count := func(mode string) (int, bool) {
+		n, ok := 0, false
+		for _, f := range []Family{IPv4, IPv6} {
+			out, err := run.Run("", binary(mode, f, "save"))
+			if err != nil {
+				continue
+			}
+			ok = true
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, "-A ") {
+					n++
+				}
+			}
+		}
+		return n, ok
+	}
+	nft, nftOK := count("nft")
+	legacy, legacyOK := count("legacy")
+	switch {
+	case legacy > nft:
+		return "legacy"
+	case nft > legacy:
+		return "nft"
+	case nftOK:
+		return "nft"
+	case legacyOK:
+		return "legacy"
+	}
+	return "nft"
+}
+
+// EnsureSets creates the ipsets the rules reference (they must exist before
+// iptables accepts a rule naming them).
+func (r *Rules) EnsureSets() error {
+	var errs []error
+	for _, f := range r.fams {
+		for _, s := range IPSets(f) {
+			errs = append(errs, r.sets.EnsureSet(s))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Sync writes the rules of every family whose rendering changed since the
+// last successful sync, or all of them when force is set (periodic resync:
+// someone may have flushed the tables). It returns whether it wrote.
+func (r *Rules) Sync(force bool) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	wrote := false
+	for _, f := range r.fams {
+		chains := Render(f, r.cfg)
+		key := fmt.Sprint(chains)
+		if !force && r.synced[f] == key {
+			continue
+		}
+		if err := r.EnsureSets(); err != nil {
+			return wrote, fmt.Errorf("netfilter %s: %w", f, err)
+		}
+		saved, err := r.run.Run("", binary(r.mode, f, "save"))
+		if err != nil {
+			return wrote, fmt.Errorf("netfilter %s: %w", f, err)
+		}
+		in := restoreInput(chains, saved)
+		if _, err := r.run.Run(in, binary(r.mode, f, "restore"), "--noflush", "-w", "5"); err != nil {
+			return wrote, fmt.Errorf("netfilter %s: restore: %w", f, err)
+		}
+		r.synced[f] = key
+		wrote = true
+	}
+	return wrote, nil
+}
+
+// SyncMembers makes the ipsets hold exactly m, adding and deleting only the
+// differences.
+func (r *Rules) SyncMembers(m Members) error {
+	var errs []error
+	for _, f := range r.fams {
+		n, fm := Sets(f), m.split(f)
+		for _, p := range []struct {
+			name string
+			want []ipset.Entry
+		}{{n.Masquerade, fm.Masquerade}, {n.Restricted, fm.Restricted}, {n.Allowed, fm.Allowed}} {
+			have, err := r.sets.ListEntries(p.name)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			add, del := ipset.Diff(have, p.want)
+			for _, e := range add {
+				errs = append(errs, r.sets.AddEntry(p.name, e))
+			}
+			for _, e := range del {
+				errs = append(errs, r.sets.DelEntry(p.name, e))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,88 @@
+package netfilter
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// fakeRunner serves canned iptables-save output and records restores.
+type fakeRunner struct {
+	saved    map[string]string
+	restores []string
+	calls    []string
+}
+
+func (f *fakeRunner) Run(stdin, name string, args ...string) (string, error) {
+	f.calls = append(f.calls, name+" "+strings.Join(args, " "))
+	if strings.HasSuffix(name, "-restore") {
+		f.restores = append(f.restores, name+"\n"+stdin)
+	}
+	return f.saved[name], nil
+}
+
+func TestSyncFixesJumpsAndSkipsUnchanged(t *testing.T) {
+	t.Parallel()
+	run := &fakeRunner{saved: map[string]string{
+		// INPUT lacks its jump, PREROUTING has it twice, others' rules stay.
+		"iptables-legacy-save": "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j KUBE-FIREWALL\nCOMMIT\n*nat\n" +
+			"-A PREROUTING -j KUBELVS-PREROUTING\n-A PREROUTING -j KUBELVS-PREROUTING\n-A OUTPUT -j KUBELVS-OUTPUT\n-A POSTROUTING -j KUBELVS-POSTROUTING\nCOMMIT\n",
+	}}
+	sets := ipsettest.NewFake()
+	r, err := New(sets, run, Config{Mode: "legacy"}, IPv4, IPv6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrote, err := r.Sync(false)
+	if err != nil || !wrote {
+		t.Fatalf("first sync wrote=%v err=%v", wrote, err)
+	}
+	if wrote, err := r.Sync(false); err != nil || wrote {
+		t.Errorf("unchanged sync wrote=%v err=%v, want no write", wrote, err)
+	}
+	n := len(run.calls)
+	if _, err := r.Sync(true); err != nil || len(run.calls) != n+4 {
+		t.Errorf("forced sync: err=%v, %d calls, want save+restore per family", err, len(run.calls)-n)
+	}
+	golden(t, "restore.txt", strings.Join(run.restores[:2], "---\n"))
+	golden(t, "sets.txt", sets.Dump())
+}
+
+func TestDetectMode(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		saved map[string]string
+		want  string
+	}{
+		"legacy has rules": {map[string]string{"iptables-legacy-save": "-A INPUT -j X\n", "iptables-nft-save": "*filter\n"}, "legacy"},
+		"nft has rules":    {map[string]string{"iptables-legacy-save": "", "ip6tables-nft-save": "-A INPUT -j X\n"}, "nft"},
+		"empty: nft":       {map[string]string{}, "nft"},
+	} {
+		if got := DetectMode(&fakeRunner{saved: tc.saved}); got != tc.want {
+			t.Errorf("%s: DetectMode = %s, want %s", name, got, tc.want)
+		}
+	}
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs:\n--- got\n%s--- want\n%s", name, got, want)
+	}
+}

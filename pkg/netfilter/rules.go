@@ -1,0 +1,185 @@
+// Package netfilter writes the few iptables rules kubelvs needs, all of them
+// matched through ipsets so the rule set is constant whatever the number of
+// services:
+//
+//   - masquerade: packets to a Masquerade-forwarded VIP,proto:port (ipset
+//     KUBELVS-MASQ) are marked in nat PREROUTING/OUTPUT and masqueraded in
+//     POSTROUTING, so real servers answer through this node;
+//   - source ranges: one rule in filter INPUT (which runs before IPVS's
+//     LOCAL_IN hook) drops packets to a restricted VIP,proto:port
+//     (KUBELVS-RESTRICTED) unless VIP,proto:port,source is allowed
+//     (KUBELVS-ALLOWED, hash:ip,port,net).
+//
+// Only chains named KUBELVS-* are written; the built-in chains get one jump
+// each, ensured (added if missing, de-duplicated) and never anything else.
+// Each sync is one iptables-save and one iptables-restore --noflush per
+// family, and none at all when the rendered rules did not change.
+package netfilter
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/kubelvs/kubelvs/pkg/ipset"
+)
+
+// Family selects iptables or ip6tables.
+type Family int
+
+// Families.
+const (
+	IPv4 Family = 4
+	IPv6 Family = 6
+)
+
+// String returns "IPv4" or "IPv6".
+func (f Family) String() string { return fmt.Sprintf("IPv%d", int(f)) }
+
+// DefaultMasqueradeMark is the packet mark bit kubelvs uses; it avoids
+// kube-proxy's 0x4000 (masquerade) and 0x8000 (drop).
+const DefaultMasqueradeMark = 0x1000
+
+// Config tunes the rules.
+type Config struct {
+	// MasqueradeMark is the single mark bit set on packets to masquerade.
+	MasqueradeMark uint32
+	// Mode forces "legacy" or "nft"; empty detects it.
+	Mode string
+}
+
+// SetNames are the ipsets of one family the rules match on.
+type SetNames struct {
+	Masquerade string // hash:ip,port: VIP,proto:port forwarded with Masquerade
+	Restricted string // hash:ip,port: VIP,proto:port that have sourceRanges
+	Allowed    string // hash:ip,port,net: VIP,proto:port,allowed source range
+}
+
+// Sets returns the set names of a family.
+func Sets(f Family) SetNames {
+	sfx := ""
+	if f == IPv6 {
+		sfx = "-V6"
+	}
+	return SetNames{
+		Masquerade: "KUBELVS-MASQ" + sfx,
+		Restricted: "KUBELVS-RESTRICTED" + sfx,
+		Allowed:    "KUBELVS-ALLOWED" + sfx,
+	}
+}
+
+// IPSets returns the descriptions of the ipsets of a family.
+func IPSets(f Family) []ipset.Set {
+	fam := ipset.IPv4
+	if f == IPv6 {
+		fam = ipset.IPv6
+	}
+	n := Sets(f)
+	return []ipset.Set{
+		{Name: n.Masquerade, Type: ipset.HashIPPort, Family: fam},
+		{Name: n.Restricted, Type: ipset.HashIPPort, Family: fam},
+		{Name: n.Allowed, Type: ipset.HashIPPortNet, Family: fam},
+	}
+}
+
+// jump is a rule in a built-in chain that enters one of our chains.
+type jump struct {
+	table, chain, target string
+}
+
+func (j jump) spec() string { return fmt.Sprintf("-A %s -j %s", j.chain, j.target) }
+
+var jumps = []jump{
+	{"filter", "INPUT", "KUBELVS-INPUT"},
+	{"nat", "PREROUTING", "KUBELVS-PREROUTING"},
+	{"nat", "OUTPUT", "KUBELVS-OUTPUT"},
+	{"nat", "POSTROUTING", "KUBELVS-POSTROUTING"},
+}
+
+// Render returns the KUBELVS- chains of a family in iptables-restore syntax,
+// without the jumps from built-in chains. It is a pure function of its
+// arguments, so an unchanged result means nothing to write.
+func Render(f Family, cfg Config) map[string][]string {
+	n := Sets(f)
+	mark := fmt.Sprintf("%#x/%#x", cfg.MasqueradeMark, cfg.MasqueradeMark)
+	return map[string][]string{
+		"filter": {
+			":KUBELVS-INPUT - [0:0]",
+			fmt.Sprintf(`-A KUBELVS-INPUT -m set --match-set %s dst,dst -m set ! --match-set %s dst,dst,src -m comment --comment "kubelvs: source outside sourceRanges" -j DROP`, n.Restricted, n.Allowed),
+		},
+		"nat": {
+			":KUBELVS-PREROUTING - [0:0]",
+			":KUBELVS-OUTPUT - [0:0]",
+			":KUBELVS-POSTROUTING - [0:0]",
+			fmt.Sprintf(`-A KUBELVS-PREROUTING -m set --match-set %s dst,dst -m comment --comment "kubelvs: masquerade" -j MARK --set-xmark %s`, n.Masquerade, mark),
+			fmt.Sprintf(`-A KUBELVS-OUTPUT -m set --match-set %s dst,dst -m comment --comment "kubelvs: masquerade" -j MARK --set-xmark %s`, n.Masquerade, mark),
+			// Clear the bit before masquerading so a packet that comes back
+			// through this host is not masqueraded twice.
+			fmt.Sprintf(`-A KUBELVS-POSTROUTING -m mark ! --mark %s -j RETURN`, mark),
+			fmt.Sprintf(`-A KUBELVS-POSTROUTING -j MARK --set-xmark 0x0/%#x`, cfg.MasqueradeMark),
+			`-A KUBELVS-POSTROUTING -m comment --comment "kubelvs: masquerade" -j MASQUERADE`,
+		},
+	}
+}
+
+// restoreInput builds the iptables-restore --noflush input: our chains
+// redefined (declaring a chain flushes it), plus the jumps fixed up against
+// the current iptables-save output: inserted at the top if missing, extra
+// copies deleted.
+func restoreInput(chains map[string][]string, saved string) string {
+	count := map[jump]int{}
+	table := ""
+	for _, l := range strings.Split(saved, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "*") {
+			table = l[1:]
+			continue
+		}
+		for _, j := range jumps {
+			if j.table == table && l == j.spec() {
+				count[j]++
+			}
+		}
+	}
+	var b strings.Builder
+	for _, t := range []string{"filter", "nat"} {
+		fmt.Fprintf(&b, "*%s\n", t)
+		for _, l := range chains[t] {
+			b.WriteString(l + "\n")
+		}
+		for _, j := range jumps {
+			if j.table != t {
+				continue
+			}
+			switch c := count[j]; {
+			case c == 0:
+				fmt.Fprintf(&b, "-I %s 1 -j %s\n", j.chain, j.target)
+			case c > 1:
+				for i := 1; i < c; i++ {
+					fmt.Fprintf(&b, "-D %s -j %s\n", j.chain, j.target)
+				}
+			}
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.String()
+}
+
+// Members are the ipset members of both families.
+type Members struct {
+	Masquerade []ipset.Entry // VIP, proto, port
+	Restricted []ipset.Entry // VIP, proto, port
+	Allowed    []ipset.Entry // VIP, proto, port, Net
+}
+
+func (m Members) split(f Family) Members {
+	keep := func(es []ipset.Entry) []ipset.Entry {
+		var out []ipset.Entry
+		for _, e := range es {
+			if e.IP.Is4() == (f == IPv4) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	return Members{keep(m.Masquerade), keep(m.Restricted), keep(m.Allowed)}
+}
