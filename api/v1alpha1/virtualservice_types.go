@@ -1,0 +1,528 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// IPAddress is a unicast IPv4 or IPv6 address in canonical form
+// (e.g. 10.96.0.10 or 2001:db8::10). Canonical form keeps one spelling per
+// address, so two objects cannot claim the same address under two names.
+//
+// +kubebuilder:validation:MaxLength=45
+// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be a valid IP address"
+// +kubebuilder:validation:XValidation:rule="!isIP(self) || ip.isCanonical(self)",message="must be an IP address in canonical form (e.g. 2001:db8::1, 10.0.0.1)"
+// +kubebuilder:validation:XValidation:rule="!isIP(self) || ip(self).isGlobalUnicast()",message="must be a unicast address (not unspecified, loopback, link-local, multicast or broadcast)"
+type IPAddress string
+
+// CIDR is an IPv4 or IPv6 network in CIDR notation, e.g. 10.0.0.0/8.
+//
+// +kubebuilder:validation:MaxLength=49
+// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a valid CIDR, e.g. 10.0.0.0/8 or 2001:db8::/32"
+type CIDR string
+
+// Protocol is a transport protocol IPVS balances.
+//
+// +kubebuilder:validation:Enum=TCP;UDP;SCTP
+type Protocol string
+
+// Transport protocols.
+const (
+	ProtocolTCP  Protocol = "TCP"
+	ProtocolUDP  Protocol = "UDP"
+	ProtocolSCTP Protocol = "SCTP"
+)
+
+// Scheduler is an IPVS scheduling algorithm.
+//
+// +kubebuilder:validation:Enum=rr;wrr;lc;wlc;lblc;lblcr;dh;sh;sed;nq;mh
+type Scheduler string
+
+// IPVS schedulers.
+const (
+	SchedulerRoundRobin                  Scheduler = "rr"
+	SchedulerWeightedRoundRobin          Scheduler = "wrr"
+	SchedulerLeastConnection             Scheduler = "lc"
+	SchedulerWeightedLeastConnection     Scheduler = "wlc"
+	SchedulerLocalityLeastConnection     Scheduler = "lblc"
+	SchedulerLocalityLeastConnectionRepl Scheduler = "lblcr"
+	SchedulerDestinationHashing          Scheduler = "dh"
+	SchedulerSourceHashing               Scheduler = "sh"
+	SchedulerShortestExpectedDelay       Scheduler = "sed"
+	SchedulerNeverQueue                  Scheduler = "nq"
+	SchedulerMaglevHashing               Scheduler = "mh"
+)
+
+// SchedulerFlag tunes the sh and mh schedulers.
+//
+// +kubebuilder:validation:Enum=sh-fallback;sh-port;mh-fallback;mh-port
+type SchedulerFlag string
+
+// Scheduler flags.
+const (
+	SchedulerFlagSHFallback SchedulerFlag = "sh-fallback"
+	SchedulerFlagSHPort     SchedulerFlag = "sh-port"
+	SchedulerFlagMHFallback SchedulerFlag = "mh-fallback"
+	SchedulerFlagMHPort     SchedulerFlag = "mh-port"
+)
+
+// ForwardingMethod is how IPVS delivers packets to a real server.
+//
+// +kubebuilder:validation:Enum=Masquerade;DirectRoute;Tunnel
+type ForwardingMethod string
+
+// Forwarding methods.
+const (
+	// ForwardingMasquerade is NAT: the destination is rewritten to the real
+	// server, replies return through this node.
+	ForwardingMasquerade ForwardingMethod = "Masquerade"
+	// ForwardingDirectRoute rewrites only the MAC address: real servers must
+	// be on the same L2 segment and hold the VIP on a non-ARPing interface.
+	ForwardingDirectRoute ForwardingMethod = "DirectRoute"
+	// ForwardingTunnel encapsulates packets in IPIP to the real server.
+	ForwardingTunnel ForwardingMethod = "Tunnel"
+)
+
+// TrafficPolicy chooses which endpoints a node sends traffic to.
+//
+// +kubebuilder:validation:Enum=Cluster;Local
+type TrafficPolicy string
+
+// Traffic policies.
+const (
+	// TrafficPolicyCluster uses every ready endpoint in the cluster.
+	TrafficPolicyCluster TrafficPolicy = "Cluster"
+	// TrafficPolicyLocal uses only endpoints on the node itself.
+	TrafficPolicyLocal TrafficPolicy = "Local"
+)
+
+// HealthCheckProtocol is how a node probes a real server.
+//
+// +kubebuilder:validation:Enum=TCP;HTTP
+type HealthCheckProtocol string
+
+// Health check protocols.
+const (
+	HealthCheckTCP  HealthCheckProtocol = "TCP"
+	HealthCheckHTTP HealthCheckProtocol = "HTTP"
+)
+
+// VirtualServiceSpec is what a VirtualService asks every matching node to
+// program into its kernel.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.schedulerFlags) || self.schedulerFlags.all(f, !f.startsWith('sh-') || self.scheduler == 'sh')",message="sh-fallback and sh-port require scheduler sh",fieldPath=".schedulerFlags"
+// +kubebuilder:validation:XValidation:rule="!has(self.schedulerFlags) || self.schedulerFlags.all(f, !f.startsWith('mh-') || self.scheduler == 'mh')",message="mh-fallback and mh-port require scheduler mh",fieldPath=".schedulerFlags"
+// +kubebuilder:validation:XValidation:rule="self.forwarding == 'Masquerade' || self.ports.all(p, !has(p.targetPort) || (type(p.targetPort) == int && p.targetPort == p.port))",message="targetPort must be unset or equal to port when forwarding is DirectRoute or Tunnel: IPVS cannot rewrite the destination port there",fieldPath=".ports"
+// +kubebuilder:validation:XValidation:rule="self.forwarding == 'Masquerade' || !has(self.backends.static) || self.backends.static.all(b, !has(b.port) || self.ports.all(p, p.port == b.port))",message="static backend port must be unset or equal to every port when forwarding is DirectRoute or Tunnel",fieldPath=".backends.static"
+// +kubebuilder:validation:XValidation:rule="!has(self.backends.static) || self.backends.static.all(b, !isIP(b.address) || self.addresses.exists(a, isIP(a) && ip(a).family() == ip(b.address).family()))",message="every static backend address must be of an IP family that spec.addresses has",fieldPath=".backends.static"
+// +kubebuilder:validation:XValidation:rule="!has(self.backends.static) || self.backends.static.all(b, has(b.port)) || self.ports.all(p, !has(p.targetPort) || type(p.targetPort) == int)",message="static backends without a port need numeric targetPorts: a named targetPort resolves only through EndpointSlices",fieldPath=".backends.static"
+type VirtualServiceSpec struct {
+	// Addresses are the virtual IPs, at most one per IP family: one address
+	// for single-stack, an IPv4 and an IPv6 address for dual-stack. Every
+	// matching node binds them to its kubelvs0 interface.
+	//
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:XValidation:rule="size(self) < 2 || !isIP(self[0]) || !isIP(self[1]) || ip(self[0]).family() != ip(self[1]).family()",message="at most one address per IP family"
+	Addresses []IPAddress `json:"addresses"`
+
+	// Ports are the virtual ports, unique per protocol. Each becomes one IPVS
+	// virtual service per address.
+	//
+	// +required
+	// +listType=map
+	// +listMapKey=port
+	// +listMapKey=protocol
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:XValidation:rule="size(self) < 2 || self.all(p, has(p.name))",message="every port needs a name when there is more than one"
+	// +kubebuilder:validation:XValidation:rule="self.all(p, !has(p.name) || self.filter(q, has(q.name) && q.name == p.name).size() == 1)",message="port names must be unique"
+	Ports []VirtualServicePort `json:"ports"`
+
+	// Scheduler is the IPVS scheduling algorithm: rr (round robin), wrr
+	// (weighted round robin), lc (least connection), wlc (weighted least
+	// connection), lblc and lblcr (locality based), dh and sh (destination and
+	// source hashing), sed (shortest expected delay), nq (never queue) or mh
+	// (maglev hashing).
+	//
+	// +optional
+	// +kubebuilder:default=rr
+	Scheduler Scheduler `json:"scheduler,omitempty"`
+
+	// SchedulerFlags tune the hashing schedulers: sh-fallback and sh-port
+	// with sh, mh-fallback and mh-port with mh. "-fallback" skips real
+	// servers that are unavailable (weight 0 or overloaded); "-port" hashes
+	// the source port too.
+	//
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=2
+	SchedulerFlags []SchedulerFlag `json:"schedulerFlags,omitempty"`
+
+	// Forwarding is how packets reach the real servers: Masquerade (NAT, the
+	// default), DirectRoute (same L2 segment, real servers hold the VIP) or
+	// Tunnel (IPIP). DirectRoute and Tunnel cannot change the destination
+	// port.
+	//
+	// +optional
+	// +kubebuilder:default=Masquerade
+	Forwarding ForwardingMethod `json:"forwarding,omitempty"`
+
+	// Persistence, when set, sends every connection of a client to the same
+	// real server for as long as the client keeps coming back within the
+	// timeout (IPVS persistent service).
+	//
+	// +optional
+	Persistence *Persistence `json:"persistence,omitempty"`
+
+	// Backends are where traffic goes: the endpoints of a Service in this
+	// namespace, fixed addresses, or both.
+	//
+	// +required
+	Backends Backends `json:"backends"`
+
+	// HealthCheck, when set, makes every node probe each real server; a
+	// failing one gets weight 0 until it recovers. Without it, EndpointSlice
+	// readiness decides.
+	//
+	// +optional
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+
+	// Drain controls how a real server leaves: it first gets weight 0 and is
+	// deleted when its connections end or the timeout passes.
+	//
+	// +optional
+	// +kubebuilder:default={timeoutSeconds: 60}
+	Drain *Drain `json:"drain,omitempty"`
+
+	// SourceRanges, when set, is the allow-list of client networks; packets
+	// to the virtual ports from anywhere else are dropped. Empty allows
+	// everyone.
+	//
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	SourceRanges []CIDR `json:"sourceRanges,omitempty"`
+
+	// TrafficPolicy is Cluster (every ready endpoint) or Local (only
+	// endpoints on the node that receives the traffic).
+	//
+	// +optional
+	// +kubebuilder:default=Cluster
+	TrafficPolicy TrafficPolicy `json:"trafficPolicy,omitempty"`
+
+	// NodeSelector restricts which nodes program this VirtualService; a node
+	// must have every label listed. Empty means every node.
+	//
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+}
+
+// VirtualServicePort is one virtual port.
+type VirtualServicePort struct {
+	// Name is a DNS label naming this port; required when there is more than
+	// one.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name,omitempty"`
+
+	// Port is the virtual port clients connect to.
+	//
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+
+	// Protocol is TCP, UDP or SCTP.
+	//
+	// +optional
+	// +kubebuilder:default=TCP
+	Protocol Protocol `json:"protocol,omitempty"`
+
+	// TargetPort is the port on the backends: a number, or the name of a
+	// port of the referenced Service's EndpointSlices. Defaults to Port.
+	//
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 1 && self <= 65535) : (size(self) <= 15 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",message="must be a port number 1-65535 or a port name (lowercase DNS label of at most 15 characters)"
+	TargetPort *intstr.IntOrString `json:"targetPort,omitempty"`
+}
+
+// Persistence is IPVS session persistence.
+type Persistence struct {
+	// TimeoutSeconds is how long a client stays with its real server after
+	// its last connection ends.
+	//
+	// +optional
+	// +kubebuilder:default=300
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=2678400
+	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
+
+	// IPv4PrefixLength groups IPv4 clients by network for persistence: 32
+	// keeps each client apart, 24 treats a /24 as one client.
+	//
+	// +optional
+	// +kubebuilder:default=32
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=32
+	IPv4PrefixLength int32 `json:"ipv4PrefixLength,omitempty"`
+
+	// IPv6PrefixLength groups IPv6 clients by network for persistence.
+	//
+	// +optional
+	// +kubebuilder:default=128
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=128
+	IPv6PrefixLength int32 `json:"ipv6PrefixLength,omitempty"`
+}
+
+// Backends are the real servers of a VirtualService.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.serviceRef) || (has(self.static) && size(self.static) > 0)",message="at least one backend source is required: serviceRef or static"
+type Backends struct {
+	// ServiceRef names a Service in this namespace whose EndpointSlices
+	// provide real servers.
+	//
+	// +optional
+	ServiceRef *ServiceReference `json:"serviceRef,omitempty"`
+
+	// Static are fixed real servers, e.g. machines outside the cluster.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=address
+	// +kubebuilder:validation:MaxItems=256
+	Static []StaticBackend `json:"static,omitempty"`
+}
+
+// ServiceReference names a Service in the VirtualService's namespace.
+type ServiceReference struct {
+	// Name of the Service.
+	//
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+}
+
+// StaticBackend is a fixed real server.
+type StaticBackend struct {
+	// Address of the real server.
+	//
+	// +required
+	Address IPAddress `json:"address"`
+
+	// Port on the real server. When unset, each virtual port's numeric
+	// targetPort (or the port itself) is used.
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port *int32 `json:"port,omitempty"`
+
+	// Weight is the real server's share for weighted schedulers; 0 sends it
+	// no new connections.
+	//
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
+	Weight *int32 `json:"weight,omitempty"`
+}
+
+// HealthCheck probes real servers from every node.
+//
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'HTTP' || has(self.path)",message="path is required for HTTP health checks",fieldPath=".path"
+// +kubebuilder:validation:XValidation:rule="self.protocol == 'HTTP' || !has(self.path)",message="path applies only to HTTP health checks",fieldPath=".path"
+// +kubebuilder:validation:XValidation:rule="self.timeoutSeconds < self.intervalSeconds",message="timeoutSeconds must be shorter than intervalSeconds",fieldPath=".timeoutSeconds"
+type HealthCheck struct {
+	// Protocol is TCP (connect) or HTTP (GET, 2xx or 3xx is healthy).
+	//
+	// +optional
+	// +kubebuilder:default=TCP
+	Protocol HealthCheckProtocol `json:"protocol,omitempty"`
+
+	// Port to probe; defaults to the real server's port.
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port *int32 `json:"port,omitempty"`
+
+	// Path for HTTP checks, e.g. /healthz.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:Pattern=`^/[^\s]*$`
+	Path string `json:"path,omitempty"`
+
+	// IntervalSeconds between probes of one real server (jittered).
+	//
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=300
+	IntervalSeconds int32 `json:"intervalSeconds,omitempty"`
+
+	// TimeoutSeconds for one probe; shorter than IntervalSeconds.
+	//
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=299
+	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
+
+	// Rise is how many probes in a row must pass to mark a server healthy.
+	//
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10
+	Rise int32 `json:"rise,omitempty"`
+
+	// Fall is how many probes in a row must fail to mark a server unhealthy.
+	//
+	// +optional
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10
+	Fall int32 `json:"fall,omitempty"`
+}
+
+// Drain is how real servers leave.
+type Drain struct {
+	// TimeoutSeconds is the longest a removed TCP or SCTP real server keeps
+	// serving its established connections at weight 0 before it is deleted.
+	// 0 deletes at once. UDP real servers are always deleted at once.
+	//
+	// +optional
+	// +kubebuilder:default=60
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=86400
+	TimeoutSeconds int32 `json:"timeoutSeconds"`
+
+	// FlushTCPConntrack deletes the conntrack flows of removed TCP real
+	// servers too (UDP flows always are), so clients reconnect at once
+	// instead of waiting for a timeout.
+	//
+	// +optional
+	FlushTCPConntrack bool `json:"flushTCPConntrack,omitempty"`
+}
+
+// Condition types of a VirtualService.
+const (
+	// ConditionAccepted is True when the spec is valid and not in conflict.
+	ConditionAccepted = "Accepted"
+	// ConditionProgrammed is True when every matching node programmed the
+	// current generation.
+	ConditionProgrammed = "Programmed"
+	// ConditionReady is True when at least one backend is ready.
+	ConditionReady = "Ready"
+	// ConditionConflicted is True when an older VirtualService claims one of
+	// this one's address:port:protocol.
+	ConditionConflicted = "Conflicted"
+)
+
+// BackendCounts counts real servers as nodes see them.
+type BackendCounts struct {
+	// Total real servers wanted.
+	Total int32 `json:"total"`
+	// Ready real servers that receive new connections.
+	Ready int32 `json:"ready"`
+	// Draining real servers: weight 0, waiting for connections to end.
+	Draining int32 `json:"draining"`
+}
+
+// NodeStatus is what one node's agent programmed for this VirtualService.
+type NodeStatus struct {
+	// Node name.
+	Node string `json:"node"`
+	// ObservedGeneration the node programmed.
+	ObservedGeneration int64 `json:"observedGeneration"`
+	// Programmed is true when the node's kernel matches that generation.
+	Programmed bool `json:"programmed"`
+	// Message explains a failure.
+	//
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Backends as this node sees them.
+	//
+	// +optional
+	Backends BackendCounts `json:"backends"`
+}
+
+// VirtualServiceStatus is the observed state of a VirtualService.
+type VirtualServiceStatus struct {
+	// ObservedGeneration is the generation the controller last processed.
+	//
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Accepted, Programmed, Ready, Conflicted.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Backends counts real servers (the highest count any node reports).
+	//
+	// +optional
+	Backends *BackendCounts `json:"backends,omitempty"`
+
+	// ReadyBackends is "ready/total", for kubectl get.
+	//
+	// +optional
+	ReadyBackends string `json:"readyBackends,omitempty"`
+
+	// Nodes are the per-node reports of the agents; each agent owns its own
+	// entry (server-side apply, one field manager per node).
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=node
+	Nodes []NodeStatus `json:"nodes,omitempty"`
+}
+
+// VirtualService is an IPVS virtual service: virtual IPs and ports balanced
+// across real servers on every matching node.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=lvs,categories=kubelvs
+// +kubebuilder:printcolumn:name="Addresses",type=string,JSONPath=`.spec.addresses`
+// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.ports[*].port`
+// +kubebuilder:printcolumn:name="Scheduler",type=string,JSONPath=`.spec.scheduler`
+// +kubebuilder:printcolumn:name="Backends",type=string,JSONPath=`.status.readyBackends`,description="ready/total real servers"
+// +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type VirtualService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is what the user asks for.
+	Spec VirtualServiceSpec `json:"spec"`
+	// Status is what kubelvs observed.
+	//
+	// +optional
+	Status VirtualServiceStatus `json:"status,omitempty"`
+}
+
+// VirtualServiceList is a list of VirtualServices.
+//
+// +kubebuilder:object:root=true
+type VirtualServiceList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the VirtualServices.
+	Items []VirtualService `json:"items"`
+}
+
+func init() { //nolint:gochecknoinits // scheme registration is the kubebuilder convention
+	SchemeBuilder.Register(&VirtualService{}, &VirtualServiceList{})
+}

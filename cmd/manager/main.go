@@ -1,0 +1,66 @@
+// Command manager is the one kubelvs binary. Its subcommands are the roles:
+//
+//	manager controller   cluster-wide validation, status and Events (leader-elected)
+//	manager agent        programs this node's kernel (DaemonSet)
+//	manager version      prints the build version
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/kubelvs/kubelvs/pkg/version"
+)
+
+const usage = `Usage: manager <command> [flags]
+
+Commands:
+  controller   run the cluster controller (validation across objects, status, Events)
+  agent        run the node agent (programs IPVS, ipsets, VIPs and netfilter on this node)
+  version      print the build version
+
+Run "manager <command> -h" for the flags of a command.
+`
+
+// errUsage marks errors caused by how the command was called (exit code 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "controller":
+		err = runController(args[1:], stderr)
+	case "agent":
+		err = runAgent(args[1:], stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, version.String())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "manager: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "manager %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "manager %s: %v\n", args[0], err)
+		return 1
+	}
+}

@@ -1,0 +1,137 @@
+// Package controllers holds the reconcilers of the controller role: thin
+// adapters that read VirtualServices, decide their cluster-wide conditions
+// and write status and Events.
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/vsstatus"
+)
+
+// ServiceKeyIndex is the field index of VirtualServices by the
+// address:port/protocol keys they claim.
+const ServiceKeyIndex = "lvs.kubelvs.io/service-key"
+
+// VirtualServiceReconciler sets Accepted, Conflicted, Programmed and Ready
+// on VirtualServices and records Events when they change for the worse.
+type VirtualServiceReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// Reconcile computes the status of one VirtualService.
+func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var vs lvsv1.VirtualService
+	if err := r.Client.Get(ctx, req.NamespacedName, &vs); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !vs.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	rivals, err := r.rivals(ctx, &vs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	conflicts := vsstatus.Conflicts(&vs, rivals)
+
+	orig := vs.DeepCopy()
+	becameConflicted := vsstatus.Apply(&vs, conflicts)
+	if equality.Semantic.DeepEqual(orig.Status, vs.Status) {
+		return ctrl.Result{}, nil
+	}
+	if err := r.Client.Status().Patch(ctx, &vs, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("patch status: %w", err)
+	}
+	if becameConflicted && len(conflicts) > 0 {
+		c := conflicts[0]
+		r.Recorder.Eventf(&vs, nil, "Warning", "Conflicted", "Validate",
+			"%s is already claimed by the older VirtualService %s/%s; this one is not programmed for it",
+			c.Key, c.Winner.Namespace, c.Winner.Name)
+	}
+	return ctrl.Result{}, nil
+}
+
+// rivals lists the other VirtualServices that claim any key vs claims.
+func (r *VirtualServiceReconciler) rivals(ctx context.Context, vs *lvsv1.VirtualService) ([]lvsv1.VirtualService, error) {
+	seen := map[types.UID]bool{vs.UID: true}
+	var out []lvsv1.VirtualService
+	for _, k := range vs.ServiceKeys() {
+		var list lvsv1.VirtualServiceList
+		if err := r.Client.List(ctx, &list, client.MatchingFields{ServiceKeyIndex: k.String()}); err != nil {
+			return nil, fmt.Errorf("list VirtualServices claiming %s: %w", k, err)
+		}
+		for i := range list.Items {
+			if !seen[list.Items[i].UID] {
+				seen[list.Items[i].UID] = true
+				out = append(out, list.Items[i])
+			}
+		}
+	}
+	return out, nil
+}
+
+// sharers maps a VirtualService event to every VirtualService that claims
+// one of its keys, so the loser of a conflict is re-evaluated when the
+// winner changes or goes away.
+func (r *VirtualServiceReconciler) sharers(ctx context.Context, obj client.Object) []reconcile.Request {
+	vs, ok := obj.(*lvsv1.VirtualService)
+	if !ok {
+		return nil
+	}
+	rivals, err := r.rivals(ctx, vs)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "cannot find VirtualServices sharing keys", "virtualservice", client.ObjectKeyFromObject(vs))
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(rivals))
+	for i := range rivals {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&rivals[i])})
+	}
+	return reqs
+}
+
+// IndexServiceKeys returns the index values of a VirtualService.
+func IndexServiceKeys(obj client.Object) []string {
+	vs, ok := obj.(*lvsv1.VirtualService)
+	if !ok {
+		return nil
+	}
+	keys := vs.ServiceKeys()
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.String()
+	}
+	return out
+}
+
+// SetupWithManager registers the index and the controller.
+func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &lvsv1.VirtualService{}, ServiceKeyIndex, IndexServiceKeys); err != nil {
+		return fmt.Errorf("index VirtualServices by service key: %w", err)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&lvsv1.VirtualService{}).
+		Watches(&lvsv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.sharers)).
+		Named("virtualservice").
+		Complete(r)
+}

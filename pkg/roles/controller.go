@@ -1,0 +1,98 @@
+// Package roles wires the kubelvs roles (controller, agent) from their
+// options: the managers, probes, metrics and reconcilers. cmd/manager only
+// parses flags into these options.
+package roles
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/controllers"
+)
+
+// Scheme knows the built-in Kubernetes types and ours.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(lvsv1.AddToScheme(s))
+	return s
+}
+
+// ControllerOptions configure the controller role.
+type ControllerOptions struct {
+	// MetricsBindAddress serves Prometheus metrics; "0" turns them off.
+	MetricsBindAddress string
+	// HealthProbeBindAddress serves /healthz and /readyz; "0" turns them off.
+	HealthProbeBindAddress string
+	// LeaderElect makes only one replica active at a time.
+	LeaderElect bool
+	// LeaderElectionNamespace holds the Lease; required out of cluster.
+	LeaderElectionNamespace string
+}
+
+// LeaderElectionID names the Lease of the controller role.
+const LeaderElectionID = "kubelvs-controller.lvs.kubelvs.io"
+
+// RunController runs the controller role until ctx ends.
+func RunController(ctx context.Context, cfg *rest.Config, o ControllerOptions) error {
+	if err := CheckAPIServer(cfg); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  Scheme(),
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        LeaderElectionID,
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		// Step down promptly on shutdown so a new leader takes over at once.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	r := &controllers.VirtualServiceReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("kubelvs-controller"),
+	}
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("add readiness check: %w", err)
+	}
+	return mgr.Start(ctx)
+}
+
+// CheckAPIServer fails fast, with a message that says what to do, when the
+// API server cannot be reached or does not serve the VirtualService API.
+func CheckAPIServer(cfg *rest.Config) error {
+	c := rest.CopyConfig(cfg)
+	c.Timeout = 10 * time.Second
+	dc, err := discovery.NewDiscoveryClientForConfig(c)
+	if err != nil {
+		return fmt.Errorf("API server client: %w", err)
+	}
+	if _, err := dc.ServerVersion(); err != nil {
+		return fmt.Errorf("cannot reach the API server at %s (check --kubeconfig): %w", cfg.Host, err)
+	}
+	if _, err := dc.ServerResourcesForGroupVersion(lvsv1.GroupVersion.String()); err != nil {
+		return fmt.Errorf("the API server at %s does not serve %s (install the CRD: kubectl apply -f config/crd/bases): %w",
+			cfg.Host, lvsv1.GroupVersion, err)
+	}
+	return nil
+}
