@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# test-kernel.sh - run the kernel tests of kubelvs in a throw-away guest
+# kernel (hack/run-in-vm.sh): real IPVS, ipset, conntrack, netfilter and
+# traffic across network namespaces.
+#
+#   hack/test-kernel.sh [test binary flags...]
+#   hack/test-kernel.sh -test.v -test.run 'Traffic'
+#   hack/test-kernel.sh -test.run '^$' -test.bench . -test.benchtime 1x   # see bench-kernel.sh
+#
+# Every package whose tests call kerneltest.Require is compiled on the host
+# (go test -c; the guest has no network and forks slowly), then all binaries
+# run in ONE guest boot, each from its package directory, with
+# KUBELVS_KERNEL_TESTS=1. Flags come from the arguments or KERNEL_TEST_FLAGS.
+# The exit status is non-zero if any binary fails. VM_BACKEND=qemu runs them
+# on a stock Debian kernel (nf_tables) instead of User-Mode Linux.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+OUT=${KERNEL_TEST_OUT:-${XDG_CACHE_HOME:-$HOME/.cache}/kubelvs/kernel-tests}
+# shellcheck disable=SC2206 # split on purpose
+FLAGS=(${KERNEL_TEST_FLAGS:-} "$@")
+
+mapfile -t PKGS < <(grep -rl --include='*_test.go' 'kerneltest.Require' pkg | xargs -n1 dirname | sort -u | sed 's|^|./|')
+((${#PKGS[@]})) || { echo "test-kernel: no kernel tests found" >&2; exit 1; }
+
+rm -rf "$OUT" && mkdir -p "$OUT"
+echo "test-kernel: compiling ${#PKGS[@]} test binaries" >&2
+go test -c -o "$OUT/" "${PKGS[@]}"
+: >"$OUT/list"
+for p in "${PKGS[@]}"; do
+	bin="$OUT/$(basename "$p").test"
+	[[ -x $bin ]] || continue # a package with no tests for this build
+	printf '%s %s\n' "$bin" "$ROOT/${p#./}" >>"$OUT/list"
+done
+
+# The guest side: run every binary, remember failures, report once.
+cat >"$OUT/guest.sh" <<'GUEST'
+#!/bin/bash
+list=$1; shift
+fail=()
+while read -r bin dir; do
+	echo "=== kernel tests: ${dir#"$PWD"/}" >&2
+	if ! (cd "$dir" && "$bin" "$@"); then fail+=("$dir"); fi
+done <"$list"
+if ((${#fail[@]})); then
+	echo "--- kernel tests FAILED in: ${fail[*]}" >&2
+	exit 1
+fi
+echo "--- kernel tests passed" >&2
+GUEST
+chmod +x "$OUT/guest.sh"
+KUBELVS_KERNEL_TESTS=1 exec "$ROOT/hack/run-in-vm.sh" "$OUT/guest.sh" "$OUT/list" "${FLAGS[@]}"

@@ -1,0 +1,129 @@
+package kerneltest
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kubelvs/kubelvs/pkg/conntrack"
+	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netif"
+)
+
+// Director wires the kernel packages together the way the agent does, on
+// the real kernel of the root namespace.
+type Director struct {
+	IPVS      *ipvs.Guard
+	Sets      *ipset.Netlink
+	Netif     *netif.Netlink
+	Rules     *netfilter.Rules
+	Conntrack *conntrack.Netlink
+
+	vips    []netip.Addr
+	members netfilter.Members
+}
+
+// NewDirector opens every handle, creates kubelvs0, sets the sysctls and
+// writes the netfilter rules. Cleanup removes what the test programmed.
+func NewDirector(tb testing.TB) *Director {
+	tb.Helper()
+	d := &Director{}
+	var err error
+	if d.Sets, err = ipset.New(); err != nil {
+		tb.Fatal(err)
+	}
+	own, err := ipvs.NewSetOwnership(d.Sets)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	raw, err := ipvs.New()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d.IPVS = ipvs.NewGuard(raw, own)
+	if d.Netif, err = netif.New(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := d.Netif.EnsureDevice(); err != nil {
+		tb.Fatal(err)
+	}
+	var u unix.Utsname
+	unix.Uname(&u)
+	if _, err := netif.ApplySysctls("/proc/sys", netif.Sysctls(unix.ByteSliceToString(u.Release[:]), true)); err != nil {
+		tb.Fatal(err)
+	}
+	if d.Rules, err = netfilter.New(d.Sets, netfilter.ExecRunner{}, netfilter.Config{}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := d.Rules.Sync(true); err != nil {
+		tb.Fatal(err)
+	}
+	if d.Conntrack, err = conntrack.New(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		var errs []error
+		owned, err := ipvs.List(d.IPVS, d.IPVS.Owns)
+		errs = append(errs, err)
+		for _, s := range owned {
+			errs = append(errs, d.IPVS.DeleteVirtualServer(s.Key()))
+		}
+		errs = append(errs, d.Rules.SyncMembers(netfilter.Members{}), d.Netif.DeleteDevice())
+		if err := errors.Join(errs...); err != nil {
+			tb.Errorf("director cleanup: %v", err)
+		}
+		d.IPVS.Close()
+		d.Sets.Close()
+		d.Netif.Close()
+		d.Conntrack.Close()
+	})
+	return d
+}
+
+// Service is one virtual server as the agent would program it.
+type Service struct {
+	VS           ipvs.VirtualServer
+	RealServers  []ipvs.RealServer
+	SourceRanges []netip.Prefix
+}
+
+// Program adds the services: virtual and real servers, VIPs on kubelvs0,
+// masquerade and source-range ipset members.
+func (d *Director) Program(tb testing.TB, svcs ...Service) {
+	tb.Helper()
+	for _, s := range svcs {
+		if err := d.IPVS.AddVirtualServer(s.VS); err != nil {
+			tb.Fatal(err)
+		}
+		masq := false
+		for _, rs := range s.RealServers {
+			if err := d.IPVS.AddRealServer(s.VS.Key(), rs); err != nil {
+				tb.Fatal(err)
+			}
+			masq = masq || rs.Forwarding == ipvs.Masquerade
+		}
+		e := ipset.Entry{IP: s.VS.Address, Protocol: uint8(s.VS.Protocol), Port: s.VS.Port}
+		if masq {
+			d.members.Masquerade = append(d.members.Masquerade, e)
+		}
+		if len(s.SourceRanges) > 0 {
+			d.members.Restricted = append(d.members.Restricted, e)
+			for _, p := range s.SourceRanges {
+				a := e
+				a.Net = p
+				d.members.Allowed = append(d.members.Allowed, a)
+			}
+		}
+		d.vips = append(d.vips, s.VS.Address)
+	}
+	if err := d.Netif.SyncAddresses(d.vips); err != nil {
+		tb.Fatal(err)
+	}
+	if err := d.Rules.SyncMembers(d.members); err != nil {
+		tb.Fatal(err)
+	}
+}
