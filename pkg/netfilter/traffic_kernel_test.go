@@ -1,0 +1,123 @@
+package netfilter_test
+
+import (
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/kerneltest"
+	"github.com/kubelvs/kubelvs/pkg/netfilter"
+)
+
+const (
+	ok   = 5 * time.Second
+	drop = 2 * time.Second // how long a dropped packet is waited for
+)
+
+// TestKernelTraffic sends real TCP and UDP traffic from client namespaces
+// through VIPs on kubelvs0 to real servers in other namespaces. The real
+// servers have no route back to the clients, so every answer proves the
+// masquerade rule.
+func TestKernelTraffic(t *testing.T) {
+	kerneltest.Require(t)
+	d := kerneltest.NewDirector(t)
+	inside := kerneltest.NewNS(t, 1, true)
+	backend := kerneltest.NewNS(t, 2, false)
+	outside := kerneltest.NewNS(t, 3, true)
+
+	for _, v6 := range []bool{false, true} {
+		vip, restricted := netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("10.96.0.11")
+		if v6 {
+			vip, restricted = netip.MustParseAddr("fd96::10"), netip.MustParseAddr("fd96::11")
+		}
+		be := netip.AddrPortFrom(backend.IP(v6), 8080)
+		backend.Serve(t, "backend-"+be.String(), be)
+		rs := []ipvs.RealServer{{Address: be.Addr(), Port: be.Port(), Weight: 1, Forwarding: ipvs.Masquerade}}
+		d.Program(t,
+			kerneltest.Service{VS: ipvs.VirtualServer{Address: vip, Protocol: ipvs.TCP, Port: 80, Scheduler: "rr"}, RealServers: rs},
+			kerneltest.Service{VS: ipvs.VirtualServer{Address: vip, Protocol: ipvs.UDP, Port: 53, Scheduler: "wrr"}, RealServers: rs},
+			kerneltest.Service{VS: ipvs.VirtualServer{Address: restricted, Protocol: ipvs.TCP, Port: 80, Scheduler: "rr"}, RealServers: rs,
+				SourceRanges: []netip.Prefix{netip.PrefixFrom(inside.IP(v6), inside.IP(v6).BitLen()-8).Masked()}},
+		)
+		want := "backend-" + be.String()
+
+		t.Run(vip.String()+"/TCP", func(t *testing.T) {
+			if got, err := inside.TCPGet(netip.AddrPortFrom(vip, 80), ok); err != nil || got != want {
+				t.Errorf("TCP through %s: got %q, %v; want %q", vip, got, err, want)
+			}
+		})
+		t.Run(vip.String()+"/UDP", func(t *testing.T) {
+			c := inside.UDPClient(t, v6, 0)
+			if got, err := c.Ask(netip.AddrPortFrom(vip, 53), ok); err != nil || got != want {
+				t.Errorf("UDP through %s: got %q, %v; want %q", vip, got, err, want)
+			}
+		})
+		t.Run(vip.String()+"/without-masquerade-member", func(t *testing.T) {
+			// Negative control: without the ipset member no masquerade, and
+			// the real server cannot answer.
+			set := netfilter.Sets(netfilter.IPv4).Masquerade
+			if v6 {
+				set = netfilter.Sets(netfilter.IPv6).Masquerade
+			}
+			e := ipset.Entry{IP: vip, Protocol: ipset.ProtoTCP, Port: 80}
+			if err := d.Sets.DelEntry(set, e); err != nil {
+				t.Fatal(err)
+			}
+			defer d.Sets.AddEntry(set, e)
+			if got, err := inside.TCPGet(netip.AddrPortFrom(vip, 80), drop); err == nil {
+				t.Errorf("answered %q without masquerade: the test does not prove the rule", got)
+			}
+		})
+		t.Run(restricted.String()+"/sourceRanges", func(t *testing.T) {
+			if got, err := inside.TCPGet(netip.AddrPortFrom(restricted, 80), ok); err != nil || got != want {
+				t.Errorf("client inside the range: got %q, %v; want %q", got, err, want)
+			}
+			got, err := outside.TCPGet(netip.AddrPortFrom(restricted, 80), drop)
+			if err == nil {
+				t.Errorf("client outside the range was served %q", got)
+			} else if !kerneltest.IsTimeout(err) {
+				t.Errorf("client outside the range: %v, want a silent drop (timeout)", err)
+			}
+			// The unrestricted VIP still serves the outside client.
+			if got, err := outside.TCPGet(netip.AddrPortFrom(vip, 80), ok); err != nil || got != want {
+				t.Errorf("outside client, unrestricted VIP: got %q, %v", got, err)
+			}
+		})
+	}
+}
+
+// TestKernelRulesIdempotent syncs repeatedly and checks each jump exists
+// exactly once and the KUBELVS- chains hold only their rules.
+func TestKernelRulesIdempotent(t *testing.T) {
+	kerneltest.Require(t)
+	d := kerneltest.NewDirector(t)
+	if d.Rules.Mode() != "legacy" {
+		t.Logf("iptables mode %s", d.Rules.Mode())
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := d.Rules.Sync(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if wrote, err := d.Rules.Sync(false); err != nil || wrote {
+		t.Errorf("unchanged sync: wrote=%v err=%v", wrote, err)
+	}
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		out, err := exec.Command(tool+"-"+d.Rules.Mode()+"-save").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range []string{"-A INPUT -j KUBELVS-INPUT", "-A PREROUTING -j KUBELVS-PREROUTING", "-A OUTPUT -j KUBELVS-OUTPUT", "-A POSTROUTING -j KUBELVS-POSTROUTING"} {
+			if n := strings.Count(string(out), j+"\n"); n != 1 {
+				t.Errorf("%s: %q appears %d times, want 1", tool, j, n)
+			}
+		}
+		if n := strings.Count(string(out), "-A KUBELVS-"); n != 6 {
+			t.Errorf("%s: %d rules in KUBELVS- chains, want 6:\n%s", tool, n, out)
+		}
+	}
+}
