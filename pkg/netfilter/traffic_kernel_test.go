@@ -107,7 +107,7 @@ func TestKernelRulesIdempotent(t *testing.T) {
 		t.Errorf("unchanged sync: wrote=%v err=%v", wrote, err)
 	}
 	for _, tool := range []string{"iptables", "ip6tables"} {
-		out, err := exec.Command(tool+"-"+d.Rules.Mode()+"-save").Output()
+		out, err := exec.Command(tool + "-" + d.Rules.Mode() + "-save").Output()
 		if err != nil {
 			t.Fatal(err)
 		}
