@@ -125,7 +125,9 @@ func BenchmarkKernelDeleteFlows(b *testing.B) {
 	}
 	defer ct.Close()
 	vip := netip.MustParseAddrPort("10.96.2.1:53")
-	backend := func(k int) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 99, 50, byte(k + 1)}), 5353) }
+	backend := func(k int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 99, 50, byte(k + 1)}), 5353)
+	}
 	const total, backends = 100000, 10
 	create := func() {
 		for i := 0; i < total; i++ {
