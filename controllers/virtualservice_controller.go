@@ -6,8 +6,10 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -51,8 +53,11 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	conflicts := vsstatus.Conflicts(&vs, rivals)
 
+	problems := vsstatus.Validate(&vs)
 	orig := vs.DeepCopy()
-	becameConflicted := vsstatus.Apply(&vs, conflicts)
+	wasInvalid := meta.IsStatusConditionFalse(vs.Status.Conditions, lvsv1.ConditionAccepted) &&
+		meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted).Reason == vsstatus.ReasonInvalidTargetPort
+	becameConflicted := vsstatus.Apply(&vs, problems, conflicts)
 	if equality.Semantic.DeepEqual(orig.Status, vs.Status) {
 		return ctrl.Result{}, nil
 	}
@@ -61,6 +66,9 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 			return ctrl.Result{Requeue: true}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("patch status: %w", err)
+	}
+	if len(problems) > 0 && !wasInvalid {
+		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonInvalidTargetPort, "Validate", "%s", strings.Join(problems, "; "))
 	}
 	if becameConflicted && len(conflicts) > 0 {
 		c := conflicts[0]

@@ -246,8 +246,11 @@ type VirtualServicePort struct {
 	// TargetPort is the port on the backends: a number, or the name of a
 	// port of the referenced Service's EndpointSlices. Defaults to Port.
 	//
+	// The CRD cannot check this field (controller-gen allows no bounds on
+	// int-or-string, and a CEL rule on it exceeds the cost budget); the
+	// controller sets Accepted=False with reason InvalidTargetPort instead.
+	//
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 1 && self <= 65535) : (size(self) <= 15 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",message="must be a port number 1-65535 or a port name (lowercase DNS label of at most 15 characters)"
 	TargetPort *intstr.IntOrString `json:"targetPort,omitempty"`
 }
 
@@ -475,6 +478,11 @@ type VirtualServiceStatus struct {
 	// +optional
 	Backends *BackendCounts `json:"backends,omitempty"`
 
+	// Ports summarizes spec.ports as "80/TCP,53/UDP", for kubectl get.
+	//
+	// +optional
+	Ports string `json:"ports,omitempty"`
+
 	// ReadyBackends is "ready/total", for kubectl get.
 	//
 	// +optional
@@ -496,7 +504,7 @@ type VirtualServiceStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=lvs,categories=kubelvs
 // +kubebuilder:printcolumn:name="Addresses",type=string,JSONPath=`.spec.addresses`
-// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.ports[*].port`
+// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.status.ports`
 // +kubebuilder:printcolumn:name="Scheduler",type=string,JSONPath=`.spec.scheduler`
 // +kubebuilder:printcolumn:name="Backends",type=string,JSONPath=`.status.readyBackends`,description="ready/total real servers"
 // +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`

@@ -5,12 +5,14 @@ package vsstatus
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 )
@@ -25,7 +27,28 @@ const (
 	ReasonProgrammingFailed = "ProgrammingFailed"
 	ReasonBackendsReady     = "BackendsReady"
 	ReasonNoReadyBackends   = "NoReadyBackends"
+	ReasonInvalidTargetPort = "InvalidTargetPort"
 )
+
+// portName is what Kubernetes accepts as a port name (IANA_SVC_NAME).
+var portName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// Validate finds what the CRD cannot check: targetPort is int-or-string,
+// which the CRD can bound neither with OpenAPI nor within the CEL budget.
+func Validate(vs *lvsv1.VirtualService) []string {
+	var problems []string
+	for i, p := range vs.Spec.Ports {
+		tp := p.TargetPort
+		switch {
+		case tp == nil:
+		case tp.Type == intstr.Int && (tp.IntVal < 1 || tp.IntVal > 65535):
+			problems = append(problems, fmt.Sprintf("spec.ports[%d].targetPort: %d is not a port number 1-65535", i, tp.IntVal))
+		case tp.Type == intstr.String && (len(tp.StrVal) > 15 || !portName.MatchString(tp.StrVal) || !strings.ContainsAny(tp.StrVal, "abcdefghijklmnopqrstuvwxyz") || strings.Contains(tp.StrVal, "--")):
+			problems = append(problems, fmt.Sprintf("spec.ports[%d].targetPort: %q is not a port name (at most 15 lowercase letters, digits and single dashes, with a letter)", i, tp.StrVal))
+		}
+	}
+	return problems
+}
 
 // Conflict is one key the VirtualService loses to an older one.
 type Conflict struct {
@@ -61,11 +84,13 @@ func Conflicts(vs *lvsv1.VirtualService, rivals []lvsv1.VirtualService) []Confli
 }
 
 // Apply writes observedGeneration, the conditions and the backend counts
-// into vs.Status. It reports whether Conflicted turned True.
-func Apply(vs *lvsv1.VirtualService, conflicts []Conflict) (becameConflicted bool) {
+// into vs.Status from the problems Validate found and the conflicts. It
+// reports whether Conflicted turned True.
+func Apply(vs *lvsv1.VirtualService, problems []string, conflicts []Conflict) (becameConflicted bool) {
 	st := &vs.Status
 	gen := vs.Generation
 	st.ObservedGeneration = gen
+	st.Ports = PortSummary(vs.Spec.Ports)
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) bool {
 		return meta.SetStatusCondition(&st.Conditions, metav1.Condition{
 			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen,
@@ -83,9 +108,30 @@ func Apply(vs *lvsv1.VirtualService, conflicts []Conflict) (becameConflicted boo
 		return !wasConflicted
 	}
 	set(lvsv1.ConditionConflicted, metav1.ConditionFalse, ReasonNoConflict, "no other VirtualService claims these addresses and ports")
+	if len(problems) > 0 {
+		msg := strings.Join(problems, "; ")
+		set(lvsv1.ConditionAccepted, metav1.ConditionFalse, ReasonInvalidTargetPort, msg)
+		set(lvsv1.ConditionProgrammed, metav1.ConditionFalse, ReasonInvalidTargetPort, "not programmed: "+msg)
+		set(lvsv1.ConditionReady, metav1.ConditionFalse, ReasonInvalidTargetPort, "not programmed: "+msg)
+		st.Backends, st.ReadyBackends = nil, ""
+		return false
+	}
 	set(lvsv1.ConditionAccepted, metav1.ConditionTrue, ReasonAccepted, "the spec is valid")
 	applyNodeReports(vs, set)
 	return false
+}
+
+// PortSummary renders ports as Kubernetes Services do: 80/TCP,53/UDP.
+func PortSummary(ports []lvsv1.VirtualServicePort) string {
+	parts := make([]string, len(ports))
+	for i, p := range ports {
+		proto := p.Protocol
+		if proto == "" {
+			proto = lvsv1.ProtocolTCP
+		}
+		parts[i] = fmt.Sprintf("%d/%s", p.Port, proto)
+	}
+	return strings.Join(parts, ",")
 }
 
 func conflictMessage(cs []Conflict) string {
