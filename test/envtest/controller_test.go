@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
-	)
+)
 
 func condition(t *testing.T, key client.ObjectKey, typ string) (*metav1.Condition, *lvsv1.VirtualService, error) {
 	t.Helper()
