@@ -40,6 +40,9 @@ func (n *Netlink) Close() error {
 }
 
 func (n *Netlink) link() (netlink.Link, error) {
+	if n.h == nil {
+		return nil, errors.New("rtnetlink handle closed")
+	}
 	l, err := n.h.LinkByName(DeviceName)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
