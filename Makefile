@@ -47,7 +47,7 @@ test: verify test-unit test-kernel ## Everything CI runs: verify, unit + envtest
 
 .PHONY: test-unit
 test-unit: test-bins ## Unit tests and envtest suites (a real kube-apiserver and etcd).
-	KUBEBUILDER_ASSETS=$(TEST_BINS) go test $(GO_TEST_FLAGS) ./...
+	KUBELVS_REQUIRE_ENVTEST=1 KUBEBUILDER_ASSETS=$(TEST_BINS) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-kernel
 test-kernel: ## Kernel tests: compiled here, run against real IPVS in a throw-away guest kernel.
