@@ -1,0 +1,203 @@
+package desired
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if string(want) != got {
+		t.Errorf("%s differs from the golden file:\n--- got\n%s--- want\n%s", name, got, want)
+	}
+}
+
+type ep struct {
+	addr        string
+	node        string
+	ready       bool
+	terminating bool
+}
+
+func slice(name string, family discoveryv1.AddressType, ports map[string]int32, eps ...ep) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: family,
+	}
+	for n, p := range ports {
+		s.Ports = append(s.Ports, discoveryv1.EndpointPort{Name: ptr.To(n), Port: ptr.To(p), Protocol: ptr.To(corev1.ProtocolTCP)})
+	}
+	for _, e := range eps {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{e.addr},
+			NodeName:   ptr.To(e.node),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(e.ready), Serving: ptr.To(e.ready || e.terminating), Terminating: ptr.To(e.terminating)},
+		})
+	}
+	return s
+}
+
+func baseVS() *lvsv1.VirtualService {
+	return &lvsv1.VirtualService{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Generation: 3},
+		Spec: lvsv1.VirtualServiceSpec{
+			Addresses: []lvsv1.IPAddress{"10.96.0.10", "fd00::10"},
+			Ports: []lvsv1.VirtualServicePort{
+				{Name: "http", Port: 80, Protocol: lvsv1.ProtocolTCP, TargetPort: ptr.To(intstr.FromString("http"))},
+				{Name: "dns", Port: 53, Protocol: lvsv1.ProtocolUDP, TargetPort: ptr.To(intstr.FromInt32(5353))},
+			},
+			Scheduler:     lvsv1.SchedulerWeightedRoundRobin,
+			Forwarding:    lvsv1.ForwardingMasquerade,
+			Backends:      lvsv1.Backends{ServiceRef: &lvsv1.ServiceReference{Name: "web"}},
+			Drain:         &lvsv1.Drain{TimeoutSeconds: 30},
+			TrafficPolicy: lvsv1.TrafficPolicyCluster,
+		},
+	}
+}
+
+func slices4and6() []*discoveryv1.EndpointSlice {
+	return []*discoveryv1.EndpointSlice{
+		slice("web-v4", discoveryv1.AddressTypeIPv4, map[string]int32{"http": 8080},
+			ep{"10.1.0.1", "node-a", true, false},
+			ep{"10.1.0.2", "node-b", true, false},
+			ep{"10.1.0.3", "node-a", false, true},  // terminating: drains
+			ep{"10.1.0.4", "node-b", false, false}, // not ready: left out
+		),
+		slice("web-v6", discoveryv1.AddressTypeIPv6, map[string]int32{"http": 8080},
+			ep{"fd01::1", "node-a", true, false},
+		),
+		// An FQDN slice is ignored.
+		{ObjectMeta: metav1.ObjectMeta{Name: "web-fqdn"}, AddressType: discoveryv1.AddressTypeFQDN,
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"example.com"}}}},
+	}
+}
+
+func TestBuild(t *testing.T) {
+	node := Node{Name: "node-a", Labels: map[string]string{"role": "lb"}}
+	cases := []struct {
+		name string
+		in   func() Input
+	}{
+		{"dual-stack-named-target-port", func() Input {
+			return Input{VS: baseVS(), Slices: slices4and6(), Node: node}
+		}},
+		{"traffic-policy-local", func() Input {
+			vs := baseVS()
+			vs.Spec.TrafficPolicy = lvsv1.TrafficPolicyLocal
+			return Input{VS: vs, Slices: slices4and6(), Node: node}
+		}},
+		{"node-selector-excludes", func() Input {
+			vs := baseVS()
+			vs.Spec.NodeSelector = map[string]string{"role": "edge"}
+			return Input{VS: vs, Slices: slices4and6(), Node: node}
+		}},
+		{"node-selector-matches", func() Input {
+			vs := baseVS()
+			vs.Spec.NodeSelector = map[string]string{"role": "lb"}
+			vs.Spec.Addresses = vs.Spec.Addresses[:1]
+			return Input{VS: vs, Slices: slices4and6(), Node: node}
+		}},
+		{"conflict-lost-keys", func() Input {
+			vs := baseVS()
+			lost := map[lvsv1.ServiceKey]bool{
+				{Address: netip.MustParseAddr("10.96.0.10"), Port: 80, Protocol: lvsv1.ProtocolTCP}: true,
+				{Address: netip.MustParseAddr("fd00::10"), Port: 80, Protocol: lvsv1.ProtocolTCP}:   true,
+				{Address: netip.MustParseAddr("fd00::10"), Port: 53, Protocol: lvsv1.ProtocolUDP}:   true,
+			}
+			return Input{VS: vs, Slices: slices4and6(), Node: node, Lost: lost}
+		}},
+		{"static-weighted-persistent-sourceranges", func() Input {
+			vs := baseVS()
+			vs.Spec.Addresses = []lvsv1.IPAddress{"10.96.0.30"}
+			vs.Spec.Ports = []lvsv1.VirtualServicePort{{Port: 8080, Protocol: lvsv1.ProtocolTCP, TargetPort: ptr.To(intstr.FromInt32(9090))}}
+			vs.Spec.Backends = lvsv1.Backends{Static: []lvsv1.StaticBackend{
+				{Address: "192.0.2.10", Weight: ptr.To[int32](3)},
+				{Address: "192.0.2.11", Weight: ptr.To[int32](1), Port: ptr.To[int32](9999)},
+				{Address: "2001:db8::1", Weight: ptr.To[int32](1)}, // no IPv6 VIP: skipped
+			}}
+			vs.Spec.Persistence = &lvsv1.Persistence{TimeoutSeconds: 300, IPv4PrefixLength: 24, IPv6PrefixLength: 64}
+			vs.Spec.SourceRanges = []lvsv1.CIDR{"10.0.0.0/8", "192.168.1.7/24", "fd00::/8"}
+			vs.Spec.Drain = &lvsv1.Drain{TimeoutSeconds: 5, FlushTCPConntrack: true}
+			return Input{VS: vs, Node: node}
+		}},
+		{"direct-route-mh-flags", func() Input {
+			vs := baseVS()
+			vs.Spec.Addresses = []lvsv1.IPAddress{"198.51.100.7"}
+			vs.Spec.Ports = []lvsv1.VirtualServicePort{{Port: 1935, Protocol: lvsv1.ProtocolTCP}}
+			vs.Spec.Scheduler = lvsv1.SchedulerMaglevHashing
+			vs.Spec.SchedulerFlags = []lvsv1.SchedulerFlag{lvsv1.SchedulerFlagMHPort, lvsv1.SchedulerFlagMHFallback}
+			vs.Spec.Forwarding = lvsv1.ForwardingDirectRoute
+			vs.Spec.Backends = lvsv1.Backends{Static: []lvsv1.StaticBackend{{Address: "198.51.100.21"}, {Address: "198.51.100.22", Port: ptr.To[int32](1935)}}}
+			return Input{VS: vs, Node: node}
+		}},
+		{"health-check-weight-zero", func() Input {
+			vs := baseVS()
+			vs.Spec.Addresses = vs.Spec.Addresses[:1]
+			vs.Spec.Ports = vs.Spec.Ports[:1]
+			vs.Spec.HealthCheck = &lvsv1.HealthCheck{Protocol: lvsv1.HealthCheckHTTP, Path: "/healthz", Port: ptr.To[int32](9000)}
+			bad := netip.MustParseAddr("10.1.0.2")
+			return Input{VS: vs, Slices: slices4and6(), Node: node, Healthy: func(a netip.Addr, port uint16) bool {
+				return !(a == bad && port == 9000)
+			}}
+		}},
+		{"unresolved-target-port", func() Input {
+			vs := baseVS()
+			vs.Spec.Addresses = vs.Spec.Addresses[:1]
+			vs.Spec.Ports[0].TargetPort = ptr.To(intstr.FromString("https"))
+			return Input{VS: vs, Slices: slices4and6(), Node: node}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			golden(t, tc.name, Build(tc.in()).Dump())
+		})
+	}
+}
+
+func FuzzBuild(f *testing.F) {
+	f.Add("10.96.0.10", "10.0.0.0/8", "http", int32(80), "10.1.0.1")
+	f.Add("fd00::1", "fd00::/8", "", int32(53), "fd01::1")
+	f.Fuzz(func(t *testing.T, addr, cidr, target string, port int32, backend string) {
+		vs := baseVS()
+		vs.Spec.Addresses = []lvsv1.IPAddress{lvsv1.IPAddress(addr)}
+		vs.Spec.SourceRanges = []lvsv1.CIDR{lvsv1.CIDR(cidr)}
+		vs.Spec.Ports[0].Port = port
+		vs.Spec.Ports[0].TargetPort = ptr.To(intstr.FromString(target))
+		vs.Spec.Backends.Static = []lvsv1.StaticBackend{{Address: lvsv1.IPAddress(backend)}}
+		g := Build(Input{VS: vs, Slices: slices4and6(), Node: Node{Name: "node-a"}})
+		for _, s := range g.Services {
+			if !s.Address.IsValid() {
+				t.Fatalf("invalid VIP in %s", g.Dump())
+			}
+			for _, r := range s.Reals {
+				if r.Address.Is4() != s.Address.Is4() {
+					t.Fatalf("real server family differs from its VIP: %s", g.Dump())
+				}
+			}
+		}
+	})
+}
