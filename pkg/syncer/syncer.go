@@ -1,0 +1,408 @@
+// Package syncer applies desired state to the kernel. It remembers what it
+// programmed and writes only the difference: a change to one VirtualService
+// touches only that VirtualService's kernel objects. It adopts what it owns
+// at start without deleting and re-adding (connections survive a restart),
+// drains removed real servers, and flushes the conntrack flows of the real
+// servers that leave.
+package syncer
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+
+	"github.com/kubelvs/kubelvs/pkg/conntrack"
+	"github.com/kubelvs/kubelvs/pkg/desired"
+	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netif"
+)
+
+// Kernel is what the syncer writes to.
+type Kernel struct {
+	// IPVS should refuse to touch what kubelvs does not own (ipvs.Guard).
+	IPVS ipvs.Interface
+	// Owns reports whether kubelvs created a virtual server.
+	Owns func(ipvs.Key) bool
+	// VIPs holds the addresses on kubelvs0.
+	VIPs netif.Interface
+	// Members replaces the netfilter ipset members (netfilter.Rules.SyncMembers).
+	Members func(netfilter.Members) error
+	// Conntrack deletes stale flows; nil turns flushing off.
+	Conntrack conntrack.Interface
+}
+
+// Syncer keeps the kernel equal to the desired groups.
+type Syncer struct {
+	k       Kernel
+	clock   clock.PassiveClock
+	metrics *Metrics
+
+	flushMu   sync.Mutex
+	pending   []conntrack.Target // flows to delete, batched
+	flushWake chan struct{}
+
+	mu       sync.Mutex
+	services map[ipvs.Key]*service
+	groups   map[types.NamespacedName]*group
+	vips     []netip.Addr      // on kubelvs0, as last written
+	members  netfilter.Members // in the ipsets, as last written
+}
+
+// service is one programmed virtual server.
+type service struct {
+	owner    types.NamespacedName // zero while adopted and not yet claimed
+	vs       ipvs.VirtualServer
+	reals    map[ipvs.RealKey]ipvs.RealServer
+	draining map[ipvs.RealKey]time.Time // deadline
+	flushTCP bool
+}
+
+// group is what one VirtualService contributes.
+type group struct {
+	keys    []ipvs.Key
+	vips    []netip.Addr
+	members netfilter.Members
+}
+
+// New returns a syncer; call Adopt before the first sync.
+func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	return &Syncer{
+		k: k, clock: clk, metrics: m,
+		flushWake: make(chan struct{}, 1),
+		services: map[ipvs.Key]*service{},
+		groups:   map[types.NamespacedName]*group{},
+	}
+}
+
+// Adopt reads the virtual servers kubelvs owns, with their real servers,
+// and the VIPs on kubelvs0, so that the first sync changes only what
+// differs. Nothing is deleted here.
+func (s *Syncer) Adopt() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all, err := s.k.IPVS.ListVirtualServers()
+	if err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	for _, vs := range all {
+		if !s.k.Owns(vs.Key()) {
+			continue
+		}
+		rs, err := s.k.IPVS.ListRealServers(vs.Key())
+		if err != nil {
+			return fmt.Errorf("adopt %s: %w", vs.Key(), err)
+		}
+		svc := &service{vs: vs, reals: map[ipvs.RealKey]ipvs.RealServer{}, draining: map[ipvs.RealKey]time.Time{}}
+		for _, r := range rs {
+			svc.reals[r.Key()] = r
+		}
+		s.services[vs.Key()] = svc
+	}
+	if err := s.k.VIPs.EnsureDevice(); err != nil {
+		return fmt.Errorf("adopt VIPs: %w", err)
+	}
+	if s.vips, err = s.k.VIPs.ListAddresses(); err != nil {
+		return fmt.Errorf("adopt VIPs: %w", err)
+	}
+	return nil
+}
+
+// Result tells what a sync did.
+type Result struct {
+	// Ops is the number of kernel writes.
+	Ops int
+	// Draining counts real servers at weight 0 waiting to be deleted.
+	Draining int
+}
+
+// SyncGroup makes the kernel hold g and nothing else of g.Name. It writes
+// only what differs from what it programmed before.
+func (s *Syncer) SyncGroup(g desired.Group) (Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := s.clock.Now()
+	res, err := s.syncGroup(g)
+	if e := s.syncShared(false); e != nil {
+		err = errors.Join(err, e)
+	}
+	s.metrics.observeSync("group", s.clock.Since(start), err)
+	return res, err
+}
+
+// RemoveGroup deletes every kernel object of a VirtualService that is gone.
+func (s *Syncer) RemoveGroup(name types.NamespacedName) (Result, error) {
+	return s.SyncGroup(desired.Group{Name: name})
+}
+
+// SyncAll syncs every group, then deletes the owned virtual servers that no
+// group wants (left over from before a restart) and rewrites the VIPs and
+// ipset members. Call it only once the caches have the whole picture.
+func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := s.clock.Now()
+	var total Result
+	var errs []error
+	want := map[types.NamespacedName]bool{}
+	for _, g := range groups {
+		want[g.Name] = true
+		r, err := s.syncGroup(g)
+		total.Ops += r.Ops
+		errs = append(errs, err)
+	}
+	for name := range s.groups {
+		if !want[name] {
+			r, err := s.syncGroup(desired.Group{Name: name})
+			total.Ops += r.Ops
+			errs = append(errs, err)
+		}
+	}
+	for k, svc := range s.services {
+		if svc.owner == (types.NamespacedName{}) {
+			total.Ops++
+			if err := s.deleteService(k, svc); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	errs = append(errs, s.syncShared(true))
+	total.Draining = s.drainingLocked()
+	err := errors.Join(errs...)
+	s.metrics.observeSync("full", s.clock.Since(start), err)
+	return total, err
+}
+
+func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
+	var res Result
+	var errs []error
+	prev := s.groups[g.Name]
+	now := s.clock.Now()
+	wanted := make(map[ipvs.Key]bool, len(g.Services))
+	for _, d := range g.Services {
+		k := d.Key()
+		wanted[k] = true
+		svc := s.services[k]
+		if svc != nil && svc.owner != g.Name && svc.owner != (types.NamespacedName{}) {
+			// The key moves to this VirtualService (it won a conflict):
+			// take the service over in place rather than delete and re-add
+			// it, and stop the previous owner from deleting it later.
+			if og := s.groups[svc.owner]; og != nil {
+				og.keys = slices.DeleteFunc(og.keys, func(o ipvs.Key) bool { return o == k })
+			}
+		}
+		if svc == nil {
+			res.Ops++
+			if err := s.k.IPVS.AddVirtualServer(d.VirtualServer); err != nil {
+				s.metrics.op("virtual_server", "add", err)
+				errs = append(errs, fmt.Errorf("add virtual server %s: %w", k, err))
+				continue
+			}
+			s.metrics.op("virtual_server", "add", nil)
+			svc = &service{vs: d.VirtualServer, reals: map[ipvs.RealKey]ipvs.RealServer{}, draining: map[ipvs.RealKey]time.Time{}}
+			s.services[k] = svc
+		} else if !svc.vs.Equal(d.VirtualServer) {
+			res.Ops++
+			err := s.k.IPVS.UpdateVirtualServer(d.VirtualServer)
+			s.metrics.op("virtual_server", "update", err)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("update virtual server %s: %w", k, err))
+				continue
+			}
+			svc.vs = d.VirtualServer
+		}
+		svc.owner = g.Name
+		svc.flushTCP = g.FlushTCP
+		n, err := s.syncReals(svc, d, g.DrainTimeout, now)
+		res.Ops += n
+		errs = append(errs, err)
+	}
+	if prev != nil {
+		for _, k := range prev.keys {
+			if svc := s.services[k]; svc != nil && !wanted[k] && svc.owner == g.Name {
+				res.Ops++
+				errs = append(errs, s.deleteService(k, svc))
+			}
+		}
+	}
+	if len(g.Services) == 0 && len(g.VIPs) == 0 {
+		delete(s.groups, g.Name)
+	} else {
+		keys := make([]ipvs.Key, 0, len(g.Services))
+		for _, d := range g.Services {
+			if s.services[d.Key()] != nil && s.services[d.Key()].owner == g.Name {
+				keys = append(keys, d.Key())
+			}
+		}
+		s.groups[g.Name] = &group{keys: keys, vips: g.VIPs, members: g.Members}
+	}
+	res.Draining = s.drainingOf(g.Name)
+	return res, errors.Join(errs...)
+}
+
+// syncReals brings the real servers of one programmed service to d.
+func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Duration, now time.Time) (int, error) {
+	ops := 0
+	var errs []error
+	k := svc.vs.Key()
+	want := make(map[ipvs.RealKey]bool, len(d.Reals))
+	for _, r := range d.Reals {
+		rk := r.Key()
+		want[rk] = true
+		cur, ok := svc.reals[rk]
+		switch {
+		case !ok:
+			ops++
+			err := s.k.IPVS.AddRealServer(k, r.RealServer)
+			if errors.Is(err, ipvs.ErrExists) {
+				err = s.k.IPVS.UpdateRealServer(k, r.RealServer)
+			}
+			s.metrics.op("real_server", "add", err)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("add real server %s to %s: %w", rk, k, err))
+				continue
+			}
+		case !cur.Equal(r.RealServer):
+			ops++
+			err := s.k.IPVS.UpdateRealServer(k, r.RealServer)
+			s.metrics.op("real_server", "update", err)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("update real server %s of %s: %w", rk, k, err))
+				continue
+			}
+		}
+		svc.reals[rk] = r.RealServer
+		delete(svc.draining, rk) // back in the desired set: no longer draining
+	}
+	var gone []conntrack.Target
+	for rk, cur := range svc.reals {
+		if want[rk] {
+			continue
+		}
+		if _, ok := svc.draining[rk]; ok {
+			continue
+		}
+		if k.Protocol == ipvs.UDP || drainTimeout <= 0 {
+			ops++
+			err := s.k.IPVS.DeleteRealServer(k, rk)
+			s.metrics.op("real_server", "delete", err)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("delete real server %s of %s: %w", rk, k, err))
+				continue
+			}
+			delete(svc.reals, rk)
+			if k.Protocol == ipvs.UDP || svc.flushTCP {
+				gone = append(gone, target(k, rk))
+			}
+			continue
+		}
+		if cur.Weight != 0 {
+			ops++
+			quiet := cur
+			quiet.Weight = 0
+			err := s.k.IPVS.UpdateRealServer(k, quiet)
+			s.metrics.op("real_server", "update", err)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("drain real server %s of %s: %w", rk, k, err))
+				continue
+			}
+			svc.reals[rk] = quiet
+		}
+		svc.draining[rk] = now.Add(drainTimeout)
+	}
+	s.flush(gone)
+	return ops, errors.Join(errs...)
+}
+
+// deleteService deletes an owned virtual server; its real servers go with
+// it, and so do their UDP flows.
+func (s *Syncer) deleteService(k ipvs.Key, svc *service) error {
+	err := s.k.IPVS.DeleteVirtualServer(k)
+	s.metrics.op("virtual_server", "delete", err)
+	if err != nil {
+		return fmt.Errorf("delete virtual server %s: %w", k, err)
+	}
+	if k.Protocol == ipvs.UDP || svc.flushTCP {
+		var gone []conntrack.Target
+		for rk := range svc.reals {
+			gone = append(gone, target(k, rk))
+		}
+		s.flush(gone)
+	}
+	delete(s.services, k)
+	return nil
+}
+
+func target(k ipvs.Key, rk ipvs.RealKey) conntrack.Target {
+	return conntrack.Target{
+		Protocol: uint8(k.Protocol),
+		VIP:      netip.AddrPortFrom(k.Address, k.Port),
+		Backend:  netip.AddrPortFrom(rk.Address, rk.Port),
+	}
+}
+
+// syncShared writes the VIPs and ipset members that all groups together
+// want, if they changed (or always, when force is set).
+func (s *Syncer) syncShared(force bool) error {
+	vipSet := map[netip.Addr]bool{}
+	var m netfilter.Members
+	for _, g := range s.groups {
+		for _, v := range g.vips {
+			vipSet[v] = true
+		}
+		m.Masquerade = append(m.Masquerade, g.members.Masquerade...)
+		m.Restricted = append(m.Restricted, g.members.Restricted...)
+		m.Allowed = append(m.Allowed, g.members.Allowed...)
+	}
+	vips := make([]netip.Addr, 0, len(vipSet))
+	for v := range vipSet {
+		vips = append(vips, v)
+	}
+	slices.SortFunc(vips, netip.Addr.Compare)
+	for _, es := range [][]ipset.Entry{m.Masquerade, m.Restricted, m.Allowed} {
+		ipset.SortEntries(es)
+	}
+	var errs []error
+	if force || !slices.Equal(vips, s.vips) {
+		err := s.k.VIPs.SyncAddresses(vips)
+		s.metrics.op("vip", "sync", err)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("VIPs: %w", err))
+		} else {
+			s.vips = vips
+		}
+	}
+	if force || !membersEqual(m, s.members) {
+		err := s.k.Members(m)
+		s.metrics.op("ipset", "sync", err)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ipset members: %w", err))
+		} else {
+			s.members = m
+		}
+	}
+	s.metrics.setProgrammed(len(s.services), s.realCount())
+	return errors.Join(errs...)
+}
+
+func membersEqual(a, b netfilter.Members) bool {
+	return slices.Equal(a.Masquerade, b.Masquerade) && slices.Equal(a.Restricted, b.Restricted) && slices.Equal(a.Allowed, b.Allowed)
+}
+
+func (s *Syncer) realCount() int {
+	n := 0
+	for _, svc := range s.services {
+		n += len(svc.reals)
+	}
+	return n
+}
