@@ -22,10 +22,6 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/vsstatus"
 )
 
-// ServiceKeyIndex is the field index of VirtualServices by the
-// address:port/protocol keys they claim.
-const ServiceKeyIndex = "lvs.kubelvs.io/service-key"
-
 // VirtualServiceReconciler sets Accepted, Conflicted, Programmed and Ready
 // on VirtualServices and records Events when they change for the worse.
 type VirtualServiceReconciler struct {
@@ -85,7 +81,7 @@ func (r *VirtualServiceReconciler) rivals(ctx context.Context, vs *lvsv1.Virtual
 	var out []lvsv1.VirtualService
 	for _, k := range vs.ServiceKeys() {
 		var list lvsv1.VirtualServiceList
-		if err := r.Client.List(ctx, &list, client.MatchingFields{ServiceKeyIndex: k.String()}); err != nil {
+		if err := r.Client.List(ctx, &list, client.MatchingFields{vsstatus.ServiceKeyIndex: k.String()}); err != nil {
 			return nil, fmt.Errorf("list VirtualServices claiming %s: %w", k, err)
 		}
 		for i := range list.Items {
@@ -118,23 +114,9 @@ func (r *VirtualServiceReconciler) sharers(ctx context.Context, obj client.Objec
 	return reqs
 }
 
-// IndexServiceKeys returns the index values of a VirtualService.
-func IndexServiceKeys(obj client.Object) []string {
-	vs, ok := obj.(*lvsv1.VirtualService)
-	if !ok {
-		return nil
-	}
-	keys := vs.ServiceKeys()
-	out := make([]string, len(keys))
-	for i, k := range keys {
-		out[i] = k.String()
-	}
-	return out
-}
-
 // SetupWithManager registers the index and the controller.
 func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &lvsv1.VirtualService{}, ServiceKeyIndex, IndexServiceKeys); err != nil {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &lvsv1.VirtualService{}, vsstatus.ServiceKeyIndex, vsstatus.IndexServiceKeys); err != nil {
 		return fmt.Errorf("index VirtualServices by service key: %w", err)
 	}
 	return ctrl.NewControllerManagedBy(mgr).
