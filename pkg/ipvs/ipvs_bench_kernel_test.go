@@ -1,0 +1,146 @@
+package ipvs_test
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+)
+
+const benchReals = 10
+
+// benchServices is 10,000; KUBELVS_BENCH_SERVICES overrides it to study
+// how costs scale.
+var benchServices = func() int {
+	if n, err := strconv.Atoi(os.Getenv("KUBELVS_BENCH_SERVICES")); err == nil && n > 0 {
+		return n
+	}
+	return 10000
+}()
+
+// benchRuleSet returns 10,000 TCP virtual servers with 10 masqueraded real
+// servers each.
+func benchRuleSet() []ipvs.Service {
+	out := make([]ipvs.Service, benchServices)
+	for i := range out {
+		vip := netip.AddrFrom4([4]byte{10, 200, byte(i / 250), byte(i%250 + 1)})
+		s := ipvs.Service{VirtualServer: ipvs.VirtualServer{Address: vip, Protocol: ipvs.TCP, Port: 80, Scheduler: "wrr"}}
+		for r := 0; r < benchReals; r++ {
+			s.RealServers = append(s.RealServers, ipvs.RealServer{
+				Address: netip.AddrFrom4([4]byte{10, 201, byte(i / 250), byte(i%250 + 1)}), Port: uint16(8000 + r), Weight: r + 1})
+		}
+		out[i] = s
+	}
+	return out
+}
+
+// ipvsadmRules renders the same rule set for `ipvsadm -R`.
+func ipvsadmRules(svcs []ipvs.Service, del bool) string {
+	var b strings.Builder
+	for _, s := range svcs {
+		vip := netip.AddrPortFrom(s.Address, s.Port)
+		if del {
+			fmt.Fprintf(&b, "-D -t %s\n", vip)
+			continue
+		}
+		fmt.Fprintf(&b, "-A -t %s -s %s\n", vip, s.Scheduler)
+		for _, rs := range s.RealServers {
+			fmt.Fprintf(&b, "-a -t %s -r %s -m -w %d\n", vip, netip.AddrPortFrom(rs.Address, rs.Port), rs.Weight)
+		}
+	}
+	return b.String()
+}
+
+func program(b *testing.B, g *ipvs.Guard, svcs []ipvs.Service) {
+	for _, s := range svcs {
+		if err := g.AddVirtualServer(s.VirtualServer); err != nil {
+			b.Fatal(err)
+		}
+		for _, rs := range s.RealServers {
+			if err := g.AddRealServer(s.Key(), rs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+func unprogram(b *testing.B, g *ipvs.Guard, svcs []ipvs.Service) {
+	for _, s := range svcs {
+		if err := g.DeleteVirtualServer(s.Key()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkKernelIPVS measures, on one rule set of 10,000 virtual servers x
+// 10 real servers: adding it through the ownership guard (what the agent
+// does), listing it back with every real server, deleting it, and, as the
+// baseline, `ipvsadm -R` restoring the identical rule set.
+func BenchmarkKernelIPVS(b *testing.B) {
+	g := newKernelGuard(b)
+	svcs := benchRuleSet()
+	perRule := func(b *testing.B) {
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchServices*(1+benchReals)), "ns/object")
+	}
+
+	b.Run(fmt.Sprintf("add-%dx%d", benchServices, benchReals), func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			program(b, g, svcs)
+			if i < b.N-1 {
+				b.StopTimer()
+				unprogram(b, g, svcs)
+				b.StartTimer()
+			}
+		}
+		perRule(b)
+	})
+	b.Run(fmt.Sprintf("list-%dx%d", benchServices, benchReals), func(b *testing.B) {
+		if vs, err := g.ListVirtualServers(); err != nil || len(vs) < benchServices {
+			program(b, g, svcs) // run on its own (-bench filter)
+		}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			got, err := ipvs.List(g, g.Owns)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(got) != benchServices || len(got[0].RealServers) != benchReals {
+				b.Fatalf("listed %d services", len(got))
+			}
+		}
+		perRule(b)
+	})
+	b.Run(fmt.Sprintf("delete-%dx%d", benchServices, benchReals), func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if i > 0 || !g.Owns(svcs[0].Key()) {
+				b.StopTimer()
+				program(b, g, svcs)
+				b.StartTimer()
+			}
+			unprogram(b, g, svcs)
+		}
+	})
+	b.Run(fmt.Sprintf("ipvsadm-R-%dx%d", benchServices, benchReals), func(b *testing.B) {
+		add, del := ipvsadmRules(svcs, false), ipvsadmRules(svcs, true)
+		for i := 0; i < b.N; i++ {
+			cmd := exec.Command("ipvsadm", "-R")
+			cmd.Stdin = strings.NewReader(add)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("ipvsadm -R: %v: %s", err, out)
+			}
+			b.StopTimer()
+			cmd = exec.Command("ipvsadm", "-R")
+			cmd.Stdin = strings.NewReader(del)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("ipvsadm -R (delete): %v: %s", err, out)
+			}
+			b.StartTimer()
+		}
+		perRule(b)
+	})
+}
