@@ -26,7 +26,8 @@ generate: test-bins ## Generate deepcopy code for the API types.
 .PHONY: manifests
 manifests: test-bins ## Generate the CRD and RBAC manifests into config/.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=config/crd/bases
-	$(CONTROLLER_GEN) rbac:roleName=kubelvs-controller paths=./controllers/... output:rbac:dir=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=kubelvs-controller paths=./controllers/... output:rbac:dir=config/rbac/controller
+	$(CONTROLLER_GEN) rbac:roleName=kubelvs-agent paths=./pkg/roles/... output:rbac:dir=config/rbac/agent
 
 .PHONY: verify
 verify: test-bins ## Fail when generated files are stale, code is not gofmt'ed, or go vet complains.

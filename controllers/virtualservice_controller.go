@@ -53,6 +53,7 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	orig := vs.DeepCopy()
 	wasInvalid := meta.IsStatusConditionFalse(vs.Status.Conditions, lvsv1.ConditionAccepted) &&
 		meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted).Reason == vsstatus.ReasonInvalidTargetPort
+	wasFailing := programmingFailed(orig)
 	becameConflicted := vsstatus.Apply(&vs, problems, conflicts)
 	if equality.Semantic.DeepEqual(orig.Status, vs.Status) {
 		return ctrl.Result{}, nil
@@ -65,6 +66,10 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	if len(problems) > 0 && !wasInvalid {
 		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonInvalidTargetPort, "Validate", "%s", strings.Join(problems, "; "))
+	}
+	if programmingFailed(&vs) && !wasFailing {
+		c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionProgrammed)
+		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonProgrammingFailed, "Program", "%s", c.Message)
 	}
 	if becameConflicted && len(conflicts) > 0 {
 		c := conflicts[0]
@@ -124,4 +129,9 @@ func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctr
 		Watches(&lvsv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.sharers)).
 		Named("virtualservice").
 		Complete(r)
+}
+
+func programmingFailed(vs *lvsv1.VirtualService) bool {
+	c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionProgrammed)
+	return c != nil && c.Reason == vsstatus.ReasonProgrammingFailed
 }

@@ -1,12 +1,46 @@
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/kubelvs/kubelvs/pkg/roles"
 )
 
-// runAgent is the node agent. It is not built yet: say so plainly and fail,
-// rather than start and program nothing.
-func runAgent(_ []string, _ io.Writer) error {
-	return fmt.Errorf("the agent role is not available in this build yet: it programs nothing; run \"manager controller\" for the controller role")
+func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; default: in-cluster config, then $KUBECONFIG, then ~/.kube/config")
+	o := roles.AgentOptions{HealthChecks: true}
+	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node (default $NODE_NAME)")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9741", `address of the Prometheus metrics endpoint ("0" turns it off)`)
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":9742", `address of /healthz and /readyz ("0" turns them off)`)
+	fs.DurationVar(&o.ResyncPeriod, "resync-period", roles.DefaultResyncPeriod, "how often to rebuild everything and repair drift in the kernel")
+	fs.DurationVar(&o.DrainInterval, "drain-interval", time.Second, "how often to check draining real servers")
+	fs.BoolVar(&o.ReportStatus, "report-status", true, "write this node's entry into VirtualService status (turn off in very large clusters)")
+	fs.BoolVar(&o.HealthChecks, "health-checks", true, "run the health checks VirtualServices ask for")
+	zo := zap.Options{}
+	zo.BindFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if o.NodeName == "" {
+		return fmt.Errorf("%w: --node-name (or $NODE_NAME) is required", errUsage)
+	}
+	if o.ResyncPeriod < time.Second || o.DrainInterval < 10*time.Millisecond {
+		return fmt.Errorf("%w: --resync-period must be at least 1s and --drain-interval at least 10ms", errUsage)
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
+	cfg, err := loadConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	return roles.RunAgent(ctx, cfg, o)
 }

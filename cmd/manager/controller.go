@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -14,7 +15,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/roles"
 )
 
-func runController(args []string, stderr io.Writer) error {
+func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	kubeconfig := fs.String("kubeconfig", "", "path to a kubeconfig; default: in-cluster config, then $KUBECONFIG, then ~/.kube/config")
@@ -38,7 +39,7 @@ func runController(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return roles.RunController(ctrl.SetupSignalHandler(), cfg, o)
+	return roles.RunController(ctx, cfg, o)
 }
 
 // parseFlags parses args and rejects positional arguments.

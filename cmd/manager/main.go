@@ -6,11 +6,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/kubelvs/kubelvs/pkg/version"
 )
@@ -29,10 +32,10 @@ Run "manager <command> -h" for the flags of a command.
 var errUsage = errors.New("usage")
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(ctrl.SetupSignalHandler(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -40,9 +43,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "controller":
-		err = runController(args[1:], stderr)
+		err = runController(ctx, args[1:], stderr)
 	case "agent":
-		err = runAgent(args[1:], stderr)
+		err = runAgent(ctx, args[1:], stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version.String())
 	case "help", "-h", "--help":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 )
 
 func TestCommandLine(t *testing.T) {
+	t.Setenv("NODE_NAME", "")
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	// Port 1 on loopback: nothing listens, the connection is refused at once.
 	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
@@ -34,12 +36,14 @@ current-context: c
 		{"leader election out of cluster", []string{"controller", "--leader-elect"}, 2, "needs --leader-election-namespace"},
 		{"unreachable API server", []string{"controller", "--kubeconfig", kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0"}, 1, "cannot reach the API server at https://127.0.0.1:1"},
 		{"missing kubeconfig", []string{"controller", "--kubeconfig", "/nonexistent"}, 1, "load kubeconfig /nonexistent"},
-		{"agent not built yet", []string{"agent"}, 1, "not available in this build yet"},
+		{"agent without node name", []string{"agent"}, 2, "--node-name (or $NODE_NAME) is required"},
+		{"agent bad resync", []string{"agent", "--node-name", "n1", "--resync-period", "1ms"}, 2, "--resync-period must be at least 1s"},
+		{"agent unreachable API server", []string{"agent", "--node-name", "n1", "--kubeconfig", kubeconfig}, 1, "cannot reach the API server at https://127.0.0.1:1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
-			code := run(tc.args, &out, &errb)
+			code := run(context.Background(), tc.args, &out, &errb)
 			all := out.String() + errb.String()
 			if code != tc.code || !strings.Contains(all, tc.output) {
 				t.Fatalf("exit %d, want %d; output must contain %q:\n%s", code, tc.code, tc.output, all)

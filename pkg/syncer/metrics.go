@@ -65,7 +65,9 @@ func result(err error) string {
 	return "success"
 }
 
-func (m *Metrics) op(kind, op string, err error) { m.kernelOps.WithLabelValues(kind, op, result(err)).Inc() }
+func (m *Metrics) op(kind, op string, err error) {
+	m.kernelOps.WithLabelValues(kind, op, result(err)).Inc()
+}
 
 func (m *Metrics) observeSync(kind string, d time.Duration, err error) {
 	m.syncDuration.WithLabelValues(kind, result(err)).Observe(d.Seconds())

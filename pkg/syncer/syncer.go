@@ -37,6 +37,9 @@ type Kernel struct {
 	Members func(netfilter.Members) error
 	// Conntrack deletes stale flows; nil turns flushing off.
 	Conntrack conntrack.Interface
+	// Rules rewrites the netfilter rules (all of them when force is set);
+	// nil when another component owns them.
+	Rules func(force bool) error
 }
 
 // Syncer keeps the kernel equal to the desired groups.
@@ -80,8 +83,8 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 	return &Syncer{
 		k: k, clock: clk, metrics: m,
 		flushWake: make(chan struct{}, 1),
-		services: map[ipvs.Key]*service{},
-		groups:   map[types.NamespacedName]*group{},
+		services:  map[ipvs.Key]*service{},
+		groups:    map[types.NamespacedName]*group{},
 	}
 }
 

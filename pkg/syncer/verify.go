@@ -94,6 +94,12 @@ func (s *Syncer) Verify() (int, error) {
 	if err := s.k.VIPs.EnsureDevice(); err != nil {
 		errs = append(errs, fmt.Errorf("verify kubelvs0: %w", err))
 	}
+	if s.k.Rules != nil {
+		// Someone may have flushed the tables: rewrite our chains.
+		if err := s.k.Rules(true); err != nil {
+			errs = append(errs, fmt.Errorf("verify netfilter rules: %w", err))
+		}
+	}
 	errs = append(errs, s.syncShared(true))
 	return repairs, errors.Join(errs...)
 }

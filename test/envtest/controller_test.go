@@ -3,6 +3,7 @@ package envtest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,4 +198,8 @@ func TestControllerFoldsNodeReports(t *testing.T) {
 	})
 	report("node-b", 1, 0, "add real server 192.0.2.10:8080: file exists")
 	waitCondition(t, client.ObjectKeyFromObject(vs), lvsv1.ConditionProgrammed, metav1.ConditionFalse, "ProgrammingFailed")
+	ev := waitEvent(t, ns, "web", "ProgrammingFailed")
+	if !strings.Contains(ev.Note, "node-b: add real server 192.0.2.10:8080: file exists") {
+		t.Fatalf("event note %q", ev.Note)
+	}
 }

@@ -1,0 +1,381 @@
+// Package agent is the node agent's engine: it watches VirtualServices,
+// EndpointSlices and its Node through the manager's cache, builds each
+// VirtualService's desired state and hands it to the syncer, one
+// VirtualService at a time, so a change touches only its own kernel objects.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/desired"
+	"github.com/kubelvs/kubelvs/pkg/health"
+	"github.com/kubelvs/kubelvs/pkg/syncer"
+	"github.com/kubelvs/kubelvs/pkg/vsstatus"
+)
+
+// Indexes of the agent's cache.
+const (
+	// serviceRefIndex maps a VirtualService to the Service it points at.
+	serviceRefIndex = "lvs.kubelvs.io/service-ref"
+	// sliceServiceIndex maps an EndpointSlice to its Service.
+	sliceServiceIndex = "lvs.kubelvs.io/slice-service"
+)
+
+// Options configure the agent.
+type Options struct {
+	// NodeName is the node the agent programs.
+	NodeName string
+	// ResyncPeriod is how often everything is rebuilt and the kernel
+	// verified (drift repaired).
+	ResyncPeriod time.Duration
+	// DrainInterval is how often draining real servers are checked.
+	DrainInterval time.Duration
+	// ReportStatus writes this node's entry into each VirtualService's
+	// status; large clusters may turn it off.
+	ReportStatus bool
+}
+
+// Agent keeps the node's kernel equal to the VirtualServices.
+type Agent struct {
+	opts   Options
+	client client.Client // cache-backed reads, direct writes
+	mgr    manager.Manager
+	syncer *syncer.Syncer
+	health *health.Manager
+	queue  workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	ready  atomic.Bool
+
+	mu       sync.Mutex
+	reported map[types.NamespacedName]lvsv1.NodeStatus
+}
+
+var _ manager.Runnable = (*Agent)(nil)
+
+// New wires the agent into mgr: cache indexes now, event handlers and the
+// sync loop when the manager starts it. hm may be nil (no health checks).
+func New(ctx context.Context, mgr manager.Manager, s *syncer.Syncer, hm *health.Manager, o Options) (*Agent, error) {
+	if o.NodeName == "" {
+		return nil, errors.New("agent: node name is empty")
+	}
+	if o.ResyncPeriod <= 0 {
+		o.ResyncPeriod = 5 * time.Minute
+	}
+	if o.DrainInterval <= 0 {
+		o.DrainInterval = time.Second
+	}
+	a := &Agent{
+		opts: o, client: mgr.GetClient(), mgr: mgr, syncer: s, health: hm,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
+			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "kubelvs-agent"}),
+		reported: map[types.NamespacedName]lvsv1.NodeStatus{},
+	}
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &lvsv1.VirtualService{}, vsstatus.ServiceKeyIndex, vsstatus.IndexServiceKeys); err != nil {
+		return nil, fmt.Errorf("index VirtualServices by key: %w", err)
+	}
+	if err := idx.IndexField(ctx, &lvsv1.VirtualService{}, serviceRefIndex, func(o client.Object) []string {
+		if vs, ok := o.(*lvsv1.VirtualService); ok && vs.Spec.Backends.ServiceRef != nil {
+			return []string{vs.Spec.Backends.ServiceRef.Name}
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("index VirtualServices by Service: %w", err)
+	}
+	if err := idx.IndexField(ctx, &discoveryv1.EndpointSlice{}, sliceServiceIndex, func(o client.Object) []string {
+		if n := o.GetLabels()[discoveryv1.LabelServiceName]; n != "" {
+			return []string{n}
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("index EndpointSlices by Service: %w", err)
+	}
+	return a, nil
+}
+
+// HealthChanged is the health manager's callback: rebuild that group.
+func (a *Agent) HealthChanged(group string) {
+	if ns, name, err := toolscache.SplitMetaNamespaceKey(group); err == nil {
+		a.queue.Add(types.NamespacedName{Namespace: ns, Name: name})
+	}
+}
+
+// Ready is a readiness check: true once the first full sync is done.
+func (a *Agent) Ready(*http.Request) error {
+	if !a.ready.Load() {
+		return errors.New("first full sync not done")
+	}
+	return nil
+}
+
+// Start runs the agent until ctx ends. It leaves the kernel as it is when
+// it stops: traffic keeps flowing across restarts and upgrades.
+func (a *Agent) Start(ctx context.Context) error {
+	log := ctrl.LoggerFrom(ctx).WithName("agent")
+	ctx = ctrl.LoggerInto(ctx, log)
+	if err := a.watch(ctx); err != nil {
+		return err
+	}
+	if !a.mgr.GetCache().WaitForCacheSync(ctx) {
+		return errors.New("agent: caches did not sync")
+	}
+	if err := a.syncer.Adopt(); err != nil {
+		return err
+	}
+	// Only now, with the whole picture, may owned objects nobody wants go.
+	if err := a.fullSync(ctx, false); err != nil {
+		log.Error(err, "first full sync had errors; retrying per VirtualService")
+	}
+	a.ready.Store(true)
+	log.Info("first full sync done", "node", a.opts.NodeName)
+
+	var wg sync.WaitGroup
+	run := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+	run(func() { a.syncer.RunFlusher(ctx) })
+	run(func() { a.periodic(ctx) })
+	run(func() {
+		for a.processNext(ctx) {
+		}
+	})
+	<-ctx.Done()
+	a.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+// watch registers the event handlers that queue VirtualServices.
+func (a *Agent) watch(ctx context.Context) error {
+	c := a.mgr.GetCache()
+	vsInf, err := c.GetInformer(ctx, &lvsv1.VirtualService{})
+	if err != nil {
+		return fmt.Errorf("watch VirtualServices: %w", err)
+	}
+	onVS := func(obj any) {
+		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		vs, ok := obj.(*lvsv1.VirtualService)
+		if !ok {
+			return
+		}
+		a.queue.Add(types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name})
+		// Whoever shares a key may win or lose it now.
+		for _, r := range a.rivals(ctx, vs) {
+			a.queue.Add(types.NamespacedName{Namespace: r.Namespace, Name: r.Name})
+		}
+	}
+	if _, err := vsInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: onVS, DeleteFunc: onVS,
+		UpdateFunc: func(old, cur any) { onVS(old); onVS(cur) },
+	}); err != nil {
+		return err
+	}
+
+	sliceInf, err := c.GetInformer(ctx, &discoveryv1.EndpointSlice{})
+	if err != nil {
+		return fmt.Errorf("watch EndpointSlices: %w", err)
+	}
+	onSlice := func(obj any) {
+		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		s, ok := obj.(*discoveryv1.EndpointSlice)
+		if !ok || s.Labels[discoveryv1.LabelServiceName] == "" {
+			return
+		}
+		var list lvsv1.VirtualServiceList
+		if err := a.client.List(ctx, &list, client.InNamespace(s.Namespace),
+			client.MatchingFields{serviceRefIndex: s.Labels[discoveryv1.LabelServiceName]}); err != nil {
+			return
+		}
+		for i := range list.Items {
+			a.queue.Add(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
+		}
+	}
+	if _, err := sliceInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: onSlice, DeleteFunc: onSlice,
+		UpdateFunc: func(_, cur any) { onSlice(cur) },
+	}); err != nil {
+		return err
+	}
+
+	nodeInf, err := c.GetInformer(ctx, &corev1.Node{})
+	if err != nil {
+		return fmt.Errorf("watch Nodes: %w", err)
+	}
+	_, err = nodeInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Node)
+			n, ok2 := cur.(*corev1.Node)
+			if ok1 && ok2 && n.Name == a.opts.NodeName && !equalLabels(o.Labels, n.Labels) {
+				a.queueAll(ctx)
+			}
+		},
+	})
+	return err
+}
+
+func equalLabels(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *Agent) queueAll(ctx context.Context) {
+	var list lvsv1.VirtualServiceList
+	if err := a.client.List(ctx, &list); err != nil {
+		return
+	}
+	for i := range list.Items {
+		a.queue.Add(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
+	}
+}
+
+// rivals lists the VirtualServices that claim one of vs's keys.
+func (a *Agent) rivals(ctx context.Context, vs *lvsv1.VirtualService) []lvsv1.VirtualService {
+	seen := map[types.UID]bool{vs.UID: true}
+	var out []lvsv1.VirtualService
+	for _, k := range vs.ServiceKeys() {
+		var list lvsv1.VirtualServiceList
+		if err := a.client.List(ctx, &list, client.MatchingFields{vsstatus.ServiceKeyIndex: k.String()}); err != nil {
+			continue
+		}
+		for i := range list.Items {
+			if !seen[list.Items[i].UID] {
+				seen[list.Items[i].UID] = true
+				out = append(out, list.Items[i])
+			}
+		}
+	}
+	return out
+}
+
+// periodic drains and resyncs.
+func (a *Agent) periodic(ctx context.Context) {
+	drain := time.NewTicker(a.opts.DrainInterval)
+	defer drain.Stop()
+	resync := time.NewTicker(a.opts.ResyncPeriod)
+	defer resync.Stop()
+	log := ctrl.LoggerFrom(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-drain.C:
+			changed, err := a.syncer.Drain()
+			if err != nil {
+				log.Error(err, "drain")
+			}
+			for _, n := range changed {
+				a.queue.Add(n) // its status counts changed
+			}
+		case <-resync.C:
+			if err := a.fullSync(ctx, true); err != nil {
+				log.Error(err, "periodic resync")
+			}
+		}
+	}
+}
+
+// fullSync rebuilds every VirtualService and syncs them all; verify also
+// compares the kernel with what was programmed and repairs drift.
+func (a *Agent) fullSync(ctx context.Context, verify bool) error {
+	var list lvsv1.VirtualServiceList
+	if err := a.client.List(ctx, &list); err != nil {
+		return fmt.Errorf("list VirtualServices: %w", err)
+	}
+	node, err := a.node(ctx)
+	if err != nil {
+		return err
+	}
+	groups := make([]desired.Group, 0, len(list.Items))
+	var errs []error
+	for i := range list.Items {
+		g, err := a.build(ctx, &list.Items[i], node)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		groups = append(groups, g)
+	}
+	if _, err := a.syncer.SyncAll(groups); err != nil {
+		errs = append(errs, err)
+	}
+	if verify {
+		if n, err := a.syncer.Verify(); err != nil {
+			errs = append(errs, err)
+		} else if n > 0 {
+			ctrl.LoggerFrom(ctx).Info("repaired kernel drift", "repairs", n)
+		}
+	}
+	for i := range list.Items {
+		// Status and health targets follow; a per-VirtualService pass
+		// picks up anything that failed above.
+		a.queue.Add(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Agent) node(ctx context.Context) (desired.Node, error) {
+	var n corev1.Node
+	if err := a.client.Get(ctx, types.NamespacedName{Name: a.opts.NodeName}, &n); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Without a Node object (e.g. an agent outside the cluster)
+			// only VirtualServices without a node selector apply.
+			return desired.Node{Name: a.opts.NodeName}, nil
+		}
+		return desired.Node{}, fmt.Errorf("get node %s: %w", a.opts.NodeName, err)
+	}
+	return desired.Node{Name: n.Name, Labels: n.Labels}, nil
+}
+
+// build computes one VirtualService's desired state from the cache.
+func (a *Agent) build(ctx context.Context, vs *lvsv1.VirtualService, node desired.Node) (desired.Group, error) {
+	lost := map[lvsv1.ServiceKey]bool{}
+	for _, c := range vsstatus.Conflicts(vs, a.rivals(ctx, vs)) {
+		lost[c.Key] = true
+	}
+	in := desired.Input{VS: vs, Node: node, Lost: lost}
+	if ref := vs.Spec.Backends.ServiceRef; ref != nil {
+		var slices discoveryv1.EndpointSliceList
+		if err := a.client.List(ctx, &slices, client.InNamespace(vs.Namespace), client.MatchingFields{sliceServiceIndex: ref.Name}); err != nil {
+			return desired.Group{}, fmt.Errorf("list EndpointSlices of %s/%s: %w", vs.Namespace, ref.Name, err)
+		}
+		for i := range slices.Items {
+			in.Slices = append(in.Slices, &slices.Items[i])
+		}
+	}
+	if a.health != nil && vs.Spec.HealthCheck != nil {
+		group := vs.Namespace + "/" + vs.Name
+		snap := a.health.Snapshot(group)
+		in.Healthy = func(addr netip.Addr, port uint16) bool {
+			ok, known := snap[health.Target{Group: group, Address: addr, Port: port}]
+			return !known || ok
+		}
+	}
+	return desired.Build(in), nil
+}

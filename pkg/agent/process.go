@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/desired"
+	"github.com/kubelvs/kubelvs/pkg/health"
+)
+
+// processNext syncs one queued VirtualService; false when the queue is shut.
+func (a *Agent) processNext(ctx context.Context) bool {
+	key, shutdown := a.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer a.queue.Done(key)
+	if err := a.syncOne(ctx, key); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "sync failed; retrying with backoff", "virtualservice", key)
+		a.queue.AddRateLimited(key)
+		return true
+	}
+	a.queue.Forget(key)
+	return true
+}
+
+// syncOne brings one VirtualService's kernel objects, health targets and
+// status entry up to date. An error requeues it with backoff; other
+// VirtualServices are not held up.
+func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
+	group := key.Namespace + "/" + key.Name
+	var vs lvsv1.VirtualService
+	if err := a.client.Get(ctx, key, &vs); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return err
+		}
+		if a.health != nil {
+			a.health.SetTargets(group, health.Config{}, nil)
+		}
+		a.forget(key)
+		_, err := a.syncer.RemoveGroup(key)
+		return err
+	}
+	node, err := a.node(ctx)
+	if err != nil {
+		return err
+	}
+	g, err := a.build(ctx, &vs, node)
+	if err != nil {
+		return err
+	}
+	if !vs.DeletionTimestamp.IsZero() {
+		g = desired.Group{Name: key}
+	}
+	res, syncErr := a.syncer.SyncGroup(g)
+	if a.health != nil {
+		cfg := health.ConfigFrom(vs.Spec.HealthCheck)
+		targets := make([]health.Target, len(g.HealthTargets))
+		for i, t := range g.HealthTargets {
+			targets[i] = health.Target{Group: group, Address: t.Address, Port: t.Port}
+		}
+		a.health.SetTargets(group, cfg, targets)
+	}
+	if a.opts.ReportStatus {
+		if err := a.report(ctx, &vs, g, res.Draining, syncErr); err != nil {
+			syncErr = errors.Join(syncErr, err)
+		}
+	}
+	return syncErr
+}
+
+// report writes this node's entry of status.nodes with server-side apply:
+// one field manager per node, so agents never overwrite one another. It
+// writes only when the entry changed.
+func (a *Agent) report(ctx context.Context, vs *lvsv1.VirtualService, g desired.Group, draining int, syncErr error) error {
+	key := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
+	var entries []any
+	var st lvsv1.NodeStatus
+	if g.Selected {
+		var msgs []string
+		if syncErr != nil {
+			msgs = append(msgs, syncErr.Error())
+		}
+		msgs = append(msgs, g.Problems...)
+		counts := g.Counts
+		counts.Draining += int32(draining)
+		st = lvsv1.NodeStatus{
+			Node: a.opts.NodeName, ObservedGeneration: vs.Generation, Programmed: len(msgs) == 0,
+			Message: truncate(strings.Join(msgs, "; "), 1024), Backends: counts,
+		}
+		entries = []any{map[string]any{
+			"node": st.Node, "observedGeneration": st.ObservedGeneration, "programmed": st.Programmed,
+			"message":  st.Message,
+			"backends": map[string]any{"total": int64(counts.Total), "ready": int64(counts.Ready), "draining": int64(counts.Draining)},
+		}}
+	}
+	a.mu.Lock()
+	last, had := a.reported[key]
+	a.mu.Unlock()
+	if had && last == st && a.mine(vs, st) {
+		return nil
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": lvsv1.GroupVersion.String(), "kind": "VirtualService",
+		"metadata": map[string]any{"name": vs.Name, "namespace": vs.Namespace},
+		"status":   map[string]any{"nodes": entries},
+	}}
+	if entries == nil {
+		u.Object["status"] = map[string]any{"nodes": []any{}}
+	}
+	err := a.client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
+		client.FieldOwner("kubelvs-agent/"+a.opts.NodeName), client.ForceOwnership)
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("report status: %w", err)
+	}
+	a.mu.Lock()
+	a.reported[key] = st
+	a.mu.Unlock()
+	return nil
+}
+
+// mine reports whether vs's status (as cached) already holds entry st for
+// this node, so that an entry lost to someone else's write is rewritten.
+func (a *Agent) mine(vs *lvsv1.VirtualService, st lvsv1.NodeStatus) bool {
+	for _, n := range vs.Status.Nodes {
+		if n.Node == a.opts.NodeName {
+			return n == st
+		}
+	}
+	return st.Node == ""
+}
+
+func (a *Agent) forget(key types.NamespacedName) {
+	a.mu.Lock()
+	delete(a.reported, key)
+	a.mu.Unlock()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}

@@ -1,0 +1,110 @@
+package roles
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/kubelvs/kubelvs/pkg/agent"
+	"github.com/kubelvs/kubelvs/pkg/health"
+	"github.com/kubelvs/kubelvs/pkg/syncer"
+)
+
+// AgentOptions configure the agent role.
+type AgentOptions struct {
+	agent.Options
+	// MetricsBindAddress serves Prometheus metrics; "0" turns them off.
+	MetricsBindAddress string
+	// HealthProbeBindAddress serves /healthz and /readyz; "0" turns them off.
+	HealthProbeBindAddress string
+	// Kernel overrides the netlink kernel (tests use fakes). Nil opens the
+	// real one.
+	Kernel *syncer.Kernel
+	// HealthChecks turns active health checks on (default in the binary).
+	HealthChecks bool
+}
+
+// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices/status,verbs=get;patch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+
+// RunAgent runs the agent role until ctx ends. The kernel is left as it is
+// when it returns.
+func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
+	if err := CheckAPIServer(cfg); err != nil {
+		return err
+	}
+	k := o.Kernel
+	if k == nil {
+		nk, closeKernel, err := NetlinkKernel()
+		if err != nil {
+			return err
+		}
+		defer closeKernel()
+		k = &nk
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress: o.HealthProbeBindAddress,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only this node's Node object: its labels drive nodeSelector.
+			&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
+		}},
+		// Every agent works: no leader election.
+		LeaderElection: false,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	s := syncer.New(*k, clock.RealClock{}, syncer.NewMetrics(metrics.Registry))
+	var a *agent.Agent
+	var hm *health.Manager
+	if o.HealthChecks {
+		hm, err = health.NewManager(health.NewProber(), func(group string) {
+			if a != nil {
+				a.HealthChanged(group)
+			}
+		}, health.WithRegisterer(metrics.Registry))
+		if err != nil {
+			return fmt.Errorf("health checks: %w", err)
+		}
+		if err := mgr.Add(runnableFunc(func(ctx context.Context) error { return hm.Run(ctx) })); err != nil {
+			return err
+		}
+	}
+	a, err = agent.New(ctx, mgr, s, hm, o.Options)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(a); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("first-sync", a.Ready); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+type runnableFunc func(context.Context) error
+
+func (f runnableFunc) Start(ctx context.Context) error { return f(ctx) }
+
+// DefaultResyncPeriod is how often the agent rebuilds everything and
+// verifies the kernel.
+const DefaultResyncPeriod = 5 * time.Minute

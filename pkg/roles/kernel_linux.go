@@ -1,0 +1,87 @@
+package roles
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/kubelvs/kubelvs/pkg/conntrack"
+	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/syncer"
+)
+
+// NetlinkKernel opens the node's kernel: IPVS behind the ownership guard,
+// ipsets, kubelvs0 with the sysctls IPVS needs, the netfilter rules and
+// conntrack, each on one long-lived netlink handle. It fails with a clear
+// message when the kernel lacks IPVS or ipset.
+func NetlinkKernel() (syncer.Kernel, func(), error) {
+	var closers []func() error
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			_ = closers[i]()
+		}
+	}
+	fail := func(err error) (syncer.Kernel, func(), error) {
+		closeAll()
+		return syncer.Kernel{}, nil, err
+	}
+	nl, err := ipvs.New()
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, nl.Close)
+	sets, err := ipset.New()
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, sets.Close)
+	own, err := ipvs.NewSetOwnership(sets)
+	if err != nil {
+		return fail(err)
+	}
+	vips, err := netif.New()
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, vips.Close)
+	if _, err := netif.ApplySysctls("/proc/sys", netif.Sysctls(kernelRelease(), true)); err != nil {
+		// IPv6 may be disabled on the node; the IPv4 sysctls are what
+		// IPVS needs. Report, do not fail, when only IPv6 is missing.
+		if _, err4 := netif.ApplySysctls("/proc/sys", netif.Sysctls(kernelRelease(), false)); err4 != nil {
+			return fail(fmt.Errorf("sysctls: %w", errors.Join(err, err4)))
+		}
+	}
+	rules, err := netfilter.New(sets, netfilter.ExecRunner{}, netfilter.Config{})
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := rules.Sync(true); err != nil {
+		return fail(fmt.Errorf("netfilter rules: %w", err))
+	}
+	ct, err := conntrack.New()
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, ct.Close)
+	return syncer.Kernel{
+		IPVS:      ipvs.NewGuard(nl, own),
+		Owns:      own.Owns,
+		VIPs:      vips,
+		Members:   rules.SyncMembers,
+		Conntrack: ct,
+		Rules:     func(force bool) error { _, err := rules.Sync(force); return err },
+	}, closeAll, nil
+}
+
+// kernelRelease is the running kernel's release, e.g. "6.1.0-18-amd64".
+func kernelRelease() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
