@@ -131,7 +131,7 @@ func BenchmarkKernelDeleteFlows(b *testing.B) {
 	const total, backends = 100000, 10
 	create := func() {
 		for i := 0; i < total; i++ {
-			client := net.IP{10, 98, byte(i >> 8), byte(i)}
+			client := net.IP{10, byte(100 + i>>16), byte(i >> 8), byte(i)}
 			be := backend(i % backends)
 			f := &netlink.ConntrackFlow{
 				FamilyType: unix.AF_INET,
