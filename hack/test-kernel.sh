@@ -21,12 +21,17 @@ OUT=${KERNEL_TEST_OUT:-${XDG_CACHE_HOME:-$HOME/.cache}/kubelvs/kernel-tests}
 # shellcheck disable=SC2206 # split on purpose
 FLAGS=(${KERNEL_TEST_FLAGS:-} "$@")
 
-mapfile -t PKGS < <(grep -rl --include='*_test.go' 'kerneltest.Require' pkg | xargs -n1 dirname | sort -u | sed 's|^|./|')
+mapfile -t PKGS < <(grep -rl --include='*_test.go' 'kerneltest.Require' pkg test | xargs -n1 dirname | sort -u | sed 's|^|./|')
 ((${#PKGS[@]})) || { echo "test-kernel: no kernel tests found" >&2; exit 1; }
 
 rm -rf "$OUT" && mkdir -p "$OUT"
-echo "test-kernel: compiling ${#PKGS[@]} test binaries" >&2
+echo "test-kernel: compiling ${#PKGS[@]} test binaries and the manager" >&2
 go test -c -o "$OUT/" "${PKGS[@]}"
+# The agent tests run the real binary against etcd and kube-apiserver
+# started inside the guest (hack/install-test-bins.sh builds them).
+CGO_ENABLED=0 go build -o "$OUT/manager" ./cmd/manager
+export KUBELVS_MANAGER="$OUT/manager"
+export KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-${K8S_TEST_BINS_DIR:-$HOME/.cache/k8s-test-bins}}
 : >"$OUT/list"
 for p in "${PKGS[@]}"; do
 	bin="$OUT/$(basename "$p").test"

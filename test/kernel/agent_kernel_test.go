@@ -1,0 +1,475 @@
+// Package kernel runs the agent binary against a real kernel (in the guest
+// of hack/test-kernel.sh) and a real kube-apiserver and etcd started inside
+// the same guest, with clients and backends in network namespaces.
+package kernel
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/kerneltest"
+	"github.com/kubelvs/kubelvs/pkg/roles"
+	"github.com/vishvananda/netlink"
+)
+
+// apiServer starts etcd and kube-apiserver in the guest, with the CRD, and
+// writes a kubeconfig for the agent binary.
+func init() { logf.SetLogger(logr.Discard()) }
+
+func apiServer(t testing.TB) (*rest.Config, client.Client, string) {
+	t.Helper()
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set (hack/test-kernel.sh sets it)")
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:        []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing:    true,
+		ControlPlaneStartTimeout: 3 * time.Minute, // a guest kernel is slow to start it
+		ControlPlaneStopTimeout:  time.Minute,
+	}
+	// The guest has no default route, from which kube-apiserver would pick
+	// the address it advertises, and it refuses loopback: give it one.
+	env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", advertiseAddress(t))
+	if os.Getenv("KUBELVS_DEBUG_APISERVER") != "" {
+		env.ControlPlane.GetAPIServer().Out = os.Stderr
+		env.ControlPlane.GetAPIServer().Err = os.Stderr
+	}
+	start := time.Now()
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("start API server in the guest: %v", err)
+	}
+	t.Logf("etcd and kube-apiserver up in the guest after %s", time.Since(start).Round(time.Millisecond))
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(cfg, client.Options{Scheme: roles.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, c, kc
+}
+
+// advertiseAddress puts an address on a dummy interface for kube-apiserver.
+func advertiseAddress(t testing.TB) string {
+	t.Helper()
+	const name, addr = "ktapi0", "192.0.2.250"
+	if _, err := netlink.LinkByName(name); err != nil {
+		l := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}}
+		if err := netlink.LinkAdd(l); err != nil {
+			t.Fatalf("dummy %s: %v", name, err)
+		}
+		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(addr), Mask: net.CIDRMask(32, 32)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return addr
+}
+
+// agentProc is the manager binary running as the agent.
+type agentProc struct {
+	cmd *exec.Cmd
+	log string
+}
+
+func startAgent(t testing.TB, kubeconfig string, extra ...string) *agentProc {
+	t.Helper()
+	bin := os.Getenv("KUBELVS_MANAGER")
+	if bin == "" {
+		t.Fatal("KUBELVS_MANAGER (the manager binary) is not set; hack/test-kernel.sh builds it")
+	}
+	logf, err := os.CreateTemp(t.TempDir(), "agent-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"agent", "--kubeconfig", kubeconfig, "--node-name", "guest",
+		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--drain-interval=100ms"}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &agentProc{cmd: cmd, log: logf.Name()}
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+// stop sends SIGTERM, as the kubelet does, and waits.
+func (p *agentProc) stop(t testing.TB) {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	err := p.cmd.Wait()
+	if t.Failed() || err != nil {
+		b, _ := os.ReadFile(p.log)
+		t.Logf("agent exited (%v); its log:\n%s", err, tail(string(b), 40))
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// serveEcho starts, in the namespace, a TCP server that greets with its
+// name and then answers every line with "name: line" for as long as the
+// client stays, and a UDP server that answers with its name.
+func serveEcho(t testing.TB, ns *kerneltest.NS, name string, tcp, udp uint16) {
+	t.Helper()
+	var ln net.Listener
+	var pc net.PacketConn
+	if err := ns.Do(func() (err error) {
+		if ln, err = net.Listen("tcp", netip.AddrPortFrom(ns.IP(false), tcp).String()); err != nil {
+			return err
+		}
+		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(ns.IP(false), udp).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); pc.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "%s\n", name)
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					fmt.Fprintf(c, "%s: %s\n", name, sc.Text())
+				}
+			}()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo([]byte(name), from)
+		}
+	}()
+}
+
+// conn is a client's established TCP connection through the VIP.
+type conn struct {
+	c  net.Conn
+	rd *bufio.Reader
+}
+
+func dial(t testing.TB, ns *kerneltest.NS, addr netip.AddrPort) (*conn, string) {
+	t.Helper()
+	var c net.Conn
+	if err := ns.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", addr.String(), 3*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	cc := &conn{c: c, rd: bufio.NewReader(c)}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	hello, err := cc.rd.ReadString('\n')
+	if err != nil {
+		t.Fatalf("greeting over %s: %v", addr, err)
+	}
+	return cc, strings.TrimSpace(hello)
+}
+
+// ping sends a line over the established connection and returns the answer.
+func (c *conn) ping(msg string) (string, error) {
+	c.c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c.c, "%s\n", msg); err != nil {
+		return "", err
+	}
+	s, err := c.rd.ReadString('\n')
+	return strings.TrimSpace(s), err
+}
+
+// greet opens a connection through addr, reads the backend's greeting (its
+// name) and closes.
+func greet(ns *kerneltest.NS, addr netip.AddrPort) (string, error) {
+	var c net.Conn
+	if err := ns.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", addr.String(), 2*time.Second)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	s, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(s), err
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kernelDump lists the kernel's IPVS table for one VIP, real servers with weights.
+func kernelDump(t testing.TB, h ipvs.Interface, vip netip.Addr) string {
+	t.Helper()
+	vss, err := h.ListVirtualServers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipvs.SortVirtualServers(vss)
+	var b strings.Builder
+	for _, v := range vss {
+		if v.Address != vip {
+			continue
+		}
+		rs, err := h.ListRealServers(v.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ipvs.SortRealServers(rs)
+		fmt.Fprintf(&b, "%s\n", v)
+		for _, r := range rs {
+			fmt.Fprintf(&b, "  -> %s\n", r)
+		}
+	}
+	return b.String()
+}
+
+func endpointsOf(nss ...*kerneltest.NS) []discoveryv1.Endpoint {
+	var out []discoveryv1.Endpoint
+	for _, n := range nss {
+		out = append(out, discoveryv1.Endpoint{Addresses: []string{n.IP(false).String()}, NodeName: ptr.To("guest"),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
+	}
+	return out
+}
+
+func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
+	kerneltest.Require(t)
+	ctx := context.Background()
+	_, c, kc := apiServer(t)
+	h, err := ipvs.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+
+	client1 := kerneltest.NewNS(t, 11, true)
+	backends := map[string]*kerneltest.NS{}
+	var all []*kerneltest.NS
+	for i, name := range []string{"b1", "b2", "b3"} {
+		ns := kerneltest.NewNS(t, 21+i, false)
+		serveEcho(t, ns, name, 8080, 5353)
+		backends[name] = ns
+		all = append(all, ns)
+	}
+
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "web-1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports: []discoveryv1.EndpointPort{
+			{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)},
+			{Name: ptr.To("dns"), Port: ptr.To[int32](5353), Protocol: ptr.To(corev1.ProtocolUDP)},
+		},
+		Endpoints: endpointsOf(all...),
+	}
+	if err := c.Create(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddr("10.96.7.1")
+	vs := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"}, Spec: lvsv1.VirtualServiceSpec{
+		Addresses: []lvsv1.IPAddress{lvsv1.IPAddress(vip.String())},
+		Ports: []lvsv1.VirtualServicePort{
+			{Name: "http", Port: 80, Protocol: lvsv1.ProtocolTCP, TargetPort: ptr.To(intstr.FromString("http"))},
+			{Name: "dns", Port: 53, Protocol: lvsv1.ProtocolUDP, TargetPort: ptr.To(intstr.FromString("dns"))},
+		},
+		Scheduler: lvsv1.SchedulerRoundRobin,
+		Backends:  lvsv1.Backends{ServiceRef: &lvsv1.ServiceReference{Name: "web"}},
+		Drain:     &lvsv1.Drain{TimeoutSeconds: 30},
+	}}
+	if err := c.Create(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+
+	agent := startAgent(t, kc)
+	http := netip.AddrPortFrom(vip, 80)
+	dns := netip.AddrPortFrom(vip, 53)
+
+	// Programmed: TCP and UDP reach every backend through the VIP.
+	start := time.Now()
+	waitFor(t, 60*time.Second, "TCP through the VIP", func() error {
+		_, err := greet(client1, http)
+		return err
+	})
+	t.Logf("first TCP answer through the VIP %s after the agent started", time.Since(start).Round(time.Millisecond))
+	seen := map[string]bool{}
+	for i := 0; i < 9; i++ {
+		got, err := greet(client1, http)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[got] = true
+	}
+	if len(seen) != 3 {
+		t.Fatalf("rr over 3 backends reached %v", seen)
+	}
+	udp := client1.UDPClient(t, false, 40053)
+	udpBackend, err := udp.Ask(dns, 2*time.Second)
+	if err != nil {
+		t.Fatalf("UDP through the VIP: %v", err)
+	}
+
+	// An established TCP connection, and the backend it landed on.
+	established, tcpBackend := dial(t, client1, http)
+	if r, err := established.ping("hello"); err != nil || r != tcpBackend+": hello" {
+		t.Fatalf("established connection: %q %v", r, err)
+	}
+
+	// Remove both backends (the same one, possibly) from the EndpointSlice.
+	var keep []*kerneltest.NS
+	for name, ns := range backends {
+		if name != tcpBackend && name != udpBackend {
+			keep = append(keep, ns)
+		}
+	}
+	slice.Endpoints = endpointsOf(keep...)
+	if err := c.Update(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	tcpKey := ipvs.Key{Address: vip, Protocol: ipvs.TCP, Port: 80}
+	drainingRS := netip.AddrPortFrom(backends[tcpBackend].IP(false), 8080).String() + " w=0"
+	waitFor(t, 20*time.Second, "TCP backend at weight 0", func() error {
+		if d := kernelDump(t, h, vip); !strings.Contains(d, drainingRS) {
+			return fmt.Errorf("\n%s", d)
+		}
+		return nil
+	})
+	t.Logf("after removing %s (TCP) and %s (UDP):\n%s", tcpBackend, udpBackend, kernelDump(t, h, vip))
+
+	// No new connection goes to a removed backend...
+	for i := 0; i < 10; i++ {
+		b, err := greet(client1, http)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b == tcpBackend || b == udpBackend {
+			t.Fatalf("new connection %d went to removed backend %s", i, b)
+		}
+	}
+	// ...while the established one keeps working.
+	if r, err := established.ping("still there"); err != nil || r != tcpBackend+": still there" {
+		t.Fatalf("established connection broken by the drain: %q %v", r, err)
+	}
+	// The UDP client keeps its source port and is answered by a backend that
+	// is still there: its stale flow was flushed.
+	waitFor(t, 10*time.Second, "UDP answered by a remaining backend", func() error {
+		got, err := udp.Ask(dns, time.Second)
+		if err != nil {
+			return err
+		}
+		if got == udpBackend {
+			return fmt.Errorf("still answered by removed %s", got)
+		}
+		return nil
+	})
+
+	// Restart the agent: the established connection survives, and the
+	// kernel is not rewritten (nothing deleted and re-added).
+	before := kernelDump(t, h, vip)
+	agent.stop(t)
+	if r, err := established.ping("agent down"); err != nil || r != tcpBackend+": agent down" {
+		t.Fatalf("connection broken while the agent is down: %q %v", r, err)
+	}
+	agent = startAgent(t, kc)
+	_ = agent
+	waitFor(t, 60*time.Second, "the new agent reports", func() error {
+		var cur lvsv1.VirtualService
+		if err := c.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
+			return err
+		}
+		for _, n := range cur.Status.Nodes {
+			if n.Node == "guest" && n.Programmed && n.Backends.Draining > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("nodes %+v", cur.Status.Nodes)
+	})
+	if after := kernelDump(t, h, vip); after != before {
+		t.Fatalf("restart changed the kernel:\n--- before\n%s--- after\n%s", before, after)
+	}
+	if r, err := established.ping("agent back"); err != nil || r != tcpBackend+": agent back" {
+		t.Fatalf("connection broken by the restart: %q %v", r, err)
+	}
+
+	// The client closes: the drained real server is deleted.
+	established.c.Close()
+	rs := netip.AddrPortFrom(backends[tcpBackend].IP(false), 8080).String()
+	waitFor(t, 45*time.Second, "drained real server deleted", func() error {
+		rss, err := h.ListRealServers(tcpKey)
+		if err != nil {
+			return err
+		}
+		for _, r := range rss {
+			if r.Key().String() == rs {
+				return fmt.Errorf("%s still there (active %d, inactive %d)", r, r.ActiveConns, r.InactiveConns)
+			}
+		}
+		return nil
+	})
+
+	// Deleting the VirtualService removes what the agent made.
+	if err := c.Delete(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "VirtualService removed from the kernel", func() error {
+		if d := kernelDump(t, h, vip); d != "" {
+			return fmt.Errorf("\n%s", d)
+		}
+		return nil
+	})
+}
