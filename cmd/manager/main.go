@@ -15,6 +15,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/kubelvs/kubelvs/pkg/roles"
 	"github.com/kubelvs/kubelvs/pkg/version"
 )
 
@@ -23,6 +24,7 @@ const usage = `Usage: manager <command> [flags]
 Commands:
   controller   run the cluster controller (validation across objects, status, Events)
   agent        run the node agent (programs IPVS, ipsets, VIPs and netfilter on this node)
+  cleanup      remove every kernel object kubelvs made on this node (after uninstalling)
   version      print the build version
 
 Run "manager <command> -h" for the flags of a command.
@@ -46,6 +48,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runController(ctx, args[1:], stderr)
 	case "agent":
 		err = runAgent(ctx, args[1:], stderr)
+	case "cleanup":
+		if len(args) > 1 {
+			err = fmt.Errorf("%w: cleanup takes no arguments", errUsage)
+			break
+		}
+		err = roles.Cleanup(stdout)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version.String())
 	case "help", "-h", "--help":

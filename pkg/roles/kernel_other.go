@@ -3,6 +3,8 @@
 package roles
 
 import (
+	"io"
+
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
@@ -11,3 +13,6 @@ import (
 func NetlinkKernel() (syncer.Kernel, func(), error) {
 	return syncer.Kernel{}, nil, ipvs.ErrNoIPVS
 }
+
+// Cleanup fails: the agent needs Linux.
+func Cleanup(io.Writer) error { return ipvs.ErrNoIPVS }

@@ -382,10 +382,24 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	tcpKey := ipvs.Key{Address: vip, Protocol: ipvs.TCP, Port: 80}
-	drainingRS := netip.AddrPortFrom(backends[tcpBackend].IP(false), 8080).String() + " w=0"
-	waitFor(t, 20*time.Second, "TCP backend at weight 0", func() error {
-		if d := kernelDump(t, h, vip); !strings.Contains(d, drainingRS) {
-			return fmt.Errorf("\n%s", d)
+	// Wait for the whole change: the dump is read while the agent may be
+	// half-way through it. Removed TCP real servers drain at weight 0, UDP
+	// ones are gone at once.
+	want := fmt.Sprintf("%s\n", ipvs.VirtualServer{Address: vip, Protocol: ipvs.TCP, Port: 80, Scheduler: "rr"})
+	for _, name := range []string{"b1", "b2", "b3"} {
+		w := 1
+		if name == tcpBackend || name == udpBackend {
+			w = 0
+		}
+		want += fmt.Sprintf("  -> %s\n", ipvs.RealServer{Address: backends[name].IP(false), Port: 8080, Weight: w})
+	}
+	want += fmt.Sprintf("%s\n", ipvs.VirtualServer{Address: vip, Protocol: ipvs.UDP, Port: 53, Scheduler: "rr"})
+	for _, ns := range keep {
+		want += fmt.Sprintf("  -> %s\n", ipvs.RealServer{Address: ns.IP(false), Port: 5353, Weight: 1})
+	}
+	waitFor(t, 20*time.Second, "removed backends drained or deleted", func() error {
+		if d := kernelDump(t, h, vip); d != want {
+			return fmt.Errorf("kernel:\n%s\nwant:\n%s", d, want)
 		}
 		return nil
 	})
@@ -472,4 +486,54 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Another one, with static backends; then the agent stops: the kernel
+	// stays as it is (traffic keeps flowing), until `manager cleanup`.
+	vip2 := netip.MustParseAddr("10.96.7.2")
+	static := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "static", Namespace: "default"}, Spec: lvsv1.VirtualServiceSpec{
+		Addresses: []lvsv1.IPAddress{lvsv1.IPAddress(vip2.String())},
+		Ports:     []lvsv1.VirtualServicePort{{Port: 80, Protocol: lvsv1.ProtocolTCP, TargetPort: ptr.To(intstr.FromInt32(8080))}},
+		Scheduler: lvsv1.SchedulerWeightedRoundRobin,
+		Backends: lvsv1.Backends{Static: []lvsv1.StaticBackend{
+			{Address: lvsv1.IPAddress(backends["b1"].IP(false).String()), Weight: ptr.To[int32](2)},
+		}},
+	}}
+	if err := c.Create(ctx, static); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "static backend serves", func() error {
+		got, err := greet(client1, netip.AddrPortFrom(vip2, 80))
+		if err == nil && got != "b1" {
+			return fmt.Errorf("answered by %s", got)
+		}
+		return err
+	})
+	agent.stop(t)
+	if got, err := greet(client1, netip.AddrPortFrom(vip2, 80)); err != nil || got != "b1" {
+		t.Fatalf("traffic stopped with the agent: %q %v", got, err)
+	}
+	out, err := exec.Command(os.Getenv("KUBELVS_MANAGER"), "cleanup").CombinedOutput()
+	if err != nil {
+		t.Fatalf("manager cleanup: %v\n%s", err, out)
+	}
+	t.Logf("manager cleanup:\n%s", out)
+	if d := kernelDump(t, h, vip2); d != "" {
+		t.Fatalf("cleanup left IPVS state:\n%s", d)
+	}
+	if _, err := netlink.LinkByName("kubelvs0"); err == nil {
+		t.Fatal("cleanup left kubelvs0")
+	}
+	for _, name := range []string{"iptables-legacy-save", "ipset"} {
+		args := []string{}
+		if name == "ipset" {
+			args = []string{"list", "-n"}
+		}
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, out)
+		}
+		if strings.Contains(string(out), "KUBELVS") {
+			t.Fatalf("cleanup left KUBELVS objects in %s:\n%s", name, out)
+		}
+	}
 }

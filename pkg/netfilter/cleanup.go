@@ -1,0 +1,86 @@
+package netfilter
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// cleanupInput builds the iptables-restore --noflush input that removes
+// every jump into our chains and then the chains themselves, from the
+// current iptables-save output. Nothing else is touched.
+func cleanupInput(saved string) string {
+	present := map[string]bool{} // "table/chain" of our chains that exist
+	var dels []string
+	table := ""
+	for _, l := range strings.Split(saved, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "*"):
+			table = l[1:]
+		case strings.HasPrefix(l, ":KUBELVS-"):
+			present[table+"/"+strings.Fields(l[1:])[0]] = true
+		default:
+			for _, j := range jumps {
+				if j.table == table && l == j.spec() {
+					dels = append(dels, table+"\x00"+fmt.Sprintf("-D %s -j %s", j.chain, j.target))
+				}
+			}
+		}
+	}
+	var b strings.Builder
+	for _, t := range []string{"filter", "nat"} {
+		var lines []string
+		for _, d := range dels {
+			if tb, rule, _ := strings.Cut(d, "\x00"); tb == t {
+				lines = append(lines, rule)
+			}
+		}
+		var chains []string
+		for _, j := range jumps {
+			if j.table == t && present[t+"/"+j.target] {
+				chains = append(chains, j.target)
+			}
+		}
+		for _, c := range chains {
+			lines = append(lines, "-F "+c)
+		}
+		for _, c := range chains {
+			lines = append(lines, "-X "+c)
+		}
+		if len(lines) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "*%s\n%s\nCOMMIT\n", t, strings.Join(lines, "\n"))
+	}
+	return b.String()
+}
+
+// Cleanup removes the kubelvs rules, chains and ipsets of every family
+// (`manager cleanup`). What other programs made stays.
+func (r *Rules) Cleanup() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, f := range r.fams {
+		saved, err := r.run.Run("", binary(r.mode, f, "save"))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("netfilter %s: %w", f, err))
+			continue
+		}
+		if in := cleanupInput(saved); in != "" {
+			if _, err := r.run.Run(in, binary(r.mode, f, "restore"), "--noflush", "-w", "5"); err != nil {
+				errs = append(errs, fmt.Errorf("netfilter %s: remove rules: %w", f, err))
+				continue
+			}
+		}
+		// The sets can go only once no rule references them.
+		for _, s := range IPSets(f) {
+			if err := r.sets.DestroySet(s.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		delete(r.synced, f)
+	}
+	return errors.Join(errs...)
+}

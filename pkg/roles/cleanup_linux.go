@@ -1,0 +1,73 @@
+package roles
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netif"
+)
+
+// Cleanup removes every kernel object kubelvs owns on this node: the IPVS
+// virtual servers recorded in the ownership set, kubelvs0 and its VIPs, the
+// KUBELVS- netfilter chains and ipsets. Anything else stays. Run it after
+// uninstalling, with the agent stopped.
+func Cleanup(out io.Writer) error {
+	sets, err := ipset.New()
+	if err != nil {
+		return err
+	}
+	defer sets.Close()
+	var errs []error
+	own, err := ipvs.NewSetOwnership(sets)
+	if err != nil {
+		return err
+	}
+	if keys := own.Owned(); len(keys) > 0 {
+		nl, err := ipvs.New()
+		if err != nil {
+			return err
+		}
+		defer nl.Close()
+		g := ipvs.NewGuard(nl, own)
+		n := 0
+		for _, k := range keys {
+			if err := g.DeleteVirtualServer(k); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			n++
+		}
+		fmt.Fprintf(out, "deleted %d IPVS virtual servers\n", n)
+	}
+	vips, err := netif.New()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer vips.Close()
+	if err := vips.DeleteDevice(); err != nil {
+		errs = append(errs, err)
+	} else {
+		fmt.Fprintln(out, "deleted kubelvs0")
+	}
+	rules, err := netfilter.New(sets, netfilter.ExecRunner{}, netfilter.Config{})
+	if err != nil {
+		errs = append(errs, err)
+	} else if err := rules.Cleanup(); err != nil {
+		errs = append(errs, err)
+	} else {
+		fmt.Fprintf(out, "deleted the KUBELVS- chains and ipsets (iptables %s)\n", rules.Mode())
+	}
+	if len(errs) == 0 {
+		// Last: the record of what we own, once nothing owned is left.
+		for _, s := range ipvs.OwnershipSets() {
+			if err := sets.DestroySet(s.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
