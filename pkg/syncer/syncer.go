@@ -57,6 +57,14 @@ type Syncer struct {
 	groups   map[types.NamespacedName]*group
 	vips     []netip.Addr      // on kubelvs0, as last written
 	members  netfilter.Members // in the ipsets, as last written
+	// sharedDirty is set when a group's VIPs or members changed since the
+	// shared state was last written, so that a change that touches only
+	// real servers does not rebuild the VIPs and members of every group.
+	sharedDirty bool
+	// sharedChecked is set once a full sync has compared the shared state
+	// with the kernel; later full syncs compare with what they wrote, and
+	// Verify still reads the kernel on the slow periodic pass.
+	sharedChecked bool
 }
 
 // service is one programmed virtual server.
@@ -82,9 +90,10 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 	}
 	return &Syncer{
 		k: k, clock: clk, metrics: m,
-		flushWake: make(chan struct{}, 1),
-		services:  map[ipvs.Key]*service{},
-		groups:    map[types.NamespacedName]*group{},
+		flushWake:   make(chan struct{}, 1),
+		services:    map[ipvs.Key]*service{},
+		groups:      map[types.NamespacedName]*group{},
+		sharedDirty: true,
 	}
 }
 
@@ -149,8 +158,11 @@ func (s *Syncer) RemoveGroup(name types.NamespacedName) (Result, error) {
 }
 
 // SyncAll syncs every group, then deletes the owned virtual servers that no
-// group wants (left over from before a restart) and rewrites the VIPs and
-// ipset members. Call it only once the caches have the whole picture.
+// group wants (left over from before a restart) and syncs the VIPs and
+// ipset members: against the kernel on the first full sync after Adopt,
+// against what it wrote afterwards (Verify reads the kernel again), so that
+// a full sync when nothing changed reads and writes nothing. Call it only
+// once the caches have the whole picture.
 func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -179,7 +191,7 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 			}
 		}
 	}
-	errs = append(errs, s.syncShared(true))
+	errs = append(errs, s.syncShared(!s.sharedChecked))
 	total.Draining = s.drainingLocked()
 	err := errors.Join(errs...)
 	s.metrics.observeSync("full", s.clock.Since(start), err)
@@ -237,6 +249,9 @@ func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
 				errs = append(errs, s.deleteService(k, svc))
 			}
 		}
+	}
+	if prev == nil || !slices.Equal(prev.vips, g.VIPs) || !membersEqual(prev.members, g.Members) {
+		s.sharedDirty = true
 	}
 	if len(g.Services) == 0 && len(g.VIPs) == 0 {
 		delete(s.groups, g.Name)
@@ -355,8 +370,13 @@ func target(k ipvs.Key, rk ipvs.RealKey) conntrack.Target {
 }
 
 // syncShared writes the VIPs and ipset members that all groups together
-// want, if they changed (or always, when force is set).
+// want, if they changed (or always, when force is set: the writers then
+// compare with the kernel).
 func (s *Syncer) syncShared(force bool) error {
+	if !force && !s.sharedDirty {
+		s.metrics.setProgrammed(len(s.services), s.realCount())
+		return nil
+	}
 	vipSet := map[netip.Addr]bool{}
 	var m netfilter.Members
 	for _, g := range s.groups {
@@ -392,6 +412,12 @@ func (s *Syncer) syncShared(force bool) error {
 			errs = append(errs, fmt.Errorf("ipset members: %w", err))
 		} else {
 			s.members = m
+		}
+	}
+	if len(errs) == 0 {
+		s.sharedDirty = false
+		if force {
+			s.sharedChecked = true
 		}
 	}
 	s.metrics.setProgrammed(len(s.services), s.realCount())

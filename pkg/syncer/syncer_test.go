@@ -364,3 +364,44 @@ func TestOneEndpointChangeAmongThousand(t *testing.T) {
 		t.Fatalf("%d writes and %d reads for one new endpoint; want 1 and 0", w, rd)
 	}
 }
+
+// A full sync when nothing changed neither writes nor reads the kernel, and
+// a real-server change does not rewrite the shared VIPs and members.
+func TestResyncNothingChangedTouchesNothing(t *testing.T) {
+	n := newNode()
+	s := n.syncer(t)
+	var gs []desired.Group
+	for i := 0; i < 50; i++ {
+		vip := fmt.Sprintf("10.96.0.%d", i+1)
+		gs = append(gs, grp(fmt.Sprintf("vs%d", i), vip, []ipvs.Key{key(vip, ipvs.TCP, 80)}, "10.1.0.1:8080", "10.1.0.2:8080"))
+	}
+	if _, err := s.SyncAll(gs); err != nil {
+		t.Fatal(err)
+	}
+	memberWrites := 0
+	s.k.Members = func(m netfilter.Members) error { memberWrites++; n.members = m; return nil }
+	w, lists := n.writes(), n.ipvs.Calls("ListVirtualServers")+n.ipvs.Calls("ListRealServers")+n.ipvs.Calls("GetVirtualServer")
+	res, err := s.SyncAll(gs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := n.writes() - w; got != 0 || res.Ops != 0 {
+		t.Errorf("resync wrote %d times (%d ops), want 0", got, res.Ops)
+	}
+	if got := n.ipvs.Calls("ListVirtualServers") + n.ipvs.Calls("ListRealServers") + n.ipvs.Calls("GetVirtualServer") - lists; got != 0 {
+		t.Errorf("resync read IPVS %d times, want 0", got)
+	}
+	g := grp("vs7", "10.96.0.8", []ipvs.Key{key("10.96.0.8", ipvs.TCP, 80)}, "10.1.0.1:8080", "10.1.0.3:8080")
+	if _, err := s.SyncGroup(g); err != nil {
+		t.Fatal(err)
+	}
+	if memberWrites != 0 {
+		t.Errorf("members written %d times, want 0", memberWrites)
+	}
+	if _, err := s.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	if memberWrites != 1 {
+		t.Errorf("Verify wrote members %d times, want 1 (it compares with the kernel)", memberWrites)
+	}
+}
