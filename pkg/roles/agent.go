@@ -2,9 +2,12 @@ package roles
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
@@ -33,6 +36,13 @@ type AgentOptions struct {
 	Kernel *syncer.Kernel
 	// HealthChecks turns active health checks on (default in the binary).
 	HealthChecks bool
+	// CleanupOnUninstall removes every owned kernel object when the agent
+	// stops because its DaemonSet is gone (helm uninstall, kubectl delete),
+	// never on a restart or upgrade. PodName and PodNamespace identify the
+	// agent's pod.
+	CleanupOnUninstall bool
+	PodName            string
+	PodNamespace       string
 }
 
 // +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices,verbs=get;list;watch
@@ -98,7 +108,31 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 	if err := mgr.AddReadyzCheck("first-sync", a.Ready); err != nil {
 		return err
 	}
-	return mgr.Start(ctx)
+	err = mgr.Start(ctx)
+	if o.CleanupOnUninstall && o.PodName != "" {
+		log := ctrl.Log.WithName("agent")
+		gone, cerr := uninstalled(cfg, o.PodNamespace, o.PodName)
+		switch {
+		case cerr != nil:
+			log.Error(cerr, "cannot tell whether kubelvs is being uninstalled; leaving the kernel as it is")
+		case gone:
+			log.Info("the agent's DaemonSet is gone: removing every kernel object kubelvs made")
+			if cerr := Cleanup(logWriter{log}); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("cleanup on uninstall: %w", cerr))
+			}
+		default:
+			log.Info("stopping; the kernel stays as it is so traffic keeps flowing")
+		}
+	}
+	return err
+}
+
+// logWriter turns Cleanup's report lines into log lines.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Info(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 type runnableFunc func(context.Context) error

@@ -203,13 +203,14 @@ UDP/10.96.50.1:53 wrr
 	backends("2/2")
 
 	// Update the spec: a new scheduler, programmed in place.
-	if err := k8s.Get(ctx, key, vs); err != nil {
-		t.Fatal(err)
-	}
-	vs.Spec.Scheduler = lvsv1.SchedulerMaglevHashing
-	if err := k8s.Update(ctx, vs); err != nil {
-		t.Fatal(err)
-	}
+	// Agents and the controller write status meanwhile: retry on conflicts.
+	eventually(t, 10*time.Second, "update the scheduler", func() error {
+		if err := k8s.Get(ctx, key, vs); err != nil {
+			return err
+		}
+		vs.Spec.Scheduler = lvsv1.SchedulerMaglevHashing
+		return k8s.Update(ctx, vs)
+	})
 	kernelHas("updated", `TCP/10.96.50.1:80 mh
   -> 10.1.0.2:8080 w=1 Masquerade
   -> 10.1.0.3:8080 w=1 Masquerade

@@ -93,10 +93,14 @@ func TestControllerAcceptsAndDetectsConflicts(t *testing.T) {
 	}
 
 	// A spec change bumps the generation; the controller follows.
-	vs.Spec.Scheduler = lvsv1.SchedulerWeightedRoundRobin
-	if err := k8s.Update(ctx, vs); err != nil {
-		t.Fatal(err)
-	}
+	// The controller writes status meanwhile: retry on conflicts.
+	eventually(t, 10*time.Second, "update the scheduler", func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(older), vs); err != nil {
+			return err
+		}
+		vs.Spec.Scheduler = lvsv1.SchedulerWeightedRoundRobin
+		return k8s.Update(ctx, vs)
+	})
 	vs = waitCondition(t, client.ObjectKeyFromObject(older), lvsv1.ConditionAccepted, metav1.ConditionTrue, "Accepted")
 	if vs.Generation != 2 || vs.Status.ObservedGeneration != 2 {
 		t.Fatalf("generation %d observed %d, want 2 and 2", vs.Generation, vs.Status.ObservedGeneration)
