@@ -29,6 +29,11 @@ func uninstalled(cfg *rest.Config, namespace, pod string) (bool, error) {
 	defer cancel()
 	var p corev1.Pod
 	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: pod}, &p); err != nil {
+		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+			// An uninstall deletes the agent's ServiceAccount and RBAC
+			// right after its DaemonSet; a restart or upgrade keeps them.
+			return true, nil
+		}
 		return false, fmt.Errorf("get own pod %s/%s: %w", namespace, pod, err)
 	}
 	for _, ref := range p.OwnerReferences {

@@ -80,8 +80,8 @@ func TestDefaults(t *testing.T) {
 				t.Errorf("agent args %v lack %s", c.Args, a)
 			}
 		}
-		if slices.Contains(c.Args, "--cleanup-on-uninstall") {
-			t.Errorf("agent args %v: cleanup on uninstall is off by default", c.Args)
+		if !slices.Contains(c.Args, "--cleanup-on-uninstall") {
+			t.Errorf("agent args %v: cleanup on uninstall is on by default", c.Args)
 		}
 		for name, path := range map[string]string{"NODE_NAME": "spec.nodeName", "POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"} {
 			env := envVar(t, c, name)
