@@ -10,6 +10,7 @@ CONTROLLER_GEN := $(TEST_BINS)/controller-gen
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/kubelvs/kubelvs/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?=
+IMG ?= ghcr.io/kubelvs/kubelvs:$(VERSION)
 
 .PHONY: help
 help: ## Show the targets.
@@ -28,10 +29,12 @@ manifests: test-bins ## Generate the CRD and RBAC manifests into config/.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=kubelvs-controller paths=./controllers/... output:rbac:dir=config/rbac/controller
 	$(CONTROLLER_GEN) rbac:roleName=kubelvs-agent paths=./pkg/roles/... output:rbac:dir=config/rbac/agent
+	hack/gen-install.sh
 
 .PHONY: verify
 verify: test-bins ## Fail when generated files are stale, code is not gofmt'ed, or go vet complains.
 	hack/verify-generated.sh
+	hack/gen-install.sh --check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
@@ -57,3 +60,15 @@ test-kernel: ## Kernel tests: compiled here, run against real IPVS in a throw-aw
 .PHONY: build
 build: ## Build bin/manager.
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/manager ./cmd/manager
+
+.PHONY: helm-lint
+helm-lint: test-bins ## Lint and render the chart, check dist/install.yaml and the chart's CRD are current, run test/chart.
+	hack/helm-test.sh
+
+.PHONY: install-yaml
+install-yaml: test-bins ## Regenerate dist/install.yaml and charts/kubelvs/crds from config/.
+	hack/gen-install.sh
+
+.PHONY: docker-build
+docker-build: ## Build the image $(IMG) (needs a Docker engine).
+	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
