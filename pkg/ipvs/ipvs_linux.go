@@ -20,8 +20,9 @@ import (
 // sequence number does not match, so concurrent use of one socket would lose
 // replies: every call holds the mutex.
 type Netlink struct {
-	mu sync.Mutex
-	h  *moby.Handle
+	mu    sync.Mutex
+	h     *moby.Handle
+	batch *batchSocket // opened on first batched call
 }
 
 var _ Interface = (*Netlink)(nil)
@@ -58,6 +59,10 @@ func (n *Netlink) Close() error {
 	if n.h != nil {
 		n.h.Close()
 		n.h = nil
+	}
+	if n.batch != nil {
+		n.batch.close()
+		n.batch = nil
 	}
 	return nil
 }

@@ -126,7 +126,10 @@ type Guard struct {
 	own   Ownership
 }
 
-var _ Interface = (*Guard)(nil)
+var (
+	_ Interface         = (*Guard)(nil)
+	_ RealServerBatcher = (*Guard)(nil)
+)
 
 // NewGuard wraps inner.
 func NewGuard(inner Interface, own Ownership) *Guard { return &Guard{inner: inner, own: own} }
@@ -234,6 +237,19 @@ func (g *Guard) AddRealServer(k Key, rs RealServer) error {
 		return err
 	}
 	return g.inner.AddRealServer(k, rs)
+}
+
+// AddRealServers adds real servers to an owned virtual server, batched when
+// the inner Interface can.
+func (g *Guard) AddRealServers(k Key, rss []RealServer) []error {
+	if err := g.requireOwned(k); err != nil {
+		errs := make([]error, len(rss))
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	return AddRealServers(g.inner, k, rss)
 }
 
 // UpdateRealServer updates a real server of an owned virtual server.

@@ -53,6 +53,29 @@ type Interface interface {
 	Close() error
 }
 
+// RealServerBatcher is implemented by an Interface that can add many real
+// servers of one virtual server with fewer kernel round trips than one
+// AddRealServer each. Callers use it when present and fall back to
+// AddRealServer otherwise (AddRealServers does that for them).
+type RealServerBatcher interface {
+	// AddRealServers adds each real server to k; errs[i] is what
+	// AddRealServer(k, rss[i]) would have returned.
+	AddRealServers(k Key, rss []RealServer) (errs []error)
+}
+
+// AddRealServers adds real servers to k through i's RealServerBatcher if
+// it has one, else one AddRealServer each. errs has one entry per rss.
+func AddRealServers(i Interface, k Key, rss []RealServer) []error {
+	if b, ok := i.(RealServerBatcher); ok {
+		return b.AddRealServers(k, rss)
+	}
+	errs := make([]error, len(rss))
+	for j, rs := range rss {
+		errs[j] = i.AddRealServer(k, rs)
+	}
+	return errs
+}
+
 // Protocol is an IP protocol number.
 type Protocol uint16
 

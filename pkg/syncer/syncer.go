@@ -274,22 +274,15 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 	var errs []error
 	k := svc.vs.Key()
 	want := make(map[ipvs.RealKey]bool, len(d.Reals))
+	var adds []ipvs.RealServer
 	for _, r := range d.Reals {
 		rk := r.Key()
 		want[rk] = true
 		cur, ok := svc.reals[rk]
 		switch {
 		case !ok:
-			ops++
-			err := s.k.IPVS.AddRealServer(k, r.RealServer)
-			if errors.Is(err, ipvs.ErrExists) {
-				err = s.k.IPVS.UpdateRealServer(k, r.RealServer)
-			}
-			s.metrics.op("real_server", "add", err)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("add real server %s to %s: %w", rk, k, err))
-				continue
-			}
+			adds = append(adds, r.RealServer) // together below: one round trip
+			continue
 		case !cur.Equal(r.RealServer):
 			ops++
 			err := s.k.IPVS.UpdateRealServer(k, r.RealServer)
@@ -301,6 +294,21 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 		}
 		svc.reals[rk] = r.RealServer
 		delete(svc.draining, rk) // back in the desired set: no longer draining
+	}
+	if len(adds) > 0 {
+		ops += len(adds)
+		for i, err := range ipvs.AddRealServers(s.k.IPVS, k, adds) {
+			r := adds[i]
+			if errors.Is(err, ipvs.ErrExists) {
+				err = s.k.IPVS.UpdateRealServer(k, r)
+			}
+			s.metrics.op("real_server", "add", err)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("add real server %s to %s: %w", r.Key(), k, err))
+				continue
+			}
+			svc.reals[r.Key()] = r
+		}
 	}
 	var gone []conntrack.Target
 	for rk, cur := range svc.reals {

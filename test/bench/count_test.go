@@ -111,3 +111,9 @@ func (c counts) sub(o counts) counts {
 
 // Writes is every kernel write: IPVS, ipset and kubelvs0 addresses.
 func (c counts) Writes() int64 { return c.IPVSWrites + c.SetWrites + c.AddrEvents }
+
+// AddRealServers counts one write per real server and keeps the batch.
+func (c *countIPVS) AddRealServers(k ipvs.Key, rss []ipvs.RealServer) []error {
+	c.writes.Add(int64(len(rss)))
+	return ipvs.AddRealServers(c.Interface, k, rss)
+}
