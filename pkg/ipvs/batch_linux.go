@@ -76,8 +76,8 @@ func appendAttr(buf []byte, typ uint16, data []byte) []byte {
 	return buf
 }
 
-func u16(v uint16) []byte { return binary.NativeEndian.AppendUint16(nil, v) }
-func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+func u16(v uint16) []byte  { return binary.NativeEndian.AppendUint16(nil, v) }
+func u32(v uint32) []byte  { return binary.NativeEndian.AppendUint32(nil, v) }
 func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
 
 // nested appends an attribute whose payload f writes.
