@@ -179,11 +179,9 @@ func (n *Netlink) Replace(s Set, entries []Entry) error {
 	if err := n.EnsureSet(tmp); err != nil {
 		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
 	}
-	for _, e := range entries {
-		if err := n.AddEntry(tmp.Name, e); err != nil {
-			n.DestroySet(tmp.Name)
-			return fmt.Errorf("replace ipset %s: %w", s.Name, err)
-		}
+	if err := n.do(func() error { return addEntries(tmp.Name, entries) }); err != nil {
+		n.DestroySet(tmp.Name)
+		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
 	}
 	if err := n.EnsureSet(s); err != nil {
 		n.DestroySet(tmp.Name)
