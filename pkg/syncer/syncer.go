@@ -169,7 +169,7 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 	start := s.clock.Now()
 	var total Result
 	var errs []error
-	want := map[types.NamespacedName]bool{}
+	want := make(map[types.NamespacedName]bool, len(groups))
 	for _, g := range groups {
 		want[g.Name] = true
 		r, err := s.syncGroup(g)
@@ -202,6 +202,11 @@ func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
 	var res Result
 	var errs []error
 	prev := s.groups[g.Name]
+	if s.unchanged(prev, g) {
+		// The common case of a full sync: nothing to write, and nothing
+		// to allocate while finding that out.
+		return Result{Draining: s.drainingOf(g.Name)}, nil
+	}
 	now := s.clock.Now()
 	wanted := make(map[ipvs.Key]bool, len(g.Services))
 	for _, d := range g.Services {
@@ -266,6 +271,34 @@ func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
 	}
 	res.Draining = s.drainingOf(g.Name)
 	return res, errors.Join(errs...)
+}
+
+// unchanged reports whether syncing g would neither write nor change what
+// the syncer remembers: g's services are the ones it programmed for g, with
+// the same real servers, none of them draining, and its other real servers
+// are all draining; its VIPs and members are the ones it recorded.
+func (s *Syncer) unchanged(prev *group, g desired.Group) bool {
+	if prev == nil || len(prev.keys) != len(g.Services) || !slices.Equal(prev.vips, g.VIPs) || !membersEqual(prev.members, g.Members) {
+		return false
+	}
+	for _, d := range g.Services {
+		svc := s.services[d.Key()]
+		if svc == nil || svc.owner != g.Name || svc.flushTCP != g.FlushTCP || !svc.vs.Equal(d.VirtualServer) ||
+			len(d.Reals)+len(svc.draining) != len(svc.reals) {
+			return false
+		}
+		for _, r := range d.Reals {
+			rk := r.Key()
+			cur, ok := svc.reals[rk]
+			if !ok || !cur.Equal(r.RealServer) {
+				return false
+			}
+			if _, draining := svc.draining[rk]; draining {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // syncReals brings the real servers of one programmed service to d.
