@@ -47,7 +47,7 @@ vet: ## go vet ./...
 	go vet ./...
 
 .PHONY: test
-test: verify test-unit test-kernel ## Everything CI runs: verify, unit + envtest, kernel tests in a guest kernel.
+test: verify test-unit test-kernel e2e ## Everything CI runs: verify, unit + envtest, kernel tests and the e2e suite in a guest kernel.
 
 .PHONY: test-unit
 test-unit: test-bins ## Unit tests and envtest suites (a real kube-apiserver and etcd).
@@ -56,6 +56,14 @@ test-unit: test-bins ## Unit tests and envtest suites (a real kube-apiserver and
 .PHONY: test-kernel
 test-kernel: ## Kernel tests: compiled here, run against real IPVS in a throw-away guest kernel.
 	hack/test-kernel.sh
+
+.PHONY: e2e
+e2e: test-bins ## End-to-end suite in a guest kernel: API server, controller, agent, real traffic (chart RBAC).
+	hack/e2e.sh
+
+.PHONY: e2e-kind
+e2e-kind: ## The same suite against a kind cluster (needs docker, kind, helm, kubectl).
+	hack/e2e-kind.sh
 
 .PHONY: build
 build: ## Build bin/manager.

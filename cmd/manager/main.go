@@ -24,6 +24,7 @@ const usage = `Usage: manager <command> [flags]
 Commands:
   controller   run the cluster controller (validation across objects, status, Events)
   agent        run the node agent (programs IPVS, ipsets, VIPs and netfilter on this node)
+  dump         print the IPVS virtual and real servers kubelvs programmed on this node, and its VIPs
   cleanup      remove every kernel object kubelvs made on this node (after uninstalling)
   version      print the build version
 
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runController(ctx, args[1:], stderr)
 	case "agent":
 		err = runAgent(ctx, args[1:], stderr)
+	case "dump":
+		err = roles.Dump(stdout)
 	case "cleanup":
 		if len(args) > 1 {
 			err = fmt.Errorf("%w: cleanup takes no arguments", errUsage)

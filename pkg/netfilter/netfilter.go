@@ -104,12 +104,24 @@ func DetectMode(run Runner) string {
 		return "legacy"
 	case nft > legacy:
 		return "nft"
-	case nftOK:
+	case nftOK && nftWorks(run):
 		return "nft"
 	case legacyOK:
 		return "legacy"
 	}
 	return "nft"
+}
+
+// nftWorks checks that the kernel takes nf_tables rules: iptables-nft-save
+// and -L succeed even on kernels without nf_tables (User-Mode Linux guests),
+// where only writing fails. It creates and deletes an empty chain of ours.
+func nftWorks(run Runner) bool {
+	const probe = "KUBELVS-PROBE"
+	if _, err := run.Run("", "iptables-nft", "-w", "5", "-t", "filter", "-N", probe); err != nil {
+		return false
+	}
+	_, _ = run.Run("", "iptables-nft", "-w", "5", "-t", "filter", "-X", probe)
+	return true
 }
 
 // EnsureSets creates the ipsets the rules reference (they must exist before

@@ -16,3 +16,6 @@ func NetlinkKernel() (syncer.Kernel, func(), error) {
 
 // Cleanup fails: the agent needs Linux.
 func Cleanup(io.Writer) error { return ipvs.ErrNoIPVS }
+
+// Dump fails: the agent needs Linux.
+func Dump(io.Writer) error { return ipvs.ErrNoIPVS }

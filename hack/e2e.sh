@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# e2e.sh - the end-to-end suite (test/e2e, build tag e2e) with the local
+# driver: inside a throw-away guest kernel, etcd and kube-apiserver, the
+# controller and the agent as processes (with the RBAC of the Helm chart),
+# backends and clients in network namespaces.
+#
+#   hack/e2e.sh [test binary flags, e.g. -test.run 'TestE2E/wrr' -test.v]
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+OUT=${E2E_OUT:-${XDG_CACHE_HOME:-$HOME/.cache}/kubelvs/e2e}
+mkdir -p "$OUT"
+echo "e2e: compiling the suite and the manager" >&2
+go test -c -tags e2e -o "$OUT/e2e.test" ./test/e2e
+CGO_ENABLED=0 go build -o "$OUT/manager" ./cmd/manager
+export KUBELVS_MANAGER="$OUT/manager"
+export KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-${K8S_TEST_BINS_DIR:-$HOME/.cache/k8s-test-bins}}
+export KUBELVS_KERNEL_TESTS=1
+export VM_MEM=${VM_MEM:-2048}
+cd test/e2e
+echo "e2e: booting the guest kernel" >&2
+exec "$ROOT/hack/run-in-vm.sh" "$OUT/e2e.test" -test.v -test.timeout 20m "$@"

@@ -1,0 +1,344 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubelvs/kubelvs/pkg/roles"
+)
+
+// remote drives a real cluster with kubelvs installed (e.g. kind): backends
+// and clients are pods of the e2e-echo image, all on one node so that the
+// agent there is the one that programs what the suite checks; the kernel
+// is read with `manager dump` in that node's agent pod.
+type remote struct {
+	api        client.Client
+	kubeconfig string
+	image      string
+	ns         string
+	node       string
+	clients    int
+}
+
+const (
+	systemNamespace = "kubelvs-system"
+	agentSelector   = "app.kubernetes.io/component=agent"
+)
+
+func newRemote(kubeconfig, image string) (Cluster, func(), error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, nil, err
+	}
+	api, err := client.New(cfg, client.Options{Scheme: roles.Scheme()})
+	if err != nil {
+		return nil, nil, err
+	}
+	r := &remote{api: api, kubeconfig: kubeconfig, image: image, ns: "kubelvs-e2e"}
+	ctx := context.Background()
+	if err := api.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, nil, err
+	}
+	var pods corev1.PodList
+	if err := api.List(ctx, &pods, client.InNamespace(systemNamespace), client.MatchingLabels{"app.kubernetes.io/component": "agent"}); err != nil || len(pods.Items) == 0 {
+		return nil, nil, fmt.Errorf("no kubelvs agent pods in %s (is kubelvs installed?): %v", systemNamespace, err)
+	}
+	r.node = pods.Items[0].Spec.NodeName
+	stop := func() {
+		_ = api.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}})
+	}
+	return r, stop, nil
+}
+
+func (r *remote) API() client.Client   { return r.api }
+func (r *remote) Namespace() string    { return r.ns }
+func (r *remote) VIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{10, 96, 9, byte(n)}) }
+
+func (r *remote) kubectl(stdin io.Reader, args ...string) (string, error) {
+	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", r.kubeconfig}, args...)...)
+	cmd.Stdin = stdin
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+// pod runs e2e-echo with args on the suite's node and waits until it runs.
+func (r *remote) pod(t *testing.T, name string, labels map[string]string, args ...string) *corev1.Pod {
+	t.Helper()
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns, Labels: labels}, Spec: corev1.PodSpec{
+		NodeName:   r.node,
+		Containers: []corev1.Container{{Name: "echo", Image: r.image, ImagePullPolicy: corev1.PullIfNotPresent, Args: args}},
+	}}
+	ctx := context.Background()
+	if err := r.api.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.api.Delete(context.Background(), p, client.GracePeriodSeconds(0)) })
+	eventually(t, 2*time.Minute, "pod "+name+" running", func() error {
+		if err := r.api.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		return nil
+	})
+	return p
+}
+
+func (r *remote) Backends(t *testing.T, svc string, n int) []Backend {
+	t.Helper()
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: svc, Namespace: r.ns}, Spec: corev1.ServiceSpec{
+		ClusterIP: corev1.ClusterIPNone,
+		Selector:  map[string]string{"e2e-service": svc, "e2e-member": "true"},
+		Ports: []corev1.ServicePort{
+			{Name: "http", Port: 8080, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP},
+			{Name: "dns", Port: 5353, TargetPort: intstr.FromInt32(5353), Protocol: corev1.ProtocolUDP},
+		},
+	}}
+	if err := r.api.Create(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.api.Delete(context.Background(), s) })
+	var out []Backend
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("%s-%d", svc, i)
+		p := r.pod(t, name, map[string]string{"e2e-service": svc, "e2e-member": "false"}, "serve", name)
+		out = append(out, Backend{Name: name, Addr: netip.MustParseAddr(p.Status.PodIP)})
+	}
+	return out
+}
+
+// SetEndpoints labels the members; the EndpointSlice controller follows.
+func (r *remote) SetEndpoints(t *testing.T, svc string, bs []Backend) {
+	t.Helper()
+	ctx := context.Background()
+	member := map[string]bool{}
+	for _, b := range bs {
+		member[b.Name] = true
+	}
+	var pods corev1.PodList
+	if err := r.api.List(ctx, &pods, client.InNamespace(r.ns), client.MatchingLabels{"e2e-service": svc}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		patch := client.MergeFrom(p.DeepCopy())
+		p.Labels["e2e-member"] = fmt.Sprint(member[p.Name])
+		if err := r.api.Patch(ctx, p, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (r *remote) SetHealthy(t *testing.T, b Backend, ok bool) {
+	t.Helper()
+	path := "/fail"
+	if ok {
+		path = "/ok"
+	}
+	if _, err := r.kubectl(nil, "exec", "-n", r.ns, b.Name, "--", "/e2e-echo", "get", fmt.Sprintf("http://127.0.0.1:8081%s", path)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *remote) Client(t *testing.T) Client {
+	r.clients++
+	p := r.pod(t, fmt.Sprintf("client-%d", r.clients), nil, "serve", "client")
+	return &podClient{r: r, pod: p.Name, addr: netip.MustParseAddr(p.Status.PodIP)}
+}
+
+func (r *remote) Outsider(t *testing.T) Client { return r.Client(t) }
+
+func (r *remote) agentPod(t *testing.T) string {
+	t.Helper()
+	var pods corev1.PodList
+	if err := r.api.List(context.Background(), &pods, client.InNamespace(systemNamespace), client.MatchingLabels{"app.kubernetes.io/component": "agent"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName == r.node && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+			return p.Name
+		}
+	}
+	t.Fatalf("no running agent pod on %s", r.node)
+	return ""
+}
+
+// KernelDump reads `manager dump` in the node's agent pod, keeping vip's
+// virtual servers and their real servers without the connection counts.
+func (r *remote) KernelDump(t *testing.T, vip netip.Addr) string {
+	t.Helper()
+	out, err := r.kubectl(nil, "exec", "-n", systemNamespace, r.agentPod(t), "-c", "agent", "--", "/manager", "dump")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	keep := false
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "  -> "):
+			if keep {
+				b.WriteString(strings.SplitN(line, " active=", 2)[0] + "\n")
+			}
+		default:
+			f := strings.Fields(line)
+			keep = len(f) > 0 && strings.Contains(f[0], "/") &&
+				(strings.Contains(f[0], "/"+vip.String()+":") || strings.Contains(f[0], "/["+vip.String()+"]:"))
+			if keep {
+				b.WriteString(line + "\n")
+			}
+		}
+	}
+	return b.String()
+}
+
+func (r *remote) RestartAgent(t *testing.T) {
+	t.Helper()
+	old := r.agentPod(t)
+	if _, err := r.kubectl(nil, "delete", "pod", "-n", systemNamespace, old, "--wait=true"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.kubectl(nil, "rollout", "status", "-n", systemNamespace, "daemonset/kubelvs-agent", "--timeout=3m"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Uninstall runs `helm uninstall`, waits for the agents to go, and reads
+// the node's kernel from a privileged host-network pod.
+func (r *remote) Uninstall(t *testing.T) []string {
+	t.Helper()
+	if out, err := exec.Command("helm", "--kubeconfig", r.kubeconfig, "uninstall", "kubelvs", "-n", systemNamespace, "--wait").CombinedOutput(); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+	eventually(t, 2*time.Minute, "agent pods gone", func() error {
+		var pods corev1.PodList
+		if err := r.api.List(context.Background(), &pods, client.InNamespace(systemNamespace), client.MatchingLabels{"app.kubernetes.io/component": "agent"}); err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
+			return fmt.Errorf("%d left", len(pods.Items))
+		}
+		return nil
+	})
+	image := os.Getenv("KUBELVS_IMAGE")
+	if image == "" {
+		image = "ghcr.io/kubelvs/kubelvs:dev"
+	}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "leftovers", Namespace: r.ns}, Spec: corev1.PodSpec{
+		NodeName: r.node, HostNetwork: true, RestartPolicy: corev1.RestartPolicyNever,
+		Containers: []corev1.Container{{Name: "check", Image: image, Command: []string{"sh", "-c",
+			"/manager dump; iptables-save | grep KUBELVS; test -e /sys/class/net/kubelvs0 && echo interface kubelvs0; true"},
+			SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}},
+	}}
+	if err := r.api.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "leftovers check done", func() error {
+		if err := r.api.Get(context.Background(), client.ObjectKeyFromObject(p), p); err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodSucceeded {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		return nil
+	})
+	out, err := r.kubectl(nil, "logs", "-n", r.ns, "leftovers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, l := range strings.Split(out, "\n") {
+		if l != "" && !strings.HasPrefix(l, "no IPVS virtual servers owned") && !strings.HasPrefix(l, "kubelvs0: ") {
+			left = append(left, l)
+		}
+	}
+	return left
+}
+
+// podClient sends traffic from a client pod with kubectl exec.
+type podClient struct {
+	r    *remote
+	pod  string
+	addr netip.Addr
+}
+
+func (c *podClient) Addr() netip.Addr { return c.addr }
+
+func (c *podClient) Greet(addr netip.AddrPort) (string, error) {
+	out, err := c.r.kubectl(nil, "exec", "-n", c.r.ns, c.pod, "--", "/e2e-echo", "greet", addr.String())
+	return strings.TrimSpace(out), err
+}
+
+func (c *podClient) Ask(addr netip.AddrPort, sport uint16) (string, error) {
+	out, err := c.r.kubectl(nil, "exec", "-n", c.r.ns, c.pod, "--", "/e2e-echo", "ask", addr.String(), fmt.Sprint(sport))
+	return strings.TrimSpace(out), err
+}
+
+func (c *podClient) Hold(addr netip.AddrPort) (Held, error) {
+	cmd := exec.Command("kubectl", "--kubeconfig", c.r.kubeconfig, "exec", "-i", "-n", c.r.ns, c.pod, "--", "/e2e-echo", "hold", addr.String())
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	outp, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	h := &podHeld{cmd: cmd, in: in, out: bufio.NewReader(outp)}
+	line, err := h.out.ReadString('\n')
+	if err != nil {
+		_ = h.Close()
+		return nil, err
+	}
+	h.backend = strings.TrimSpace(line)
+	return h, nil
+}
+
+type podHeld struct {
+	cmd     *exec.Cmd
+	in      io.WriteCloser
+	out     *bufio.Reader
+	backend string
+}
+
+func (h *podHeld) Backend() string { return h.backend }
+
+func (h *podHeld) Ping(msg string) (string, error) {
+	if _, err := fmt.Fprintf(h.in, "%s\n", msg); err != nil {
+		return "", err
+	}
+	line, err := h.out.ReadString('\n')
+	return strings.TrimSpace(line), err
+}
+
+func (h *podHeld) Close() error {
+	h.in.Close()
+	return h.cmd.Wait()
+}

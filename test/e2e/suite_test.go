@@ -1,0 +1,126 @@
+//go:build e2e
+
+// Package e2e is kubelvs's end-to-end suite: real traffic through VIPs,
+// real kernel state, real API server. One suite, two drivers:
+//
+//   - local (make e2e): run inside a guest kernel; etcd, kube-apiserver, the
+//     controller and the agent run as processes with the RBAC the Helm chart
+//     ships; backends and clients live in network namespaces and the suite
+//     writes their EndpointSlices (there is no kubelet).
+//   - cluster (make e2e-kind, or -kubeconfig): any cluster with kubelvs
+//     installed; backends and clients are pods of the e2e-echo image.
+package e2e
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// -kubeconfig (registered by controller-runtime) selects the cluster
+// driver: the cluster of that kubeconfig, with kubelvs installed. Without
+// it, the local driver runs.
+var echoImage = flag.String("echo-image", "kubelvs/e2e-echo:dev", "image of test/e2e/echo/cmd/e2e-echo, for the cluster driver")
+
+func kubeconfigFlag() string {
+	if f := flag.Lookup("kubeconfig"); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
+
+// Backend is one real server the suite controls.
+type Backend struct {
+	Name string
+	Addr netip.Addr
+}
+
+// Client sends traffic to VIPs from one place.
+type Client interface {
+	// Addr is the client's source address as the node sees it.
+	Addr() netip.Addr
+	// Greet opens a TCP connection and returns the backend's name.
+	Greet(addr netip.AddrPort) (string, error)
+	// Hold opens a TCP connection and keeps it.
+	Hold(addr netip.AddrPort) (Held, error)
+	// Ask sends one UDP datagram from a fixed source port and returns the
+	// answering backend's name.
+	Ask(addr netip.AddrPort, sport uint16) (string, error)
+}
+
+// Held is an established connection.
+type Held interface {
+	Backend() string
+	Ping(msg string) (string, error)
+	Close() error
+}
+
+// Cluster is what a driver provides.
+type Cluster interface {
+	// Client returns the API client (cluster admin).
+	API() client.Client
+	// Namespace holds the suite's VirtualServices, Services and slices.
+	Namespace() string
+	// VIP returns the n-th address the suite may use as a VIP.
+	VIP(n int) netip.Addr
+	// Backends starts n backends for Service svc; none is an endpoint yet.
+	Backends(t *testing.T, svc string, n int) []Backend
+	// SetEndpoints makes exactly bs the ready endpoints of Service svc.
+	SetEndpoints(t *testing.T, svc string, bs []Backend)
+	// SetHealthy makes b's HTTP health check (port 8081 /healthz) pass or fail.
+	SetHealthy(t *testing.T, b Backend, ok bool)
+	// Client returns a client; Outsider one on another network.
+	Client(t *testing.T) Client
+	Outsider(t *testing.T) Client
+	// KernelDump prints the IPVS services of vip and their real servers.
+	KernelDump(t *testing.T, vip netip.Addr) string
+	// RestartAgent stops the agent and starts it again, as a rollout does.
+	RestartAgent(t *testing.T)
+	// Uninstall removes kubelvs as `helm uninstall` does, then lists every
+	// kubelvs kernel object still present (none is the right answer).
+	Uninstall(t *testing.T) []string
+}
+
+var cluster Cluster
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	logf.SetLogger(logr.Discard())
+	var stop func()
+	var err error
+	if kc := kubeconfigFlag(); kc != "" {
+		cluster, stop, err = newRemote(kc, *echoImage)
+	} else {
+		cluster, stop, err = newLocal()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}
+
+// eventually polls f until it returns nil or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
