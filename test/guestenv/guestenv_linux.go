@@ -1,0 +1,361 @@
+//go:build linux
+
+// Package guestenv brings up kubelvs inside a guest kernel the way a
+// cluster would run it, minus the kubelet: etcd and kube-apiserver
+// (envtest), the Helm chart's namespace, ServiceAccounts, RBAC, DaemonSet
+// and Deployment objects, and the controller and the agent as processes
+// with the arguments of the rendered containers, authenticated as their
+// ServiceAccounts, so the RBAC the chart ships is the RBAC they run with.
+// The end-to-end suite and `make demo` use it.
+package guestenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubelvs/kubelvs/pkg/roles"
+)
+
+const (
+	// SystemNamespace is where the chart installs kubelvs.
+	SystemNamespace = "kubelvs-system"
+	// NodeName is the guest's node.
+	NodeName = "guest"
+)
+
+// Env is kubelvs running in the guest.
+type Env struct {
+	// Root is the repository root (config/crd, charts/kubelvs).
+	Root string
+	// Bin is the manager binary.
+	Bin string
+	// Dir holds kubeconfigs and logs.
+	Dir             string
+	API             client.Client
+	Config          *rest.Config
+	AdminKubeconfig string
+	Chart           []*unstructured.Unstructured
+	Agent           *Proc
+	Controller      *Proc
+	Logf            func(format string, args ...any)
+
+	env *envtest.Environment
+}
+
+func (e *Env) logf(format string, args ...any) {
+	if e.Logf != nil {
+		e.Logf(format, args...)
+	}
+}
+
+// Start brings everything up; KUBEBUILDER_ASSETS must name the directory of
+// etcd, kube-apiserver and helm.
+func Start(root, bin string, logf func(string, ...any)) (*Env, error) {
+	e := &Env{Root: root, Bin: bin, Logf: logf}
+	var err error
+	if e.Dir, err = os.MkdirTemp("", "kubelvs-guest-"); err != nil {
+		return nil, err
+	}
+	e.logf("starting etcd and kube-apiserver in the guest")
+	if err := e.startAPIServer(); err != nil {
+		return nil, err
+	}
+	e.logf("installing the Helm chart's RBAC and objects; starting the controller and the agent")
+	if err := e.install(); err != nil {
+		e.Stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Stop stops the processes and the API server; the kernel stays as it is.
+func (e *Env) Stop() {
+	if e.Agent != nil {
+		_ = e.Agent.Stop()
+	}
+	if e.Controller != nil {
+		_ = e.Controller.Stop()
+	}
+	_ = e.env.Stop()
+}
+
+// RestartAgent stops the agent and starts it again, as a rollout does.
+func (e *Env) RestartAgent() error {
+	if err := e.Agent.Stop(); err != nil {
+		return fmt.Errorf("stop agent: %w\n%s", err, e.Agent.Tail())
+	}
+	if err := e.Agent.Start(); err != nil {
+		return err
+	}
+	return e.AgentReady()
+}
+
+// Uninstall deletes what `helm uninstall` deletes (the rendered objects;
+// CRDs and VirtualServices stay), then stops the processes as the kubelet
+// would once their pods are deleted.
+func (e *Env) Uninstall() error {
+	ctx := context.Background()
+	for i := len(e.Chart) - 1; i >= 0; i-- {
+		if err := e.API.Delete(ctx, e.Chart[i]); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete %s %s: %w", e.Chart[i].GetKind(), e.Chart[i].GetName(), err)
+		}
+	}
+	return errors.Join(e.Agent.Stop(), e.Controller.Stop())
+}
+
+// Proc is a manager process with its log.
+type Proc struct {
+	Name string
+	Args []string
+	Env  []string
+	Log  string
+	cmd  *exec.Cmd
+}
+
+// Start starts the process.
+func (p *Proc) Start() error {
+	f, err := os.OpenFile(p.Log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	p.cmd = exec.Command(p.Args[0], p.Args[1:]...)
+	p.cmd.Env = append(os.Environ(), p.Env...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	return p.cmd.Start()
+}
+
+// Stop sends SIGTERM, as the kubelet does, and waits.
+func (p *Proc) Stop() error {
+	if p.cmd == nil || p.cmd.ProcessState != nil {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(60 * time.Second):
+		_ = p.cmd.Process.Kill()
+		return fmt.Errorf("%s did not stop within 60s", p.Name)
+	}
+}
+
+// Tail returns the last lines of its log.
+func (p *Proc) Tail() string {
+	b, _ := os.ReadFile(p.Log)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *Env) startAPIServer() error {
+	// kube-apiserver needs a non-loopback address to advertise; the guest
+	// has only loopback.
+	const dummy, addr = "e2eapi0", "192.0.2.251"
+	link := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: dummy}}
+	if err := netlink.LinkAdd(link); err != nil {
+		return fmt.Errorf("dummy %s: %w", dummy, err)
+	}
+	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(addr), Mask: net.CIDRMask(32, 32)}}); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return err
+	}
+	e.env = &envtest.Environment{
+		CRDDirectoryPaths:        []string{filepath.Join(e.Root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing:    true,
+		ControlPlaneStartTimeout: 3 * time.Minute,
+	}
+	e.env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", addr)
+	start := time.Now()
+	cfg, err := e.env.Start()
+	if err != nil {
+		return fmt.Errorf("start etcd and kube-apiserver: %w", err)
+	}
+	e.logf("etcd and kube-apiserver up after %s", time.Since(start).Round(time.Second))
+	e.Config = cfg
+	e.API, err = client.New(cfg, client.Options{Scheme: roles.Scheme()})
+	if err != nil {
+		return err
+	}
+	e.AdminKubeconfig, err = writeKubeconfig(cfg, filepath.Join(e.Dir, "admin.kubeconfig"))
+	return err
+}
+
+// install renders the Helm chart and applies what a cluster without a
+// kubelet can use: namespace, ServiceAccounts, RBAC, the DaemonSet and
+// Deployment objects (their pods never start here); then it runs the
+// controller and the agent as processes, with the arguments of the rendered
+// containers and as their ServiceAccounts, so the RBAC the chart ships is
+// the RBAC they run with.
+func (e *Env) install() error {
+	ctx := context.Background()
+	helm := filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "helm")
+	out, err := exec.Command(helm, "template", "kubelvs", filepath.Join(e.Root, "charts", "kubelvs"), "--namespace", SystemNamespace).Output()
+	if err != nil {
+		return fmt.Errorf("helm template: %w", err)
+	}
+	if err := e.API.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SystemNamespace}}); err != nil {
+		return err
+	}
+	if err := e.API.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: NodeName}}); err != nil {
+		return err
+	}
+	var ds appsv1.DaemonSet
+	var dep appsv1.Deployment
+	for _, doc := range bytes.Split(out, []byte("\n---")) {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(doc, &u.Object); err != nil || len(u.Object) == 0 {
+			continue
+		}
+		switch u.GetKind() {
+		case "ServiceMonitor":
+			continue
+		case "DaemonSet":
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &ds); err != nil {
+				return err
+			}
+		case "Deployment":
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &dep); err != nil {
+				return err
+			}
+		}
+		if u.GetNamespace() == "" && u.GetKind() != "ClusterRole" && u.GetKind() != "ClusterRoleBinding" {
+			u.SetNamespace(SystemNamespace)
+		}
+		if err := e.API.Create(ctx, u); err != nil {
+			return fmt.Errorf("apply %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		e.Chart = append(e.Chart, u)
+	}
+	if ds.Name == "" || dep.Name == "" {
+		return errors.New("the chart rendered no agent DaemonSet or controller Deployment")
+	}
+	// The agent's pod, owned by the DaemonSet, as the DaemonSet controller
+	// would make it: the agent reads it to tell an uninstall from a restart.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: ds.Name + "-guest", Namespace: SystemNamespace,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds.Name, UID: ds.UID, Controller: ptr.To(true)}}},
+		Spec: ds.Spec.Template.Spec}
+	pod.Spec.NodeName = NodeName
+	if err := e.createOwnedPod(ctx, pod, ds.Name); err != nil {
+		return err
+	}
+
+	agentKC, err := e.kubeconfigFor(ds.Spec.Template.Spec.ServiceAccountName)
+	if err != nil {
+		return err
+	}
+	ctrlKC, err := e.kubeconfigFor(dep.Spec.Template.Spec.ServiceAccountName)
+	if err != nil {
+		return err
+	}
+	e.Agent = &Proc{Name: "agent", Log: filepath.Join(e.Dir, "agent.log"),
+		Args: append(append([]string{e.Bin}, containerArgs(ds.Spec.Template.Spec, "agent")...), "--kubeconfig", agentKC),
+		Env:  []string{"NODE_NAME=" + NodeName, "POD_NAME=" + pod.Name, "POD_NAMESPACE=" + SystemNamespace}}
+	e.Controller = &Proc{Name: "controller", Log: filepath.Join(e.Dir, "controller.log"),
+		Args: append(append([]string{e.Bin}, containerArgs(dep.Spec.Template.Spec, "controller")...), "--kubeconfig", ctrlKC),
+		Env:  []string{"POD_NAMESPACE=" + SystemNamespace}}
+	if err := e.Controller.Start(); err != nil {
+		return err
+	}
+	if err := e.Agent.Start(); err != nil {
+		return err
+	}
+	return e.AgentReady()
+}
+
+// createOwnedPod creates the pod with the DaemonSet's real UID.
+func (e *Env) createOwnedPod(ctx context.Context, pod *corev1.Pod, ds string) error {
+	var cur appsv1.DaemonSet
+	if err := e.API.Get(ctx, client.ObjectKey{Namespace: SystemNamespace, Name: ds}, &cur); err != nil {
+		return err
+	}
+	pod.OwnerReferences[0].UID = cur.UID
+	return e.API.Create(ctx, pod)
+}
+
+func containerArgs(spec corev1.PodSpec, name string) []string {
+	for _, c := range spec.Containers {
+		if c.Name == name || len(spec.Containers) == 1 {
+			return c.Args
+		}
+	}
+	return nil
+}
+
+// kubeconfigFor writes a kubeconfig that authenticates as the
+// ServiceAccount (by its user name, which RBAC subjects of kind
+// ServiceAccount match).
+func (e *Env) kubeconfigFor(sa string) (string, error) {
+	user, err := e.env.AddUser(envtest.User{
+		Name:   fmt.Sprintf("system:serviceaccount:%s:%s", SystemNamespace, sa),
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + SystemNamespace, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		return "", err
+	}
+	return writeKubeconfig(user.Config(), filepath.Join(e.Dir, sa+".kubeconfig"))
+}
+
+func writeKubeconfig(cfg *rest.Config, path string) (string, error) {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u"}
+	kc.CurrentContext = "c"
+	return path, clientcmd.WriteToFile(*kc, path)
+}
+
+// AgentReady waits for the agent's /readyz (first full sync done).
+func (e *Env) AgentReady() error {
+	addr := "127.0.0.1:9742"
+	for _, a := range e.Agent.Args {
+		if v, ok := strings.CutPrefix(a, "--health-probe-bind-address="); ok {
+			addr = "127.0.0.1" + v[strings.LastIndex(v, ":"):]
+		}
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if e.Agent.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("the agent is not ready; its log:\n%s", e.Agent.Tail())
+}
