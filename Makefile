@@ -16,6 +16,10 @@ IMG ?= ghcr.io/kubelvs/kubelvs:$(VERSION)
 help: ## Show the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+.PHONY: demo
+demo: ## Run it: a guest kernel with the API server, controller and agent; examples/ applied; real traffic.
+	hack/demo.sh
+
 .PHONY: test-bins
 test-bins: ## Build etcd, kube-apiserver, kubectl, helm and controller-gen into $(TEST_BINS) (cold 7-10 min, warm <1 s).
 	@hack/install-test-bins.sh "$(TEST_BINS)" >/dev/null
