@@ -82,5 +82,6 @@ func (r *Rules) Cleanup() error {
 		}
 		delete(r.synced, f)
 	}
+	r.members = nil
 	return errors.Join(errs...)
 }

@@ -33,13 +33,14 @@ func (ExecRunner) Run(stdin, name string, args ...string) (string, error) {
 
 // Rules keeps the kubelvs netfilter rules and their ipsets in place.
 type Rules struct {
-	sets   ipset.Interface
-	run    Runner
-	cfg    Config
-	mode   string
-	fams   []Family
-	mu     sync.Mutex
-	synced map[Family]string
+	sets    ipset.Interface
+	run     Runner
+	cfg     Config
+	mode    string
+	fams    []Family
+	mu      sync.Mutex
+	synced  map[Family]string
+	members map[string][]ipset.Entry // per set, as last written
 }
 
 // New detects the iptables backend (unless cfg.Mode is set) and returns
@@ -142,6 +143,9 @@ func (r *Rules) EnsureSets() error {
 func (r *Rules) Sync(force bool) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if force {
+		r.members = nil // someone may have changed the sets too
+	}
 	wrote := false
 	for _, f := range r.fams {
 		chains := Render(f, r.cfg)
@@ -167,8 +171,15 @@ func (r *Rules) Sync(force bool) (bool, error) {
 }
 
 // SyncMembers makes the ipsets hold exactly m, adding and deleting only the
-// differences.
+// differences. It diffs against what it wrote last, reading the kernel only
+// the first time and after a forced Sync (a periodic resync), so a change
+// costs its own writes and not a read of every member.
 func (r *Rules) SyncMembers(m Members) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.members == nil {
+		r.members = map[string][]ipset.Entry{}
+	}
 	var errs []error
 	for _, f := range r.fams {
 		n, fm := Sets(f), m.split(f)
@@ -176,17 +187,30 @@ func (r *Rules) SyncMembers(m Members) error {
 			name string
 			want []ipset.Entry
 		}{{n.Masquerade, fm.Masquerade}, {n.Restricted, fm.Restricted}, {n.Allowed, fm.Allowed}} {
-			have, err := r.sets.ListEntries(p.name)
-			if err != nil {
-				errs = append(errs, err)
-				continue
+			have, known := r.members[p.name]
+			if !known {
+				var err error
+				if have, err = r.sets.ListEntries(p.name); err != nil {
+					errs = append(errs, err)
+					continue
+				}
 			}
 			add, del := ipset.Diff(have, p.want)
+			failed := false
 			for _, e := range add {
-				errs = append(errs, r.sets.AddEntry(p.name, e))
+				if err := r.sets.AddEntry(p.name, e); err != nil {
+					errs, failed = append(errs, err), true
+				}
 			}
 			for _, e := range del {
-				errs = append(errs, r.sets.DelEntry(p.name, e))
+				if err := r.sets.DelEntry(p.name, e); err != nil {
+					errs, failed = append(errs, err), true
+				}
+			}
+			if failed {
+				delete(r.members, p.name) // unknown state: read it next time
+			} else {
+				r.members[p.name] = append([]ipset.Entry(nil), p.want...)
 			}
 		}
 	}

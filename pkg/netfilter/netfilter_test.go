@@ -2,11 +2,13 @@ package netfilter
 
 import (
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
 )
 
@@ -84,5 +86,43 @@ func golden(t *testing.T, name, got string) {
 	}
 	if got != string(want) {
 		t.Errorf("%s differs:\n--- got\n%s--- want\n%s", name, got, want)
+	}
+}
+
+func TestSyncMembersWritesOnlyDifferencesAndRereadsAfterForce(t *testing.T) {
+	t.Parallel()
+	sets := ipsettest.NewFake()
+	r, err := New(sets, &fakeRunner{}, Config{Mode: "legacy"}, IPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Sync(false); err != nil {
+		t.Fatal(err)
+	}
+	e1 := ipset.Entry{IP: netip.MustParseAddr("10.96.0.1"), Protocol: ipset.ProtoTCP, Port: 80}
+	e2 := ipset.Entry{IP: netip.MustParseAddr("10.96.0.2"), Protocol: ipset.ProtoUDP, Port: 53}
+	if err := r.SyncMembers(Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
+		t.Fatal(err)
+	}
+	// Someone deletes a member behind our back: the next ordinary sync
+	// works from what it wrote (no kernel read per change) ...
+	if err := sets.DelEntry("KUBELVS-MASQ", e1); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SyncMembers(Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := sets.ListEntries("KUBELVS-MASQ"); len(got) != 1 {
+		t.Fatalf("an unchanged sync read the kernel: %v", got)
+	}
+	// ... and the periodic forced resync repairs it.
+	if _, err := r.Sync(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SyncMembers(Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := sets.ListEntries("KUBELVS-MASQ"); len(got) != 2 {
+		t.Fatalf("after a forced resync the members are %v, want both", got)
 	}
 }
