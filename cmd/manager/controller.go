@@ -56,18 +56,21 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// loadConfig reads the kubeconfig at path, or finds one the usual way.
+// loadConfig reads the kubeconfig at path, or finds one the usual way. It
+// lifts client-go's default client-side limit (5 requests/s) that a
+// kubeconfig would otherwise get: an agent reporting status for thousands of
+// VirtualServices must not queue behind it; API Priority and Fairness
+// protects the server.
 func loadConfig(path string) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
 	if path == "" {
-		cfg, err := ctrl.GetConfig()
-		if err != nil {
+		if cfg, err = ctrl.GetConfig(); err != nil {
 			return nil, fmt.Errorf("no API server configuration (pass --kubeconfig): %w", err)
 		}
-		return cfg, nil
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
+	} else if cfg, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
 		return nil, fmt.Errorf("load kubeconfig %s: %w", path, err)
 	}
+	cfg.QPS, cfg.Burst = 200, 400
 	return cfg, nil
 }

@@ -184,7 +184,13 @@ func (a *Agent) watch(ctx context.Context) error {
 	}
 	if _, err := vsInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: onVS, DeleteFunc: onVS,
-		UpdateFunc: func(old, cur any) { onVS(old); onVS(cur) },
+		UpdateFunc: func(old, cur any) {
+			if o, ok := old.(*lvsv1.VirtualService); ok && !a.needsSync(o, cur) {
+				return // a status write (often our own): nothing to program
+			}
+			onVS(old)
+			onVS(cur)
+		},
 	}); err != nil {
 		return err
 	}
@@ -231,6 +237,30 @@ func (a *Agent) watch(ctx context.Context) error {
 		},
 	})
 	return err
+}
+
+// needsSync tells whether an update of a VirtualService can change what
+// this node programs or reports: a new generation (spec), deletion, or this
+// node's status entry differing from what the agent last wrote (someone
+// else's write removed it). Status-only updates, including the agent's own
+// reports and the controller's conditions, are skipped.
+func (a *Agent) needsSync(old *lvsv1.VirtualService, cur any) bool {
+	vs, ok := cur.(*lvsv1.VirtualService)
+	if !ok || old.Generation != vs.Generation || !vs.DeletionTimestamp.IsZero() {
+		return true
+	}
+	key := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
+	a.mu.Lock()
+	last, reported := a.reported[key]
+	a.mu.Unlock()
+	switch {
+	case !a.opts.ReportStatus:
+		return false
+	case !reported:
+		return true // not reported yet: let the sync report
+	default:
+		return !a.mine(vs, last)
+	}
 }
 
 func equalLabels(a, b map[string]string) bool {
