@@ -6,16 +6,21 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
@@ -33,6 +38,7 @@ type VirtualServiceReconciler struct {
 // +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 
 // Reconcile computes the status of one VirtualService.
 func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -51,6 +57,13 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 
 	problems := vsstatus.Validate(&vs)
 	orig := vs.DeepCopy()
+	// Reports of nodes that no longer exist would hold Programmed at
+	// False forever: drop them.
+	live, err := r.liveNodes(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	vs.Status.Nodes = slices.DeleteFunc(vs.Status.Nodes, func(n lvsv1.NodeStatus) bool { return !live[n.Node] })
 	wasInvalid := meta.IsStatusConditionFalse(vs.Status.Conditions, lvsv1.ConditionAccepted) &&
 		meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted).Reason == vsstatus.ReasonInvalidTargetPort
 	wasFailing := programmingFailed(orig)
@@ -78,6 +91,32 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 			c.Key, c.Winner.Namespace, c.Winner.Name)
 	}
 	return ctrl.Result{}, nil
+}
+
+// liveNodes returns the names of the cluster's nodes.
+func (r *VirtualServiceReconciler) liveNodes(ctx context.Context) (map[string]bool, error) {
+	var nodes corev1.NodeList
+	if err := r.Client.List(ctx, &nodes); err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	live := make(map[string]bool, len(nodes.Items))
+	for _, n := range nodes.Items {
+		live[n.Name] = true
+	}
+	return live, nil
+}
+
+// everyVirtualService maps an event to all VirtualServices.
+func (r *VirtualServiceReconciler) everyVirtualService(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list lvsv1.VirtualServiceList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
 }
 
 // rivals lists the other VirtualServices that claim any key vs claims.
@@ -127,6 +166,13 @@ func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctr
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&lvsv1.VirtualService{}).
 		Watches(&lvsv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.sharers)).
+		// A node that goes away takes its reports with it.
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.everyVirtualService),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc: func(event.CreateEvent) bool { return false },
+				UpdateFunc: func(event.UpdateEvent) bool { return false },
+				DeleteFunc: func(event.DeleteEvent) bool { return true },
+			})).
 		Named("virtualservice").
 		Complete(r)
 }

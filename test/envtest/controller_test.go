@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -188,6 +189,23 @@ func TestControllerFoldsNodeReports(t *testing.T) {
 			return k8s.Status().Patch(ctx, &cur, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 		})
 	}
+	for _, n := range []string{"node-a", "node-b"} {
+		if err := k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A report from a node that does not exist (any more) is dropped.
+	report("node-gone", 1, 0, "kernel on fire")
+	eventually(t, 10*time.Second, "report of a missing node pruned", func() error {
+		var cur lvsv1.VirtualService
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
+			return err
+		}
+		if len(cur.Status.Nodes) != 0 {
+			return fmt.Errorf("nodes %+v", cur.Status.Nodes)
+		}
+		return nil
+	})
 	report("node-a", 1, 2, "")
 	got := waitCondition(t, client.ObjectKeyFromObject(vs), lvsv1.ConditionProgrammed, metav1.ConditionTrue, "Programmed")
 	waitCondition(t, client.ObjectKeyFromObject(vs), lvsv1.ConditionReady, metav1.ConditionTrue, "BackendsReady")
