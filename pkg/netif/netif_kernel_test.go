@@ -3,6 +3,7 @@ package netif_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -58,6 +59,31 @@ func TestKernelDeviceAndAddresses(t *testing.T) {
 				t.Errorf("%s on kubelvs0 is not a host prefix", a.IPNet)
 			}
 		}
+	}
+
+	// A sync works from what it wrote last (no dump of every VIP per
+	// change); EnsureDevice, which the periodic resync calls, makes the
+	// next sync read the kernel and repair what someone removed by hand.
+	if err := h.SyncAddresses(all); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.96.0.1"), Mask: net.CIDRMask(32, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SyncAddresses(all); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.ListAddresses(); len(got) != 3 {
+		t.Fatalf("an unchanged sync read the kernel: %v", got)
+	}
+	if err := h.EnsureDevice(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SyncAddresses(all); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.ListAddresses(); fmt.Sprint(got) != fmt.Sprint(all) {
+		t.Fatalf("after the resync kubelvs0 holds %v, want %v", got, all)
 	}
 }
 

@@ -15,6 +15,10 @@ import (
 type Netlink struct {
 	mu sync.Mutex
 	h  *netlink.Handle
+	// known is what kubelvs0 held after the last successful sync, so a
+	// change costs its own writes rather than a dump of every VIP; nil
+	// means unknown (first sync, after an error or EnsureDevice).
+	known []netip.Addr
 }
 
 var _ Interface = (*Netlink)(nil)
@@ -61,6 +65,7 @@ func (n *Netlink) link() (netlink.Link, error) {
 func (n *Netlink) EnsureDevice() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.known = nil // the periodic resync calls this: read the kernel again
 	l, err := n.link()
 	if err != nil {
 		return err
@@ -145,10 +150,13 @@ func (n *Netlink) SyncAddresses(vips []netip.Addr) error {
 	if l == nil {
 		return fmt.Errorf("sync addresses: %s does not exist", DeviceName)
 	}
-	have, err := n.list(l)
-	if err != nil {
-		return err
+	have := n.known
+	if have == nil {
+		if have, err = n.list(l); err != nil {
+			return err
+		}
 	}
+	n.known = nil
 	add, del := DiffAddresses(have, vips)
 	var errs []error
 	for _, a := range del {
@@ -161,6 +169,9 @@ func (n *Netlink) SyncAddresses(vips []netip.Addr) error {
 			errs = append(errs, fmt.Errorf("add %s to %s: %w", a, DeviceName, err))
 		}
 	}
+	if len(errs) == 0 {
+		n.known = append([]netip.Addr(nil), vips...)
+	}
 	return errors.Join(errs...)
 }
 
@@ -168,6 +179,7 @@ func (n *Netlink) SyncAddresses(vips []netip.Addr) error {
 func (n *Netlink) DeleteDevice() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.known = nil
 	l, err := n.link()
 	if err != nil || l == nil {
 		return err
