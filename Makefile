@@ -84,3 +84,11 @@ install-yaml: test-bins ## Regenerate dist/install.yaml and charts/kubelvs/crds 
 .PHONY: docker-build
 docker-build: ## Build the image $(IMG) (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+.PHONY: bench
+bench: ## Scale benchmarks in a guest kernel -> bench/results.json, bench/results.svg (see BENCHMARKS.md).
+	hack/bench.sh
+
+.PHONY: bench-agent
+bench-agent: test-bins ## EndpointSlice-to-kernel latency of the agent binary with 1,000 VirtualServices, in the guest.
+	hack/bench-agent.sh
