@@ -73,10 +73,11 @@ func (e *Env) logf(format string, args ...any) {
 	}
 }
 
-// Start brings everything up; KUBEBUILDER_ASSETS must name the directory of
-// etcd, kube-apiserver and helm.
-func Start(root, bin string, logf func(string, ...any)) (*Env, error) {
-	e := &Env{Root: root, Bin: bin, Logf: logf}
+// StartAPIServer starts only etcd and kube-apiserver, with the CRD, and
+// writes AdminKubeconfig; KUBEBUILDER_ASSETS must name the directory of etcd
+// and kube-apiserver.
+func StartAPIServer(root string, logf func(string, ...any)) (*Env, error) {
+	e := &Env{Root: root, Logf: logf}
 	var err error
 	if e.Dir, err = os.MkdirTemp("", "kubelvs-guest-"); err != nil {
 		return nil, err
@@ -85,6 +86,17 @@ func Start(root, bin string, logf func(string, ...any)) (*Env, error) {
 	if err := e.startAPIServer(); err != nil {
 		return nil, err
 	}
+	return e, nil
+}
+
+// Start brings everything up: StartAPIServer, then the chart's objects and
+// the two processes; KUBEBUILDER_ASSETS must also hold helm.
+func Start(root, bin string, logf func(string, ...any)) (*Env, error) {
+	e, err := StartAPIServer(root, logf)
+	if err != nil {
+		return nil, err
+	}
+	e.Bin = bin
 	e.logf("installing the Helm chart's RBAC and objects; starting the controller and the agent")
 	if err := e.install(); err != nil {
 		e.Stop()
@@ -101,7 +113,9 @@ func (e *Env) Stop() {
 	if e.Controller != nil {
 		_ = e.Controller.Stop()
 	}
-	_ = e.env.Stop()
+	if e.env != nil {
+		_ = e.env.Stop()
+	}
 }
 
 // RestartAgent stops the agent and starts it again, as a rollout does.

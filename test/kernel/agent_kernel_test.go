@@ -25,13 +25,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
-	"github.com/kubelvs/kubelvs/pkg/roles"
+	"github.com/kubelvs/kubelvs/test/guestenv"
 	"github.com/vishvananda/netlink"
 )
 
@@ -44,54 +43,18 @@ func apiServer(t testing.TB) (*rest.Config, client.Client, string) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Fatal("KUBEBUILDER_ASSETS is not set (hack/test-kernel.sh sets it)")
 	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths:        []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing:    true,
-		ControlPlaneStartTimeout: 3 * time.Minute, // a guest kernel is slow to start it
-		ControlPlaneStopTimeout:  time.Minute,
-	}
-	// The guest has no default route, from which kube-apiserver would pick
-	// the address it advertises, and it refuses loopback: give it one.
-	env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", advertiseAddress(t))
-	if os.Getenv("KUBELVS_DEBUG_APISERVER") != "" {
-		env.ControlPlane.GetAPIServer().Out = os.Stderr
-		env.ControlPlane.GetAPIServer().Err = os.Stderr
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
 	}
 	start := time.Now()
-	cfg, err := env.Start()
+	env, err := guestenv.StartAPIServer(root, nil)
 	if err != nil {
 		t.Fatalf("start API server in the guest: %v", err)
 	}
 	t.Logf("etcd and kube-apiserver up in the guest after %s", time.Since(start).Round(time.Millisecond))
-	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(cfg, client.Options{Scheme: roles.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kc, env.KubeConfig, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cfg, c, kc
-}
-
-// advertiseAddress puts an address on a dummy interface for kube-apiserver.
-func advertiseAddress(t testing.TB) string {
-	t.Helper()
-	const name, addr = "ktapi0", "192.0.2.250"
-	if _, err := netlink.LinkByName(name); err != nil {
-		l := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}}
-		if err := netlink.LinkAdd(l); err != nil {
-			t.Fatalf("dummy %s: %v", name, err)
-		}
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(addr), Mask: net.CIDRMask(32, 32)}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := netlink.LinkSetUp(l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return addr
+	t.Cleanup(env.Stop)
+	return env.Config, env.API, env.AdminKubeconfig
 }
 
 // agentProc is the manager binary running as the agent.
