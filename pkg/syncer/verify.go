@@ -10,11 +10,11 @@ import (
 // Verify compares the kernel with what the syncer programmed and repairs
 // drift: a virtual or real server deleted or changed by hand comes back.
 // It costs one dump of the virtual servers plus one listing per owned
-// virtual server, so it runs on the slow periodic resync only. It returns
-// the number of repairs.
+// virtual server, so it runs on the slow periodic resync only, and it
+// takes the syncer's lock one virtual server at a time: changes keep
+// flowing while it walks thousands of them. It returns the number of
+// repairs.
 func (s *Syncer) Verify() (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	all, err := s.k.IPVS.ListVirtualServers()
 	if err != nil {
 		return 0, fmt.Errorf("verify: %w", err)
@@ -23,74 +23,22 @@ func (s *Syncer) Verify() (int, error) {
 	for _, v := range all {
 		inKernel[v.Key()] = v
 	}
+	s.mu.Lock()
+	keys := make([]ipvs.Key, 0, len(s.services))
+	for k := range s.services {
+		keys = append(keys, k)
+	}
+	s.mu.Unlock()
+
 	repairs := 0
 	var errs []error
-	for k, svc := range s.services {
-		kv, ok := inKernel[k]
-		switch {
-		case !ok:
-			repairs++
-			err := s.k.IPVS.AddVirtualServer(svc.vs)
-			s.metrics.op("virtual_server", "add", err)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("restore virtual server %s: %w", k, err))
-				continue
-			}
-		case !kv.Equal(svc.vs):
-			repairs++
-			err := s.k.IPVS.UpdateVirtualServer(svc.vs)
-			s.metrics.op("virtual_server", "update", err)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("restore virtual server %s: %w", k, err))
-				continue
-			}
-		}
-		var have map[ipvs.RealKey]ipvs.RealServer
-		if ok {
-			rs, err := s.k.IPVS.ListRealServers(k)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("verify %s: %w", k, err))
-				continue
-			}
-			have = make(map[ipvs.RealKey]ipvs.RealServer, len(rs))
-			for _, r := range rs {
-				have[r.Key()] = r
-			}
-		}
-		for rk, want := range svc.reals {
-			got, present := have[rk]
-			if present && got.Equal(want) {
-				continue
-			}
-			repairs++
-			if present {
-				err = s.k.IPVS.UpdateRealServer(k, want)
-				s.metrics.op("real_server", "update", err)
-			} else {
-				if _, draining := svc.draining[rk]; draining {
-					// Gone while draining: nothing left to drain.
-					delete(svc.draining, rk)
-					delete(svc.reals, rk)
-					continue
-				}
-				err = s.k.IPVS.AddRealServer(k, want)
-				s.metrics.op("real_server", "add", err)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("restore real server %s of %s: %w", rk, k, err))
-			}
-		}
-		for rk := range have {
-			if _, ok := svc.reals[rk]; !ok {
-				repairs++
-				err := s.k.IPVS.DeleteRealServer(k, rk)
-				s.metrics.op("real_server", "delete", err)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("remove stray real server %s of %s: %w", rk, k, err))
-				}
-			}
-		}
+	for _, k := range keys {
+		n, err := s.verifyOne(k, inKernel)
+		repairs += n
+		errs = append(errs, err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := s.k.VIPs.EnsureDevice(); err != nil {
 		errs = append(errs, fmt.Errorf("verify kubelvs0: %w", err))
 	}
@@ -101,5 +49,86 @@ func (s *Syncer) Verify() (int, error) {
 		}
 	}
 	errs = append(errs, s.syncShared(true))
+	return repairs, errors.Join(errs...)
+}
+
+// verifyOne repairs one programmed virtual server and its real servers.
+func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	svc := s.services[k]
+	if svc == nil {
+		return 0, nil // deleted since the dump
+	}
+	kv, ok := inKernel[k]
+	if !ok {
+		// Added since the dump? Ask before re-adding.
+		if cur, err := s.k.IPVS.GetVirtualServer(k); err == nil {
+			kv, ok = cur, true
+		}
+	}
+	repairs := 0
+	var errs []error
+	switch {
+	case !ok:
+		repairs++
+		err := s.k.IPVS.AddVirtualServer(svc.vs)
+		s.metrics.op("virtual_server", "add", err)
+		if err != nil {
+			return repairs, fmt.Errorf("restore virtual server %s: %w", k, err)
+		}
+	case !kv.Equal(svc.vs):
+		repairs++
+		err := s.k.IPVS.UpdateVirtualServer(svc.vs)
+		s.metrics.op("virtual_server", "update", err)
+		if err != nil {
+			return repairs, fmt.Errorf("restore virtual server %s: %w", k, err)
+		}
+	}
+	var have map[ipvs.RealKey]ipvs.RealServer
+	if ok {
+		rs, err := s.k.IPVS.ListRealServers(k)
+		if err != nil {
+			return repairs, fmt.Errorf("verify %s: %w", k, err)
+		}
+		have = make(map[ipvs.RealKey]ipvs.RealServer, len(rs))
+		for _, r := range rs {
+			have[r.Key()] = r
+		}
+	}
+	for rk, want := range svc.reals {
+		got, present := have[rk]
+		if present && got.Equal(want) {
+			continue
+		}
+		repairs++
+		var err error
+		if present {
+			err = s.k.IPVS.UpdateRealServer(k, want)
+			s.metrics.op("real_server", "update", err)
+		} else {
+			if _, draining := svc.draining[rk]; draining {
+				// Gone while draining: nothing left to drain.
+				delete(svc.draining, rk)
+				delete(svc.reals, rk)
+				continue
+			}
+			err = s.k.IPVS.AddRealServer(k, want)
+			s.metrics.op("real_server", "add", err)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restore real server %s of %s: %w", rk, k, err))
+		}
+	}
+	for rk := range have {
+		if _, ok := svc.reals[rk]; !ok {
+			repairs++
+			err := s.k.IPVS.DeleteRealServer(k, rk)
+			s.metrics.op("real_server", "delete", err)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("remove stray real server %s of %s: %w", rk, k, err))
+			}
+		}
+	}
 	return repairs, errors.Join(errs...)
 }
