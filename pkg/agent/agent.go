@@ -362,10 +362,14 @@ func (a *Agent) fullSync(ctx context.Context, verify bool) error {
 			ctrl.LoggerFrom(ctx).Info("repaired kernel drift", "repairs", n)
 		}
 	}
-	for i := range list.Items {
-		// Status and health targets follow; a per-VirtualService pass
-		// picks up anything that failed above.
-		a.queue.Add(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
+	if !verify || len(errs) > 0 {
+		// After the first sync, status and health targets follow per
+		// VirtualService; after a failed resync, a per-VirtualService pass
+		// retries with backoff. A clean periodic resync queues nothing, so
+		// changes never wait behind thousands of no-op passes.
+		for i := range list.Items {
+			a.queue.Add(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
+		}
 	}
 	return errors.Join(errs...)
 }
