@@ -11,31 +11,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Netlink implements Interface with vishvananda/netlink on one long-lived
-// handle; the mutex keeps one request in flight on its socket.
+// Netlink implements Interface on one long-lived ctnetlink socket of its
+// own (raw_linux.go); the mutex keeps one request in flight on it.
 type Netlink struct {
 	mu sync.Mutex
-	h  *netlink.Handle
+	c  *conn
 }
 
 var _ Interface = (*Netlink)(nil)
 
-// New opens the netlink handle.
+// New opens the netlink socket.
 func New() (*Netlink, error) {
-	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+	c, err := dial()
 	if err != nil {
-		return nil, fmt.Errorf("open conntrack netlink handle: %w", err)
+		return nil, fmt.Errorf("open conntrack netlink socket: %w", err)
 	}
-	return &Netlink{h: h}, nil
+	return &Netlink{c: c}, nil
 }
 
-// Close releases the handle.
+// Close releases the socket.
 func (n *Netlink) Close() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.h != nil {
-		n.h.Close()
-		n.h = nil
+	if n.c != nil {
+		n.c.close()
+		n.c = nil
 	}
 	return nil
 }
@@ -63,60 +63,127 @@ func familyOf(a netip.Addr) netlink.InetFamily {
 	return unix.AF_INET6
 }
 
-// ListFlows dumps the table of vip's family and keeps vip:port flows.
+// maxFilteredDumps bounds the kernel-filtered dumps of one DeleteFlows;
+// beyond it one unfiltered dump of the family is cheaper.
+const maxFilteredDumps = 16
+
+// dumpFiltered runs one dump restricted by f in the kernel (CTA_FILTER,
+// kernel >= 5.8). A kernel that refuses the filter gets an unfiltered dump
+// instead; one that ignores it (older than 5.8) returns every flow: the
+// caller checks each flow anyway.
+func (n *Netlink) dumpFiltered(family uint8, f *dumpFilter, fn func(Flow)) error {
+	err := n.c.dump(family, f, fn)
+	if f != nil && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
+		err = n.c.dump(family, nil, fn)
+	}
+	return err
+}
+
+// ListFlows dumps the vip:port flows over proto (the kernel filters the
+// dump) and returns them sorted.
 func (n *Netlink) ListFlows(vip netip.Addr, proto uint8, port uint16) ([]Flow, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.h == nil {
+	if n.c == nil {
 		return nil, errors.New("conntrack handle closed")
-	}
-	fs, err := n.h.ConntrackTableList(netlink.ConntrackTable, familyOf(vip))
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("list conntrack flows of %s/%s: %w", protoName(proto), netip.AddrPortFrom(vip, port), err)
 	}
 	want := netip.AddrPortFrom(vip.Unmap(), port)
 	var out []Flow
-	for _, f := range fs {
-		fl := FromNetlink(f)
+	err := n.dumpFiltered(uint8(familyOf(want.Addr())), &dumpFilter{proto: proto, vip: want}, func(fl Flow) {
 		if fl.Protocol == proto && fl.OrigDst == want {
 			out = append(out, fl)
 		}
+	})
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("list conntrack flows of %s/%s: %w", protoName(proto), want, err)
 	}
 	SortFlows(out)
 	return out, nil
 }
 
-type filter struct{ m *Matcher }
+// filtersFor returns the kernel-side dump filters that cover targets of one
+// family: one per target, one per virtual service if there are too many
+// targets, or a single unfiltered dump (nil) if there are too many of those.
+func filtersFor(targets []Target) []*dumpFilter {
+	var per []*dumpFilter
+	seen := map[Target]bool{}
+	for _, t := range targets {
+		if !seen[t] {
+			seen[t] = true
+			per = append(per, &dumpFilter{proto: t.Protocol, vip: t.VIP, backend: t.Backend})
+		}
+	}
+	if len(per) <= maxFilteredDumps {
+		return per
+	}
+	var vs []*dumpFilter
+	seenVS := map[Target]bool{}
+	for _, t := range targets {
+		k := Target{Protocol: t.Protocol, VIP: t.VIP}
+		if !seenVS[k] {
+			seenVS[k] = true
+			vs = append(vs, &dumpFilter{proto: t.Protocol, vip: t.VIP})
+		}
+	}
+	if len(vs) <= maxFilteredDumps {
+		return vs
+	}
+	return []*dumpFilter{nil}
+}
 
-func (f filter) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool { return f.m.Match(FromNetlink(fl)) }
-
-// DeleteFlows dumps each needed family once and deletes the matching flows.
-// An interrupted dump (the table changed under it) still deletes what it
-// saw and is reported, so the caller retries later.
+// DeleteFlows collects the matching flows with kernel-filtered dumps (each
+// flow is checked against the targets again here) and deletes them in
+// batches. An interrupted dump (the table changed under it) still deletes
+// what it saw and is reported, so the caller retries later.
 func (n *Netlink) DeleteFlows(targets []Target) (int, error) {
 	if len(targets) == 0 {
 		return 0, nil
 	}
 	m := NewMatcher(targets)
-	v4, v6 := m.Families()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.h == nil {
+	if n.c == nil {
 		return 0, errors.New("conntrack handle closed")
+	}
+	byFam := map[uint8][]Target{}
+	for t := range m.m {
+		f := uint8(familyOf(t.VIP.Addr()))
+		byFam[f] = append(byFam[f], t)
 	}
 	var total int
 	var errs []error
-	for _, fam := range []struct {
-		want bool
-		af   netlink.InetFamily
-	}{{v4, unix.AF_INET}, {v6, unix.AF_INET6}} {
-		if !fam.want {
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		ts := byFam[fam]
+		if len(ts) == 0 {
 			continue
 		}
-		c, err := n.h.ConntrackDeleteFilters(netlink.ConntrackTable, fam.af, filter{m})
-		total += int(c)
+		filters := filtersFor(ts)
+		var flows []Flow
+		var dup map[Flow]bool
+		if len(filters) > 1 {
+			dup = map[Flow]bool{}
+		}
+		for _, f := range filters {
+			err := n.dumpFiltered(fam, f, func(fl Flow) {
+				if !m.Match(fl) || dup[fl] {
+					return
+				}
+				if dup != nil {
+					dup[fl] = true
+				}
+				flows = append(flows, fl)
+			})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("delete conntrack flows (family %d): %w", fam, err))
+				if !errors.Is(err, netlink.ErrDumpInterrupted) {
+					break
+				}
+			}
+		}
+		c, err := n.c.deleteFlows(flows)
+		total += c
 		if err != nil {
-			errs = append(errs, fmt.Errorf("delete conntrack flows (family %d): %w", fam.af, err))
+			errs = append(errs, fmt.Errorf("delete conntrack flows (family %d): %w", fam, err))
 		}
 	}
 	return total, errors.Join(errs...)

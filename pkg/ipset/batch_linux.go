@@ -11,52 +11,108 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxBatch bounds the add requests of one send, so that their
-// acknowledgements fit the socket's receive buffer.
-const maxBatch = 256
+// The scratch set is filled with IPSET_CMD_ADD requests that each carry
+// up to entriesPerMsg members in an IPSET_ATTR_ADT list (as `ipset restore`
+// sends them), msgsPerSend requests per system call, each acknowledged.
+const (
+	entriesPerMsg = 1024
+	msgsPerSend   = 4
+)
 
-// addMessage serializes one IPSET_CMD_ADD request for e, encoded as the
-// library encodes it, without NLM_F_EXCL: a present member is success.
-func addMessage(set string, e Entry, seq uint32) []byte {
-	req := nl.NewNetlinkRequest(lib.IPSET_CMD_ADD|(unix.NFNL_SUBSYS_IPSET<<8), unix.NLM_F_ACK)
-	req.Seq = seq
-	req.AddData(&nl.Nfgenmsg{NfgenFamily: uint8(unix.AF_INET), Version: nl.NFNETLINK_V0})
-	req.AddData(nl.NewRtAttr(lib.IPSET_ATTR_PROTOCOL, nl.Uint8Attr(lib.IPSET_PROTOCOL)))
-	req.AddData(nl.NewRtAttr(lib.IPSET_ATTR_SETNAME, nl.ZeroTerminated(set)))
-	le := toLib(e)
-	data := nl.NewRtAttr(lib.IPSET_ATTR_DATA|int(nl.NLA_F_NESTED), nil)
-	ip := func(typ int, a net.IP) {
-		t := int(nl.NLA_F_NET_BYTEORDER) | nl.IPSET_ATTR_IPADDR_IPV6
-		if a4 := a.To4(); a4 != nil {
-			t, a = int(nl.NLA_F_NET_BYTEORDER)|nl.IPSET_ATTR_IPADDR_IPV4, a4
-		}
-		data.AddChild(nl.NewRtAttr(typ|int(nl.NLA_F_NESTED), nl.NewRtAttr(t, a).Serialize()))
+func appendAttr(b []byte, typ uint16, data ...byte) []byte {
+	b = binary.NativeEndian.AppendUint16(b, uint16(4+len(data)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
 	}
-	if le.IP != nil {
-		ip(nl.IPSET_ATTR_IP, le.IP)
-	}
-	if le.CIDR != 0 {
-		data.AddChild(nl.NewRtAttr(lib.IPSET_ATTR_CIDR, nl.Uint8Attr(le.CIDR)))
-	}
-	if le.IP2 != nil {
-		ip(nl.IPSET_ATTR_IP2, le.IP2)
-	}
-	if le.CIDR2 != 0 {
-		data.AddChild(nl.NewRtAttr(lib.IPSET_ATTR_CIDR2, nl.Uint8Attr(le.CIDR2)))
-	}
-	if le.Port != nil {
-		data.AddChild(nl.NewRtAttr(lib.IPSET_ATTR_PROTO, nl.Uint8Attr(*le.Protocol)))
-		data.AddChild(nl.NewRtAttr(int(lib.IPSET_ATTR_PORT|nl.NLA_F_NET_BYTEORDER), binary.BigEndian.AppendUint16(nil, *le.Port)))
-	}
-	data.AddChild(&nl.Uint32Attribute{Type: lib.IPSET_ATTR_LINENO | nl.NLA_F_NET_BYTEORDER, Value: 0})
-	req.AddData(data)
-	return req.Serialize()
+	return b
 }
 
-// addEntries adds members to a set with up to maxBatch requests per system
-// call on a socket of its own: the library waits for each reply before the
-// next request, which makes filling a set of 20,000 members cost 40,000
-// system calls. Replace uses it to fill its scratch set.
+func beginNest(b []byte, typ uint16) ([]byte, int) {
+	off := len(b)
+	b = binary.NativeEndian.AppendUint16(b, 0)
+	return binary.NativeEndian.AppendUint16(b, typ|uint16(nl.NLA_F_NESTED)), off
+}
+
+func endNest(b []byte, off int) []byte {
+	binary.NativeEndian.PutUint16(b[off:], uint16(len(b)-off))
+	return b
+}
+
+func appendIP(b []byte, typ uint16, a net.IP) []byte {
+	b, n := beginNest(b, typ)
+	if a4 := a.To4(); a4 != nil {
+		b = appendAttr(b, uint16(nl.NLA_F_NET_BYTEORDER|nl.IPSET_ATTR_IPADDR_IPV4), a4...)
+	} else {
+		b = appendAttr(b, uint16(nl.NLA_F_NET_BYTEORDER|nl.IPSET_ATTR_IPADDR_IPV6), a.To16()...)
+	}
+	return endNest(b, n)
+}
+
+// appendData appends one member as an IPSET_ATTR_DATA nest, encoded as
+// the library encodes it.
+func appendData(b []byte, e Entry, lineno uint32) []byte {
+	le := toLib(e)
+	b, d := beginNest(b, lib.IPSET_ATTR_DATA)
+	if le.IP != nil {
+		b = appendIP(b, nl.IPSET_ATTR_IP, le.IP)
+	}
+	if le.CIDR != 0 {
+		b = appendAttr(b, lib.IPSET_ATTR_CIDR, le.CIDR)
+	}
+	if le.IP2 != nil {
+		b = appendIP(b, nl.IPSET_ATTR_IP2, le.IP2)
+	}
+	if le.CIDR2 != 0 {
+		b = appendAttr(b, lib.IPSET_ATTR_CIDR2, le.CIDR2)
+	}
+	if le.Port != nil {
+		b = appendAttr(b, lib.IPSET_ATTR_PROTO, *le.Protocol)
+		b = appendAttr(b, uint16(lib.IPSET_ATTR_PORT|nl.NLA_F_NET_BYTEORDER), byte(*le.Port>>8), byte(*le.Port))
+	}
+	b = appendAttr(b, uint16(lib.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER), binary.BigEndian.AppendUint32(nil, lineno)...)
+	return endNest(b, d)
+}
+
+// appendAddMessage appends one IPSET_CMD_ADD request for es (without
+// NLM_F_EXCL: a present member is success). The kernel adds the members of
+// the IPSET_ATTR_ADT list in order and stops at the first error.
+func appendAddMessage(b []byte, set string, es []Entry, seq uint32) []byte {
+	off := len(b)
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = binary.NativeEndian.AppendUint16(b, lib.IPSET_CMD_ADD|(unix.NFNL_SUBSYS_IPSET<<8))
+	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = append(b, unix.AF_INET, nl.NFNETLINK_V0, 0, 0)
+	b = appendAttr(b, lib.IPSET_ATTR_PROTOCOL, lib.IPSET_PROTOCOL)
+	b = appendAttr(b, lib.IPSET_ATTR_SETNAME, append([]byte(set), 0)...)
+	// The kernel requires a line number beside an IPSET_ATTR_ADT list.
+	b = appendAttr(b, uint16(lib.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER), 0, 0, 0, 0)
+	b, adt := beginNest(b, lib.IPSET_ATTR_ADT)
+	for i, e := range es {
+		b = appendData(b, e, uint32(i+1))
+	}
+	b = endNest(b, adt)
+	binary.NativeEndian.PutUint32(b[off:], uint32(len(b)-off))
+	return b
+}
+
+// hashSizeFor sizes a scratch set's hash for n members, so that the kernel
+// does not grow (rehash) it repeatedly while it is filled.
+func hashSizeFor(n int, given uint32) uint32 {
+	h := uint32(1024)
+	for int(h) < n && h < 1<<20 {
+		h <<= 1
+	}
+	return max(h, given)
+}
+
+// addEntries adds members to a set on a socket of its own: the library
+// sends one member per request and waits for each reply, which makes
+// filling a set of 20,000 members cost 40,000 system calls. Replace uses it
+// to fill its scratch set.
 func addEntries(set string, es []Entry) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
@@ -67,18 +123,31 @@ func addEntries(set string, es []Entry) error {
 		return fmt.Errorf("ipset netlink socket: %w", err)
 	}
 	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 1<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+	}
 	rbuf := make([]byte, 1<<16)
 	var buf []byte
-	for lo := 0; lo < len(es); lo += maxBatch {
-		hi := min(lo+maxBatch, len(es))
+	const perSend = entriesPerMsg * msgsPerSend
+	for lo := 0; lo < len(es); lo += perSend {
+		hi := min(lo+perSend, len(es))
 		buf = buf[:0]
-		for i := lo; i < hi; i++ {
-			buf = append(buf, addMessage(set, es[i], uint32(i+1))...)
+		msgs := 0
+		for i := lo; i < hi; i += entriesPerMsg {
+			// seq: index of the request's first member, plus one
+			buf = appendAddMessage(buf, set, es[i:min(i+entriesPerMsg, hi)], uint32(i+1))
+			msgs++
 		}
-		if err := unix.Sendto(fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		for {
+			err = unix.Sendto(fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+			if err != unix.EINTR {
+				break
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("add to ipset %s: %w", set, err)
 		}
-		for got := 0; got < hi-lo; {
+		for got := 0; got < msgs; {
 			m, _, err := unix.Recvfrom(fd, rbuf, 0)
 			if err == unix.EINTR {
 				continue
@@ -86,11 +155,11 @@ func addEntries(set string, es []Entry) error {
 			if err != nil {
 				return fmt.Errorf("add to ipset %s: %w", set, err)
 			}
-			msgs, err := syscall.ParseNetlinkMessage(rbuf[:m])
+			replies, err := syscall.ParseNetlinkMessage(rbuf[:m])
 			if err != nil {
 				return fmt.Errorf("add to ipset %s: %w", set, err)
 			}
-			for _, msg := range msgs {
+			for _, msg := range replies {
 				i := int(msg.Header.Seq) - 1
 				if msg.Header.Type != unix.NLMSG_ERROR || i < lo || i >= hi || len(msg.Data) < 4 {
 					continue
@@ -101,7 +170,8 @@ func addEntries(set string, es []Entry) error {
 					if e >= lib.IPSET_ERR_PRIVATE {
 						err = lib.IPSetError(uintptr(e))
 					}
-					return fmt.Errorf("add %s to ipset %s: %w", es[i], set, err)
+					j := min(i+entriesPerMsg, hi)
+					return fmt.Errorf("add %d members (%s .. %s) to ipset %s: %w", j-i, es[i], es[j-1], set, err)
 				}
 			}
 		}

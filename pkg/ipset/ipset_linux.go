@@ -173,6 +173,7 @@ func (n *Netlink) Replace(s Set, entries []Entry) error {
 	}
 	tmp := s
 	tmp.Name = TempName(s.Name)
+	tmp.HashSize = hashSizeFor(len(entries), s.HashSize)
 	if err := n.DestroySet(tmp.Name); err != nil {
 		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
 	}
