@@ -143,27 +143,7 @@ func (l *local) Outsider(t *testing.T) Client { return &nsClient{ns: l.newNS(t, 
 
 func (l *local) KernelDump(t *testing.T, vip netip.Addr) string {
 	t.Helper()
-	vss, err := l.ipvs.ListVirtualServers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ipvs.SortVirtualServers(vss)
-	var b strings.Builder
-	for _, v := range vss {
-		if v.Address != vip {
-			continue
-		}
-		rs, err := l.ipvs.ListRealServers(v.Key())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ipvs.SortRealServers(rs)
-		fmt.Fprintf(&b, "%s\n", v)
-		for _, r := range rs {
-			fmt.Fprintf(&b, "  -> %s\n", r)
-		}
-	}
-	return b.String()
+	return kerneltest.DumpVIP(t, l.ipvs, vip)
 }
 
 func (l *local) RestartAgent(t *testing.T) {

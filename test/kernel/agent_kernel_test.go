@@ -217,30 +217,10 @@ func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
 	}
 }
 
-// kernelDump lists the kernel's IPVS table for one VIP, real servers with weights.
+// kernelDump lists the kernel's IPVS table for one VIP.
 func kernelDump(t testing.TB, h ipvs.Interface, vip netip.Addr) string {
 	t.Helper()
-	vss, err := h.ListVirtualServers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ipvs.SortVirtualServers(vss)
-	var b strings.Builder
-	for _, v := range vss {
-		if v.Address != vip {
-			continue
-		}
-		rs, err := h.ListRealServers(v.Key())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ipvs.SortRealServers(rs)
-		fmt.Fprintf(&b, "%s\n", v)
-		for _, r := range rs {
-			fmt.Fprintf(&b, "  -> %s\n", r)
-		}
-	}
-	return b.String()
+	return kerneltest.DumpVIP(t, h, vip)
 }
 
 func endpointsOf(nss ...*kerneltest.NS) []discoveryv1.Endpoint {
