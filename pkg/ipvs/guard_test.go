@@ -2,36 +2,15 @@ package ipvs_test
 
 import (
 	"errors"
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/kubelvs/kubelvs/internal/golden"
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest/fault"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	p := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs:\n--- got\n%s--- want\n%s", name, got, want)
-	}
-}
 
 func vs(addr string, p ipvs.Protocol, port uint16) ipvs.VirtualServer {
 	return ipvs.VirtualServer{Address: netip.MustParseAddr(addr), Protocol: p, Port: port, Scheduler: "rr"}
@@ -96,8 +75,8 @@ func TestGuardOwnership(t *testing.T) {
 	if err := g.DeleteVirtualServer(mine6.Key()); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "guard.ipvs", k.Dump())
-	golden(t, "guard.ipset", sets.Dump())
+	golden.Assert(t, "guard.ipvs", k.Dump())
+	golden.Assert(t, "guard.ipset", sets.Dump())
 }
 
 func TestGuardAddFailureReleasesClaim(t *testing.T) {

@@ -1,18 +1,14 @@
 package netfilter
 
 import (
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kubelvs/kubelvs/internal/golden"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // fakeRunner serves canned iptables-save output and records restores.
 type fakeRunner struct {
@@ -52,8 +48,8 @@ func TestSyncFixesJumpsAndSkipsUnchanged(t *testing.T) {
 	if _, err := r.Sync(true); err != nil || len(run.calls) != n+4 {
 		t.Errorf("forced sync: err=%v, %d calls, want save+restore per family", err, len(run.calls)-n)
 	}
-	golden(t, "restore.txt", strings.Join(run.restores[:2], "---\n"))
-	golden(t, "sets.txt", sets.Dump())
+	golden.Assert(t, "restore.txt", strings.Join(run.restores[:2], "---\n"))
+	golden.Assert(t, "sets.txt", sets.Dump())
 }
 
 func TestDetectMode(t *testing.T) {
@@ -69,23 +65,6 @@ func TestDetectMode(t *testing.T) {
 		if got := DetectMode(&fakeRunner{saved: tc.saved}); got != tc.want {
 			t.Errorf("%s: DetectMode = %s, want %s", name, got, tc.want)
 		}
-	}
-}
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	p := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs:\n--- got\n%s--- want\n%s", name, got, want)
 	}
 }
 

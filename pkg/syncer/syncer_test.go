@@ -2,11 +2,8 @@ package syncer
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/kubelvs/kubelvs/internal/golden"
 	"github.com/kubelvs/kubelvs/pkg/conntrack"
 	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracktest"
 	"github.com/kubelvs/kubelvs/pkg/desired"
@@ -24,8 +22,6 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // node is a fake kernel: IPVS behind the ownership guard, ipsets, kubelvs0,
 // conntrack and the netfilter members.
@@ -81,23 +77,6 @@ func (n *node) dump() string {
 	return b.String()
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if string(want) != got {
-		t.Errorf("%s differs from the golden file:\n--- got\n%s--- want\n%s", name, got, want)
-	}
-}
-
 func key(vip string, proto ipvs.Protocol, port uint16) ipvs.Key {
 	return ipvs.Key{Address: netip.MustParseAddr(vip), Protocol: proto, Port: port}
 }
@@ -134,7 +113,7 @@ func TestSyncDrainFlushAndRestart(t *testing.T) {
 	if _, err := s.SyncAll([]desired.Group{g}); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "1-programmed", n.dump())
+	golden.Assert(t, "1-programmed"+".golden", n.dump())
 
 	// Nothing changed: no kernel writes at all.
 	before := n.writes()
@@ -165,7 +144,7 @@ func TestSyncDrainFlushAndRestart(t *testing.T) {
 	if deleted := s.FlushNow(); deleted != 1 {
 		t.Fatalf("flushed %d flows, want the 1 of the removed UDP backend", deleted)
 	}
-	golden(t, "2-draining", n.dump())
+	golden.Assert(t, "2-draining"+".golden", n.dump())
 
 	// An established TCP connection keeps it until the timeout.
 	if gone, err := s.Drain(); err != nil || len(gone) != 0 {
@@ -181,7 +160,7 @@ func TestSyncDrainFlushAndRestart(t *testing.T) {
 	if gone, err := s.Drain(); err != nil || len(gone) != 1 {
 		t.Fatalf("drain timeout: %v %v", gone, err)
 	}
-	golden(t, "3-drained", n.dump())
+	golden.Assert(t, "3-drained"+".golden", n.dump())
 
 	// The VirtualService is deleted: its objects go, the foreign one stays.
 	if _, err := s.RemoveGroup(g.Name); err != nil {
@@ -190,7 +169,7 @@ func TestSyncDrainFlushAndRestart(t *testing.T) {
 	if deleted := s.FlushNow(); deleted != 1 {
 		t.Fatalf("flushed %d flows of the deleted UDP service, want 1", deleted)
 	}
-	golden(t, "4-removed", n.dump())
+	golden.Assert(t, "4-removed"+".golden", n.dump())
 }
 
 func TestDrainEndsWhenConnectionsEnd(t *testing.T) {
