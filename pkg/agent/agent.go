@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -51,6 +52,8 @@ type Options struct {
 	// ReportStatus writes this node's entry into each VirtualService's
 	// status; large clusters may turn it off.
 	ReportStatus bool
+	// Metrics registers the agent's own metrics (nil: kept, not served).
+	Metrics prometheus.Registerer
 }
 
 // Agent keeps the node's kernel equal to the VirtualServices.
@@ -62,6 +65,7 @@ type Agent struct {
 	health *health.Manager
 	queue  workqueue.TypedRateLimitingInterface[types.NamespacedName]
 	ready  atomic.Bool
+	lat    *eventLatency
 
 	mu       sync.Mutex
 	reported map[types.NamespacedName]lvsv1.NodeStatus
@@ -87,6 +91,7 @@ func New(ctx context.Context, mgr manager.Manager, s *syncer.Syncer, hm *health.
 			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "kubelvs-agent"}),
 		reported: map[types.NamespacedName]lvsv1.NodeStatus{},
+		lat:      newEventLatency(o.Metrics),
 	}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &lvsv1.VirtualService{}, vsstatus.ServiceKeyIndex, vsstatus.IndexServiceKeys); err != nil {
@@ -114,8 +119,16 @@ func New(ctx context.Context, mgr manager.Manager, s *syncer.Syncer, hm *health.
 // HealthChanged is the health manager's callback: rebuild that group.
 func (a *Agent) HealthChanged(group string) {
 	if ns, name, err := toolscache.SplitMetaNamespaceKey(group); err == nil {
-		a.queue.Add(types.NamespacedName{Namespace: ns, Name: name})
+		a.event(types.NamespacedName{Namespace: ns, Name: name})
 	}
+}
+
+// event queues a VirtualService because of a watch event (or a health
+// change), starting its event-to-kernel clock. Work the agent makes for
+// itself (full syncs, drains, retries) uses the queue directly.
+func (a *Agent) event(key types.NamespacedName) {
+	a.lat.seen(key)
+	a.queue.Add(key)
 }
 
 // Ready is a readiness check: true once the first full sync is done.
@@ -176,10 +189,10 @@ func (a *Agent) watch(ctx context.Context) error {
 		if !ok {
 			return
 		}
-		a.queue.Add(types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name})
+		a.event(types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name})
 		// Whoever shares a key may win or lose it now.
 		for _, r := range a.rivals(ctx, vs) {
-			a.queue.Add(types.NamespacedName{Namespace: r.Namespace, Name: r.Name})
+			a.event(types.NamespacedName{Namespace: r.Namespace, Name: r.Name})
 		}
 	}
 	if _, err := vsInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
@@ -213,7 +226,7 @@ func (a *Agent) watch(ctx context.Context) error {
 			return
 		}
 		for i := range list.Items {
-			a.queue.Add(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
+			a.event(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
 		}
 	}
 	if _, err := sliceInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
@@ -275,13 +288,15 @@ func equalLabels(a, b map[string]string) bool {
 	return true
 }
 
+// queueAll queues every VirtualService after an event that concerns them
+// all (the node's labels changed).
 func (a *Agent) queueAll(ctx context.Context) {
 	var list lvsv1.VirtualServiceList
 	if err := a.client.List(ctx, &list); err != nil {
 		return
 	}
 	for i := range list.Items {
-		a.queue.Add(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
+		a.event(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
 	}
 }
 

@@ -38,9 +38,17 @@ func (a *Agent) processNext(ctx context.Context) bool {
 // VirtualServices are not held up.
 func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 	group := key.Namespace + "/" + key.Name
+	// The event clock stops when the kernel has acknowledged this sync.
+	evt, timed := a.lat.take(key)
+	kernelDone := func(err error) {
+		if timed {
+			a.lat.done(key, evt, err == nil)
+		}
+	}
 	var vs lvsv1.VirtualService
 	if err := a.client.Get(ctx, key, &vs); err != nil {
 		if !apierrors.IsNotFound(err) {
+			kernelDone(err)
 			return err
 		}
 		if a.health != nil {
@@ -48,20 +56,28 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 		}
 		a.forget(key)
 		_, err := a.syncer.RemoveGroup(key)
+		kernelDone(err)
 		return err
 	}
 	node, err := a.node(ctx)
-	if err != nil {
-		return err
+	if err == nil {
+		var g desired.Group
+		if g, err = a.build(ctx, &vs, node); err == nil {
+			return a.apply(ctx, key, &vs, g, kernelDone)
+		}
 	}
-	g, err := a.build(ctx, &vs, node)
-	if err != nil {
-		return err
-	}
+	kernelDone(err)
+	return err
+}
+
+// apply syncs g, tells kernelDone, then updates health targets and status.
+func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.VirtualService, g desired.Group, kernelDone func(error)) error {
+	group := key.Namespace + "/" + key.Name
 	if !vs.DeletionTimestamp.IsZero() {
 		g = desired.Group{Name: key}
 	}
 	res, syncErr := a.syncer.SyncGroup(g)
+	kernelDone(syncErr)
 	if a.health != nil {
 		cfg := health.ConfigFrom(vs.Spec.HealthCheck)
 		targets := make([]health.Target, len(g.HealthTargets))
@@ -71,7 +87,7 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 		a.health.SetTargets(group, cfg, targets)
 	}
 	if a.opts.ReportStatus {
-		if err := a.report(ctx, &vs, g, res.Draining, syncErr); err != nil {
+		if err := a.report(ctx, vs, g, res.Draining, syncErr); err != nil {
 			syncErr = errors.Join(syncErr, err)
 		}
 	}

@@ -95,7 +95,9 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 			return err
 		}
 	}
-	a, err = agent.New(ctx, mgr, s, hm, o.Options)
+	ao := o.Options
+	ao.Metrics = metrics.Registry
+	a, err = agent.New(ctx, mgr, s, hm, ao)
 	if err != nil {
 		return err
 	}
