@@ -133,17 +133,27 @@ func (a *Agent) report(ctx context.Context, vs *lvsv1.VirtualService, g desired.
 	if entries == nil {
 		u.Object["status"] = map[string]any{"nodes": []any{}}
 	}
+	// Record the entry before writing it: the watch event of this very
+	// write can reach needsSync before Apply returns, and must be
+	// recognised as ours rather than queue another sync.
+	a.mu.Lock()
+	a.reported[key] = st
+	a.mu.Unlock()
 	err := a.client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
 		client.FieldOwner("kubelvs-agent/"+a.opts.NodeName), client.ForceOwnership)
 	if err != nil {
+		a.mu.Lock()
+		if had {
+			a.reported[key] = last
+		} else {
+			delete(a.reported, key)
+		}
+		a.mu.Unlock()
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
 		return fmt.Errorf("report status: %w", err)
 	}
-	a.mu.Lock()
-	a.reported[key] = st
-	a.mu.Unlock()
 	return nil
 }
 
