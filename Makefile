@@ -86,7 +86,7 @@ docker-build: ## Build the image $(IMG) (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
 
 .PHONY: bench
-bench: ## Scale benchmarks in a guest kernel -> bench/results.json, bench/results.svg (see BENCHMARKS.md).
+bench: test-bins ## Scale benchmarks in a guest kernel -> bench/results.json, bench/results.svg (see BENCHMARKS.md).
 	hack/bench.sh
 
 .PHONY: bench-agent

@@ -117,7 +117,7 @@ func benchSliceToKernel(b *testing.B, kubeconfigFlag bool, flags []string) {
 		return c.Create(ctx, latVS(i))
 	})
 	created := time.Since(start)
-	initial := waitKernel(b, h, start, latEndpoints)
+	initial := waitKernel(b, h, start, latVirtualServices, latEndpoints)
 	if m, err := scrape(); err == nil {
 		logAgentMetrics(b, "from its start to the initial programming", metrics{}, m)
 	}
@@ -365,24 +365,24 @@ func countVirtualServers(tb testing.TB, h ipvs.Interface) int {
 	return n
 }
 
-// waitKernel waits until the kernel holds every virtual server with rs
-// real servers and returns the time since start. It lists the virtual
-// servers every second and reads real servers only once all are there,
-// then only of those still short.
-func waitKernel(tb testing.TB, h ipvs.Interface, start time.Time, rs int) time.Duration {
+// waitKernel waits until the kernel holds the n virtual servers latVIP(0..n-1)
+// with rs real servers each and returns the time since start. It lists the
+// virtual servers every second and reads real servers only once all are
+// there, then only of those still short.
+func waitKernel(tb testing.TB, h ipvs.Interface, start time.Time, n, rs int) time.Duration {
 	tb.Helper()
-	waitFor(tb, 15*time.Minute, "virtual servers in the kernel", func() error {
-		if n := countVirtualServers(tb, h); n != latVirtualServices {
+	waitFor(tb, 30*time.Minute, "virtual servers in the kernel", func() error {
+		if got := countVirtualServers(tb, h); got != n {
 			time.Sleep(950 * time.Millisecond) // waitFor adds 50ms; the dump costs CPU the agent needs
-			return fmt.Errorf("%d of %d", n, latVirtualServices)
+			return fmt.Errorf("%d of %d", got, n)
 		}
 		return nil
 	})
-	short := make([]int, latVirtualServices)
+	short := make([]int, n)
 	for i := range short {
 		short[i] = i
 	}
-	waitFor(tb, 15*time.Minute, "real servers in the kernel", func() error {
+	waitFor(tb, 30*time.Minute, "real servers in the kernel", func() error {
 		var still []int
 		for _, i := range short {
 			r, err := h.ListRealServers(ipvs.Key{Address: latVIP(i), Protocol: ipvs.TCP, Port: 80})

@@ -1,0 +1,447 @@
+package kernel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/kerneltest"
+)
+
+const (
+	// scaleRealServers is issue 6's number of real servers per virtual
+	// server.
+	scaleRealServers = 10
+	// scaleSampleBase offsets the sample endpoints' addresses past those
+	// of the initial slices (latEndpoint(i*10+j) for up to 200,000 VS).
+	scaleSampleBase = 1 << 21
+)
+
+// AgentScale is one size's figures of BenchmarkAgentScale, stored as the
+// "agent" member of that size in bench/results.json.
+type AgentScale struct {
+	VirtualServers int `json:"virtual_servers"`
+	RealServersPer int `json:"real_servers_per_virtual_server"`
+	// CreateSeconds is how long the benchmark took to create the
+	// EndpointSlices and VirtualServices; InitialSeconds from the first
+	// write until the kernel held all of them; SettledSeconds until every
+	// status entry was written and the agent's queue stayed empty.
+	CreateSeconds  float64 `json:"create_seconds"`
+	InitialSeconds float64 `json:"initial_programming_seconds"`
+	SettledSeconds float64 `json:"settled_seconds"`
+	// EventToKernel is kubelvs_event_to_kernel_seconds per sample: from the
+	// agent receiving the EndpointSlice's watch event to the kernel
+	// acknowledging the sync. APIToKernel is measured by the benchmark:
+	// from issuing the API write until netlink shows the new real server.
+	EventToKernel Summary `json:"event_to_kernel"`
+	APIToKernel   Summary `json:"api_write_to_kernel"`
+	// Peak resident memory of the agent process (VmHWM) over the whole
+	// run, its resident memory at the end and the Go heap in use.
+	PeakRSSMiB   float64 `json:"agent_peak_rss_mib"`
+	RSSMiB       float64 `json:"agent_rss_mib"`
+	HeapInuseMiB float64 `json:"agent_heap_inuse_mib"`
+	Note         string  `json:"note"`
+}
+
+// Summary is a latency distribution, milliseconds.
+type Summary struct {
+	Samples []float64 `json:"samples_ms"`
+	P50     float64   `json:"p50_ms"`
+	P90     float64   `json:"p90_ms"`
+	P99     float64   `json:"p99_ms"`
+	Max     float64   `json:"max_ms"`
+}
+
+func summarize(ms []float64) Summary {
+	s := Summary{Samples: ms}
+	if len(ms) == 0 {
+		return s
+	}
+	sorted := slices.Sorted(slices.Values(ms))
+	q := func(p int) float64 { return sorted[max((p*len(sorted)+99)/100-1, 0)] }
+	s.P50, s.P90, s.P99, s.Max = q(50), q(90), q(99), sorted[len(sorted)-1]
+	return s
+}
+
+// BenchmarkAgentScale is scenarios 3 and 6 of issue 6 through the real
+// agent binary: etcd, kube-apiserver and the agent (default flags, status
+// reporting on) in the guest, N VirtualServices each with one VIP, one TCP
+// port and an EndpointSlice of 10 ready endpoints, for each N of
+// KUBELVS_BENCH_SIZES (default 1000,10000). For each size it reports the
+// initial programming time, then KUBELVS_BENCH_AGENT_SAMPLES (default 200)
+// single EndpointSlice changes one at a time (one endpoint replaced by a
+// new address in a random slice): the agent's own event-to-kernel time
+// (its kubelvs_event_to_kernel_seconds histogram, read after every
+// sample, so each sample is exact) and the end-to-end time from issuing
+// the API write until netlink shows the new real server; and the agent's
+// peak resident memory. With KUBELVS_BENCH_OUT it adds the figures to
+// that results file (hack/bench.sh: bench/results.json).
+func BenchmarkAgentScale(b *testing.B) {
+	kerneltest.Require(b)
+	sizes := []int{1000, 10000}
+	if v := os.Getenv("KUBELVS_BENCH_SIZES"); v != "" {
+		sizes = nil
+		for f := range strings.SplitSeq(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 || n > 60000 {
+				b.Fatalf("KUBELVS_BENCH_SIZES: %q is not a size (1..60000)", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	samples := 200
+	if v := os.Getenv("KUBELVS_BENCH_AGENT_SAMPLES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("KUBELVS_BENCH_AGENT_SAMPLES: %q", v)
+		}
+		samples = n
+	}
+	slices.Sort(sizes)
+	_, c, kc := apiServer(b)
+	h, err := ipvs.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { h.Close() })
+	for i, n := range sizes {
+		b.Run(fmt.Sprintf("vs=%d", n), func(b *testing.B) {
+			r := agentScale(b, c, kc, h, n, samples, i == len(sizes)-1)
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(r.InitialSeconds, "s-initial")
+			b.ReportMetric(r.EventToKernel.P50, "ms-event-p50")
+			b.ReportMetric(r.EventToKernel.P99, "ms-event-p99")
+			b.ReportMetric(r.APIToKernel.P50, "ms-api-p50")
+			b.ReportMetric(r.APIToKernel.P99, "ms-api-p99")
+			b.ReportMetric(r.PeakRSSMiB, "MiB-peak-rss")
+			if out := os.Getenv("KUBELVS_BENCH_OUT"); out != "" {
+				if err := mergeAgentScale(out, r); err != nil {
+					b.Fatalf("write %s: %v", out, err)
+				}
+			}
+		})
+	}
+}
+
+func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, samples int, last bool) AgentScale {
+	ctx := context.Background()
+	r := AgentScale{VirtualServers: n, RealServersPer: scaleRealServers,
+		Note: "agent binary with default flags (status reporting on) against etcd and kube-apiserver in the same guest"}
+	start := time.Now()
+	agent := startLatencyAgent(b, kc, false, "--metrics-bind-address="+latMetricsAddr, "--health-probe-bind-address="+latProbeAddr)
+	waitFor(b, 5*time.Minute, "agent ready (first full sync)", func() error { return probe("http://" + latProbeAddr + "/readyz") })
+	b.Logf("vs=%d: agent ready after %s", n, time.Since(start).Round(time.Millisecond))
+
+	sliceOf := make([]*discoveryv1.EndpointSlice, n)
+	start = time.Now()
+	parallel(b, n, func(i int) error {
+		s := scaleSlice(i)
+		if err := c.Create(ctx, s); err != nil {
+			return err
+		}
+		sliceOf[i] = s
+		return c.Create(ctx, latVS(i))
+	})
+	r.CreateSeconds = time.Since(start).Seconds()
+	r.InitialSeconds = waitKernel(b, h, start, n, scaleRealServers).Seconds()
+	b.Logf("vs=%d: %d EndpointSlices and VirtualServices created in %.1fs, all in the kernel %.1fs after the first write",
+		n, n, r.CreateSeconds, r.InitialSeconds)
+
+	// Settle: every status entry written and the queue empty, so that the
+	// samples are steady-state changes.
+	waitFor(b, 30*time.Minute, "status of every VirtualService", func() error {
+		var list lvsv1.VirtualServiceList
+		if err := c.List(ctx, &list, client.InNamespace("default")); err != nil {
+			return err
+		}
+		done := 0
+		for _, vs := range list.Items {
+			for _, st := range vs.Status.Nodes {
+				if st.Node == "guest" && st.Programmed && st.Backends.Total == scaleRealServers {
+					done++
+				}
+			}
+		}
+		if done != n {
+			time.Sleep(time.Second) // listing n objects costs CPU the agent needs
+			return fmt.Errorf("%d of %d reported", done, n)
+		}
+		return nil
+	})
+	waitQueueEmpty(b)
+	r.SettledSeconds = time.Since(start).Seconds()
+	b.Logf("vs=%d: status reported and agent queue empty %.1fs after the first write", n, r.SettledSeconds)
+
+	// The samples, one at a time: replace one endpoint of a random slice
+	// by a new address. The old address drains (weight 0, removed by the
+	// next drain pass), so each sample also brings a sync of the agent's
+	// own making and two status writes, which are not timed as events.
+	rng := rand.New(rand.NewPCG(6, uint64(n)))
+	prev, err := scrape()
+	if err != nil {
+		b.Fatal(err)
+	}
+	before := prev
+	var event, api []float64
+	multi := 0
+	for k := range samples {
+		i := rng.IntN(n)
+		s := sliceOf[i]
+		addr := latEndpoint(scaleSampleBase + k)
+		s.Endpoints[k%scaleRealServers] = readyEndpoint(addr)
+		want := ipvs.RealKey{Address: addr, Port: 8080}
+		key := ipvs.Key{Address: latVIP(i), Protocol: ipvs.TCP, Port: 80}
+
+		tAPI := time.Now()
+		if err := c.Update(ctx, s); err != nil {
+			b.Fatalf("sample %d: update %s: %v", k, s.Name, err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			rss, err := h.ListRealServers(key)
+			if err != nil {
+				b.Fatalf("sample %d: list real servers of %s: %v", k, key, err)
+			}
+			if slices.ContainsFunc(rss, func(r ipvs.RealServer) bool { return r.Key() == want && r.Weight > 0 }) {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("sample %d: %s not a real server of %s after 30s:\n%s", k, want, key, kernelDump(b, h, key.Address))
+			}
+			time.Sleep(latPoll)
+		}
+		api = append(api, float64(time.Since(tAPI).Microseconds())/1000)
+		// The agent observes its histogram right after the kernel's
+		// acknowledgement; the gap lets it (and the drain of the old
+		// address) finish before the next sample.
+		time.Sleep(latGap)
+		cur, err := scrape()
+		if err != nil {
+			b.Fatal(err)
+		}
+		dn := cur.sum("kubelvs_event_to_kernel_seconds_count") - prev.sum("kubelvs_event_to_kernel_seconds_count")
+		ds := cur.sum("kubelvs_event_to_kernel_seconds_sum") - prev.sum("kubelvs_event_to_kernel_seconds_sum")
+		switch {
+		case dn == 1:
+			event = append(event, ds*1000)
+		case dn > 1:
+			multi++ // another event was timed in the window: no exact figure
+		}
+		prev = cur
+	}
+	if len(event) < samples/2 {
+		b.Fatalf("only %d of %d samples had exactly one event-to-kernel observation (%d had several)", len(event), samples, multi)
+	}
+	r.EventToKernel, r.APIToKernel = summarize(event), summarize(api)
+	b.Logf("vs=%d: one EndpointSlice change, %d samples: event->kernel p50 %.2fms p99 %.2fms max %.2fms (%d samples); API write->kernel p50 %.2fms p99 %.2fms max %.2fms",
+		n, samples, r.EventToKernel.P50, r.EventToKernel.P99, r.EventToKernel.Max, len(event), r.APIToKernel.P50, r.APIToKernel.P99, r.APIToKernel.Max)
+	if multi > 0 {
+		b.Logf("vs=%d: %d samples left out: more than one event timed in their window", n, multi)
+	}
+	logAgentMetrics(b, "during the samples", before, prev)
+
+	hwm, rss, err := procMemory(agent.cmd.Process.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.PeakRSSMiB, r.RSSMiB = hwm, rss
+	r.HeapInuseMiB = prev.sum("go_memstats_heap_inuse_bytes") / (1 << 20)
+	b.Logf("vs=%d: agent memory: peak RSS %.0f MiB, RSS now %.0f MiB, Go heap in use %.0f MiB", n, hwm, rss, r.HeapInuseMiB)
+
+	if !last {
+		// The next size starts from an empty API server and kernel.
+		start = time.Now()
+		parallel(b, n, func(i int) error {
+			err := c.Delete(ctx, &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("svc-%d", i), Namespace: "default"}})
+			return errors.Join(err, c.Delete(ctx, sliceOf[i]))
+		})
+		waitFor(b, 30*time.Minute, "VirtualServices removed from the kernel", func() error {
+			if left := countVirtualServers(b, h); left != 0 {
+				time.Sleep(time.Second)
+				return fmt.Errorf("%d left", left)
+			}
+			return nil
+		})
+		b.Logf("vs=%d: deleted; kernel empty after %s", n, time.Since(start).Round(time.Millisecond))
+	}
+	agent.stop(b)
+	logAgentErrors(b, agent.log)
+	return r
+}
+
+// waitQueueEmpty waits until the agent's workqueue has been empty for five
+// consecutive scrapes.
+func waitQueueEmpty(tb testing.TB) {
+	tb.Helper()
+	settle := 0
+	waitFor(tb, 30*time.Minute, "agent queue empty", func() error {
+		m, err := scrape()
+		if err != nil {
+			return err
+		}
+		if d := m.sum("workqueue_depth", `name="kubelvs-agent"`); d != 0 {
+			settle = 0
+			time.Sleep(200 * time.Millisecond)
+			return fmt.Errorf("depth %v", d)
+		}
+		if settle++; settle < 5 {
+			return fmt.Errorf("empty %d times", settle)
+		}
+		return nil
+	})
+}
+
+func scaleSlice(i int) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("svc-%d-1", i), Namespace: "default",
+			Labels: map[string]string{discoveryv1.LabelServiceName: fmt.Sprintf("svc-%d", i)}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	for j := range scaleRealServers {
+		s.Endpoints = append(s.Endpoints, readyEndpoint(latEndpoint(i*scaleRealServers+j)))
+	}
+	return s
+}
+
+// procMemory reads a process's peak and current resident set (MiB).
+func procMemory(pid int) (hwm, rss float64, err error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	kib := func(field string) (float64, error) {
+		for l := range strings.Lines(string(data)) {
+			if v, ok := strings.CutPrefix(l, field+":"); ok {
+				n, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				return n / 1024, err
+			}
+		}
+		return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+	}
+	if hwm, err = kib("VmHWM"); err != nil {
+		return 0, 0, err
+	}
+	rss, err = kib("VmRSS")
+	return hwm, rss, err
+}
+
+// mergeAgentScale stores r as the "agent" member of the size with r's
+// number of virtual servers in the results file at path (adding the size,
+// or creating the file, if needed), leaving everything else as it is: the
+// other scenarios come from test/bench in the same `make bench` run.
+func mergeAgentScale(path string, r AgentScale) error {
+	doc := map[string]any{}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return err
+	default:
+		if err := json.Unmarshal(data, &doc); err != nil {
+			return err
+		}
+	}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	var agent map[string]any
+	if err := json.Unmarshal(raw, &agent); err != nil {
+		return err
+	}
+	sizes, _ := doc["sizes"].([]any)
+	found := false
+	for _, s := range sizes {
+		if m, ok := s.(map[string]any); ok && m["virtual_servers"] == float64(r.VirtualServers) {
+			m["agent"] = agent
+			found = true
+		}
+	}
+	if !found {
+		sizes = append(sizes, map[string]any{"virtual_servers": r.VirtualServers,
+			"real_servers_per_virtual_server": r.RealServersPer, "agent": agent})
+	}
+	doc["sizes"] = sizes
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(out, '\n'), 0o644)
+}
+
+func TestMergeAgentScale(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.json")
+	// No file yet: the size is created.
+	if err := mergeAgentScale(path, AgentScale{VirtualServers: 1000, RealServersPer: 10, PeakRSSMiB: 50}); err != nil {
+		t.Fatal(err)
+	}
+	// A file from test/bench: its figures stay, the agent's join the size.
+	if err := os.WriteFile(path, []byte(`{"machine":{"guest":"uml"},"sizes":[{"virtual_servers":1000,"resync_nothing_changed":{"seconds":0.003}},{"virtual_servers":10000}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []AgentScale{{VirtualServers: 10000, PeakRSSMiB: 120}, {VirtualServers: 1000, PeakRSSMiB: 40}, {VirtualServers: 30000, PeakRSSMiB: 300}} {
+		if err := mergeAgentScale(path, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Machine map[string]any `json:"machine"`
+		Sizes   []struct {
+			VirtualServers int                `json:"virtual_servers"`
+			Resync         map[string]float64 `json:"resync_nothing_changed"`
+			Agent          *AgentScale        `json:"agent"`
+		} `json:"sizes"`
+	}
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Machine["guest"] != "uml" || len(got.Sizes) != 3 || got.Sizes[0].Resync["seconds"] != 0.003 {
+		t.Fatalf("other figures not kept:\n%s", data)
+	}
+	for i, want := range []struct {
+		vs  int
+		rss float64
+	}{{1000, 40}, {10000, 120}, {30000, 300}} {
+		s := got.Sizes[i]
+		if s.VirtualServers != want.vs || s.Agent == nil || s.Agent.PeakRSSMiB != want.rss {
+			t.Errorf("size %d: %+v, want %d virtual servers with an agent peak RSS of %v", i, s, want.vs, want.rss)
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	var ms []float64
+	for i := 100; i >= 1; i-- {
+		ms = append(ms, float64(i))
+	}
+	s := summarize(ms)
+	if s.P50 != 50 || s.P90 != 90 || s.P99 != 99 || s.Max != 100 || len(s.Samples) != 100 || s.Samples[0] != 100 {
+		t.Fatalf("summarize(100..1) = p50 %v p90 %v p99 %v max %v, samples reordered: %v", s.P50, s.P90, s.P99, s.Max, s.Samples[0] != 100)
+	}
+}
