@@ -2,6 +2,7 @@ package ipvs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"syscall"
 
@@ -14,6 +15,7 @@ var _ RealServerBatcher = (*Netlink)(nil)
 
 // Generic netlink numbers of IPVS (include/uapi/linux/ip_vs.h).
 const (
+	ipvsCmdNewService  = 1
 	ipvsCmdNewDest     = 5
 	ipvsCmdAttrService = 1
 	ipvsCmdAttrDest    = 2
@@ -21,27 +23,36 @@ const (
 	ipvsSvcAttrProto   = 2
 	ipvsSvcAttrAddr    = 3
 	ipvsSvcAttrPort    = 4
+	ipvsSvcAttrSched   = 6
+	ipvsSvcAttrFlags   = 7
+	ipvsSvcAttrTimeout = 8
+	ipvsSvcAttrNetmask = 9
 	ipvsDestAttrAddr   = 1
 	ipvsDestAttrPort   = 2
 	ipvsDestAttrFwd    = 3
 	ipvsDestAttrWeight = 4
 	ipvsDestAttrUpper  = 5
 	ipvsDestAttrLower  = 6
-	// maxBatch bounds the requests of one send, so that their
-	// acknowledgements fit the socket's receive buffer.
+	// maxBatch bounds the requests of one send, so that their answers
+	// (one per failed request, at worst all of them) fit the socket's
+	// receive buffer.
 	maxBatch = 128
 )
 
 // batchSocket is a generic netlink socket that sends many IPVS requests in
-// one sendmsg and reads their acknowledgements together: moby/ipvs waits
-// for each reply before the next request, which costs two system calls per
-// object (dominant in a guest kernel where every system call is slow).
+// one sendmsg and reads the kernel's answers to all of them with as few
+// receives as it can (see exchange): moby/ipvs waits for each reply before
+// the next request, which costs three system calls per object (dominant in
+// a guest kernel where every system call is slow).
 type batchSocket struct {
 	fd     int
 	family uint16
 	seq    uint32
 	buf    []byte
 	rbuf   []byte
+	// lastReq is the offset in the buffer being built of its last
+	// request, the one exchange asks an acknowledgement for.
+	lastReq int
 }
 
 func openBatchSocket() (*batchSocket, error) {
@@ -90,43 +101,82 @@ func nested(buf []byte, typ uint16, f func([]byte) []byte) []byte {
 	return buf
 }
 
-// appendNewDest appends one IPVS_CMD_NEW_DEST request, with the same
-// attributes moby/ipvs sends.
-func (b *batchSocket) appendNewDest(buf []byte, k Key, rs RealServer, fwd uint32) []byte {
+// request appends one generic netlink request of the IPVS family whose
+// attributes f writes, with the next sequence number. It asks for no
+// acknowledgement: the kernel then answers only if the request fails, and
+// exchange asks one for the last request of a send.
+func (b *batchSocket) request(buf []byte, cmd uint8, f func([]byte) []byte) []byte {
 	start := len(buf)
 	b.seq++
+	b.lastReq = start
 	buf = append(buf, make([]byte, unix.NLMSG_HDRLEN)...)
-	buf = append(buf, (&nl.Genlmsg{Command: ipvsCmdNewDest, Version: 1}).Serialize()...)
-	buf = nested(buf, ipvsCmdAttrService, func(buf []byte) []byte {
-		buf = appendAttr(buf, ipvsSvcAttrAF, u16(family(k.Address)))
-		buf = appendAttr(buf, ipvsSvcAttrProto, u16(uint16(k.Protocol)))
-		buf = appendAttr(buf, ipvsSvcAttrAddr, k.Address.AsSlice())
-		return appendAttr(buf, ipvsSvcAttrPort, be16(k.Port))
-	})
-	buf = nested(buf, ipvsCmdAttrDest, func(buf []byte) []byte {
-		buf = appendAttr(buf, ipvsDestAttrAddr, rs.Address.AsSlice())
-		buf = appendAttr(buf, ipvsDestAttrPort, be16(rs.Port))
-		buf = appendAttr(buf, ipvsDestAttrFwd, u32(fwd))
-		buf = appendAttr(buf, ipvsDestAttrWeight, u32(uint32(rs.Weight)))
-		buf = appendAttr(buf, ipvsDestAttrUpper, u32(0))
-		return appendAttr(buf, ipvsDestAttrLower, u32(0))
-	})
+	buf = append(buf, (&nl.Genlmsg{Command: cmd, Version: 1}).Serialize()...)
+	buf = f(buf)
 	h := buf[start:]
 	binary.NativeEndian.PutUint32(h[0:], uint32(len(buf)-start))
 	binary.NativeEndian.PutUint16(h[4:], b.family)
-	binary.NativeEndian.PutUint16(h[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	binary.NativeEndian.PutUint16(h[6:], unix.NLM_F_REQUEST)
 	binary.NativeEndian.PutUint32(h[8:], b.seq)
 	return buf
 }
 
-// exchange sends the requests in buf (sequence numbers first..first+n-1)
-// in one sendmsg and returns the kernel's answer to each.
+// appendServiceKey appends the attributes that name the service k.
+func appendServiceKey(buf []byte, k Key) []byte {
+	buf = appendAttr(buf, ipvsSvcAttrAF, u16(family(k.Address)))
+	buf = appendAttr(buf, ipvsSvcAttrProto, u16(uint16(k.Protocol)))
+	buf = appendAttr(buf, ipvsSvcAttrAddr, k.Address.AsSlice())
+	return appendAttr(buf, ipvsSvcAttrPort, be16(k.Port))
+}
+
+// appendNewService appends one IPVS_CMD_NEW_SERVICE request, with the
+// attributes and values moby/ipvs sends for toService(vs).
+func (b *batchSocket) appendNewService(buf []byte, vs VirtualServer) []byte {
+	s := toService(vs)
+	return b.request(buf, ipvsCmdNewService, func(buf []byte) []byte {
+		return nested(buf, ipvsCmdAttrService, func(buf []byte) []byte {
+			buf = appendServiceKey(buf, vs.Key())
+			buf = appendAttr(buf, ipvsSvcAttrSched, append([]byte(s.SchedName), 0))
+			// struct ip_vs_flags: the flags, and the mask of those to set.
+			buf = appendAttr(buf, ipvsSvcAttrFlags, append(u32(s.Flags), u32(^uint32(0))...))
+			buf = appendAttr(buf, ipvsSvcAttrTimeout, u32(s.Timeout))
+			return appendAttr(buf, ipvsSvcAttrNetmask, u32(s.Netmask))
+		})
+	})
+}
+
+// appendNewDest appends one IPVS_CMD_NEW_DEST request, with the same
+// attributes moby/ipvs sends.
+func (b *batchSocket) appendNewDest(buf []byte, k Key, rs RealServer, fwd uint32) []byte {
+	return b.request(buf, ipvsCmdNewDest, func(buf []byte) []byte {
+		buf = nested(buf, ipvsCmdAttrService, func(buf []byte) []byte { return appendServiceKey(buf, k) })
+		return nested(buf, ipvsCmdAttrDest, func(buf []byte) []byte {
+			buf = appendAttr(buf, ipvsDestAttrAddr, rs.Address.AsSlice())
+			buf = appendAttr(buf, ipvsDestAttrPort, be16(rs.Port))
+			buf = appendAttr(buf, ipvsDestAttrFwd, u32(fwd))
+			buf = appendAttr(buf, ipvsDestAttrWeight, u32(uint32(rs.Weight)))
+			buf = appendAttr(buf, ipvsDestAttrUpper, u32(0))
+			return appendAttr(buf, ipvsDestAttrLower, u32(0))
+		})
+	})
+}
+
+// exchange sends the requests in buf (sequence numbers first..first+n-1,
+// the last one appended last) in one sendmsg and returns the kernel's
+// answer to each. Only the last request asks for an acknowledgement: the
+// kernel handles the requests of one send in order, within the sendmsg, and
+// answers a request without NLM_F_ACK only when it fails; so once the last
+// one's answer is read, every failure before it has been read too and the
+// other requests succeeded. That is one receive per send, not one per
+// request (plus one per failure).
 func (b *batchSocket) exchange(buf []byte, first uint32, n int) ([]error, error) {
+	last := first + uint32(n) - 1
+	h := buf[b.lastReq:]
+	binary.NativeEndian.PutUint16(h[6:], binary.NativeEndian.Uint16(h[6:])|unix.NLM_F_ACK)
 	if err := unix.Sendto(b.fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, err
 	}
 	errs := make([]error, n)
-	for got := 0; got < n; {
+	for {
 		m, _, err := unix.Recvfrom(b.fd, b.rbuf, 0)
 		if err != nil {
 			if err == unix.EINTR {
@@ -138,6 +188,7 @@ func (b *batchSocket) exchange(buf []byte, first uint32, n int) ([]error, error)
 		if err != nil {
 			return nil, err
 		}
+		done := false
 		for _, msg := range msgs {
 			i := int(msg.Header.Seq - first)
 			if msg.Header.Type != unix.NLMSG_ERROR || i < 0 || i >= n || len(msg.Data) < 4 {
@@ -146,10 +197,57 @@ func (b *batchSocket) exchange(buf []byte, first uint32, n int) ([]error, error)
 			if e := -int32(binary.NativeEndian.Uint32(msg.Data)); e != 0 {
 				errs[i] = mapErr(syscall.Errno(e))
 			}
-			got++
+			done = done || msg.Header.Seq == last
+		}
+		if done {
+			return errs, nil
 		}
 	}
-	return errs, nil
+}
+
+// batchLocked returns the batch socket, opened on first use. n.mu is held.
+func (n *Netlink) batchLocked() (*batchSocket, error) {
+	if n.h == nil {
+		return nil, errors.New("IPVS handle closed")
+	}
+	if n.batch == nil {
+		b, err := openBatchSocket()
+		if err != nil {
+			return nil, err
+		}
+		n.batch = b
+	}
+	return n.batch, nil
+}
+
+// exchangeLocked is batchSocket.exchange; after an error the socket is in
+// an unknown state and is dropped (a new one opens next time). n.mu is held.
+func (n *Netlink) exchangeLocked(buf []byte, first uint32, count int) ([]error, error) {
+	res, err := n.batch.exchange(buf, first, count)
+	if err != nil {
+		n.batch.close()
+		n.batch = nil
+	}
+	return res, err
+}
+
+// addService sends one IPVS_CMD_NEW_SERVICE on the batch socket: two system
+// calls, where moby/ipvs needs three (it asks for the socket's address on
+// every request) and several allocations.
+func (n *Netlink) addService(vs VirtualServer) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	b, err := n.batchLocked()
+	if err != nil {
+		return err
+	}
+	first := b.seq + 1
+	b.buf = b.appendNewService(b.buf[:0], vs)
+	res, err := n.exchangeLocked(b.buf, first, 1)
+	if err != nil {
+		return err
+	}
+	return res[0]
 }
 
 // AddRealServers adds real servers to one virtual server, up to maxBatch
@@ -167,17 +265,10 @@ func (n *Netlink) AddRealServers(k Key, rss []RealServer) []error {
 		}
 		return errs
 	}
-	if n.h == nil {
-		return fail(0, fmt.Errorf("IPVS handle closed"))
+	b, err := n.batchLocked()
+	if err != nil {
+		return fail(0, err)
 	}
-	if n.batch == nil {
-		b, err := openBatchSocket()
-		if err != nil {
-			return fail(0, err)
-		}
-		n.batch = b
-	}
-	b := n.batch
 	for lo := 0; lo < len(rss); lo += maxBatch {
 		hi := min(lo+maxBatch, len(rss))
 		buf, first := b.buf[:0], b.seq+1
@@ -195,11 +286,8 @@ func (n *Netlink) AddRealServers(k Key, rss []RealServer) []error {
 		if len(idx) == 0 {
 			continue
 		}
-		res, err := b.exchange(buf, first, len(idx))
+		res, err := n.exchangeLocked(buf, first, len(idx))
 		if err != nil {
-			// The socket is in an unknown state: start afresh next time.
-			b.close()
-			n.batch = nil
 			return fail(lo, err)
 		}
 		for j, i := range idx {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/kubelvs/kubelvs/internal/golden"
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
@@ -132,5 +133,135 @@ func TestValidate(t *testing.T) {
 	}
 	if got, want := ok.String(), "UDP/[fd00::1]:53 mh flags=fallback|port persistent=60s/64"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+// claimCounter counts the claims an Ownership is asked for.
+type claimCounter struct {
+	ipvs.Ownership
+	claims int
+}
+
+func (c *claimCounter) Claim(k ipvs.Key) error { c.claims++; return c.Ownership.Claim(k) }
+
+func newListingGuard(t *testing.T) (*ipvs.Guard, *ipvstest.Fake, *claimCounter, *time.Time) {
+	t.Helper()
+	k := ipvstest.NewFake()
+	own, err := ipvs.NewSetOwnership(ipsettest.NewFake())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := &claimCounter{Ownership: own}
+	g := ipvs.NewGuard(k, cc)
+	now := time.Unix(1000, 0)
+	g.SetClock(func() time.Time { return now })
+	return g, k, cc, &now
+}
+
+// After a listing, fresh adds ask the kernel nothing before their claim;
+// a foreign virtual server the listing missed is still refused by the
+// kernel's own add, left untouched and unclaimed, and the next attempt on
+// it is refused before any claim.
+func TestGuardListingSparesExistenceChecks(t *testing.T) {
+	t.Parallel()
+	g, k, cc, _ := newListingGuard(t)
+	if _, err := g.ListVirtualServers(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := g.AddVirtualServer(vs("10.0.1.1", ipvs.TCP, uint16(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := k.Calls("GetVirtualServer"); n != 0 {
+		t.Errorf("%d existence checks after a listing, want 0", n)
+	}
+
+	foreign := vs("10.0.0.9", ipvs.TCP, 80)
+	foreign.Scheduler = "wlc"
+	if err := k.AddVirtualServer(foreign); err != nil { // after the listing
+		t.Fatal(err)
+	}
+	mine := foreign
+	mine.Scheduler = "rr"
+	claims := cc.claims
+	if err := g.AddVirtualServer(mine); !errors.Is(err, ipvs.ErrNotOwned) {
+		t.Fatalf("add over a foreign virtual server: %v, want ErrNotOwned", err)
+	}
+	if g.Owns(foreign.Key()) {
+		t.Error("a refused add left a claim")
+	}
+	if got, _ := k.GetVirtualServer(foreign.Key()); !got.Equal(foreign) {
+		t.Errorf("foreign virtual server changed to %s", got)
+	}
+	if err := g.AddVirtualServer(mine); !errors.Is(err, ipvs.ErrNotOwned) {
+		t.Fatalf("second add over a foreign virtual server: %v, want ErrNotOwned", err)
+	}
+	if got := cc.claims - claims; got != 1 {
+		t.Errorf("%d claims for two adds over a foreign key, want 1 (the first, which the kernel refused)", got)
+	}
+
+	// A key the listing shows but which has gone since is asked about.
+	if err := k.DeleteVirtualServer(foreign.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.AddVirtualServer(mine); err != nil {
+		t.Fatalf("add after the foreign virtual server left: %v", err)
+	}
+	// An own delete keeps the listing true: re-adding needs no check.
+	gets := k.Calls("GetVirtualServer")
+	if err := g.DeleteVirtualServer(mine.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.AddVirtualServer(mine); err != nil {
+		t.Fatal(err)
+	}
+	if n := k.Calls("GetVirtualServer") - gets; n != 0 {
+		t.Errorf("%d existence checks re-adding a virtual server this guard deleted, want 0", n)
+	}
+}
+
+// A listing older than ListingTTL is not trusted: an occasional add asks
+// for its key; one that expires during a burst of adds is taken again.
+func TestGuardListingExpires(t *testing.T) {
+	t.Parallel()
+	g, k, _, now := newListingGuard(t)
+	if _, err := g.ListVirtualServers(); err != nil {
+		t.Fatal(err)
+	}
+	*now = now.Add(ipvs.DefaultListingTTL + time.Second)
+	if err := g.AddVirtualServer(vs("10.0.2.1", ipvs.TCP, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if n := k.Calls("GetVirtualServer"); n != 1 {
+		t.Errorf("%d existence checks with an expired listing, want 1", n)
+	}
+
+	// A burst: the listing expires after answering many checks.
+	if _, err := g.ListVirtualServers(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if i == 100 {
+			*now = now.Add(ipvs.DefaultListingTTL + time.Second)
+		}
+		if err := g.AddVirtualServer(vs("10.0.3.1", ipvs.TCP, uint16(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, lists := k.Calls("GetVirtualServer"), k.Calls("ListVirtualServers"); n != 1 || lists != 3 {
+		t.Errorf("burst over an expiring listing: %d existence checks (want 1) and %d listings (want 3)", n, lists)
+	}
+
+	// ListingTTL 0: every fresh add asks.
+	g.ListingTTL = 0
+	if _, err := g.ListVirtualServers(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.AddVirtualServer(vs("10.0.4.1", ipvs.TCP, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if n := k.Calls("GetVirtualServer"); n != 2 {
+		t.Errorf("%d existence checks with ListingTTL 0, want 2", n)
 	}
 }

@@ -15,7 +15,9 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// Netlink implements Interface with moby/ipvs on one long-lived handle.
+// Netlink implements Interface with moby/ipvs on one long-lived handle,
+// except the adds of virtual and real servers, which a cold sync issues by
+// the thousand: those go through a raw socket of its own (batch_linux.go).
 // moby/ipvs sends one ACKed request per call and drops replies whose
 // sequence number does not match, so concurrent use of one socket would lose
 // replies: every call holds the mutex.
@@ -230,12 +232,13 @@ func (n *Netlink) GetVirtualServer(k Key) (VirtualServer, error) {
 	return vs, nil
 }
 
-// AddVirtualServer creates a service.
+// AddVirtualServer creates a service (through the batch socket: the add
+// is on the path of every new virtual server).
 func (n *Netlink) AddVirtualServer(vs VirtualServer) error {
 	if err := vs.Validate(); err != nil {
 		return err
 	}
-	if err := n.do(func(h *moby.Handle) error { return h.NewService(toService(vs)) }); err != nil {
+	if err := n.addService(vs); err != nil {
 		return fmt.Errorf("add virtual server %s: %w", vs, err)
 	}
 	return nil

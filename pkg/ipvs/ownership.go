@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 )
@@ -121,10 +122,50 @@ func (o *SetOwnership) Release(k Key) error {
 // Guard is an Interface that refuses to change or delete virtual servers
 // (and their real servers) that are not recorded in its Ownership, and keeps
 // the record up to date as it adds and deletes. Reads pass through.
+//
+// Adding a virtual server kubelvs does not own yet claims its key first,
+// then asks the kernel to create it: the kernel's add is atomic and fails
+// with EEXIST on a key another program holds, and the guard then releases
+// the claim and refuses. That alone keeps foreign virtual servers safe while
+// kubelvs runs; what a crash between the claim and its release would leave
+// behind (a foreign key recorded as kubelvs's, which a restarted kubelvs
+// would then change or delete) is what the existence check before the
+// claim avoids: a key the kernel is known to hold is refused without being
+// claimed. The guard knows that from the last listing of every virtual
+// server (ListVirtualServers, which the syncer calls when it adopts and
+// verifies), kept up to date with its own adds and deletes and trusted for
+// ListingTTL, and otherwise asks the kernel for the one key: a cold sync of
+// thousands of virtual servers then skips a round trip per virtual server,
+// and only a key a foreign program created in the last ListingTTL is claimed
+// and released (once: the refusal teaches the guard it is there).
 type Guard struct {
 	inner Interface
 	own   Ownership
+
+	// ListingTTL is how long a listing of the virtual servers is trusted
+	// for the existence check of a fresh add (DefaultListingTTL; 0 turns
+	// the listing off and asks the kernel for each key). Set it before use.
+	ListingTTL time.Duration
+	now        func() time.Time
+
+	mu sync.Mutex
+	// listed holds the keys of the last listing, as this guard's adds and
+	// deletes changed them since; nil when there is none.
+	listed   map[Key]struct{}
+	listedAt time.Time
+	// spared counts the existence checks the current listing answered.
+	spared int
 }
+
+// DefaultListingTTL is how long a Guard trusts a listing of the virtual
+// servers to tell that a key is free (see Guard).
+const DefaultListingTTL = 10 * time.Second
+
+// relistAfter is how many existence checks an expired listing must have
+// answered for a fresh add to take a new listing rather than ask for its
+// own key: a burst of adds (a cold sync) keeps going on listings, an
+// occasional add costs one small request instead of a dump of the table.
+const relistAfter = 64
 
 var (
 	_ Interface         = (*Guard)(nil)
@@ -132,7 +173,9 @@ var (
 )
 
 // NewGuard wraps inner.
-func NewGuard(inner Interface, own Ownership) *Guard { return &Guard{inner: inner, own: own} }
+func NewGuard(inner Interface, own Ownership) *Guard {
+	return &Guard{inner: inner, own: own, ListingTTL: DefaultListingTTL, now: time.Now}
+}
 
 // Owns reports whether the virtual server is kubelvs's; use it as the keep
 // function of List to see only owned services.
@@ -145,6 +188,62 @@ func (g *Guard) exists(k Key) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// free reports whether the kernel holds no virtual server k: without a
+// request when a recent listing says so, else by asking the kernel (a key a
+// listing shows may have gone since: a listing only ever spares a check).
+func (g *Guard) free(k Key) (bool, error) {
+	if g.listedFree(k) {
+		return true, nil
+	}
+	ok, err := g.exists(k)
+	return !ok && err == nil, err
+}
+
+// listedFree reports whether a listing at most ListingTTL old lacks k. When
+// the listing has just expired in the middle of a burst of adds (it answered
+// relistAfter checks), it takes a new one.
+func (g *Guard) listedFree(k Key) bool {
+	if g.ListingTTL <= 0 {
+		return false
+	}
+	g.mu.Lock()
+	age := g.now().Sub(g.listedAt)
+	usable := g.listed != nil && age <= g.ListingTTL
+	relist := g.listed != nil && !usable && age <= 2*g.ListingTTL && g.spared >= relistAfter
+	g.mu.Unlock()
+	if relist {
+		// ListVirtualServers records the new listing; on error the
+		// kernel is asked for k alone.
+		_, err := g.ListVirtualServers()
+		usable = err == nil
+	}
+	if !usable {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, present := g.listed[k]
+	if !present {
+		g.spared++
+	}
+	return !present
+}
+
+// noteListed records that the kernel holds (present) or lacks k, in the
+// listing if there is one.
+func (g *Guard) noteListed(k Key, present bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.listed == nil {
+		return
+	}
+	if present {
+		g.listed[k] = struct{}{}
+	} else {
+		delete(g.listed, k)
+	}
 }
 
 // requireOwned returns nil if k is owned; otherwise ErrNotOwned if it exists,
@@ -164,8 +263,28 @@ func (g *Guard) requireOwned(k Key) error {
 	}
 }
 
-// ListVirtualServers lists all virtual servers, owned or not.
-func (g *Guard) ListVirtualServers() ([]VirtualServer, error) { return g.inner.ListVirtualServers() }
+// ListVirtualServers lists all virtual servers, owned or not, and keeps
+// the listing for the existence checks of fresh adds.
+func (g *Guard) ListVirtualServers() ([]VirtualServer, error) {
+	if g.ListingTTL <= 0 {
+		return g.inner.ListVirtualServers()
+	}
+	// Taken before the dump: the listing may be older than it says, never
+	// younger.
+	at := g.now()
+	vss, err := g.inner.ListVirtualServers()
+	if err != nil {
+		return nil, err
+	}
+	listed := make(map[Key]struct{}, len(vss))
+	for _, vs := range vss {
+		listed[vs.Key()] = struct{}{}
+	}
+	g.mu.Lock()
+	g.listed, g.listedAt, g.spared = listed, at, 0
+	g.mu.Unlock()
+	return vss, nil
+}
 
 // GetVirtualServer reads one virtual server, owned or not.
 func (g *Guard) GetVirtualServer(k Key) (VirtualServer, error) { return g.inner.GetVirtualServer(k) }
@@ -178,16 +297,18 @@ func (g *Guard) Close() error { return g.inner.Close() }
 
 // AddVirtualServer claims the key first (a crash then leaves a record
 // without a kernel object, which a later delete clears, never a kernel object
-// without a record) and refuses a key another program already uses.
+// without a record) and refuses a key another program already uses: known
+// to be there before the claim (see Guard), or found there by the kernel's
+// add.
 func (g *Guard) AddVirtualServer(vs VirtualServer) error {
 	k := vs.Key()
 	fresh := !g.own.Owns(k)
 	if fresh {
-		ok, err := g.exists(k)
+		ok, err := g.free(k)
 		if err != nil {
 			return err
 		}
-		if ok {
+		if !ok {
 			return fmt.Errorf("add %s: %w", k, ErrNotOwned)
 		}
 		if err := g.own.Claim(k); err != nil {
@@ -195,6 +316,9 @@ func (g *Guard) AddVirtualServer(vs VirtualServer) error {
 		}
 	}
 	err := g.inner.AddVirtualServer(vs)
+	if err == nil || errors.Is(err, ErrExists) {
+		g.noteListed(k, true)
+	}
 	if err != nil && fresh {
 		// Another program created it after our check, or the add failed:
 		// either way it is not ours.
@@ -228,6 +352,7 @@ func (g *Guard) DeleteVirtualServer(k Key) error {
 	if err := g.inner.DeleteVirtualServer(k); err != nil {
 		return err
 	}
+	g.noteListed(k, false)
 	return g.own.Release(k)
 }
 

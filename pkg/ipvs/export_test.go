@@ -1,0 +1,6 @@
+package ipvs
+
+import "time"
+
+// SetClock replaces the clock a Guard ages its listing with.
+func (g *Guard) SetClock(now func() time.Time) { g.now = now }
