@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -118,6 +119,22 @@ func (e *Env) Stop() {
 	}
 }
 
+// APIServerLogTail returns the last n lines of kube-apiserver's and etcd's
+// output.
+func (e *Env) APIServerLogTail(n int) string {
+	var b strings.Builder
+	for _, name := range []string{"kube-apiserver.log", "etcd.log"} {
+		data, err := os.ReadFile(filepath.Join(e.Dir, name))
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", name, err)
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		fmt.Fprintf(&b, "--- %s (last %d of %d lines)\n%s\n", name, min(n, len(lines)), len(lines), strings.Join(lines[max(0, len(lines)-n):], "\n"))
+	}
+	return b.String()
+}
+
 // RestartAgent stops the agent and starts it again, as a rollout does.
 func (e *Env) RestartAgent() error {
 	if err := e.Agent.Stop(); err != nil {
@@ -210,6 +227,23 @@ func (e *Env) startAPIServer() error {
 		ControlPlaneStartTimeout: 3 * time.Minute,
 	}
 	e.env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", addr)
+	e.env.ControlPlane.Etcd = &envtest.Etcd{}
+	// Keep their output: when a test sees the API server go away, the
+	// reason is in there (APIServerLogTail).
+	for _, l := range []struct {
+		name string
+		out  *io.Writer
+		err  *io.Writer
+	}{
+		{"kube-apiserver.log", &e.env.ControlPlane.GetAPIServer().Out, &e.env.ControlPlane.GetAPIServer().Err},
+		{"etcd.log", &e.env.ControlPlane.Etcd.Out, &e.env.ControlPlane.Etcd.Err},
+	} {
+		f, err := os.Create(filepath.Join(e.Dir, l.name))
+		if err != nil {
+			return err
+		}
+		*l.out, *l.err = f, f
+	}
 	start := time.Now()
 	cfg, err := e.env.Start()
 	if err != nil {

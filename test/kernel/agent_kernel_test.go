@@ -54,6 +54,15 @@ func apiServer(t testing.TB) (*rest.Config, client.Client, string) {
 	}
 	t.Logf("etcd and kube-apiserver up in the guest after %s", time.Since(start).Round(time.Millisecond))
 	t.Cleanup(env.Stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			// Why the API server went away, if it did (e.g. the guest
+			// ran out of memory).
+			t.Logf("API server output:\n%s", env.APIServerLogTail(20))
+			out, _ := exec.Command("dmesg").CombinedOutput()
+			t.Logf("guest kernel log:\n%s", tail(string(out), 20))
+		}
+	})
 	return env.Config, env.API, env.AdminKubeconfig
 }
 
