@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/agent"
 	"github.com/kubelvs/kubelvs/pkg/health"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
@@ -69,10 +71,17 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 		Scheme:                 Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only this node's Node object: its labels drive nodeSelector.
-			&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
-		}},
+		Cache: cache.Options{
+			// Memory scales with what the cache keeps of every
+			// VirtualService and EndpointSlice: only what the agent reads.
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				// Only this node's Node object: its labels drive nodeSelector.
+				&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
+				&lvsv1.VirtualService{}:      {Transform: agent.TransformVirtualService(o.NodeName)},
+				&discoveryv1.EndpointSlice{}: {Transform: agent.TransformEndpointSlice},
+			},
+		},
 		// Every agent works: no leader election.
 		LeaderElection: false,
 	})

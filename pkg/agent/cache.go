@@ -1,0 +1,49 @@
+package agent
+
+import (
+	discoveryv1 "k8s.io/api/discovery/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+)
+
+// The agent's informers hold every VirtualService and every EndpointSlice
+// of the cluster, so what it keeps of each object is what its memory
+// scales with. The transforms below run before an object enters the
+// cache and drop what the agent never reads: managed fields (often the
+// largest part of an object), annotations, and in a VirtualService's
+// status everything but this node's entry (status.nodes has one entry
+// per node: with N nodes every agent would otherwise hold N entries per
+// VirtualService). The agent never writes a cached object back (status is
+// applied from scratch), so nothing dropped here can be lost.
+
+// TransformVirtualService keeps of a VirtualService its identity, spec and
+// node's own status entry.
+func TransformVirtualService(node string) toolscache.TransformFunc {
+	return func(in any) (any, error) {
+		vs, ok := in.(*lvsv1.VirtualService)
+		if !ok {
+			return in, nil
+		}
+		vs.ManagedFields = nil
+		vs.Annotations = nil
+		mine := vs.Status.Nodes[:0]
+		for _, n := range vs.Status.Nodes {
+			if n.Node == node {
+				mine = append(mine, n)
+			}
+		}
+		vs.Status = lvsv1.VirtualServiceStatus{Nodes: mine}
+		return vs, nil
+	}
+}
+
+// TransformEndpointSlice drops an EndpointSlice's managed fields and
+// annotations.
+func TransformEndpointSlice(in any) (any, error) {
+	if s, ok := in.(*discoveryv1.EndpointSlice); ok {
+		s.ManagedFields = nil
+		s.Annotations = nil
+	}
+	return in, nil
+}

@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"testing"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+)
+
+func TestTransformVirtualServiceKeepsSpecAndOwnEntry(t *testing.T) {
+	vs := &lvsv1.VirtualService{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", Generation: 3,
+			Labels:        map[string]string{"app": "web"},
+			Annotations:   map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: lvsv1.VirtualServiceSpec{Addresses: []lvsv1.IPAddress{"10.0.0.1"}, Scheduler: lvsv1.SchedulerRoundRobin},
+		Status: lvsv1.VirtualServiceStatus{
+			Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}},
+			Ports:      "80/TCP",
+			Nodes: []lvsv1.NodeStatus{
+				{Node: "a", Programmed: true},
+				{Node: "b", Programmed: true, ObservedGeneration: 3, Message: "mine"},
+				{Node: "c"},
+			},
+		},
+	}
+	out, err := TransformVirtualService("b")(vs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*lvsv1.VirtualService)
+	if got.Name != "web" || got.Namespace != "ns" || got.Generation != 3 || got.Labels["app"] != "web" ||
+		len(got.Spec.Addresses) != 1 || got.Spec.Scheduler != lvsv1.SchedulerRoundRobin {
+		t.Errorf("identity or spec changed: %+v", got)
+	}
+	if got.ManagedFields != nil || got.Annotations != nil || got.Status.Conditions != nil || got.Status.Ports != "" {
+		t.Errorf("kept what the agent never reads: managedFields %v, annotations %v, status %+v", got.ManagedFields, got.Annotations, got.Status)
+	}
+	if len(got.Status.Nodes) != 1 || got.Status.Nodes[0].Node != "b" || got.Status.Nodes[0].Message != "mine" {
+		t.Errorf("status.nodes = %+v, want only node b's entry", got.Status.Nodes)
+	}
+
+	// A node without an entry keeps none; other types pass through.
+	out, _ = TransformVirtualService("z")(&lvsv1.VirtualService{Status: lvsv1.VirtualServiceStatus{Nodes: []lvsv1.NodeStatus{{Node: "a"}}}})
+	if n := out.(*lvsv1.VirtualService).Status.Nodes; len(n) != 0 {
+		t.Errorf("node z keeps %+v", n)
+	}
+	s := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "s"}}
+	if out, _ := TransformVirtualService("b")(s); out != s {
+		t.Errorf("an EndpointSlice went through the VirtualService transform changed")
+	}
+}
+
+func TestTransformEndpointSlice(t *testing.T) {
+	ready := true
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-1", Labels: map[string]string{discoveryv1.LabelServiceName: "web"},
+			Annotations:   map[string]string{"endpoints.kubernetes.io/last-change-trigger-time": "2026-11-25T00:00:00Z"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "endpointslice-controller"}}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+	}
+	out, err := TransformEndpointSlice(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*discoveryv1.EndpointSlice)
+	if got.ManagedFields != nil || got.Annotations != nil {
+		t.Errorf("managed fields or annotations kept")
+	}
+	if got.Labels[discoveryv1.LabelServiceName] != "web" || len(got.Endpoints) != 1 || got.Endpoints[0].Addresses[0] != "10.1.0.1" {
+		t.Errorf("labels or endpoints changed: %+v", got)
+	}
+}
