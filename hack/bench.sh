@@ -54,7 +54,10 @@ if [[ ,$PHASES, == *,agent,* ]]; then
 	# in a second guest boot: adds an "agent" member to each size.
 	[[ -x $KUBEBUILDER_ASSETS/kube-apiserver ]] || { echo "bench: no kube-apiserver in $KUBEBUILDER_ASSETS; run hack/install-test-bins.sh" >&2; exit 1; }
 	t=$SECONDS
-	(cd "$ROOT/test/kernel" && env VM_MEM="${VM_MEM:-4096}" "$ROOT/hack/run-in-vm.sh" "$OUT/kernel.test" \
+	# The agent's heap profile at each size (go tool pprof), beside the binaries.
+	export KUBELVS_BENCH_PROFILE_DIR=$OUT/profiles
+	mkdir -p "$KUBELVS_BENCH_PROFILE_DIR"
+	(cd "$ROOT/test/kernel" && export VM_RW_PATHS=$VM_RW_PATHS:$KUBELVS_BENCH_PROFILE_DIR && env VM_MEM="${VM_MEM:-6144}" "$ROOT/hack/run-in-vm.sh" "$OUT/kernel.test" \
 		-test.run '^$' -test.bench 'BenchmarkAgentScale' -test.benchtime 1x -test.v -test.timeout 3h "$@")
 	echo "bench: agent scenarios took $((SECONDS - t)) s in the guest" >&2
 fi

@@ -33,6 +33,9 @@ type AgentOptions struct {
 	MetricsBindAddress string
 	// HealthProbeBindAddress serves /healthz and /readyz; "0" turns them off.
 	HealthProbeBindAddress string
+	// PprofBindAddress serves Go's /debug/pprof (profiles of the agent's
+	// CPU and memory); "" or "0" turns it off.
+	PprofBindAddress string
 	// Kernel overrides the netlink kernel (tests use fakes). Nil opens the
 	// real one.
 	Kernel *syncer.Kernel
@@ -71,6 +74,7 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 		Scheme:                 Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
+		PprofBindAddress:       o.PprofBindAddress,
 		Cache: cache.Options{
 			// Memory scales with what the cache keeps of every
 			// VirtualService and EndpointSlice: only what the agent reads.

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,6 +35,8 @@ const (
 	// scaleSampleBase offsets the sample endpoints' addresses past those
 	// of the initial slices (latEndpoint(i*10+j) for up to 200,000 VS).
 	scaleSampleBase = 1 << 21
+
+	scalePprofAddr = "127.0.0.1:19743"
 )
 
 // AgentScale is one size's figures of BenchmarkAgentScale, stored as the
@@ -146,7 +150,8 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 	r := AgentScale{VirtualServers: n, RealServersPer: scaleRealServers,
 		Note: "agent binary with default flags (status reporting on) against etcd and kube-apiserver in the same guest"}
 	start := time.Now()
-	agent := startLatencyAgent(b, kc, false, "--metrics-bind-address="+latMetricsAddr, "--health-probe-bind-address="+latProbeAddr)
+	agent := startLatencyAgent(b, kc, false, "--metrics-bind-address="+latMetricsAddr, "--health-probe-bind-address="+latProbeAddr,
+		"--pprof-bind-address="+scalePprofAddr)
 	waitFor(b, 5*time.Minute, "agent ready (first full sync)", func() error { return probe("http://" + latProbeAddr + "/readyz") })
 	b.Logf("vs=%d: agent ready after %s", n, time.Since(start).Round(time.Millisecond))
 
@@ -265,6 +270,15 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 	r.PeakRSSMiB, r.RSSMiB = hwm, rss
 	r.HeapInuseMiB = prev.sum("go_memstats_heap_inuse_bytes") / (1 << 20)
 	b.Logf("vs=%d: agent memory: peak RSS %.0f MiB, RSS now %.0f MiB, Go heap in use %.0f MiB", n, hwm, rss, r.HeapInuseMiB)
+	if dir := os.Getenv("KUBELVS_BENCH_PROFILE_DIR"); dir != "" {
+		// What the heap holds: go tool pprof -sample_index=inuse_space <file>
+		path := filepath.Join(dir, fmt.Sprintf("agent-heap-%d.pb.gz", n))
+		if err := fetch("http://"+scalePprofAddr+"/debug/pprof/heap", path); err != nil {
+			b.Logf("heap profile: %v", err)
+		} else {
+			b.Logf("vs=%d: agent heap profile in %s", n, path)
+		}
+	}
 
 	if !last {
 		// The next size starts from an empty API server and kernel.
@@ -285,6 +299,23 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 	agent.stop(b)
 	logAgentErrors(b, agent.log)
 	return r
+}
+
+// fetch saves what url serves into path.
+func fetch(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }
 
 // waitQueueEmpty waits until the agent's workqueue has been empty for five
