@@ -50,9 +50,14 @@ const (
 	nlaNested   = 0x8000
 	nlaTypeMask = 0x3fff
 
-	// deleteBatch bounds the delete requests of one send, so that their
-	// acknowledgements fit the socket's receive buffer.
-	deleteBatch = 256
+	// errReplySize is what one error reply to a delete request costs in
+	// the receive buffer: the skb's truesize, ~770 bytes on 6.1/x86-64
+	// (measured) for a 36-byte NLMSG_ERROR (NETLINK_CAP_ACK), with margin.
+	errReplySize = 2048
+	// maxDeleteRequest is the size of the largest delete request (IPv6).
+	maxDeleteRequest = 96
+	// maxDeleteBatch bounds the delete requests of one send.
+	maxDeleteBatch = 1024
 )
 
 // conn is one NETLINK_NETFILTER socket; its user serializes requests.
@@ -61,6 +66,12 @@ type conn struct {
 	seq  uint32
 	rbuf []byte
 	wbuf []byte
+	// batch is how many delete requests go in one send: as many as the
+	// send buffer takes and whose error replies, should every one of
+	// them fail, fit the receive buffer (see deleteFlows).
+	batch int
+	// redone counts the sends deleteSome redid after an overflow.
+	redone int
 }
 
 func dial() (*conn, error) {
@@ -76,7 +87,23 @@ func dial() (*conn, error) {
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 1<<20) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
 	}
-	return &conn{fd: fd, rbuf: make([]byte, 1<<16)}, nil
+	c := &conn{fd: fd, rbuf: make([]byte, 1<<16)}
+	c.setBatch()
+	return c, nil
+}
+
+// setBatch sizes c.batch from the socket's buffers as the kernel reports
+// them (SO_RCVBUF reads back twice what was set: 2 MiB, or rmem_max*2 if
+// SO_RCVBUFFORCE was refused): 1,024 requests with a 1 MiB buffer.
+func (c *conn) setBatch() {
+	rcv, err1 := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	snd, err2 := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	if err1 != nil || err2 != nil {
+		c.batch = 16
+		return
+	}
+	// netlink_sendmsg refuses a send longer than the send buffer - 32.
+	c.batch = max(1, min(maxDeleteBatch, rcv/errReplySize, (snd-32)/maxDeleteRequest))
 }
 
 func (c *conn) close() { unix.Close(c.fd) }
@@ -320,47 +347,104 @@ func parseFlow(b []byte) (Flow, bool) {
 	return f, orig && reply
 }
 
-// deleteFlows deletes flows by their original tuple, up to deleteBatch
-// requests per send, and returns how many are gone (already gone counts).
+// deleteFlows deletes flows by their original tuple, c.batch requests per
+// send, and returns how many are gone (already gone counts).
+//
+// The requests carry no NLM_F_ACK. The kernel handles every message of one
+// sendmsg before that call returns, and answers a request that fails with
+// an NLMSG_ERROR whether or not it asked for an acknowledgement; a delete
+// that succeeds is answered with nothing. So once the send returns, the
+// replies to the whole batch are queued, and reading without blocking until
+// EAGAIN collects the failures: one read returning EAGAIN when every delete
+// succeeded. With NLM_F_ACK each request got an acknowledgement, each one
+// a recvfrom of its own (one skb each): 10,000 system calls for 10,000
+// flows, two thirds of the time of DeleteFlows in the UML guest.
 func (c *conn) deleteFlows(flows []Flow) (int, error) {
 	var deleted int
 	var errs []error
-	for lo := 0; lo < len(flows); lo += deleteBatch {
-		hi := min(lo+deleteBatch, len(flows))
-		c.wbuf = c.wbuf[:0]
-		first := c.seq + 1
-		for _, f := range flows[lo:hi] {
-			fam := uint8(unix.AF_INET)
-			if f.OrigSrc.Addr().Is6() {
-				fam = unix.AF_INET6
-			}
-			m := c.msg(ipctnlMsgCtDelete, unix.NLM_F_ACK, fam)
-			c.tuple(ctaTupleOrig, f.Protocol, f.OrigSrc, f.OrigDst)
-			c.end(m)
-		}
-		if err := c.sendAll(); err != nil {
+	for lo := 0; lo < len(flows); lo += c.batch {
+		n, err := c.deleteSome(flows[lo:min(lo+c.batch, len(flows))], &errs)
+		deleted += n
+		if err != nil {
 			return deleted, errors.Join(append(errs, err)...)
-		}
-		for got := 0; got < hi-lo; {
-			msgs, err := c.recv()
-			if err != nil {
-				return deleted, errors.Join(append(errs, err)...)
-			}
-			for i := range msgs {
-				h := &msgs[i].Header
-				k := int(h.Seq - first)
-				if h.Type != unix.NLMSG_ERROR || h.Seq < first || k >= hi-lo {
-					continue
-				}
-				got++
-				switch err := errnoOf(msgs[i].Data); {
-				case err == nil, errors.Is(err, unix.ENOENT):
-					deleted++
-				default:
-					errs = append(errs, fmt.Errorf("delete %s: %w", flows[lo+k], err))
-				}
-			}
 		}
 	}
 	return deleted, errors.Join(errs...)
+}
+
+// deleteSome sends one unacknowledged delete request per flow in one send,
+// appends the failures to errs (each with its flow, found by the sequence
+// number of the request) and returns how many flows are gone: all of them
+// but the failures other than ENOENT (already gone).
+//
+// c.batch keeps the error replies within the receive buffer even if every
+// request fails. Should they overflow it anyway, the kernel drops replies
+// and the next read returns ENOBUFS: which flows failed is then unknown, so
+// deleteSome deletes the flows again, in two halves (a flow already
+// deleted now answers ENOENT, which counts as deleted).
+func (c *conn) deleteSome(flows []Flow, errs *[]error) (int, error) {
+	c.wbuf = c.wbuf[:0]
+	first := c.seq + 1
+	for _, f := range flows {
+		fam := uint8(unix.AF_INET)
+		if f.OrigSrc.Addr().Is6() {
+			fam = unix.AF_INET6
+		}
+		m := c.msg(ipctnlMsgCtDelete, 0, fam)
+		c.tuple(ctaTupleOrig, f.Protocol, f.OrigSrc, f.OrigDst)
+		c.end(m)
+	}
+	if err := c.sendAll(); err != nil {
+		return 0, err
+	}
+	var failed []error
+	overflow := false
+	for {
+		n, _, err := unix.Recvfrom(c.fd, c.rbuf, unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err == unix.ENOBUFS {
+			overflow = true // keep reading: drain what was queued
+			continue
+		}
+		if err != nil {
+			return 0, err // how many of this batch are gone is unknown
+		}
+		msgs, err := syscall.ParseNetlinkMessage(c.rbuf[:n])
+		if err != nil {
+			return 0, err
+		}
+		for i := range msgs {
+			h := &msgs[i].Header
+			k := h.Seq - first // wraps around for a sequence number before first
+			if h.Type != unix.NLMSG_ERROR || k >= uint32(len(flows)) {
+				continue // not a reply to this batch (e.g. the rest of an abandoned dump)
+			}
+			if err := errnoOf(msgs[i].Data); err != nil && !errors.Is(err, unix.ENOENT) {
+				failed = append(failed, fmt.Errorf("delete %s: %w", flows[k], err))
+			}
+		}
+	}
+	if overflow {
+		if len(flows) == 1 {
+			// Halving cannot help any more (a single reply overflows
+			// only a queue still full of something else, or the
+			// kernel could not allocate it): the outcome is unknown.
+			return 0, fmt.Errorf("delete %s: reply lost: %w", flows[0], unix.ENOBUFS)
+		}
+		c.redone++
+		h := len(flows) / 2
+		a, err := c.deleteSome(flows[:h], errs)
+		if err != nil {
+			return a, err
+		}
+		b, err := c.deleteSome(flows[h:], errs)
+		return a + b, err
+	}
+	*errs = append(*errs, failed...)
+	return len(flows) - len(failed), nil
 }
