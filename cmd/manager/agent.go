@@ -41,6 +41,9 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w: --resync-period must be at least 1s and --drain-interval at least 10ms", errUsage)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
+	if gc, limit := roles.TuneAgentMemory(); gc >= 0 || limit >= 0 {
+		ctrl.Log.WithName("agent").Info("memory tuning (GOGC and GOMEMLIMIT override it)", "gcPercent", gc, "softLimitBytes", limit)
+	}
 	cfg, err := loadConfig(*kubeconfig)
 	if err != nil {
 		return err

@@ -39,11 +39,17 @@ func TransformVirtualService(node string) toolscache.TransformFunc {
 }
 
 // TransformEndpointSlice drops an EndpointSlice's managed fields and
-// annotations.
+// annotations, and of each endpoint what desired state never reads: the
+// target reference (a whole ObjectReference per endpoint), hostname,
+// zone, hints and deprecated topology.
 func TransformEndpointSlice(in any) (any, error) {
 	if s, ok := in.(*discoveryv1.EndpointSlice); ok {
 		s.ManagedFields = nil
 		s.Annotations = nil
+		for i := range s.Endpoints {
+			e := &s.Endpoints[i]
+			e.TargetRef, e.Hostname, e.Zone, e.Hints, e.DeprecatedTopology = nil, nil, nil, nil, nil
+		}
 	}
 	return in, nil
 }

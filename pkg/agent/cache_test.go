@@ -3,8 +3,10 @@ package agent
 import (
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 )
@@ -59,7 +61,9 @@ func TestTransformEndpointSlice(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "web-1", Labels: map[string]string{discoveryv1.LabelServiceName: "web"},
 			Annotations:   map[string]string{"endpoints.kubernetes.io/last-change-trigger-time": "2026-11-25T00:00:00Z"},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "endpointslice-controller"}}},
-		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+			NodeName: ptr.To("n1"), Zone: ptr.To("z"), Hostname: ptr.To("h"), Hints: &discoveryv1.EndpointHints{},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-0"}, DeprecatedTopology: map[string]string{"a": "b"}}},
 	}
 	out, err := TransformEndpointSlice(s)
 	if err != nil {
@@ -69,7 +73,11 @@ func TestTransformEndpointSlice(t *testing.T) {
 	if got.ManagedFields != nil || got.Annotations != nil {
 		t.Errorf("managed fields or annotations kept")
 	}
-	if got.Labels[discoveryv1.LabelServiceName] != "web" || len(got.Endpoints) != 1 || got.Endpoints[0].Addresses[0] != "10.1.0.1" {
-		t.Errorf("labels or endpoints changed: %+v", got)
+	e := got.Endpoints[0]
+	if got.Labels[discoveryv1.LabelServiceName] != "web" || e.Addresses[0] != "10.1.0.1" || !*e.Conditions.Ready || *e.NodeName != "n1" {
+		t.Errorf("labels, addresses, conditions or node changed: %+v", got)
+	}
+	if e.TargetRef != nil || e.Zone != nil || e.Hostname != nil || e.Hints != nil || e.DeprecatedTopology != nil {
+		t.Errorf("endpoint kept what the agent never reads: %+v", e)
 	}
 }
