@@ -186,7 +186,7 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 			}
 		}
 		if done != n {
-			time.Sleep(time.Second) // listing n objects costs CPU the agent needs
+			time.Sleep(5 * time.Second) // listing n objects costs CPU the agent and kube-apiserver need
 			return fmt.Errorf("%d of %d reported", done, n)
 		}
 		return nil
