@@ -52,6 +52,12 @@ type Options struct {
 	// ReportStatus writes this node's entry into each VirtualService's
 	// status; large clusters may turn it off.
 	ReportStatus bool
+	// Workers is how many VirtualServices are synced at once (default 4).
+	// The kernel writes are serialised by the syncer and take about a
+	// millisecond; what workers overlap is the status write, an API round
+	// trip, so that a change never waits behind another VirtualService's
+	// status write.
+	Workers int
 	// Metrics registers the agent's own metrics (nil: kept, not served).
 	Metrics prometheus.Registerer
 }
@@ -84,6 +90,9 @@ func New(ctx context.Context, mgr manager.Manager, s *syncer.Syncer, hm *health.
 	}
 	if o.DrainInterval <= 0 {
 		o.DrainInterval = time.Second
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4
 	}
 	a := &Agent{
 		opts: o, client: mgr.GetClient(), mgr: mgr, syncer: s, health: hm,
@@ -164,10 +173,13 @@ func (a *Agent) Start(ctx context.Context) error {
 	run := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
 	run(func() { a.syncer.RunFlusher(ctx) })
 	run(func() { a.periodic(ctx) })
-	run(func() {
-		for a.processNext(ctx) {
-		}
-	})
+	// The workqueue hands a VirtualService to one worker at a time.
+	for range a.opts.Workers {
+		run(func() {
+			for a.processNext(ctx) {
+			}
+		})
+	}
 	<-ctx.Done()
 	a.queue.ShutDown()
 	wg.Wait()
