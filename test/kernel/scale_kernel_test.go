@@ -37,6 +37,18 @@ const (
 	scaleSampleBase = 1 << 21
 
 	scalePprofAddr = "127.0.0.1:19743"
+
+	// scaleGap separates two samples: long enough for the aftermath of
+	// one (the old address drained and removed at the next 100 ms drain
+	// pass, two status writes and their watch events, all on the guest's
+	// one CPU with kube-apiserver and etcd) to be over before the next
+	// change, so that each sample is one change on a quiet node.
+	scaleGap = 400 * time.Millisecond
+	// scalePoll is the pause between two netlink reads while a sample
+	// waits for its real server: every read costs CPU the agent needs
+	// (the guest has one), and the API-to-kernel figures are tens of
+	// milliseconds, so a millisecond of resolution is enough.
+	scalePoll = time.Millisecond
 )
 
 // AgentScale is one size's figures of BenchmarkAgentScale, stored as the
@@ -231,13 +243,13 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 			if time.Now().After(deadline) {
 				b.Fatalf("sample %d: %s not a real server of %s after 30s:\n%s", k, want, key, kernelDump(b, h, key.Address))
 			}
-			time.Sleep(latPoll)
+			time.Sleep(scalePoll)
 		}
 		api = append(api, float64(time.Since(tAPI).Microseconds())/1000)
 		// The agent observes its histogram right after the kernel's
 		// acknowledgement; the gap lets it (and the drain of the old
 		// address) finish before the next sample.
-		time.Sleep(latGap)
+		time.Sleep(scaleGap)
 		cur, err := scrape()
 		if err != nil {
 			b.Fatal(err)
