@@ -3,57 +3,17 @@ package ipvs_test
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	moby "github.com/moby/ipvs"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 )
-
-// inFreshNetns runs f on a locked thread in a network namespace of its own
-// (with a route to 10.0.0.0/8, which masqueraded real servers need); the
-// thread, and with it the namespace, dies when f returns. Each contender of
-// a cold sync starts from an empty IPVS: the kernel keeps deleted real
-// servers in a trash list for minutes and walks it on every real-server
-// add, so a contender running after another's rule set was deleted would
-// pay for it.
-func inFreshNetns(b *testing.B, f func()) {
-	b.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			b.Error(err)
-			return
-		}
-		la := netlink.NewLinkAttrs()
-		la.Name = "bench0"
-		l := &netlink.Dummy{LinkAttrs: la}
-		a, _ := netlink.ParseAddr("10.255.255.254/8")
-		for _, err := range []error{netlink.LinkAdd(l), netlink.AddrAdd(l, a), netlink.LinkSetUp(l)} {
-			if err != nil {
-				b.Error(err)
-				return
-			}
-		}
-		f()
-	}()
-	<-done
-	if b.Failed() {
-		b.FailNow()
-	}
-}
 
 // coldSync programs svcs the way the syncer does on a cold start: per
 // virtual server an add through the guard, then its real servers together.
@@ -64,32 +24,6 @@ func coldSync(g *ipvs.Guard, svcs []ipvs.Service) error {
 		}
 		if err := errors.Join(ipvs.AddRealServers(g, s.Key(), s.RealServers)...); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// kubeProxyPattern programs svcs the way kube-proxy's IPVS proxier does
-// through moby/ipvs, one request at a time: per virtual server a get and an
-// add, per real server a listing of the destinations and an add.
-func kubeProxyPattern(h *moby.Handle, svcs []ipvs.Service) error {
-	for _, s := range svcs {
-		ms := &moby.Service{Address: net.IP(s.Address.AsSlice()), Protocol: uint16(s.Protocol), Port: s.Port,
-			AddressFamily: syscall.AF_INET, SchedName: s.Scheduler, Netmask: 0xffffffff}
-		if _, err := h.GetService(ms); err != nil {
-			if err := h.NewService(ms); err != nil {
-				return fmt.Errorf("add %s: %w", s.Key(), err)
-			}
-		}
-		for _, rs := range s.RealServers {
-			if _, err := h.GetDestinations(ms); err != nil {
-				return err
-			}
-			d := &moby.Destination{Address: net.IP(rs.Address.AsSlice()), Port: rs.Port, Weight: rs.Weight,
-				ConnectionFlags: moby.ConnectionFlagMasq, AddressFamily: syscall.AF_INET}
-			if err := h.NewDestination(ms, d); err != nil {
-				return fmt.Errorf("add %s to %s: %w", rs, s.Key(), err)
-			}
 		}
 	}
 	return nil
@@ -110,7 +44,7 @@ func BenchmarkKernelColdSync(b *testing.B) {
 		var d time.Duration
 		listing = 0
 		for i := 0; i < b.N; i++ {
-			inFreshNetns(b, func() {
+			kerneltest.InFreshNetns(b, func() {
 				start, l0 := time.Now(), listing
 				if err := f(); err != nil {
 					b.Error(err)
@@ -155,7 +89,7 @@ func BenchmarkKernelColdSync(b *testing.B) {
 		b.ReportMetric(listing.Seconds()/float64(b.N), "s/listing")
 	})
 	b.Run("ipvsadm-R-"+size, func(b *testing.B) {
-		rules := ipvsadmRules(svcs, false)
+		rules := kerneltest.IPVSAdmRules(svcs, false)
 		measure(b, func() error {
 			cmd := exec.Command("ipvsadm", "-R")
 			cmd.Stdin = strings.NewReader(rules)
@@ -172,7 +106,8 @@ func BenchmarkKernelColdSync(b *testing.B) {
 				return err
 			}
 			defer h.Close()
-			return kubeProxyPattern(h, svcs)
+			_, err = kerneltest.KubeProxyPattern(h, svcs)
+			return err
 		})
 	})
 }

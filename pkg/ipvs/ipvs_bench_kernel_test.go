@@ -2,7 +2,6 @@ package ipvs_test
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 )
 
 const benchReals = 10
@@ -23,38 +23,9 @@ var benchServices = func() int {
 	return 10000
 }()
 
-// benchRuleSet returns 10,000 TCP virtual servers with 10 masqueraded real
-// servers each.
-func benchRuleSet() []ipvs.Service {
-	out := make([]ipvs.Service, benchServices)
-	for i := range out {
-		vip := netip.AddrFrom4([4]byte{10, 200, byte(i / 250), byte(i%250 + 1)})
-		s := ipvs.Service{VirtualServer: ipvs.VirtualServer{Address: vip, Protocol: ipvs.TCP, Port: 80, Scheduler: "wrr"}}
-		for r := 0; r < benchReals; r++ {
-			s.RealServers = append(s.RealServers, ipvs.RealServer{
-				Address: netip.AddrFrom4([4]byte{10, 201, byte(i / 250), byte(i%250 + 1)}), Port: uint16(8000 + r), Weight: r + 1})
-		}
-		out[i] = s
-	}
-	return out
-}
-
-// ipvsadmRules renders the same rule set for `ipvsadm -R`.
-func ipvsadmRules(svcs []ipvs.Service, del bool) string {
-	var b strings.Builder
-	for _, s := range svcs {
-		vip := netip.AddrPortFrom(s.Address, s.Port)
-		if del {
-			fmt.Fprintf(&b, "-D -t %s\n", vip)
-			continue
-		}
-		fmt.Fprintf(&b, "-A -t %s -s %s\n", vip, s.Scheduler)
-		for _, rs := range s.RealServers {
-			fmt.Fprintf(&b, "-a -t %s -r %s -m -w %d\n", vip, netip.AddrPortFrom(rs.Address, rs.Port), rs.Weight)
-		}
-	}
-	return b.String()
-}
+// benchRuleSet returns benchServices TCP virtual servers with benchReals
+// masqueraded real servers each.
+func benchRuleSet() []ipvs.Service { return kerneltest.RuleSet(benchServices, benchReals) }
 
 func program(b *testing.B, g *ipvs.Guard, svcs []ipvs.Service) {
 	for _, s := range svcs {
@@ -126,7 +97,7 @@ func BenchmarkKernelIPVS(b *testing.B) {
 		}
 	})
 	b.Run(fmt.Sprintf("ipvsadm-R-%dx%d", benchServices, benchReals), func(b *testing.B) {
-		add, del := ipvsadmRules(svcs, false), ipvsadmRules(svcs, true)
+		add, del := kerneltest.IPVSAdmRules(svcs, false), kerneltest.IPVSAdmRules(svcs, true)
 		for i := 0; i < b.N; i++ {
 			cmd := exec.Command("ipvsadm", "-R")
 			cmd.Stdin = strings.NewReader(add)

@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -11,50 +10,16 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/desired"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 )
 
 // realsPerVS is the number of real servers of every virtual server.
 const realsPerVS = 10
 
-// vip is the address of virtual server i: 10.200.0.1 upwards, 250 a /24.
-func vip(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 200, byte(i / 250), byte(i%250 + 1)}) }
-
-// real is real server r of virtual server i: one address, ten ports.
-func real(i, r int) ipvs.RealServer {
-	return ipvs.RealServer{
-		Address: netip.AddrFrom4([4]byte{10, 201, byte(i / 250), byte(i%250 + 1)}),
-		Port:    uint16(8000 + r), Weight: r + 1, Forwarding: ipvs.Masquerade,
-	}
-}
-
-// ruleSet is n TCP virtual servers on port 80, wrr, each with realsPerVS
-// masqueraded real servers: the rule set every contender programs.
-func ruleSet(n int) []ipvs.Service {
-	out := make([]ipvs.Service, n)
-	for i := range out {
-		s := ipvs.Service{VirtualServer: ipvs.VirtualServer{Address: vip(i), Protocol: ipvs.TCP, Port: 80, Scheduler: "wrr"}}
-		s.RealServers = make([]ipvs.RealServer, realsPerVS)
-		for r := range s.RealServers {
-			s.RealServers[r] = real(i, r)
-		}
-		out[i] = s
-	}
-	return out
-}
-
-// ipvsadmRules renders the rule set for `ipvsadm -R`.
-func ipvsadmRules(svcs []ipvs.Service) string {
-	var b strings.Builder
-	for _, s := range svcs {
-		vs := netip.AddrPortFrom(s.Address, s.Port)
-		fmt.Fprintf(&b, "-A -t %s -s %s\n", vs, s.Scheduler)
-		for _, rs := range s.RealServers {
-			fmt.Fprintf(&b, "-a -t %s -r %s -m -w %d\n", vs, netip.AddrPortFrom(rs.Address, rs.Port), rs.Weight)
-		}
-	}
-	return b.String()
-}
+// ruleSet is n TCP virtual servers, each with realsPerVS masqueraded real
+// servers: the rule set every contender programs.
+func ruleSet(n int) []ipvs.Service { return kerneltest.RuleSet(n, realsPerVS) }
 
 // groups turns the rule set into one desired.Group per virtual server, as
 // one VirtualService with one port would build it. With node set, each

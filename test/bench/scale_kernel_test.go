@@ -258,66 +258,28 @@ func BenchmarkScale(b *testing.B) {
 	}
 }
 
-// inNetns runs f in a network namespace of its own, on a locked thread
-// that dies with it. Each contender starts from a fresh IPVS: the kernel
-// keeps deleted real servers in a "trash" list for two to three minutes
-// and walks that list on every real-server add, so whoever runs after
-// another contender's rule set was deleted would pay for it.
-func inNetns(b *testing.B, f func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			b.Error(err)
-			return
-		}
-		// IPVS refuses a masqueraded real server the namespace has no
-		// route to: give it one to 10.0.0.0/8, as on a node.
-		la := netlink.NewLinkAttrs()
-		la.Name = "bench0"
-		l := &netlink.Dummy{LinkAttrs: la}
-		if err := netlink.LinkAdd(l); err != nil {
-			b.Error(err)
-			return
-		}
-		a, _ := netlink.ParseAddr("10.255.255.254/8")
-		if err := netlink.AddrAdd(l, a); err != nil {
-			b.Error(err)
-			return
-		}
-		if err := netlink.LinkSetUp(l); err != nil {
-			b.Error(err)
-			return
-		}
-		f()
-	}()
-	<-done
-	if b.Failed() {
-		b.FailNow()
-	}
-}
-
 func runSize(b *testing.B, size int) Size {
 	svcs := ruleSet(size)
 	sz := Size{VirtualServers: size, RealServersPer: realsPerVS, Cold: map[string]Timing{}}
 	logf := func(format string, a ...any) { b.Logf("%d VS: "+format, append([]any{size}, a...)...) }
 
 	// Scenario 1, baselines.
-	inNetns(b, func() {
+	kerneltest.InFreshNetns(b, func() {
 		h, err := moby.New("")
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer h.Close()
-		d, reqs, err := kubeProxyPattern(h, svcs)
+		start := time.Now()
+		reqs, err := kerneltest.KubeProxyPattern(h, svcs)
+		d := time.Since(start)
 		if err != nil {
 			b.Fatal(err)
 		}
 		sz.Cold["kube-proxy-pattern"] = Timing{Seconds: d.Seconds(), counts: counts{IPVSWrites: int64(size * (1 + realsPerVS)), IPVSReads: int64(reqs - size*(1+realsPerVS))}}
 		logf("kube-proxy pattern %v (%d requests)", d, reqs)
 	})
-	inNetns(b, func() {
+	kerneltest.InFreshNetns(b, func() {
 		d, err := ipvsadmRestore(svcs)
 		if err != nil {
 			b.Fatal(err)
@@ -325,12 +287,12 @@ func runSize(b *testing.B, size int) Size {
 		sz.Cold["ipvsadm-R"] = Timing{Seconds: d.Seconds(), Note: "one exec, whole rule set on stdin"}
 		logf("ipvsadm -R %v", d)
 	})
-	inNetns(b, func() { runKubelvsCold(b, svcs, &sz, logf) })
+	kerneltest.InFreshNetns(b, func() { runKubelvsCold(b, svcs, &sz, logf) })
 	// The node-state run and what follows get a namespace of their own
 	// too: re-adding real servers right after 110,000 were deleted in the
 	// same namespace walks the kernel's trash list on every add (that
 	// made this figure 215 s instead of about a minute at 10,000).
-	inNetns(b, func() { runKubelvs(b, svcs, &sz, logf) })
+	kerneltest.InFreshNetns(b, func() { runKubelvs(b, svcs, &sz, logf) })
 	return sz
 }
 
