@@ -128,41 +128,10 @@ func benchSliceToKernel(b *testing.B, kubeconfigFlag bool, flags []string) {
 	// Let the agent settle: every status entry written (when reporting)
 	// and its queue empty, so that samples are steady-state updates.
 	if reportStatus {
-		waitFor(b, 10*time.Minute, "status of every VirtualService", func() error {
-			var list lvsv1.VirtualServiceList
-			if err := c.List(ctx, &list, client.InNamespace("default")); err != nil {
-				return err
-			}
-			n := 0
-			for _, vs := range list.Items {
-				for _, st := range vs.Status.Nodes {
-					if st.Node == "guest" && st.Programmed && st.Backends.Total == latEndpoints {
-						n++
-					}
-				}
-			}
-			if n != latVirtualServices {
-				return fmt.Errorf("%d of %d reported", n, latVirtualServices)
-			}
-			return nil
-		})
+		waitStatusReported(b, c, latVirtualServices, latEndpoints, 0)
 		b.Logf("status reported for all %d VirtualServices %s after the first write", latVirtualServices, time.Since(start).Round(time.Millisecond))
 	}
-	settle := 0
-	waitFor(b, 10*time.Minute, "agent queue empty", func() error {
-		m, err := scrape()
-		if err != nil {
-			return err
-		}
-		if d := m.sum("workqueue_depth", `name="kubelvs-agent"`); d != 0 {
-			settle = 0
-			return fmt.Errorf("depth %v", d)
-		}
-		if settle++; settle < 5 {
-			return fmt.Errorf("empty %d times", settle)
-		}
-		return nil
-	})
+	waitQueueEmpty(b)
 	b.Logf("agent settled %s after the first write", time.Since(start).Round(time.Millisecond))
 
 	// The samples. The same seed picks the same VirtualServices in every
@@ -194,21 +163,7 @@ func benchSliceToKernel(b *testing.B, kubeconfigFlag bool, flags []string) {
 			b.Fatalf("sample %d: update %s: %v", n, s.Name, err)
 		}
 		tAck := time.Now()
-		deadline := tAck.Add(30 * time.Second)
-		for {
-			polls++
-			rss, err := h.ListRealServers(key)
-			if err != nil {
-				b.Fatalf("sample %d: list real servers of %s: %v", n, key, err)
-			}
-			if slices.ContainsFunc(rss, func(r ipvs.RealServer) bool { return r.Key() == want && r.Weight > 0 }) {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("sample %d: %s not a real server of %s after 30s:\n%s", n, want, key, kernelDump(b, h, key.Address))
-			}
-			time.Sleep(latPoll)
-		}
+		polls += waitRealServer(b, h, key, want, latPoll, fmt.Sprintf("sample %d", n))
 		tSeen := time.Now()
 		lat = append(lat, tSeen.Sub(tAPI))
 		acks = append(acks, tAck.Sub(tAPI))
@@ -507,5 +462,53 @@ func logAgentErrors(tb testing.TB, path string) {
 	tb.Logf("agent log: %d lines, %d errors", strings.Count(string(data), "\n"), len(errs))
 	for _, l := range errs[:min(len(errs), 3)] {
 		tb.Logf("  %s", l)
+	}
+}
+
+// waitStatusReported waits until this node's status entry of each of the
+// n VirtualServices in "default" is programmed with total backends,
+// listing every pause (plus waitFor's 50 ms): each list of n objects costs
+// CPU the agent and kube-apiserver need.
+func waitStatusReported(tb testing.TB, c client.Client, n, total int, pause time.Duration) {
+	tb.Helper()
+	waitFor(tb, 30*time.Minute, "status of every VirtualService", func() error {
+		var list lvsv1.VirtualServiceList
+		if err := c.List(context.Background(), &list, client.InNamespace("default")); err != nil {
+			return err
+		}
+		done := 0
+		for _, vs := range list.Items {
+			for _, st := range vs.Status.Nodes {
+				if st.Node == "guest" && st.Programmed && st.Backends.Total == int32(total) {
+					done++
+				}
+			}
+		}
+		if done != n {
+			time.Sleep(pause)
+			return fmt.Errorf("%d of %d reported", done, n)
+		}
+		return nil
+	})
+}
+
+// waitRealServer polls the kernel every poll until want is a real server
+// of key with a weight, and returns how many reads it took; after 30 s it
+// fails with what (the sample) and the kernel's table for the VIP.
+func waitRealServer(tb testing.TB, h ipvs.Interface, key ipvs.Key, want ipvs.RealKey, poll time.Duration, what string) int {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for polls := 1; ; polls++ {
+		rss, err := h.ListRealServers(key)
+		if err != nil {
+			tb.Fatalf("%s: list real servers of %s: %v", what, key, err)
+		}
+		if slices.ContainsFunc(rss, func(r ipvs.RealServer) bool { return r.Key() == want && r.Weight > 0 }) {
+			return polls
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: %s not a real server of %s after 30s:\n%s", what, want, key, kernelDump(tb, h, key.Address))
+		}
+		time.Sleep(poll)
 	}
 }

@@ -184,25 +184,7 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 
 	// Settle: every status entry written and the queue empty, so that the
 	// samples are steady-state changes.
-	waitFor(b, 30*time.Minute, "status of every VirtualService", func() error {
-		var list lvsv1.VirtualServiceList
-		if err := c.List(ctx, &list, client.InNamespace("default")); err != nil {
-			return err
-		}
-		done := 0
-		for _, vs := range list.Items {
-			for _, st := range vs.Status.Nodes {
-				if st.Node == "guest" && st.Programmed && st.Backends.Total == scaleRealServers {
-					done++
-				}
-			}
-		}
-		if done != n {
-			time.Sleep(5 * time.Second) // listing n objects costs CPU the agent and kube-apiserver need
-			return fmt.Errorf("%d of %d reported", done, n)
-		}
-		return nil
-	})
+	waitStatusReported(b, c, n, scaleRealServers, 5*time.Second)
 	waitQueueEmpty(b)
 	r.SettledSeconds = time.Since(start).Seconds()
 	b.Logf("vs=%d: status reported and agent queue empty %.1fs after the first write", n, r.SettledSeconds)
@@ -231,20 +213,7 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 		if err := c.Update(ctx, s); err != nil {
 			b.Fatalf("sample %d: update %s: %v", k, s.Name, err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			rss, err := h.ListRealServers(key)
-			if err != nil {
-				b.Fatalf("sample %d: list real servers of %s: %v", k, key, err)
-			}
-			if slices.ContainsFunc(rss, func(r ipvs.RealServer) bool { return r.Key() == want && r.Weight > 0 }) {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("sample %d: %s not a real server of %s after 30s:\n%s", k, want, key, kernelDump(b, h, key.Address))
-			}
-			time.Sleep(scalePoll)
-		}
+		waitRealServer(b, h, key, want, scalePoll, fmt.Sprintf("sample %d", k))
 		api = append(api, float64(time.Since(tAPI).Microseconds())/1000)
 		// The agent observes its histogram right after the kernel's
 		// acknowledgement; the gap lets it (and the drain of the old
