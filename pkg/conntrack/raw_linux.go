@@ -145,27 +145,26 @@ func (c *conn) endNest(off int) {
 	binary.NativeEndian.PutUint16(c.wbuf[off:], uint16(len(c.wbuf)-off))
 }
 
+// ipAttr appends ap's address as the v4 or v6 attribute; an invalid
+// AddrPort is left out.
+func (c *conn) ipAttr(ap netip.AddrPort, v4, v6 uint16) {
+	if !ap.IsValid() {
+		return
+	}
+	if a := ap.Addr(); a.Is4() {
+		c.attr(v4, a.AsSlice())
+	} else {
+		c.attr(v6, a.AsSlice())
+	}
+}
+
 // tuple appends a CTA_TUPLE_* nest with the source and/or destination
 // given (an invalid AddrPort is left out; a zero port is left out).
 func (c *conn) tuple(typ uint16, proto uint8, src, dst netip.AddrPort) {
 	t := c.nest(typ)
 	ip := c.nest(ctaTupleIP)
-	if src.IsValid() {
-		a := src.Addr()
-		if a.Is4() {
-			c.attr(ctaIPv4Src, a.AsSlice())
-		} else {
-			c.attr(ctaIPv6Src, a.AsSlice())
-		}
-	}
-	if dst.IsValid() {
-		a := dst.Addr()
-		if a.Is4() {
-			c.attr(ctaIPv4Dst, a.AsSlice())
-		} else {
-			c.attr(ctaIPv6Dst, a.AsSlice())
-		}
-	}
+	c.ipAttr(src, ctaIPv4Src, ctaIPv6Src)
+	c.ipAttr(dst, ctaIPv4Dst, ctaIPv6Dst)
 	c.endNest(ip)
 	p := c.nest(ctaTupleProto)
 	c.attr(ctaProtoNum, []byte{proto})
