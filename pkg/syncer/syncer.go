@@ -144,6 +144,12 @@ func (s *Syncer) SyncGroup(g desired.Group) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := s.clock.Now()
+	if prev := s.groups[g.Name]; prev == nil || !membersEqual(prev.members, g.Members) {
+		if err := s.tighten(s.mergedMembers(g.Name, &g.Members)); err != nil {
+			s.metrics.observeSync("group", s.clock.Since(start), err)
+			return Result{Draining: s.drainingOf(g.Name)}, err
+		}
+	}
 	res, err := s.syncGroup(g)
 	if e := s.syncShared(false); e != nil {
 		err = errors.Join(err, e)
@@ -170,8 +176,24 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 	var total Result
 	var errs []error
 	want := make(map[types.NamespacedName]bool, len(groups))
+	membersChange := !s.sharedChecked
 	for _, g := range groups {
 		want[g.Name] = true
+		if prev := s.groups[g.Name]; prev == nil || !membersEqual(prev.members, g.Members) {
+			membersChange = true
+		}
+	}
+	if membersChange {
+		var next netfilter.Members
+		for _, g := range groups {
+			next = appendMembers(next, g.Members)
+		}
+		if err := s.tighten(sortMembers(next)); err != nil {
+			s.metrics.observeSync("full", s.clock.Since(start), err)
+			return Result{Draining: s.drainingLocked()}, err
+		}
+	}
+	for _, g := range groups {
 		r, err := s.syncGroup(g)
 		total.Ops += r.Ops
 		errs = append(errs, err)
@@ -419,23 +441,20 @@ func (s *Syncer) syncShared(force bool) error {
 		return nil
 	}
 	vipSet := map[netip.Addr]bool{}
-	var m netfilter.Members
 	for _, g := range s.groups {
 		for _, v := range g.vips {
 			vipSet[v] = true
 		}
-		m.Masquerade = append(m.Masquerade, g.members.Masquerade...)
-		m.Restricted = append(m.Restricted, g.members.Restricted...)
-		m.Allowed = append(m.Allowed, g.members.Allowed...)
 	}
+	m := s.mergedMembers(types.NamespacedName{}, nil)
 	vips := make([]netip.Addr, 0, len(vipSet))
 	for v := range vipSet {
 		vips = append(vips, v)
 	}
 	slices.SortFunc(vips, netip.Addr.Compare)
-	for _, es := range [][]ipset.Entry{m.Masquerade, m.Restricted, m.Allowed} {
-		ipset.SortEntries(es)
-	}
+	// VIPs before members: a VIP that goes away stops taking traffic
+	// before its sourceRanges are lifted (tighten put new restrictions in
+	// place before anything was added).
 	var errs []error
 	if force || !slices.Equal(vips, s.vips) {
 		err := s.k.VIPs.SyncAddresses(vips)
@@ -463,6 +482,112 @@ func (s *Syncer) syncShared(force bool) error {
 	}
 	s.metrics.setProgrammed(len(s.services), s.realCount())
 	return errors.Join(errs...)
+}
+
+// tighten writes, before any virtual server or VIP changes, the ipset
+// members that are the stricter of what the ipsets hold and next: every
+// restricted VIP:port of both, only the source ranges allowed in both, and
+// every masquerade entry of both. A virtual server that gets sourceRanges
+// is thus never reachable from outside them, not even for the moment
+// between its VIP coming up and its members being written; syncShared
+// writes next itself (lifting what only the old state had) after the VIPs.
+// Until the first full sync has compared the shared state with the kernel,
+// what the ipsets hold is not known here and next is written as it is.
+func (s *Syncer) tighten(next netfilter.Members) error {
+	pre := next
+	if s.sharedChecked {
+		cur := s.members
+		pre = netfilter.Members{
+			Masquerade: union(cur.Masquerade, next.Masquerade),
+			Restricted: union(cur.Restricted, next.Restricted),
+			Allowed:    intersect(cur.Allowed, next.Allowed),
+		}
+		if membersEqual(pre, cur) {
+			return nil
+		}
+	}
+	err := s.k.Members(pre)
+	s.metrics.op("ipset", "sync", err)
+	if err != nil {
+		// Nothing of the change is written: adding a virtual server
+		// without its restriction would open it to every source.
+		return fmt.Errorf("ipset members, before the virtual servers: %w", err)
+	}
+	s.members = pre
+	if !s.sharedChecked {
+		s.sharedDirty = true // syncShared(force) still checks them all
+	}
+	return nil
+}
+
+// mergedMembers returns the members of every group, sorted and without
+// duplicates, with the group named skip left out and extra added.
+func (s *Syncer) mergedMembers(skip types.NamespacedName, extra *netfilter.Members) netfilter.Members {
+	var m netfilter.Members
+	for name, g := range s.groups {
+		if name != skip {
+			m = appendMembers(m, g.members)
+		}
+	}
+	if extra != nil {
+		m = appendMembers(m, *extra)
+	}
+	return sortMembers(m)
+}
+
+func appendMembers(m, o netfilter.Members) netfilter.Members {
+	m.Masquerade = append(m.Masquerade, o.Masquerade...)
+	m.Restricted = append(m.Restricted, o.Restricted...)
+	m.Allowed = append(m.Allowed, o.Allowed...)
+	return m
+}
+
+// sortMembers sorts each list in place and drops duplicates (two
+// VirtualServices may name the same VIP:port while one of them is
+// conflicted), so that lists compare equal when the sets are.
+func sortMembers(m netfilter.Members) netfilter.Members {
+	for _, es := range []*[]ipset.Entry{&m.Masquerade, &m.Restricted, &m.Allowed} {
+		ipset.SortEntries(*es)
+		*es = slices.Compact(*es)
+	}
+	return m
+}
+
+// union and intersect merge two sorted lists without duplicates.
+func union(a, b []ipset.Entry) []ipset.Entry {
+	out := make([]ipset.Entry, 0, max(len(a), len(b)))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || i < len(a) && a[i].Compare(b[j]) < 0:
+			out = append(out, a[i])
+			i++
+		case i == len(a) || a[i].Compare(b[j]) > 0:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
+}
+
+func intersect(a, b []ipset.Entry) []ipset.Entry {
+	var out []ipset.Entry
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch c := a[i].Compare(b[j]); {
+		case c < 0:
+			i++
+		case c > 0:
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
 }
 
 func membersEqual(a, b netfilter.Members) bool {

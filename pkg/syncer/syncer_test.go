@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -383,4 +384,175 @@ func TestResyncNothingChangedTouchesNothing(t *testing.T) {
 	if memberWrites != 1 {
 		t.Errorf("Verify wrote members %d times, want 1 (it compares with the kernel)", memberWrites)
 	}
+}
+
+// exposure checks, after every write to the fake kernel, that a restricted
+// VIP:port is never reachable (its virtual server present and its VIP on
+// kubelvs0) unless the ipsets restrict it to sources within limit.
+type exposure struct {
+	t     *testing.T
+	n     *node
+	key   ipvs.Key
+	limit []netip.Prefix
+	seen  int // writes checked while the key was reachable
+}
+
+func (e *exposure) check(op string) {
+	e.t.Helper()
+	if _, err := e.n.ipvs.GetVirtualServer(e.key); err != nil {
+		return
+	}
+	vips, _ := e.n.vips.ListAddresses()
+	if !slices.Contains(vips, e.key.Address) {
+		return
+	}
+	e.seen++
+	k := ipset.Entry{IP: e.key.Address, Protocol: uint8(e.key.Protocol), Port: e.key.Port}
+	if !slices.Contains(e.n.members.Restricted, k) {
+		e.t.Errorf("after %s, %s is reachable but not restricted (members %v)", op, e.key, e.n.members)
+	}
+	for _, a := range e.n.members.Allowed {
+		if a.IP == k.IP && a.Protocol == k.Protocol && a.Port == k.Port && !slices.Contains(e.limit, a.Net) {
+			e.t.Errorf("after %s, %s admits %s, outside %v", op, e.key, a.Net, e.limit)
+		}
+	}
+}
+
+type watchedIPVS struct {
+	*ipvstest.Fake
+	after func(string)
+}
+
+func (w watchedIPVS) AddVirtualServer(vs ipvs.VirtualServer) error {
+	defer w.after("AddVirtualServer")
+	return w.Fake.AddVirtualServer(vs)
+}
+
+func (w watchedIPVS) UpdateVirtualServer(vs ipvs.VirtualServer) error {
+	defer w.after("UpdateVirtualServer")
+	return w.Fake.UpdateVirtualServer(vs)
+}
+
+func (w watchedIPVS) DeleteVirtualServer(k ipvs.Key) error {
+	defer w.after("DeleteVirtualServer")
+	return w.Fake.DeleteVirtualServer(k)
+}
+
+func (w watchedIPVS) AddRealServer(k ipvs.Key, rs ipvs.RealServer) error {
+	defer w.after("AddRealServer")
+	return w.Fake.AddRealServer(k, rs)
+}
+
+type watchedVIPs struct {
+	*netiftest.Fake
+	after func(string)
+}
+
+func (w watchedVIPs) SyncAddresses(vips []netip.Addr) error {
+	defer w.after("SyncAddresses")
+	return w.Fake.SyncAddresses(vips)
+}
+
+// restricted is grp with sourceRanges on its one port.
+func restricted(name, vip string, port ipvs.Key, ranges ...netip.Prefix) desired.Group {
+	g := grp(name, vip, []ipvs.Key{port}, "10.1.0.1:8080")
+	e := ipset.Entry{IP: netip.MustParseAddr(vip), Protocol: uint8(port.Protocol), Port: port.Port}
+	g.Members.Restricted = []ipset.Entry{e}
+	for _, r := range ranges {
+		a := e
+		a.Net = r
+		g.Members.Allowed = append(g.Members.Allowed, a)
+	}
+	return g
+}
+
+// TestSourceRangesBeforeTraffic: a virtual server with sourceRanges is never
+// reachable from outside them, not for the moment between its VIP coming up
+// and its ipset members being written (on create, on a change of ranges, on
+// delete and on a cold full sync), and an ipset failure writes none of it.
+func TestSourceRangesBeforeTraffic(t *testing.T) {
+	a, b := netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24")
+	k := key("10.96.0.9", ipvs.TCP, 80)
+	start := func(t *testing.T) (*node, *exposure, *Syncer) {
+		n := newNode()
+		e := &exposure{t: t, n: n, key: k}
+		own, err := ipvs.NewSetOwnership(n.sets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := New(Kernel{
+			IPVS: ipvs.NewGuard(watchedIPVS{n.ipvs, e.check}, own), Owns: own.Owns,
+			VIPs: watchedVIPs{n.vips, e.check}, Conntrack: n.ct,
+			Members: func(m netfilter.Members) error { n.members = m; e.check("Members"); return nil },
+		}, n.clock, nil)
+		if err := s.Adopt(); err != nil {
+			t.Fatal(err)
+		}
+		return n, e, s
+	}
+	other := grp("open", "10.96.0.1", []ipvs.Key{key("10.96.0.1", ipvs.TCP, 80)}, "10.1.0.2:8080")
+
+	t.Run("create-change-delete", func(t *testing.T) {
+		_, e, s := start(t)
+		if _, err := s.SyncAll([]desired.Group{other}); err != nil {
+			t.Fatal(err)
+		}
+		e.limit = []netip.Prefix{a}
+		if _, err := s.SyncGroup(restricted("r", "10.96.0.9", k, a)); err != nil {
+			t.Fatal(err)
+		}
+		if e.seen == 0 {
+			t.Fatal("the restricted virtual server never became reachable")
+		}
+		// While the ranges move from a to b, a source is admitted only if
+		// one of them admits it.
+		e.limit = []netip.Prefix{a, b}
+		if _, err := s.SyncGroup(restricted("r", "10.96.0.9", k, b)); err != nil {
+			t.Fatal(err)
+		}
+		e.limit = []netip.Prefix{b}
+		e.check("the change")
+		seen := e.seen
+		if _, err := s.RemoveGroup(types.NamespacedName{Namespace: "ns", Name: "r"}); err != nil {
+			t.Fatal(err)
+		}
+		if e.seen == seen {
+			t.Fatal("no write was checked while the removed virtual server was still reachable")
+		}
+		if len(e.n.members.Restricted) != 0 || len(e.n.members.Allowed) != 0 {
+			t.Errorf("members left after delete: %v", e.n.members)
+		}
+	})
+
+	t.Run("cold-full-sync", func(t *testing.T) {
+		_, e, s := start(t)
+		e.limit = []netip.Prefix{a}
+		if _, err := s.SyncAll([]desired.Group{other, restricted("r", "10.96.0.9", k, a)}); err != nil {
+			t.Fatal(err)
+		}
+		if e.seen == 0 {
+			t.Fatal("the restricted virtual server never became reachable")
+		}
+	})
+
+	t.Run("ipset-failure-writes-nothing", func(t *testing.T) {
+		n, _, s := start(t)
+		if _, err := s.SyncAll([]desired.Group{other}); err != nil {
+			t.Fatal(err)
+		}
+		s.k.Members = func(netfilter.Members) error { return errors.New("ipset: no buffer space") }
+		if _, err := s.SyncGroup(restricted("r", "10.96.0.9", k, a)); err == nil || !strings.Contains(err.Error(), "no buffer space") {
+			t.Fatalf("SyncGroup with a failing ipset: err %v", err)
+		}
+		if _, err := n.ipvs.GetVirtualServer(k); err == nil {
+			t.Error("the virtual server was added although its restriction could not be")
+		}
+		s.k.Members = func(m netfilter.Members) error { n.members = m; return nil }
+		if _, err := s.SyncGroup(restricted("r", "10.96.0.9", k, a)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.ipvs.GetVirtualServer(k); err != nil {
+			t.Errorf("after the ipsets recover: %v", err)
+		}
+	})
 }
