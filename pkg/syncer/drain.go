@@ -12,8 +12,8 @@ import (
 
 // Drain deletes the draining real servers whose connections have ended or
 // whose drain timeout has passed. It reads the connection counters with one
-// listing per virtual server that has draining real servers, and returns the
-// VirtualServices whose draining set changed.
+// listing per virtual server that has draining real servers (and visits no
+// other), and returns the VirtualServices whose draining set changed.
 func (s *Syncer) Drain() ([]types.NamespacedName, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -21,10 +21,7 @@ func (s *Syncer) Drain() ([]types.NamespacedName, error) {
 	changed := map[types.NamespacedName]bool{}
 	var errs []error
 	var gone []conntrack.Target
-	for k, svc := range s.services {
-		if len(svc.draining) == 0 {
-			continue
-		}
+	for k, svc := range s.drainSet {
 		rs, err := s.k.IPVS.ListRealServers(k)
 		s.metrics.op("real_server", "list", err)
 		if err != nil {
@@ -55,6 +52,7 @@ func (s *Syncer) Drain() ([]types.NamespacedName, error) {
 				gone = append(gone, target(k, rk))
 			}
 		}
+		s.recount(k, svc, true) // leaves drainSet once it is empty
 	}
 	s.flush(gone)
 	s.metrics.setDraining(s.drainingLocked())
@@ -87,10 +85,4 @@ func (s *Syncer) drainingOf(name types.NamespacedName) int {
 	return n
 }
 
-func (s *Syncer) drainingLocked() int {
-	n := 0
-	for _, svc := range s.services {
-		n += len(svc.draining)
-	}
-	return n
-}
+func (s *Syncer) drainingLocked() int { return s.nDraining }

@@ -65,6 +65,11 @@ type Syncer struct {
 	// with the kernel; later full syncs compare with what they wrote, and
 	// Verify still reads the kernel on the slow periodic pass.
 	sharedChecked bool
+	// Totals kept as services change (recount), so that neither a change
+	// nor a drain pass walks every service: the cost of a change is its
+	// own, however many virtual servers the node has.
+	nReals, nDraining int
+	drainSet          map[ipvs.Key]*service // services with draining real servers
 }
 
 // service is one programmed virtual server.
@@ -74,6 +79,26 @@ type service struct {
 	reals    map[ipvs.RealKey]ipvs.RealServer
 	draining map[ipvs.RealKey]time.Time // deadline
 	flushTCP bool
+	// counted is what the syncer's totals hold of this service.
+	counted struct{ reals, draining int }
+}
+
+// recount brings the syncer's totals and drain set up to date with svc
+// after its real servers changed; present is false when svc leaves
+// s.services.
+func (s *Syncer) recount(k ipvs.Key, svc *service, present bool) {
+	r, d := 0, 0
+	if present {
+		r, d = len(svc.reals), len(svc.draining)
+	}
+	s.nReals += r - svc.counted.reals
+	s.nDraining += d - svc.counted.draining
+	svc.counted.reals, svc.counted.draining = r, d
+	if d > 0 {
+		s.drainSet[k] = svc
+	} else {
+		delete(s.drainSet, k)
+	}
 }
 
 // group is what one VirtualService contributes.
@@ -93,6 +118,7 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 		flushWake:   make(chan struct{}, 1),
 		services:    map[ipvs.Key]*service{},
 		groups:      map[types.NamespacedName]*group{},
+		drainSet:    map[ipvs.Key]*service{},
 		sharedDirty: true,
 	}
 }
@@ -120,6 +146,7 @@ func (s *Syncer) Adopt() error {
 			svc.reals[r.Key()] = r
 		}
 		s.services[vs.Key()] = svc
+		s.recount(vs.Key(), svc, true)
 	}
 	if err := s.k.VIPs.EnsureDevice(); err != nil {
 		return fmt.Errorf("adopt VIPs: %w", err)
@@ -266,6 +293,7 @@ func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
 		svc.owner = g.Name
 		svc.flushTCP = g.FlushTCP
 		n, err := s.syncReals(svc, d, g.DrainTimeout, now)
+		s.recount(k, svc, true)
 		res.Ops += n
 		errs = append(errs, err)
 	}
@@ -420,6 +448,7 @@ func (s *Syncer) deleteService(k ipvs.Key, svc *service) error {
 		}
 		s.flush(gone)
 	}
+	s.recount(k, svc, false)
 	delete(s.services, k)
 	return nil
 }
@@ -594,10 +623,4 @@ func membersEqual(a, b netfilter.Members) bool {
 	return slices.Equal(a.Masquerade, b.Masquerade) && slices.Equal(a.Restricted, b.Restricted) && slices.Equal(a.Allowed, b.Allowed)
 }
 
-func (s *Syncer) realCount() int {
-	n := 0
-	for _, svc := range s.services {
-		n += len(svc.reals)
-	}
-	return n
-}
+func (s *Syncer) realCount() int { return s.nReals }

@@ -54,7 +54,31 @@ func (n *node) syncer(t *testing.T) *Syncer {
 	if err := s.Adopt(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { checkCounts(t, s) })
 	return s
+}
+
+// checkCounts compares the totals the syncer keeps as it goes with a count
+// of everything it remembers.
+func checkCounts(t *testing.T, s *Syncer) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	reals, draining, withDrain := 0, 0, 0
+	for k, svc := range s.services {
+		reals += len(svc.reals)
+		draining += len(svc.draining)
+		if len(svc.draining) > 0 {
+			withDrain++
+			if s.drainSet[k] != svc {
+				t.Errorf("%s has draining real servers but is not in the drain set", k)
+			}
+		}
+	}
+	if reals != s.nReals || draining != s.nDraining || withDrain != len(s.drainSet) {
+		t.Errorf("kept totals: %d real servers, %d draining, %d services draining; counted: %d, %d, %d",
+			s.nReals, s.nDraining, len(s.drainSet), reals, draining, withDrain)
+	}
 }
 
 // writes counts the IPVS writes the fake saw.
@@ -196,6 +220,7 @@ func TestDrainEndsWhenConnectionsEnd(t *testing.T) {
 	if _, err := s.Drain(); err != nil || strings.Contains(n.ipvs.Dump(), "10.1.0.2") {
 		t.Fatalf("no connections left: deleted at once: %v\n%s", err, n.ipvs.Dump())
 	}
+	checkCounts(t, s)
 	// It comes back while another one drains: back to weight 1, not re-added.
 	if err := n.ipvs.SetConns(k, ipvs.RealKey{Address: netip.MustParseAddr("10.1.0.1"), Port: 80}, 3, 0); err != nil {
 		t.Fatal(err)

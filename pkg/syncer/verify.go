@@ -130,5 +130,6 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 			}
 		}
 	}
+	s.recount(k, svc, true)
 	return repairs, errors.Join(errs...)
 }
