@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,14 +31,6 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/health"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 	"github.com/kubelvs/kubelvs/pkg/vsstatus"
-)
-
-// Indexes of the agent's cache.
-const (
-	// serviceRefIndex maps a VirtualService to the Service it points at.
-	serviceRefIndex = "lvs.kubelvs.io/service-ref"
-	// sliceServiceIndex maps an EndpointSlice to its Service.
-	sliceServiceIndex = "lvs.kubelvs.io/slice-service"
 )
 
 // Options configure the agent.
@@ -73,6 +66,14 @@ type Agent struct {
 	ready  atomic.Bool
 	lat    *eventLatency
 
+	// Lookups kept by the event handlers (index.go): VirtualServices by
+	// the keys they claim and by the Service they point at, EndpointSlices
+	// by their Service.
+	byKey    *index[lvsv1.ServiceKey]
+	byRef    *index[serviceRef]
+	slicesOf *index[serviceRef]
+	handlers []toolscache.ResourceEventHandlerRegistration
+
 	mu       sync.Mutex
 	reported map[types.NamespacedName]lvsv1.NodeStatus
 }
@@ -101,26 +102,9 @@ func New(ctx context.Context, mgr manager.Manager, s *syncer.Syncer, hm *health.
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "kubelvs-agent"}),
 		reported: map[types.NamespacedName]lvsv1.NodeStatus{},
 		lat:      newEventLatency(o.Metrics),
-	}
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &lvsv1.VirtualService{}, vsstatus.ServiceKeyIndex, vsstatus.IndexServiceKeys); err != nil {
-		return nil, fmt.Errorf("index VirtualServices by key: %w", err)
-	}
-	if err := idx.IndexField(ctx, &lvsv1.VirtualService{}, serviceRefIndex, func(o client.Object) []string {
-		if vs, ok := o.(*lvsv1.VirtualService); ok && vs.Spec.Backends.ServiceRef != nil {
-			return []string{vs.Spec.Backends.ServiceRef.Name}
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("index VirtualServices by Service: %w", err)
-	}
-	if err := idx.IndexField(ctx, &discoveryv1.EndpointSlice{}, sliceServiceIndex, func(o client.Object) []string {
-		if n := o.GetLabels()[discoveryv1.LabelServiceName]; n != "" {
-			return []string{n}
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("index EndpointSlices by Service: %w", err)
+		byKey:    newIndex(vsServiceKeys),
+		byRef:    newIndex(vsServiceRef),
+		slicesOf: newIndex(sliceService),
 	}
 	return a, nil
 }
@@ -159,6 +143,14 @@ func (a *Agent) Start(ctx context.Context) error {
 	if !a.mgr.GetCache().WaitForCacheSync(ctx) {
 		return errors.New("agent: caches did not sync")
 	}
+	// The first full sync builds from the indexes: they must hold every
+	// object the caches do, or it would program services without their
+	// endpoints.
+	for _, h := range a.handlers {
+		if !toolscache.WaitForCacheSync(ctx.Done(), h.HasSynced) {
+			return errors.New("agent: event handlers did not sync")
+		}
+	}
 	if err := a.syncer.Adopt(); err != nil {
 		return err
 	}
@@ -194,59 +186,86 @@ func (a *Agent) watch(ctx context.Context) error {
 		return fmt.Errorf("watch VirtualServices: %w", err)
 	}
 	onVS := func(obj any) {
-		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
-		}
 		vs, ok := obj.(*lvsv1.VirtualService)
 		if !ok {
 			return
 		}
 		a.event(types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name})
 		// Whoever shares a key may win or lose it now.
-		for _, r := range a.rivals(ctx, vs) {
-			a.event(types.NamespacedName{Namespace: r.Namespace, Name: r.Name})
+		for _, k := range vs.ServiceKeys() {
+			for _, r := range a.byKey.lookup(k) {
+				a.event(r)
+			}
 		}
 	}
-	if _, err := vsInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: onVS, DeleteFunc: onVS,
+	indexVS := func(old, cur any) {
+		var name types.NamespacedName
+		for _, o := range []any{old, cur} {
+			if vs, ok := o.(*lvsv1.VirtualService); ok {
+				name = types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
+			}
+		}
+		a.byKey.update(name, old, cur)
+		a.byRef.update(name, old, cur)
+	}
+	reg, err := vsInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { indexVS(nil, obj); onVS(obj) },
+		DeleteFunc: func(obj any) {
+			obj = finalState(obj)
+			indexVS(obj, nil)
+			onVS(obj)
+		},
 		UpdateFunc: func(old, cur any) {
+			indexVS(old, cur)
 			if o, ok := old.(*lvsv1.VirtualService); ok && !a.needsSync(o, cur) {
 				return // a status write (often our own): nothing to program
 			}
 			onVS(old)
 			onVS(cur)
 		},
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
+	a.handlers = append(a.handlers, reg)
 
 	sliceInf, err := c.GetInformer(ctx, &discoveryv1.EndpointSlice{})
 	if err != nil {
 		return fmt.Errorf("watch EndpointSlices: %w", err)
 	}
-	onSlice := func(obj any) {
-		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
+	// onSlice indexes a slice's change and queues the VirtualServices of
+	// the Service it belonged to and the one it belongs to now.
+	onSlice := func(old, cur any) {
+		var name types.NamespacedName
+		for _, o := range []any{old, cur} {
+			if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+				name = types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+			}
 		}
-		s, ok := obj.(*discoveryv1.EndpointSlice)
-		if !ok || s.Labels[discoveryv1.LabelServiceName] == "" {
-			return
+		a.slicesOf.update(name, old, cur)
+		var svcs []serviceRef
+		for _, o := range []any{old, cur} {
+			for _, svc := range sliceService(o) {
+				if !slices.Contains(svcs, svc) {
+					svcs = append(svcs, svc)
+				}
+			}
 		}
-		var list lvsv1.VirtualServiceList
-		if err := a.client.List(ctx, &list, client.InNamespace(s.Namespace),
-			client.MatchingFields{serviceRefIndex: s.Labels[discoveryv1.LabelServiceName]}); err != nil {
-			return
-		}
-		for i := range list.Items {
-			a.event(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
+		for _, svc := range svcs {
+			for _, vs := range a.byRef.lookup(svc) {
+				a.event(vs)
+			}
 		}
 	}
-	if _, err := sliceInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: onSlice, DeleteFunc: onSlice,
-		UpdateFunc: func(_, cur any) { onSlice(cur) },
-	}); err != nil {
+	reg, err = sliceInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { onSlice(nil, obj) },
+		DeleteFunc: func(obj any) { onSlice(finalState(obj), nil) },
+		UpdateFunc: onSlice,
+	})
+	if err != nil {
 		return err
 	}
+	a.handlers = append(a.handlers, reg)
 
 	nodeInf, err := c.GetInformer(ctx, &corev1.Node{})
 	if err != nil {
@@ -262,6 +281,15 @@ func (a *Agent) watch(ctx context.Context) error {
 		},
 	})
 	return err
+}
+
+// finalState unwraps the last known state of a deleted object whose
+// deletion the watch missed.
+func finalState(obj any) any {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		return d.Obj
+	}
+	return obj
 }
 
 // needsSync tells whether an update of a VirtualService can change what
@@ -312,23 +340,28 @@ func (a *Agent) queueAll(ctx context.Context) {
 	}
 }
 
-// rivals lists the VirtualServices that claim one of vs's keys.
-func (a *Agent) rivals(ctx context.Context, vs *lvsv1.VirtualService) []lvsv1.VirtualService {
-	seen := map[types.UID]bool{vs.UID: true}
+// rivals lists the other VirtualServices that claim one of vs's keys.
+func (a *Agent) rivals(ctx context.Context, vs *lvsv1.VirtualService) ([]lvsv1.VirtualService, error) {
+	self := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
 	var out []lvsv1.VirtualService
+	var seen []types.NamespacedName
 	for _, k := range vs.ServiceKeys() {
-		var list lvsv1.VirtualServiceList
-		if err := a.client.List(ctx, &list, client.MatchingFields{vsstatus.ServiceKeyIndex: k.String()}); err != nil {
-			continue
-		}
-		for i := range list.Items {
-			if !seen[list.Items[i].UID] {
-				seen[list.Items[i].UID] = true
-				out = append(out, list.Items[i])
+		for _, name := range a.byKey.lookup(k) {
+			if name == self || slices.Contains(seen, name) {
+				continue
 			}
+			seen = append(seen, name)
+			var r lvsv1.VirtualService
+			if err := a.client.Get(ctx, name, &r); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue // deleted since it was indexed
+				}
+				return nil, fmt.Errorf("get %s: %w", name, err)
+			}
+			out = append(out, r)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // periodic drains and resyncs.
@@ -416,18 +449,25 @@ func (a *Agent) node(ctx context.Context) (desired.Node, error) {
 
 // build computes one VirtualService's desired state from the cache.
 func (a *Agent) build(ctx context.Context, vs *lvsv1.VirtualService, node desired.Node) (desired.Group, error) {
+	rivals, err := a.rivals(ctx, vs)
+	if err != nil {
+		return desired.Group{}, err
+	}
 	lost := map[lvsv1.ServiceKey]bool{}
-	for _, c := range vsstatus.Conflicts(vs, a.rivals(ctx, vs)) {
+	for _, c := range vsstatus.Conflicts(vs, rivals) {
 		lost[c.Key] = true
 	}
 	in := desired.Input{VS: vs, Node: node, Lost: lost}
 	if ref := vs.Spec.Backends.ServiceRef; ref != nil {
-		var slices discoveryv1.EndpointSliceList
-		if err := a.client.List(ctx, &slices, client.InNamespace(vs.Namespace), client.MatchingFields{sliceServiceIndex: ref.Name}); err != nil {
-			return desired.Group{}, fmt.Errorf("list EndpointSlices of %s/%s: %w", vs.Namespace, ref.Name, err)
-		}
-		for i := range slices.Items {
-			in.Slices = append(in.Slices, &slices.Items[i])
+		for _, name := range a.slicesOf.lookup(serviceRef{Namespace: vs.Namespace, Name: ref.Name}) {
+			s := &discoveryv1.EndpointSlice{}
+			if err := a.client.Get(ctx, name, s); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue // deleted since it was indexed
+				}
+				return desired.Group{}, fmt.Errorf("get EndpointSlice %s: %w", name, err)
+			}
+			in.Slices = append(in.Slices, s)
 		}
 	}
 	if a.health != nil && vs.Spec.HealthCheck != nil {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -79,6 +80,12 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 			// Memory scales with what the cache keeps of every
 			// VirtualService and EndpointSlice: only what the agent reads.
 			DefaultTransform: cache.TransformStripManagedFields(),
+			// Reads hand out the cached objects themselves, not deep
+			// copies: the agent reads every VirtualService and its slices
+			// on each full sync and never modifies what it reads (status
+			// is applied from a fresh object), so a copy would only be
+			// garbage, thousands of objects at a time.
+			DefaultUnsafeDisableDeepCopy: ptr.To(true),
 			ByObject: map[client.Object]cache.ByObject{
 				// Only this node's Node object: its labels drive nodeSelector.
 				&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
