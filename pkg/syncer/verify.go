@@ -96,7 +96,8 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 			have[r.Key()] = r
 		}
 	}
-	for rk, want := range svc.reals {
+	for rk, r := range svc.reals {
+		want := r.server(rk)
 		got, present := have[rk]
 		if present && got.Equal(want) {
 			continue
