@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"sync"
+
 	discoveryv1 "k8s.io/api/discovery/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 
@@ -38,18 +40,62 @@ func TransformVirtualService(node string) toolscache.TransformFunc {
 	}
 }
 
-// TransformEndpointSlice drops an EndpointSlice's managed fields and
-// annotations, and of each endpoint what desired state never reads: the
-// target reference (a whole ObjectReference per endpoint), hostname,
-// zone, hints and deprecated topology.
+// TransformEndpointSlice drops an EndpointSlice's managed fields,
+// annotations, owner references and generated-name prefix, and of each
+// endpoint what desired state never reads: the target reference (a whole
+// ObjectReference per endpoint), hostname, zone, hints and deprecated
+// topology. What it keeps it packs: the condition flags point at two
+// shared booleans, node names at one shared string per node, and a slice's
+// addresses share one array. Cached objects are never modified (the cache
+// hands them out without copying), so sharing is safe.
 func TransformEndpointSlice(in any) (any, error) {
-	if s, ok := in.(*discoveryv1.EndpointSlice); ok {
-		s.ManagedFields = nil
-		s.Annotations = nil
-		for i := range s.Endpoints {
-			e := &s.Endpoints[i]
-			e.TargetRef, e.Hostname, e.Zone, e.Hints, e.DeprecatedTopology = nil, nil, nil, nil, nil
-		}
+	s, ok := in.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return in, nil
 	}
-	return in, nil
+	s.ManagedFields, s.Annotations, s.OwnerReferences, s.GenerateName = nil, nil, nil, ""
+	n := 0
+	for i := range s.Endpoints {
+		n += len(s.Endpoints[i].Addresses)
+	}
+	addrs := make([]string, 0, n)
+	for i := range s.Endpoints {
+		e := &s.Endpoints[i]
+		e.TargetRef, e.Hostname, e.Zone, e.Hints, e.DeprecatedTopology = nil, nil, nil, nil, nil
+		c := &e.Conditions
+		c.Ready, c.Serving, c.Terminating = sharedBool(c.Ready), sharedBool(c.Serving), sharedBool(c.Terminating)
+		e.NodeName = sharedNodeName(e.NodeName)
+		at := len(addrs)
+		addrs = append(addrs, e.Addresses...)
+		e.Addresses = addrs[at:len(addrs):len(addrs)]
+	}
+	return s, nil
+}
+
+var yes, no = true, false
+
+func sharedBool(b *bool) *bool {
+	switch {
+	case b == nil:
+		return nil
+	case *b:
+		return &yes
+	default:
+		return &no
+	}
+}
+
+// nodeNames holds one string per node name seen in an endpoint; there are
+// as many as the cluster has nodes.
+var nodeNames sync.Map // string -> *string
+
+func sharedNodeName(n *string) *string {
+	if n == nil {
+		return nil
+	}
+	if p, ok := nodeNames.Load(*n); ok {
+		return p.(*string)
+	}
+	p, _ := nodeNames.LoadOrStore(*n, n)
+	return p.(*string)
 }

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"slices"
 	"testing"
+	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -79,5 +81,42 @@ func TestTransformEndpointSlice(t *testing.T) {
 	}
 	if e.TargetRef != nil || e.Zone != nil || e.Hostname != nil || e.Hints != nil || e.DeprecatedTopology != nil {
 		t.Errorf("endpoint kept what the agent never reads: %+v", e)
+	}
+}
+
+func TestTransformEndpointSliceShares(t *testing.T) {
+	t1, f1, t2 := true, false, true
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-1", GenerateName: "web-",
+			OwnerReferences: []metav1.OwnerReference{{Kind: "Service", Name: "web"}}},
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"10.1.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &t1, Terminating: &f1}, NodeName: ptr.To("n1")},
+			{Addresses: []string{"10.1.0.2", "fd00::2"}, Conditions: discoveryv1.EndpointConditions{Ready: &t2}, NodeName: ptr.To("n1")},
+			{Addresses: []string{"10.1.0.3"}, Conditions: discoveryv1.EndpointConditions{Ready: &f1}, NodeName: ptr.To("n2")},
+		},
+	}
+	out, _ := TransformEndpointSlice(s)
+	got := out.(*discoveryv1.EndpointSlice)
+	if got.OwnerReferences != nil || got.GenerateName != "" {
+		t.Errorf("owner references or generated name kept: %+v", got.ObjectMeta)
+	}
+	e := got.Endpoints
+	if e[0].NodeName != e[1].NodeName || *e[0].NodeName != "n1" || *e[2].NodeName != "n2" {
+		t.Errorf("node names: %v %v %v", *e[0].NodeName, *e[1].NodeName, *e[2].NodeName)
+	}
+	if e[0].Conditions.Ready != e[1].Conditions.Ready || !*e[0].Conditions.Ready || *e[2].Conditions.Ready ||
+		*e[0].Conditions.Terminating || e[1].Conditions.Terminating != nil || e[0].Conditions.Serving != nil {
+		t.Errorf("conditions changed: %+v", e)
+	}
+	want := [][]string{{"10.1.0.1"}, {"10.1.0.2", "fd00::2"}, {"10.1.0.3"}}
+	for i := range e {
+		if !slices.Equal(e[i].Addresses, want[i]) || cap(e[i].Addresses) != len(want[i]) {
+			t.Errorf("endpoint %d addresses %v (cap %d), want %v", i, e[i].Addresses, cap(e[i].Addresses), want[i])
+		}
+	}
+	// The addresses sit in one array, in endpoint order.
+	step := unsafe.Sizeof("")
+	if p0, p1, p2 := uintptr(unsafe.Pointer(&e[0].Addresses[0])), uintptr(unsafe.Pointer(&e[1].Addresses[0])), uintptr(unsafe.Pointer(&e[2].Addresses[0])); p1-p0 != step || p2-p1 != 2*step {
+		t.Errorf("addresses are not packed in one array")
 	}
 }
