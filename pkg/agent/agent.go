@@ -199,12 +199,7 @@ func (a *Agent) watch(ctx context.Context) error {
 		}
 	}
 	indexVS := func(old, cur any) {
-		var name types.NamespacedName
-		for _, o := range []any{old, cur} {
-			if vs, ok := o.(*lvsv1.VirtualService); ok {
-				name = types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
-			}
-		}
+		name := objectName(old, cur)
 		a.byKey.update(name, old, cur)
 		a.byRef.update(name, old, cur)
 	}
@@ -236,13 +231,7 @@ func (a *Agent) watch(ctx context.Context) error {
 	// onSlice indexes a slice's change and queues the VirtualServices of
 	// the Service it belonged to and the one it belongs to now.
 	onSlice := func(old, cur any) {
-		var name types.NamespacedName
-		for _, o := range []any{old, cur} {
-			if s, ok := o.(*discoveryv1.EndpointSlice); ok {
-				name = types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
-			}
-		}
-		a.slicesOf.update(name, old, cur)
+		a.slicesOf.update(objectName(old, cur), old, cur)
 		var svcs []serviceRef
 		for _, o := range []any{old, cur} {
 			for _, svc := range sliceService(o) {
@@ -281,6 +270,17 @@ func (a *Agent) watch(ctx context.Context) error {
 		},
 	})
 	return err
+}
+
+// objectName is the name of the object an event handler got (cur, or old
+// when it was deleted).
+func objectName(old, cur any) types.NamespacedName {
+	for _, o := range []any{cur, old} {
+		if m, ok := o.(client.Object); ok {
+			return types.NamespacedName{Namespace: m.GetNamespace(), Name: m.GetName()}
+		}
+	}
+	return types.NamespacedName{}
 }
 
 // finalState unwraps the last known state of a deleted object whose
