@@ -259,6 +259,35 @@ UDP/10.96.50.1:53 mh
 		return nil
 	})
 
+	// A slice relabelled from another Service to "web" brings its
+	// endpoints, and they go when it is deleted (the agent's own indexes
+	// follow labels and deletes).
+	has := func(what, addr string, want bool) {
+		t.Helper()
+		eventually(t, 20*time.Second, what, func() error {
+			if d := ipvsK.Dump(); strings.Contains(d, addr) != want {
+				return fmt.Errorf("%s in the kernel: %v, want %v\n%s", addr, !want, want, d)
+			}
+			return nil
+		})
+	}
+	other := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "other-xyz", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: "other"}},
+		AddressType: discoveryv1.AddressTypeIPv4, Ports: slice.Ports, Endpoints: endpoints("10.1.0.9"),
+	}
+	if err := k8s.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	other.Labels[discoveryv1.LabelServiceName] = "web"
+	if err := k8s.Update(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	has("relabelled slice's endpoint", "10.1.0.9:5353", true)
+	if err := k8s.Delete(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	has("deleted slice's endpoint", "10.1.0.9:", false)
+
 	// Deleted: every kernel object of it goes, the VIP too.
 	if err := k8s.Delete(ctx, vs); err != nil {
 		t.Fatal(err)
