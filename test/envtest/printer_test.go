@@ -3,7 +3,9 @@ package envtest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -24,24 +26,37 @@ func TestPrinterColumns(t *testing.T) {
 	if err := k8s.Create(ctx, vs); err != nil {
 		t.Fatal(err)
 	}
-	orig := vs.DeepCopy()
-	vs.Status.ReadyBackends = "3/4"
-	vs.Status.Ports = "80/TCP,443/TCP"
-	vs.Status.Conditions = []metav1.Condition{{Type: lvsv1.ConditionProgrammed, Status: metav1.ConditionTrue, Reason: "Programmed", LastTransitionTime: metav1.Now()}}
-	if err := k8s.Status().Patch(ctx, vs, client.MergeFrom(orig)); err != nil {
-		t.Fatal(err)
-	}
-
-	cs := kubernetes.NewForConfigOrDie(cfg)
-	raw, err := cs.RESTClient().Get().AbsPath("/apis/lvs.kubelvs.io/v1alpha1/namespaces", ns, "virtualservices").
-		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The suite's controller writes the status of every VirtualService
+	// too (with no agent reporting: no backends, Programmed Unknown);
+	// write ours again until the controller has nothing more to say.
 	var table metav1.Table
-	if err := json.Unmarshal(raw, &table); err != nil {
-		t.Fatal(err)
-	}
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	eventually(t, 20*time.Second, "the status columns show our status", func() error {
+		var cur lvsv1.VirtualService
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
+			return err
+		}
+		orig := cur.DeepCopy()
+		cur.Status.ReadyBackends = "3/4"
+		cur.Status.Ports = "80/TCP,443/TCP"
+		cur.Status.Conditions = []metav1.Condition{{Type: lvsv1.ConditionProgrammed, Status: metav1.ConditionTrue, Reason: "Programmed", LastTransitionTime: metav1.Now()}}
+		if err := k8s.Status().Patch(ctx, &cur, client.MergeFrom(orig)); err != nil {
+			return err
+		}
+		raw, err := cs.RESTClient().Get().AbsPath("/apis/lvs.kubelvs.io/v1alpha1/namespaces", ns, "virtualservices").
+			SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(ctx)
+		if err != nil {
+			return err
+		}
+		table = metav1.Table{}
+		if err := json.Unmarshal(raw, &table); err != nil {
+			return err
+		}
+		if len(table.Rows) != 1 || len(table.Rows[0].Cells) < 6 || table.Rows[0].Cells[4] != "3/4" || table.Rows[0].Cells[5] != "True" {
+			return fmt.Errorf("rows %v", table.Rows)
+		}
+		return nil
+	})
 	var names []string
 	for _, c := range table.ColumnDefinitions {
 		names = append(names, c.Name)
