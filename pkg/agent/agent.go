@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -101,7 +102,7 @@ func New(ctx context.Context, mgr manager.Manager, s *syncer.Syncer, hm *health.
 			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "kubelvs-agent"}),
 		reported: map[types.NamespacedName]lvsv1.NodeStatus{},
-		lat:      newEventLatency(o.Metrics),
+		lat:      newEventLatency(o.Metrics, clock.RealClock{}),
 		byKey:    newIndex(vsServiceKeys),
 		byRef:    newIndex(vsServiceRef),
 		slicesOf: newIndex(sliceService),

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 )
 
 // eventLatency times how long a change takes from the watch event that
@@ -16,14 +17,16 @@ import (
 // ride along, as the workqueue merges them), a successful sync stops it, a
 // failed one keeps it running for the retry.
 type eventLatency struct {
-	hist prometheus.Histogram
+	hist  prometheus.Histogram
+	clock clock.PassiveClock
 
 	mu      sync.Mutex
 	pending map[types.NamespacedName]time.Time
 }
 
-func newEventLatency(reg prometheus.Registerer) *eventLatency {
+func newEventLatency(reg prometheus.Registerer, clk clock.PassiveClock) *eventLatency {
 	e := &eventLatency{
+		clock: clk,
 		hist: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "kubelvs", Name: "event_to_kernel_seconds",
 			Help: "Time from a watch event (VirtualService, EndpointSlice, Node, health check) reaching the agent " +
@@ -41,7 +44,7 @@ func newEventLatency(reg prometheus.Registerer) *eventLatency {
 
 // seen records an event for key now, unless an earlier one is pending.
 func (e *eventLatency) seen(key types.NamespacedName) {
-	now := time.Now()
+	now := e.clock.Now()
 	e.mu.Lock()
 	if _, ok := e.pending[key]; !ok {
 		e.pending[key] = now
@@ -63,7 +66,7 @@ func (e *eventLatency) take(key types.NamespacedName) (time.Time, bool) {
 // back after a failed one (it is earlier than any event seen meanwhile).
 func (e *eventLatency) done(key types.NamespacedName, t time.Time, ok bool) {
 	if ok {
-		e.hist.Observe(time.Since(t).Seconds())
+		e.hist.Observe(e.clock.Since(t).Seconds())
 		return
 	}
 	e.mu.Lock()

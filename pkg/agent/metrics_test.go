@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 func histogram(t *testing.T, reg *prometheus.Registry) (count uint64, sum float64) {
@@ -26,7 +27,8 @@ func histogram(t *testing.T, reg *prometheus.Registry) (count uint64, sum float6
 
 func TestEventLatencyClock(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	e := newEventLatency(reg)
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := newEventLatency(reg, clk)
 	a := types.NamespacedName{Namespace: "ns", Name: "a"}
 	b := types.NamespacedName{Namespace: "ns", Name: "b"}
 
@@ -36,31 +38,31 @@ func TestEventLatencyClock(t *testing.T) {
 
 	// The first of several events starts the clock; a later one does not
 	// reset it.
+	first := clk.Now()
 	e.seen(a)
-	time.Sleep(20 * time.Millisecond)
+	clk.SetTime(first.Add(20 * time.Millisecond))
 	e.seen(a)
 	t0, ok := e.take(a)
-	if !ok {
-		t.Fatal("no clock after an event")
-	}
-	if d := time.Since(t0); d < 20*time.Millisecond {
-		t.Fatalf("clock started by the second event: %s ago", d)
+	if !ok || !t0.Equal(first) {
+		t.Fatalf("clock %v (%v), want the first event's %v", t0, ok, first)
 	}
 	// An event during the sync starts a new clock.
+	clk.SetTime(first.Add(30 * time.Millisecond))
 	e.seen(a)
+	clk.SetTime(first.Add(50 * time.Millisecond))
 	e.done(a, t0, true)
-	if n, sum := histogram(t, reg); n != 1 || sum < 0.02 {
-		t.Fatalf("after one successful sync: %d observations, sum %gs; want 1, >= 0.02s", n, sum)
+	if n, sum := histogram(t, reg); n != 1 || sum != 0.05 {
+		t.Fatalf("after one successful sync: %d observations, sum %gs; want 1, 0.05s", n, sum)
 	}
-	if t1, ok := e.take(a); !ok || !t1.After(t0) {
-		t.Fatalf("event during the sync: clock %v (%v), want one after %v", t1, ok, t0)
+	if t1, ok := e.take(a); !ok || !t1.Equal(first.Add(30*time.Millisecond)) {
+		t.Fatalf("event during the sync: clock %v (%v), want %v", t1, ok, first.Add(30*time.Millisecond))
 	}
 
 	// A failed sync observes nothing and keeps the earliest time for the
 	// retry, even if a newer event came meanwhile.
 	e.seen(b)
 	tb, _ := e.take(b)
-	time.Sleep(5 * time.Millisecond)
+	clk.SetTime(clk.Now().Add(5 * time.Millisecond))
 	e.seen(b)
 	e.done(b, tb, false)
 	if n, _ := histogram(t, reg); n != 1 {
@@ -69,8 +71,9 @@ func TestEventLatencyClock(t *testing.T) {
 	if got, ok := e.take(b); !ok || !got.Equal(tb) {
 		t.Fatalf("after a failed sync the clock is %v (%v), want the first event's %v", got, ok, tb)
 	}
+	clk.SetTime(clk.Now().Add(10 * time.Millisecond))
 	e.done(b, tb, true)
-	if n, _ := histogram(t, reg); n != 2 {
-		t.Fatalf("retry observed %d in all, want 2", n)
+	if n, sum := histogram(t, reg); n != 2 || sum != 0.05+0.015 {
+		t.Fatalf("retry: %d observations, sum %gs; want 2, 0.065s", n, sum)
 	}
 }
