@@ -542,14 +542,19 @@ func (s *Syncer) syncShared(force bool) error {
 }
 
 // tighten writes, before any virtual server or VIP changes, the ipset
-// members that are the stricter of what the ipsets hold and next: every
-// restricted VIP:port of both, only the source ranges allowed in both, and
-// every masquerade entry of both. A virtual server that gets sourceRanges
-// is thus never reachable from outside them, not even for the moment
-// between its VIP coming up and its members being written; syncShared
-// writes next itself (lifting what only the old state had) after the VIPs.
-// Until the first full sync has compared the shared state with the kernel,
-// what the ipsets hold is not known here and next is written as it is.
+// members that make the change safe to apply: every restricted VIP:port of
+// both what the ipsets hold and next, with next's source ranges, and the
+// current ranges of a VIP:port whose restriction next lifts; every
+// masquerade entry of both. A virtual server that gets sourceRanges is thus
+// never reachable from outside them, not even for the moment between its
+// VIP coming up and its members being written, and one that loses them (or
+// goes away) stays restricted until its virtual server and VIP changes are
+// done. A VIP:port restricted in both gets next's ranges at once: it is
+// reachable before and after, so the order of the IPVS writes does not
+// matter to it, and a source both admit is never dropped on the way.
+// syncShared writes next itself after the VIPs. Until the first full sync
+// has compared the shared state with the kernel, what the ipsets hold is
+// not known here and next is written as it is.
 func (s *Syncer) tighten(next netfilter.Members) error {
 	pre := next
 	if s.sharedChecked {
@@ -557,7 +562,7 @@ func (s *Syncer) tighten(next netfilter.Members) error {
 		pre = netfilter.Members{
 			Masquerade: union(cur.Masquerade, next.Masquerade),
 			Restricted: union(cur.Restricted, next.Restricted),
-			Allowed:    intersect(cur.Allowed, next.Allowed),
+			Allowed:    union(next.Allowed, lifted(cur, next)),
 		}
 		if membersEqual(pre, cur) {
 			return nil
@@ -610,7 +615,7 @@ func sortMembers(m netfilter.Members) netfilter.Members {
 	return m
 }
 
-// union and intersect merge two sorted lists without duplicates.
+// union merges two sorted lists without duplicates.
 func union(a, b []ipset.Entry) []ipset.Entry {
 	out := make([]ipset.Entry, 0, max(len(a), len(b)))
 	i, j := 0, 0
@@ -630,18 +635,14 @@ func union(a, b []ipset.Entry) []ipset.Entry {
 	return out
 }
 
-func intersect(a, b []ipset.Entry) []ipset.Entry {
+// lifted returns, in order, the allowed ranges of cur whose VIP:port next
+// no longer restricts.
+func lifted(cur, next netfilter.Members) []ipset.Entry {
 	var out []ipset.Entry
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		switch c := a[i].Compare(b[j]); {
-		case c < 0:
-			i++
-		case c > 0:
-			j++
-		default:
-			out = append(out, a[i])
-			i, j = i+1, j+1
+	for _, a := range cur.Allowed {
+		k := ipset.Entry{IP: a.IP, Protocol: a.Protocol, Port: a.Port}
+		if _, found := slices.BinarySearchFunc(next.Restricted, k, ipset.Entry.Compare); !found {
+			out = append(out, a)
 		}
 	}
 	return out

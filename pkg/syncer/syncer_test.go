@@ -413,17 +413,22 @@ func TestResyncNothingChangedTouchesNothing(t *testing.T) {
 
 // exposure checks, after every write to the fake kernel, that a restricted
 // VIP:port is never reachable (its virtual server present and its VIP on
-// kubelvs0) unless the ipsets restrict it to sources within limit.
+// kubelvs0) unless the ipsets restrict it to sources within limit (no
+// restriction is required while limit is nil), and that, while it is
+// restricted, every range in admit is let through.
 type exposure struct {
-	t     *testing.T
-	n     *node
-	key   ipvs.Key
-	limit []netip.Prefix
-	seen  int // writes checked while the key was reachable
+	t      *testing.T
+	n      *node
+	key    ipvs.Key
+	limit  []netip.Prefix
+	admit  []netip.Prefix
+	seen   int // writes checked while the key was reachable
+	checks int // writes checked
 }
 
 func (e *exposure) check(op string) {
 	e.t.Helper()
+	e.checks++
 	if _, err := e.n.ipvs.GetVirtualServer(e.key); err != nil {
 		return
 	}
@@ -433,12 +438,23 @@ func (e *exposure) check(op string) {
 	}
 	e.seen++
 	k := ipset.Entry{IP: e.key.Address, Protocol: uint8(e.key.Protocol), Port: e.key.Port}
-	if !slices.Contains(e.n.members.Restricted, k) {
+	isRestricted := slices.Contains(e.n.members.Restricted, k)
+	if !isRestricted && e.limit != nil {
 		e.t.Errorf("after %s, %s is reachable but not restricted (members %v)", op, e.key, e.n.members)
 	}
 	for _, a := range e.n.members.Allowed {
-		if a.IP == k.IP && a.Protocol == k.Protocol && a.Port == k.Port && !slices.Contains(e.limit, a.Net) {
+		if a.IP == k.IP && a.Protocol == k.Protocol && a.Port == k.Port && e.limit != nil && !slices.Contains(e.limit, a.Net) {
 			e.t.Errorf("after %s, %s admits %s, outside %v", op, e.key, a.Net, e.limit)
+		}
+	}
+	if !isRestricted {
+		return
+	}
+	for _, r := range e.admit {
+		a := k
+		a.Net = r
+		if !slices.Contains(e.n.members.Allowed, a) {
+			e.t.Errorf("after %s, %s drops %s, which both the old and the new ranges admit (members %v)", op, e.key, r, e.n.members)
 		}
 	}
 }
@@ -537,15 +553,53 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 		}
 		e.limit = []netip.Prefix{b}
 		e.check("the change")
-		seen := e.seen
+		// Every write of the delete is checked: had the restriction been
+		// lifted before the virtual server went, the check after that
+		// write would have found it reachable by everyone.
+		checks := e.checks
 		if _, err := s.RemoveGroup(types.NamespacedName{Namespace: "ns", Name: "r"}); err != nil {
 			t.Fatal(err)
 		}
-		if e.seen == seen {
-			t.Fatal("no write was checked while the removed virtual server was still reachable")
+		if e.checks-checks < 3 {
+			t.Fatalf("%d writes checked during the delete, want the virtual server, the VIPs and the members", e.checks-checks)
 		}
 		if len(e.n.members.Restricted) != 0 || len(e.n.members.Allowed) != 0 {
 			t.Errorf("members left after delete: %v", e.n.members)
+		}
+	})
+
+	t.Run("ranges-added-widened-lifted-never-drop-admitted-sources", func(t *testing.T) {
+		n, e, s := start(t)
+		open := grp("r", "10.96.0.9", []ipvs.Key{k}, "10.1.0.1:8080")
+		if _, err := s.SyncAll([]desired.Group{other, open}); err != nil {
+			t.Fatal(err)
+		}
+		steps := []struct {
+			name         string
+			g            desired.Group
+			limit, admit []netip.Prefix
+		}{
+			// A serving virtual server gets ranges: what they admit is
+			// never dropped on the way, nothing else is let through.
+			{"added", restricted("r", "10.96.0.9", k, a), []netip.Prefix{a}, []netip.Prefix{a}},
+			{"widened", restricted("r", "10.96.0.9", k, a, b), []netip.Prefix{a, b}, []netip.Prefix{a}},
+			{"narrowed", restricted("r", "10.96.0.9", k, b), []netip.Prefix{a, b}, []netip.Prefix{b}},
+			// The ranges go: b stays admitted until the restriction
+			// is lifted.
+			{"lifted", open, nil, []netip.Prefix{b}},
+		}
+		for _, st := range steps {
+			e.limit, e.admit = st.limit, st.admit
+			seen := e.seen
+			if _, err := s.SyncGroup(st.g); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			if e.seen == seen {
+				t.Fatalf("%s: no write was checked", st.name)
+			}
+		}
+		if len(n.members.Restricted) != 0 || len(n.members.Allowed) != 0 {
+			t.Errorf("members left after the ranges were lifted: %v", n.members)
 		}
 	})
 
