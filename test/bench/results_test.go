@@ -38,6 +38,10 @@ type Size struct {
 	Resync Timing `json:"resync_nothing_changed"`
 	// Scenario 3: one real server replaced in one group, SyncGroup latency.
 	Change Latency `json:"one_change"`
+	// Scenario 3, during the periodic repair pass: single changes while
+	// Verify (every resync period in the agent) walks the whole kernel.
+	ChangeDuringVerify Latency `json:"one_change_during_verify"`
+	Verify             Timing  `json:"verify"`
 	// Scenario 4: one UDP real server removed with 100,000 flows present.
 	Conntrack Flush `json:"conntrack_remove_backend"`
 	// Scenario 5: an ipset of 20,000 members replaced.

@@ -145,6 +145,7 @@ func (n *node) syncer(b *testing.B) *syncer.Syncer {
 	return syncer.New(syncer.Kernel{
 		IPVS: ipvs.NewGuard(n.ipvs, own), Owns: own.Owns, VIPs: n.vips,
 		Members: n.rules.SyncMembers, Conntrack: n.ct,
+		Rules: func(force bool) error { _, err := n.rules.Sync(force); return err },
 	}, clock.RealClock{}, nil)
 }
 
@@ -263,7 +264,12 @@ func runSize(b *testing.B, size int) Size {
 	sz := Size{VirtualServers: size, RealServersPer: realsPerVS, Cold: map[string]Timing{}}
 	logf := func(format string, a ...any) { b.Logf("%d VS: "+format, append([]any{size}, a...)...) }
 
-	// Scenario 1, baselines.
+	// Scenario 1, baselines (KUBELVS_BENCH_BASELINES=off skips them and
+	// the IPVS-only cold sync, for a quick run of the other scenarios).
+	if os.Getenv("KUBELVS_BENCH_BASELINES") == "off" {
+		kerneltest.InFreshNetns(b, func() { runKubelvs(b, svcs, &sz, logf) })
+		return sz
+	}
 	kerneltest.InFreshNetns(b, func() {
 		h, err := moby.New("")
 		if err != nil {
@@ -380,6 +386,50 @@ func runKubelvs(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(string, .
 		Note: "the benchmark process (syncer, desired groups, kernel handles) from building the groups through the cold sync, resync and changes; no API client or informer caches",
 	}
 	logf("memory %+v", sz.Memory)
+
+	// Scenario 3 again, while the agent's periodic repair pass (Verify:
+	// a dump of every virtual server and its real servers, the netfilter
+	// chains rewritten, kubelvs0 and the ipsets compared with the kernel)
+	// runs: the same kind of change every 5 ms until it ends. Verify runs
+	// on this goroutine, whose thread is in the benchmark's namespace (it
+	// execs iptables); the changes only use the netlink handles.
+	lat = lat[:0]
+	stop, changed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(changed)
+		for k := 0; ; k++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			j := (k*7919 + 29) % size
+			g := gs[j]
+			reals := append([]desired.Real(nil), g.Services[0].Reals...)
+			reals[k%len(reals)].Address = netip.AddrFrom4([4]byte{10, 207, byte(k >> 8), byte(k)})
+			g.Services = []desired.Service{{VirtualServer: g.Services[0].VirtualServer, Reals: reals}}
+			gs[j] = g
+			t := time.Now()
+			if _, err := s.SyncGroup(g); err != nil {
+				b.Error(err)
+				return
+			}
+			lat = append(lat, time.Since(t))
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	start = time.Now()
+	_, err := s.Verify()
+	d = time.Since(start)
+	close(stop)
+	<-changed
+	if err != nil {
+		b.Fatal(err)
+	}
+	sz.Verify = Timing{Seconds: d.Seconds(), Note: "Verify of the whole node state, netfilter rules included, with changes going on"}
+	sz.ChangeDuringVerify = latency(lat)
+	logf("verify %v; %d changes during it: p50 %.2f ms p99 %.2f ms max %.2f ms", d, len(lat),
+		sz.ChangeDuringVerify.P50, sz.ChangeDuringVerify.P99, sz.ChangeDuringVerify.Max)
 
 	// Scenario 4: one UDP real server leaves while 100,000 flows exist.
 	n.makeFlows(b)
