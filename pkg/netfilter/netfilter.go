@@ -139,12 +139,16 @@ func (r *Rules) EnsureSets() error {
 
 // Sync writes the rules of every family whose rendering changed since the
 // last successful sync, or all of them when force is set (periodic resync:
-// someone may have flushed the tables). It returns whether it wrote.
+// someone may have flushed the tables). It returns whether it wrote. A
+// forced sync also reads what the ipsets hold (someone may have changed
+// them too), so that the next SyncMembers compares with the kernel without
+// reading it: the periodic resync calls this without the syncer's lock.
 func (r *Rules) Sync(force bool) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if force {
-		r.members = nil // someone may have changed the sets too
+		r.members = nil
+		defer r.loadMembers()
 	}
 	wrote := false
 	for _, f := range r.fams {
@@ -168,6 +172,20 @@ func (r *Rules) Sync(force bool) (bool, error) {
 		wrote = true
 	}
 	return wrote, nil
+}
+
+// loadMembers records what the ipsets hold. A set that cannot be read
+// stays unknown, and SyncMembers reads it.
+func (r *Rules) loadMembers() {
+	r.members = map[string][]ipset.Entry{}
+	for _, f := range r.fams {
+		n := Sets(f)
+		for _, name := range []string{n.Masquerade, n.Restricted, n.Allowed} {
+			if es, err := r.sets.ListEntries(name); err == nil {
+				r.members[name] = es
+			}
+		}
+	}
 }
 
 // SyncMembers makes the ipsets hold exactly m, adding and deleting only the

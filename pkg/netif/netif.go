@@ -23,7 +23,8 @@ var ErrNotOwned = errors.New("interface exists and is not a kubelvs dummy")
 
 // Interface manages kubelvs0.
 type Interface interface {
-	// EnsureDevice creates kubelvs0 as a dummy if missing and sets it up.
+	// EnsureDevice creates kubelvs0 as a dummy if missing and sets it up;
+	// the next SyncAddresses compares with what kubelvs0 holds now.
 	EnsureDevice() error
 	// ListAddresses returns the virtual addresses on kubelvs0, sorted
 	// (IPv6 link-local addresses the kernel adds itself are left out).

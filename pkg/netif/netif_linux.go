@@ -65,7 +65,7 @@ func (n *Netlink) link() (netlink.Link, error) {
 func (n *Netlink) EnsureDevice() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.known = nil // the periodic resync calls this: read the kernel again
+	n.known = nil
 	l, err := n.link()
 	if err != nil {
 		return err
@@ -83,6 +83,13 @@ func (n *Netlink) EnsureDevice() error {
 		if err := n.h.LinkSetUp(l); err != nil {
 			return fmt.Errorf("set %s up: %w", DeviceName, err)
 		}
+	}
+	// The periodic resync calls this, without the syncer's lock: read what
+	// kubelvs0 holds now, so that the next SyncAddresses compares with the
+	// kernel without a read of thousands of addresses while changes wait.
+	// If the read fails, SyncAddresses reads.
+	if known, err := n.list(l); err == nil {
+		n.known = known
 	}
 	return nil
 }

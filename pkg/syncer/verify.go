@@ -11,9 +11,9 @@ import (
 // drift: a virtual or real server deleted or changed by hand comes back.
 // It costs one dump of the virtual servers plus one listing per owned
 // virtual server, so it runs on the slow periodic resync only, and it
-// takes the syncer's lock one virtual server at a time: changes keep
-// flowing while it walks thousands of them. It returns the number of
-// repairs.
+// takes the syncer's lock one virtual server at a time and reads the VIPs
+// and ipsets without it: changes keep flowing while it walks thousands of
+// them. It returns the number of repairs.
 func (s *Syncer) Verify() (int, error) {
 	all, err := s.k.IPVS.ListVirtualServers()
 	if err != nil {
@@ -37,8 +37,9 @@ func (s *Syncer) Verify() (int, error) {
 		repairs += n
 		errs = append(errs, err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	// Without the lock: these exec iptables and read kubelvs0 and the
+	// ipsets into their writers' records (thousands of entries), and
+	// touch nothing of the syncer's.
 	if err := s.k.VIPs.EnsureDevice(); err != nil {
 		errs = append(errs, fmt.Errorf("verify kubelvs0: %w", err))
 	}
@@ -48,6 +49,10 @@ func (s *Syncer) Verify() (int, error) {
 			errs = append(errs, fmt.Errorf("verify netfilter rules: %w", err))
 		}
 	}
+	// With it, the shared state is compared with those records, which
+	// the writers keep true across concurrent changes.
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	errs = append(errs, s.syncShared(true))
 	return repairs, errors.Join(errs...)
 }
