@@ -17,6 +17,7 @@ import (
 func (s *Syncer) Drain() ([]types.NamespacedName, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.epoch++
 	now := s.clock.Now()
 	changed := map[types.NamespacedName]bool{}
 	var errs []error

@@ -57,6 +57,10 @@ type Syncer struct {
 	groups   map[types.NamespacedName]*group
 	vips     []netip.Addr      // on kubelvs0, as last written
 	members  netfilter.Members // in the ipsets, as last written
+	// epoch counts the locked operations that may write IPVS, so that
+	// Verify can tell whether a listing it took without the lock is still
+	// what the kernel holds.
+	epoch uint64
 	// sharedDirty is set when a group's VIPs or members changed since the
 	// shared state was last written, so that a change that touches only
 	// real servers does not rebuild the VIPs and members of every group.
@@ -158,6 +162,7 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 func (s *Syncer) Adopt() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.epoch++
 	all, err := s.k.IPVS.ListVirtualServers()
 	if err != nil {
 		return fmt.Errorf("adopt: %w", err)
@@ -199,6 +204,7 @@ type Result struct {
 func (s *Syncer) SyncGroup(g desired.Group) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.epoch++
 	start := s.clock.Now()
 	if prev := s.groups[g.Name]; prev == nil || !membersEqual(prev.members, g.Members) {
 		if err := s.tighten(s.mergedMembers(g.Name, &g.Members)); err != nil {
@@ -228,6 +234,7 @@ func (s *Syncer) RemoveGroup(name types.NamespacedName) (Result, error) {
 func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.epoch++
 	start := s.clock.Now()
 	var total Result
 	var errs []error

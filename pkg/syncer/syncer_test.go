@@ -635,3 +635,58 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 		}
 	})
 }
+
+// listHook runs once, right after the first listing of key's real servers
+// is taken: a change that lands between Verify's listing and its lock.
+type listHook struct {
+	*ipvstest.Fake
+	key  ipvs.Key
+	once func()
+}
+
+func (l *listHook) ListRealServers(k ipvs.Key) ([]ipvs.RealServer, error) {
+	rs, err := l.Fake.ListRealServers(k)
+	if f := l.once; k == l.key && f != nil {
+		l.once = nil
+		f()
+	}
+	return rs, err
+}
+
+// TestVerifyDuringAChange: Verify lists real servers without the syncer's
+// lock, so a change can land in between; it must not take the stale
+// listing for drift (re-adding what the change added, or deleting it).
+func TestVerifyDuringAChange(t *testing.T) {
+	n := newNode()
+	k := key("10.96.0.9", ipvs.TCP, 80)
+	hook := &listHook{Fake: n.ipvs, key: k}
+	own, err := ipvs.NewSetOwnership(n.sets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Kernel{
+		IPVS: ipvs.NewGuard(hook, own), Owns: own.Owns, VIPs: n.vips, Conntrack: n.ct,
+		Members: func(m netfilter.Members) error { n.members = m; return nil },
+	}, n.clock, nil)
+	if err := s.Adopt(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SyncAll([]desired.Group{grp("a", "10.96.0.9", []ipvs.Key{k}, "10.1.0.1:8080")}); err != nil {
+		t.Fatal(err)
+	}
+	var changeErr error
+	hook.once = func() {
+		_, changeErr = s.SyncGroup(grp("a", "10.96.0.9", []ipvs.Key{k}, "10.1.0.1:8080", "10.1.0.2:8080"))
+	}
+	repairs, err := s.Verify()
+	if hook.once != nil {
+		t.Fatal("the change never ran during Verify")
+	}
+	if err != nil || changeErr != nil || repairs != 0 {
+		t.Fatalf("Verify with a change in between: %d repairs, err %v (change: %v); want 0 repairs, no error", repairs, err, changeErr)
+	}
+	if rs, _ := n.ipvs.ListRealServers(k); len(rs) != 2 {
+		t.Fatalf("kernel holds %v, want the two real servers of the change", rs)
+	}
+	checkCounts(t, s)
+}

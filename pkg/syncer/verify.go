@@ -57,15 +57,37 @@ func (s *Syncer) Verify() (int, error) {
 	return repairs, errors.Join(errs...)
 }
 
+// errStale marks a listing taken before a sync that may have changed it.
+var errStale = errors.New("listing taken before a sync")
+
 // verifyOne repairs one programmed virtual server and its real servers.
 func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer) (int, error) {
+	// The real servers are listed without the lock (a netlink dump, the
+	// costly part), and the listing is used only if no sync ran meanwhile;
+	// otherwise it is taken again under the lock.
+	s.mu.Lock()
+	epoch := s.epoch
+	_, known := s.services[k]
+	s.mu.Unlock()
+	kv, ok := inKernel[k]
+	if !known {
+		return 0, nil // deleted since the dump
+	}
+	var listed []ipvs.RealServer
+	var listErr error
+	if ok {
+		listed, listErr = s.k.IPVS.ListRealServers(k)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	svc := s.services[k]
 	if svc == nil {
-		return 0, nil // deleted since the dump
+		return 0, nil // deleted meanwhile
 	}
-	kv, ok := inKernel[k]
+	if !ok || s.epoch != epoch {
+		listed, listErr = nil, errStale
+	}
+	s.epoch++ // a repair below is a write too
 	if !ok {
 		// Added since the dump? Ask before re-adding.
 		if cur, err := s.k.IPVS.GetVirtualServer(k); err == nil {
@@ -92,7 +114,10 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 	}
 	var have map[ipvs.RealKey]ipvs.RealServer
 	if ok {
-		rs, err := s.k.IPVS.ListRealServers(k)
+		rs, err := listed, listErr
+		if errors.Is(err, errStale) {
+			rs, err = s.k.IPVS.ListRealServers(k)
+		}
 		if err != nil {
 			return repairs, fmt.Errorf("verify %s: %w", k, err)
 		}
