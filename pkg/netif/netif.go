@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -107,15 +106,23 @@ func ApplySysctls(root string, ss []Sysctl) ([]Sysctl, error) {
 // Prefix returns the host prefix (/32 or /128) kubelvs0 holds for a VIP.
 func Prefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 
-// DiffAddresses returns which addresses to add and remove.
+// DiffAddresses returns which addresses to add and remove, each in the
+// order of its input. It is linear: at 10,000 VIPs a pairwise comparison
+// took about a second of the periodic resync, with the syncer's lock held.
 func DiffAddresses(have, want []netip.Addr) (add, del []netip.Addr) {
+	h := make(map[netip.Addr]struct{}, len(have))
+	for _, a := range have {
+		h[a] = struct{}{}
+	}
+	w := make(map[netip.Addr]struct{}, len(want))
 	for _, a := range want {
-		if !slices.Contains(have, a) {
+		w[a] = struct{}{}
+		if _, ok := h[a]; !ok {
 			add = append(add, a)
 		}
 	}
 	for _, a := range have {
-		if !slices.Contains(want, a) {
+		if _, ok := w[a]; !ok {
 			del = append(del, a)
 		}
 	}
