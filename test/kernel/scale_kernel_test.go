@@ -161,9 +161,16 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 	ctx := context.Background()
 	r := AgentScale{VirtualServers: n, RealServersPer: scaleRealServers,
 		Note: "agent binary with default flags (status reporting on) against etcd and kube-apiserver in the same guest"}
+	args := []string{"--metrics-bind-address=" + latMetricsAddr, "--health-probe-bind-address=" + latProbeAddr,
+		"--pprof-bind-address=" + scalePprofAddr}
+	// KUBELVS_BENCH_AGENT_ARGS adds agent flags, e.g. a short
+	// --resync-period so that the samples meet periodic resyncs.
+	if extra := strings.Fields(os.Getenv("KUBELVS_BENCH_AGENT_ARGS")); len(extra) > 0 {
+		args = append(args, extra...)
+		r.Note = fmt.Sprintf("agent binary with default flags but %s (status reporting on) against etcd and kube-apiserver in the same guest", strings.Join(extra, " "))
+	}
 	start := time.Now()
-	agent := startLatencyAgent(b, kc, false, "--metrics-bind-address="+latMetricsAddr, "--health-probe-bind-address="+latProbeAddr,
-		"--pprof-bind-address="+scalePprofAddr)
+	agent := startLatencyAgent(b, kc, false, args...)
 	waitFor(b, 5*time.Minute, "agent ready (first full sync)", func() error { return probe("http://" + latProbeAddr + "/readyz") })
 	b.Logf("vs=%d: agent ready after %s", n, time.Since(start).Round(time.Millisecond))
 
