@@ -17,7 +17,9 @@ import (
 func (s *Syncer) Drain() ([]types.NamespacedName, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.epoch++
+	if len(s.drainSet) > 0 {
+		s.epoch++ // it may delete real servers
+	}
 	now := s.clock.Now()
 	changed := map[types.NamespacedName]bool{}
 	var errs []error
