@@ -214,9 +214,14 @@ type VirtualServiceSpec struct {
 	TrafficPolicy TrafficPolicy `json:"trafficPolicy,omitempty"`
 
 	// NodeSelector restricts which nodes program this VirtualService; a node
-	// must have every label listed. Empty means every node.
+	// must have every label listed. Empty means every node. At most 64
+	// labels, keys of at most 317 characters (a 253-character prefix, "/"
+	// and a 63-character name) and values of at most 63, as label keys and
+	// values are: every agent caches every VirtualService.
 	//
 	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && size(self[k]) <= 63)",message="nodeSelector keys are at most 317 characters and values at most 63, as label keys and values are"
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 }
 

@@ -3,6 +3,7 @@ package envtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -122,6 +123,15 @@ func TestInvalidVirtualServicesAreRejected(t *testing.T) {
 		}, "spec.healthCheck.timeoutSeconds", "shorter than intervalSeconds"},
 		{"negative drain timeout", func(s *lvsv1.VirtualServiceSpec) { s.Drain = &lvsv1.Drain{TimeoutSeconds: -1} }, "spec.drain.timeoutSeconds", "greater than or equal to 0"},
 		{"unknown traffic policy", func(s *lvsv1.VirtualServiceSpec) { s.TrafficPolicy = "Node" }, "spec.trafficPolicy", "Unsupported value"},
+		{"nodeSelector of 65 labels", func(s *lvsv1.VirtualServiceSpec) {
+			s.NodeSelector = map[string]string{}
+			for i := 0; i < 65; i++ {
+				s.NodeSelector[fmt.Sprintf("label-%d", i)] = "x"
+			}
+		}, "spec.nodeSelector", "at most 64"},
+		{"nodeSelector value over 63 characters", func(s *lvsv1.VirtualServiceSpec) {
+			s.NodeSelector = map[string]string{"zone": strings.Repeat("a", 64)}
+		}, "spec.nodeSelector", "values at most 63"},
 	}
 	if len(cases) < 25 {
 		t.Fatalf("only %d invalid cases; the issue asks for at least 25", len(cases))
