@@ -24,16 +24,14 @@
 #
 # Env: K8S_TEST_BINS_DIR (etcd kube-apiserver kube-controller-manager
 # kube-scheduler kubelet kubectl helm containerd containerd-shim-runc-v2 ctr),
-# KUBELVS_IMAGE_DIR, CLUSTER_LOGS, CLUSTER_POD_SECURITY (the cluster-wide
+# KUBELVS_IMAGE_DIR, CLUSTER_LOGS, CLUSTER_PKI (made by --pki DIR on the host;
+# otherwise made in the guest), CLUSTER_POD_SECURITY (the cluster-wide
 # Pod Security level enforced on namespaces without a label; baseline).
 set -euo pipefail
-[[ ${1:-} == -- ]] && shift
-(($#)) || { echo "usage: guest-cluster.sh [--] <command> [args...]" >&2; exit 2; }
-[[ $(hostname) == vmtest ]] || { echo "guest-cluster.sh: run me inside run-in-vm.sh" >&2; exit 2; }
 
-BIN=${K8S_TEST_BINS_DIR:?}
-IMAGES=${KUBELVS_IMAGE_DIR:?}
-LOGS=${CLUSTER_LOGS:?}
+BIN=${K8S_TEST_BINS_DIR:-$HOME/.cache/k8s-test-bins}
+IMAGES=${KUBELVS_IMAGE_DIR:-}
+LOGS=${CLUSTER_LOGS:-/tmp/cluster-logs}
 NODE=vmtest
 NODE_IP=192.0.2.10
 POD_CIDR=10.244.0.0/24
@@ -53,6 +51,51 @@ wait_for() { # SECONDS WHAT CMD...
 		sleep 0.5
 	done
 }
+# make_pki DIR: a CA, the serving and client certificates of every
+# component, the service-account key pair (DIR/pki) and the kubeconfigs
+# (DIR/NAME.kubeconfig). Slow in the guest (openssl and kubectl fork a lot
+# under UML), so hack/e2e-cluster.sh makes them on the host with --pki.
+make_pki() {
+	local dir=$1 n
+	mkdir -p "$dir/pki"
+	(
+		cd "$dir/pki"
+		key() { openssl ecparam -name prime256v1 -genkey -noout -out "$1.key" 2>/dev/null; }
+		cert() { # NAME SUBJECT [SANS]
+			key "$1"
+			openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
+			printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n%s\n' \
+				"${3:+subjectAltName=$3}" >"$1.ext"
+			openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+		}
+		key ca
+		openssl req -x509 -new -key ca.key -subj /CN=kubelvs-test-ca -days 2 -out ca.crt 2>/dev/null
+		cert apiserver /CN=kube-apiserver \
+			"DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP,IP:$API_SERVICE_IP"
+		cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+		cert admin "/O=system:masters/CN=kubernetes-admin"
+		cert controller-manager /CN=system:kube-controller-manager
+		cert scheduler /CN=system:kube-scheduler
+		cert kubelet "/O=system:nodes/CN=system:node:$NODE" "DNS:$NODE,IP:$NODE_IP"
+		key sa
+		openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
+	)
+	for n in admin controller-manager scheduler kubelet; do
+		local f=$dir/$n.kubeconfig
+		kubectl config --kubeconfig "$f" set-cluster local --server "https://$NODE_IP:6443" --certificate-authority "$dir/pki/ca.crt" --embed-certs >/dev/null
+		kubectl config --kubeconfig "$f" set-credentials "$n" --client-certificate "$dir/pki/$n.crt" --client-key "$dir/pki/$n.key" --embed-certs >/dev/null
+		kubectl config --kubeconfig "$f" set-context local --cluster local --user "$n" >/dev/null
+		kubectl config --kubeconfig "$f" use-context local >/dev/null
+	done
+}
+
+if [[ ${1:-} == --pki ]]; then # on the host: make_pki DIR, and nothing else
+	make_pki "${2:?usage: guest-cluster.sh --pki DIR}"
+	exit 0
+fi
+[[ ${1:-} == -- ]] && shift
+(($#)) || { echo "usage: guest-cluster.sh [--] <command> [args...] | --pki DIR" >&2; exit 2; }
+[[ $(hostname) == vmtest ]] || { echo "guest-cluster.sh: run me inside run-in-vm.sh" >&2; exit 2; }
 mkdir -p "$LOGS" "$S"
 
 # ---------------------------------------------------------------- storage
@@ -62,7 +105,7 @@ for d in /var/lib/containerd /var/lib/kubelet /var/lib/etcd /var/log/pods "$S"; 
 	mkdir -p "$d"
 	mount -t tmpfs -o mode=0755 tmpfs "$d"
 done
-mkdir -p "$PKI" /etc/cni/net.d /run/containerd
+mkdir -p /etc/cni/net.d /run/containerd
 # The agent's init container runs modprobe on the node's /lib/modules (a
 # hostPath): the guest's module directory must be a directory there, not
 # run-in-vm's symlink to a path the container cannot see.
@@ -108,37 +151,12 @@ cat >/etc/cni/net.d/10-bridge.conflist <<EOF
 EOF
 
 # ---------------------------------------------------------------- PKI
-say "certificates"
-(
-	cd "$PKI"
-	key() { openssl ecparam -name prime256v1 -genkey -noout -out "$1.key" 2>/dev/null; }
-	cert() { # NAME SUBJECT [SANS]
-		key "$1"
-		openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
-		printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n%s\n' \
-			"${3:+subjectAltName=$3}" >"$1.ext"
-		openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-	}
-	key ca
-	openssl req -x509 -new -key ca.key -subj /CN=kubelvs-test-ca -days 2 -out ca.crt 2>/dev/null
-	cert apiserver /CN=kube-apiserver \
-		"DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP,IP:$API_SERVICE_IP"
-	cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
-	cert admin "/O=system:masters/CN=kubernetes-admin"
-	cert controller-manager /CN=system:kube-controller-manager
-	cert scheduler /CN=system:kube-scheduler
-	cert kubelet "/O=system:nodes/CN=system:node:$NODE" "DNS:$NODE,IP:$NODE_IP"
-	key sa
-	openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
-)
-kubeconfig() { # NAME
-	local f=$S/$1.kubeconfig
-	kubectl config --kubeconfig "$f" set-cluster local --server "https://$NODE_IP:6443" --certificate-authority "$PKI/ca.crt" --embed-certs >/dev/null
-	kubectl config --kubeconfig "$f" set-credentials "$1" --client-certificate "$PKI/$1.crt" --client-key "$PKI/$1.key" --embed-certs >/dev/null
-	kubectl config --kubeconfig "$f" set-context local --cluster local --user "$1" >/dev/null
-	kubectl config --kubeconfig "$f" use-context local >/dev/null
-}
-for n in admin controller-manager scheduler kubelet; do kubeconfig "$n"; done
+if [[ -n ${CLUSTER_PKI:-} ]]; then
+	cp -r "$CLUSTER_PKI"/. "$S"/
+else
+	say "certificates"
+	make_pki "$S"
+fi
 export KUBECONFIG=$S/admin.kubeconfig
 
 # ---------------------------------------------------------------- control plane
