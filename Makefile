@@ -14,7 +14,7 @@ IMG ?= ghcr.io/kubelvs/kubelvs:$(VERSION)
 
 .PHONY: help
 help: ## Show the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: demo
 demo: ## Run it: a guest kernel with the API server, controller and agent; examples/ applied; real traffic.
@@ -23,6 +23,17 @@ demo: ## Run it: a guest kernel with the API server, controller and agent; examp
 .PHONY: test-bins
 test-bins: ## Build etcd, kube-apiserver, kubectl, helm and controller-gen into $(TEST_BINS) (cold 7-10 min, warm <1 s).
 	@hack/install-test-bins.sh "$(TEST_BINS)" >/dev/null
+
+# The oldest Kubernetes the chart supports (kubeVersion in charts/kubelvs/Chart.yaml,
+# whose minor test/floor checks against this one): test-unit installs the shipped CRD
+# on its kube-apiserver, with the etcd of $(TEST_BINS).
+K8S_FLOOR_VERSION ?= v1.31.14
+FLOOR_BINS := $(TEST_BINS)/floor-$(K8S_FLOOR_VERSION)
+
+.PHONY: test-bins-floor
+test-bins-floor: test-bins ## Build the kube-apiserver of K8S_FLOOR_VERSION, the oldest supported, into $(TEST_BINS)/floor-* (cold ~10 CPU-min: 5-11 min on 2 cores; warm <1 s).
+	@K8S_VERSION=$(K8S_FLOOR_VERSION) TOOLS=kube-apiserver hack/install-test-bins.sh "$(FLOOR_BINS)" >/dev/null
+	@ln -sfn ../etcd "$(FLOOR_BINS)/etcd"
 
 .PHONY: generate
 generate: test-bins ## Generate deepcopy code for the API types.
@@ -54,8 +65,8 @@ vet: ## go vet ./...
 test: verify test-unit test-kernel e2e ## Everything CI runs: verify, unit + envtest, kernel tests and the e2e suite in a guest kernel.
 
 .PHONY: test-unit
-test-unit: test-bins ## Unit tests and envtest suites (a real kube-apiserver and etcd).
-	KUBELVS_REQUIRE_ENVTEST=1 KUBEBUILDER_ASSETS=$(TEST_BINS) go test $(GO_TEST_FLAGS) ./...
+test-unit: test-bins test-bins-floor ## Unit tests and envtest suites (a real kube-apiserver and etcd; the CRD also on the oldest supported one).
+	KUBELVS_REQUIRE_ENVTEST=1 KUBEBUILDER_ASSETS=$(TEST_BINS) KUBELVS_FLOOR_ASSETS=$(FLOOR_BINS) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-kernel
 test-kernel: ## Kernel tests: compiled here, run against real IPVS in a throw-away guest kernel.
