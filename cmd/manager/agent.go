@@ -27,7 +27,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&o.DrainInterval, "drain-interval", time.Second, "how often to check draining real servers")
 	fs.BoolVar(&o.ReportStatus, "report-status", true, "write this node's entry into VirtualService status (turn off in very large clusters)")
 	fs.BoolVar(&o.HealthChecks, "health-checks", true, "run the health checks VirtualServices ask for")
-	fs.BoolVar(&o.CleanupOnUninstall, "cleanup-on-uninstall", false, "when stopping because the agent's DaemonSet is gone, remove every kernel object kubelvs made (needs $POD_NAME and $POD_NAMESPACE)")
+	fs.BoolVar(&o.CleanupOnUninstall, "cleanup-on-uninstall", false, "when stopping after the agent saw its own DaemonSet deleted (or the API server answers it is gone), remove every kernel object kubelvs made; any doubt keeps the kernel (needs $POD_NAME and $POD_NAMESPACE)")
 	o.PodName, o.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	zo := zap.Options{}
 	zo.BindFlags(fs)

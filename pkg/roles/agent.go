@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -43,12 +45,20 @@ type AgentOptions struct {
 	// HealthChecks turns active health checks on (default in the binary).
 	HealthChecks bool
 	// CleanupOnUninstall removes every owned kernel object when the agent
-	// stops because its DaemonSet is gone (helm uninstall, kubectl delete),
-	// never on a restart or upgrade. PodName and PodNamespace identify the
-	// agent's pod.
+	// stops after it saw its DaemonSet deleted (helm uninstall, kubectl
+	// delete), or the API server answers that it is gone; never on a
+	// restart or upgrade, and never on doubt (an error, a Forbidden).
+	// PodName and PodNamespace identify the agent's pod.
 	CleanupOnUninstall bool
 	PodName            string
 	PodNamespace       string
+	// Cleanup overrides the removal of the kernel objects on uninstall
+	// (tests). Nil: Cleanup, or an error when Kernel is overridden.
+	Cleanup func(io.Writer) error
+	// MetricsRegistry registers the agent's metrics. Nil: controller-runtime's
+	// registry, which the metrics endpoint serves. A test that runs several
+	// agents in one process gives each its own.
+	MetricsRegistry prometheus.Registerer
 }
 
 // +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices,verbs=get;list;watch
@@ -57,10 +67,15 @@ type AgentOptions struct {
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 
 // RunAgent runs the agent role until ctx ends. The kernel is left as it is
-// when it returns.
+// when it returns, unless CleanupOnUninstall is set and kubelvs is
+// positively being uninstalled (package uninstall decides).
 func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 	if err := CheckAPIServer(cfg); err != nil {
 		return err
+	}
+	reg := o.MetricsRegistry
+	if reg == nil {
+		reg = metrics.Registry
 	}
 	k := o.Kernel
 	if k == nil {
@@ -99,7 +114,7 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	s := syncer.New(*k, clock.RealClock{}, syncer.NewMetrics(metrics.Registry))
+	s := syncer.New(*k, clock.RealClock{}, syncer.NewMetrics(reg))
 	var a *agent.Agent
 	var hm *health.Manager
 	if o.HealthChecks {
@@ -107,7 +122,7 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 			if a != nil {
 				a.HealthChanged(group)
 			}
-		}, health.WithRegisterer(metrics.Registry))
+		}, health.WithRegisterer(reg))
 		if err != nil {
 			return fmt.Errorf("health checks: %w", err)
 		}
@@ -116,7 +131,7 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 		}
 	}
 	ao := o.Options
-	ao.Metrics = metrics.Registry
+	ao.Metrics = reg
 	a, err = agent.New(ctx, mgr, s, hm, ao)
 	if err != nil {
 		return err
@@ -130,21 +145,13 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 	if err := mgr.AddReadyzCheck("first-sync", a.Ready); err != nil {
 		return err
 	}
+	log := ctrl.Log.WithName("agent")
+	// Watched from before the manager starts: an uninstall is only ever
+	// seen, never inferred from an error.
+	u := startUninstallWatch(ctx, log, cfg, o, reg)
 	err = mgr.Start(ctx)
-	if o.CleanupOnUninstall && o.PodName != "" {
-		log := ctrl.Log.WithName("agent")
-		gone, cerr := uninstalled(cfg, o.PodNamespace, o.PodName)
-		switch {
-		case cerr != nil:
-			log.Error(cerr, "cannot tell whether kubelvs is being uninstalled; leaving the kernel as it is")
-		case gone:
-			log.Info("the agent's DaemonSet is gone: removing every kernel object kubelvs made")
-			if cerr := Cleanup(logWriter{log}); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("cleanup on uninstall: %w", cerr))
-			}
-		default:
-			log.Info("stopping; the kernel stays as it is so traffic keeps flowing")
-		}
+	if u != nil {
+		err = errors.Join(err, u.stop(log))
 	}
 	return err
 }

@@ -2,54 +2,92 @@ package roles
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubelvs/kubelvs/pkg/uninstall"
 )
 
+// The agent reads its own pod (to find its DaemonSet) and watches that
+// DaemonSet alone (a field selector on its name), in its own namespace:
+// config/rbac and the chart grant these in a namespaced Role.
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get
-// +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get
+// +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get;list;watch
 
-// uninstalled tells a stopping agent whether it stops because kubelvs is
-// being uninstalled (its DaemonSet is gone or being deleted) rather than
-// restarted or upgraded (the DaemonSet is still there). Only then does the
-// agent remove what it made; on a restart the kernel must stay as it is.
-func uninstalled(cfg *rest.Config, namespace, pod string) (bool, error) {
-	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+const (
+	// uninstallCheckTimeout bounds the GET of the agent's DaemonSet at stop.
+	uninstallCheckTimeout = 10 * time.Second
+	// uninstallGrace is how long a stopping agent whose GET of its
+	// DaemonSet got no answer to rely on waits for its watch to deliver a
+	// deletion still on its way. Only that case waits: a restart finds
+	// the DaemonSet and stops at once.
+	uninstallGrace = 5 * time.Second
+)
+
+// uninstallWatch is the agent's watch of its own DaemonSet, running from
+// before the manager starts until the stop decision is taken.
+type uninstallWatch struct {
+	w       *uninstall.Watcher
+	cfg     *rest.Config
+	cancel  context.CancelFunc
+	done    chan struct{}
+	cleanup func(io.Writer) error
+}
+
+// startUninstallWatch starts the watch when the agent is to clean up on
+// uninstall; nil otherwise. The watch outlives ctx (the agent's SIGTERM):
+// it may still deliver the deletion while the agent decides.
+func startUninstallWatch(ctx context.Context, log logr.Logger, cfg *rest.Config, o AgentOptions, reg prometheus.Registerer) *uninstallWatch {
+	if !o.CleanupOnUninstall {
+		return nil
+	}
+	if o.PodName == "" || o.PodNamespace == "" {
+		log.Info("--cleanup-on-uninstall needs $POD_NAME and $POD_NAMESPACE: the agent will leave the kernel as it is when it stops")
+		return nil
+	}
+	cleanup := o.Cleanup
+	if cleanup == nil && o.Kernel != nil {
+		cleanup = func(io.Writer) error { return errors.New("no cleanup for an injected kernel") }
+	} else if cleanup == nil {
+		cleanup = Cleanup
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	u := &uninstallWatch{
+		w:   uninstall.NewWatcher(cfg, o.PodNamespace, o.PodName, uninstall.NewMetrics(reg)),
+		cfg: cfg, cancel: cancel, done: make(chan struct{}), cleanup: cleanup,
+	}
+	go func() { defer close(u.done); u.w.Run(wctx) }()
+	return u
+}
+
+// stop decides, stops the watch and cleans up when the decision says so.
+func (u *uninstallWatch) stop(log logr.Logger) error {
+	defer func() { u.cancel(); <-u.done }()
+	c, err := client.New(u.cfg, client.Options{Scheme: Scheme()})
 	if err != nil {
-		return false, err
+		log.Error(err, "cannot tell whether kubelvs is being uninstalled; leaving the kernel as it is")
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), uninstallCheckTimeout)
 	defer cancel()
-	var p corev1.Pod
-	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: pod}, &p); err != nil {
-		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
-			// An uninstall deletes the agent's ServiceAccount and RBAC
-			// right after its DaemonSet; a restart or upgrade keeps them.
-			return true, nil
+	d := u.w.Decide(ctx, c, uninstallGrace)
+	switch {
+	case d.Cleanup:
+		log.Info("kubelvs is being uninstalled: removing every kernel object kubelvs made", "reason", d.Reason)
+		if err := u.cleanup(logWriter{log}); err != nil {
+			return fmt.Errorf("cleanup on uninstall: %w", err)
 		}
-		return false, fmt.Errorf("get own pod %s/%s: %w", namespace, pod, err)
+	case d.Err != nil:
+		log.Error(d.Err, "cannot tell whether kubelvs is being uninstalled; leaving the kernel as it is", "reason", d.Reason)
+	default:
+		log.Info("stopping; the kernel stays as it is so traffic keeps flowing", "reason", d.Reason)
 	}
-	for _, ref := range p.OwnerReferences {
-		if ref.Kind != "DaemonSet" || ref.Controller == nil || !*ref.Controller {
-			continue
-		}
-		var ds appsv1.DaemonSet
-		err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, &ds)
-		switch {
-		case apierrors.IsNotFound(err):
-			return true, nil
-		case err != nil:
-			return false, fmt.Errorf("get DaemonSet %s/%s: %w", namespace, ref.Name, err)
-		default:
-			return !ds.DeletionTimestamp.IsZero() || ds.UID != ref.UID, nil
-		}
-	}
-	return false, nil
+	return nil
 }
