@@ -139,9 +139,19 @@ func (a *Agent) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("agent")
 	ctx = ctrl.LoggerInto(ctx, log)
 	if err := a.watch(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Stopped while waiting for its caches (e.g. the API server
+			// refusing its lists): nothing was written to the kernel.
+			log.Info("stopped before the first full sync; the kernel is as it was")
+			return nil
+		}
 		return err
 	}
 	if !a.mgr.GetCache().WaitForCacheSync(ctx) {
+		if ctx.Err() != nil {
+			log.Info("stopped before the first full sync; the kernel is as it was")
+			return nil
+		}
 		return errors.New("agent: caches did not sync")
 	}
 	// The first full sync builds from the indexes: they must hold every

@@ -12,8 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -101,6 +103,9 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 			// is applied from a fresh object), so a copy would only be
 			// garbage, thousands of objects at a time.
 			DefaultUnsafeDisableDeepCopy: ptr.To(true),
+			// Until every informer has listed, the agent does not sync:
+			// say why in its own log.
+			DefaultWatchErrorHandler: reportRefusedWatch(ctrl.Log.WithName("agent")),
 			ByObject: map[client.Object]cache.ByObject{
 				// Only this node's Node object: its labels drive nodeSelector.
 				&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
@@ -154,6 +159,20 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 		err = errors.Join(err, u.stop(log))
 	}
 	return err
+}
+
+// reportRefusedWatch logs a list or watch the API server refuses (RBAC,
+// credentials) as an error of the agent; other watch errors go where
+// client-go sends them.
+func reportRefusedWatch(log logr.Logger) toolscache.WatchErrorHandlerWithContext {
+	return func(ctx context.Context, r *toolscache.Reflector, err error) {
+		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+			log.Error(err, "the API server refuses the agent's watch (check its RBAC and credentials); retrying, and until it can read everything the kernel stays as it is",
+				"type", r.TypeDescription())
+			return
+		}
+		toolscache.DefaultWatchErrorHandler(ctx, r, err)
+	}
 }
 
 // logWriter turns Cleanup's report lines into log lines.
