@@ -23,6 +23,9 @@ import (
 var (
 	cfg *rest.Config
 	k8s client.Client
+	// testEnv adds users (AddUser) that authenticate without the admin's
+	// rights, for tests of RBAC.
+	testEnv *envtest.Environment
 )
 
 func TestMain(m *testing.M) {
@@ -35,12 +38,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, msg+"; skipping")
 		os.Exit(0)
 	}
-	env := &envtest.Environment{
+	testEnv = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
 	var err error
-	if cfg, err = env.Start(); err != nil {
+	if cfg, err = testEnv.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
 		os.Exit(1)
 	}
@@ -63,7 +66,7 @@ func TestMain(m *testing.M) {
 		}
 		return code
 	}()
-	if err := env.Stop(); err != nil {
+	if err := testEnv.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
 	}
 	os.Exit(code)
