@@ -131,7 +131,19 @@ func TestRBACMatchesGenerated(t *testing.T) {
 				}
 			}
 			r := typed[rbacv1.Role](t, find(t, objs, "Role", c.role))
-			for g := range grants(t, r.Rules) {
+			rules := slices.Clone(r.Rules)
+			for i, rule := range rules {
+				if len(rule.ResourceNames) == 0 {
+					continue
+				}
+				// Only the agent's DaemonSet, which it watches by name.
+				ds := find(t, objs, "DaemonSet", "kubelvs-agent").GetName()
+				if c.component != "agent" || !slices.Equal(rule.Resources, []string{"daemonsets"}) || !slices.Equal(rule.ResourceNames, []string{ds}) {
+					t.Errorf("%s: Role %s rule %+v: only the agent's daemonsets may be named, as its DaemonSet %s", src, r.Name, rule, ds)
+				}
+				rules[i].ResourceNames = nil
+			}
+			for g := range grants(t, rules) {
 				if got[g] {
 					t.Errorf("%s: %s granted by both the ClusterRole and the Role", src, g)
 				}

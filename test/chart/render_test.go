@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -200,6 +201,14 @@ func TestCustomValues(t *testing.T) {
 	}
 	if ac.Image != img {
 		t.Errorf("agent image %s", ac.Image)
+	}
+
+	// The agent may read its own DaemonSet, by name, whatever the name.
+	role := typed[rbacv1.Role](t, find(t, objs, "Role", "lb-agent"))
+	if !slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+		return slices.Equal(r.Resources, []string{"daemonsets"}) && slices.Equal(r.ResourceNames, []string{ds.Name})
+	}) {
+		t.Errorf("agent Role rules %+v do not name the DaemonSet %s", role.Rules, ds.Name)
 	}
 
 	sa := find(t, objs, "ServiceAccount", "lb-agent")

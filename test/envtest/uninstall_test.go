@@ -230,6 +230,15 @@ func TestUninstallLastCheck(t *testing.T) {
 
 	wantDecision(t, decide(agent), false, uninstall.ReasonRunning)
 
+	// Least privilege: the agent reads its own DaemonSet, by name, and no
+	// other (the watch lists with a field selector on the name).
+	if err := agent.List(ctx, &appsv1.DaemonSetList{}, client.InNamespace(ns)); !apierrors.IsForbidden(err) {
+		t.Errorf("the agent lists every DaemonSet of its namespace: %v", err)
+	}
+	if err := agent.Get(ctx, client.ObjectKey{Namespace: ns, Name: "other"}, &appsv1.DaemonSet{}); !apierrors.IsForbidden(err) {
+		t.Errorf("the agent reads another DaemonSet: %v", err)
+	}
+
 	// Forbidden: an identity without RBAC (a token or RBAC hiccup).
 	other := namespace(t, "lastcheck")
 	d := decide(newClient(t, agentIdentity(t, other)))
