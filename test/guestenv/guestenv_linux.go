@@ -182,8 +182,8 @@ func (p *Proc) Start() error {
 
 // Stop sends SIGTERM, as the kubelet does, and waits.
 func (p *Proc) Stop() error {
-	if p.cmd == nil || p.cmd.ProcessState != nil {
-		return nil
+	if p.cmd == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
+		return nil // never started, or already stopped
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
@@ -210,12 +210,17 @@ func (p *Proc) Tail() string {
 func (e *Env) startAPIServer() error {
 	// kube-apiserver needs a non-loopback address to advertise; the guest
 	// has only loopback.
+	// A guest boot may start several API servers, one after the other
+	// (one per test): the first one makes the interface.
 	const dummy, addr = "e2eapi0", "192.0.2.251"
-	link := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: dummy}}
-	if err := netlink.LinkAdd(link); err != nil {
-		return fmt.Errorf("dummy %s: %w", dummy, err)
+	link, err := netlink.LinkByName(dummy)
+	if err != nil {
+		link = &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: dummy}}
+		if err := netlink.LinkAdd(link); err != nil {
+			return fmt.Errorf("dummy %s: %w", dummy, err)
+		}
 	}
-	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(addr), Mask: net.CIDRMask(32, 32)}}); err != nil {
+	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(addr), Mask: net.CIDRMask(32, 32)}}); err != nil {
 		return err
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
