@@ -76,6 +76,10 @@ test-kernel: ## Kernel tests: compiled here, run against real IPVS in a throw-aw
 e2e: test-bins ## End-to-end suite in a guest kernel: API server, controller, agent, real traffic (chart RBAC).
 	hack/e2e.sh
 
+.PHONY: e2e-cluster
+e2e-cluster: ## The suite against a real single-node cluster in a guest kernel: kubelet, containerd, the image and chart as pods; upgrade, rollout, uninstall.
+	hack/e2e-cluster.sh
+
 .PHONY: e2e-kind
 e2e-kind: ## The same suite against a kind cluster (needs docker, kind, helm, kubectl).
 	hack/e2e-kind.sh
