@@ -208,7 +208,8 @@ pick_driver() {
 	echo "$DRIVER" >"$CACHE/driver"
 }
 
-bh() { buildah --root "$CACHE/storage-$DRIVER" --runroot "$CACHE/run-$DRIVER" --storage-driver "$DRIVER" "$@"; }
+# TMPDIR: buildah keeps the contents of RUN --mount=type=cache there.
+bh() { TMPDIR=$CACHE/tmp buildah --root "$CACHE/storage-$DRIVER" --runroot "$CACHE/run-$DRIVER" --storage-driver "$DRIVER" "$@"; }
 
 # qualified NAME: NAME with the registry a short name stands for (buildah
 # would otherwise file a tag like kubelvs/e2e-echo:dev under localhost/).
@@ -416,7 +417,7 @@ check_image() {
 
 main() {
 	[[ $EUID == 0 ]] || die "needs root (buildah's chroot isolation and mmdebstrap's root mode)"
-	mkdir -p "$OUT" "$CACHE"
+	mkdir -p "$OUT" "$CACHE/tmp"
 	exec 9>"$CACHE/lock"
 	flock 9
 	base_recipes
