@@ -57,6 +57,9 @@
 # builder base); installs buildah, mmdebstrap and unzip when missing.
 set -euo pipefail
 
+log() { echo "build-images: $*" >&2; }
+die() { echo "build-images: $*" >&2; exit 1; }
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF=$ROOT/hack/build-images.sh
 OUT=${KUBELVS_IMAGE_DIR:-$HOME/.cache/kubelvs/images}
@@ -81,6 +84,8 @@ declare -A GO_SUM=(
 )
 GO_MOD_SUM="h1:8wlg68NqwW7eMnI1aABk/C2pDYXj8mrMY4TyRfiLeS0="
 
+command -v go >/dev/null || die "the Go toolchain must be on PATH (it fetches Go for the builder base)"
+
 # name  Dockerfile (context: the repository root)  tag  build arguments...
 IMAGES=(
 	"kubelvs Dockerfile $IMG VERSION=$VERSION TARGETARCH=$(go env GOARCH)"
@@ -88,8 +93,6 @@ IMAGES=(
 	"pause test/cluster/pause/Dockerfile $PAUSE_IMG"
 )
 
-log() { echo "build-images: $*" >&2; }
-die() { echo "build-images: $*" >&2; exit 1; }
 now() { echo "$EPOCHREALTIME"; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f s", b-a}'; }
 sha() { sha256sum | cut -d' ' -f1; }
@@ -98,8 +101,9 @@ sha() { sha256sum | cut -d' ' -f1; }
 # Inputs and stamps
 # --------------------------------------------------------------------------
 
-# ignore_file DOCKERFILE: the ignore file BuildKit would read for it (buildah
-# 1.28 does not look for <Dockerfile>.dockerignore itself; we pass it).
+# ignore_file DOCKERFILE: the ignore file BuildKit and buildah (1.28 too) read
+# for it: <Dockerfile>.dockerignore, else the context's .dockerignore. It is
+# passed explicitly, so that the build and the inputs hash use the same file.
 ignore_file() {
 	if [[ -f $ROOT/$1.dockerignore ]]; then
 		echo "$1.dockerignore"
@@ -441,6 +445,8 @@ main() {
 		if ((!ready)); then
 			ensure_packages
 			pick_driver
+			# Working containers a failed run left (the storage is ours alone).
+			bh rm --all >/dev/null 2>&1 || true
 			ensure_bases
 			ready=1
 		fi
