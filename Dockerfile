@@ -7,15 +7,18 @@ ARG TARGETOS=linux
 ARG TARGETARCH
 ARG VERSION=dev
 WORKDIR /src
-# Modules first: the layer is reused until go.mod or go.sum change.
+# Modules first: a builder that caches steps reuses this one until go.mod or
+# go.sum change. The module and build caches are cache mounts, which BuildKit
+# and buildah keep across builds: a rebuild compiles only what changed.
 COPY go.mod go.sum ./
-RUN go mod download
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY api/ api/
 COPY cmd/ cmd/
 COPY controllers/ controllers/
 COPY pkg/ pkg/
 # Static (no cgo): the runtime image needs no Go or C libraries of ours.
-RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
       -ldflags "-s -w -X github.com/kubelvs/kubelvs/pkg/version.Version=${VERSION}" \
       -o /out/manager ./cmd/manager
 
