@@ -66,9 +66,8 @@ func newLocal() (Cluster, func(), error) {
 	return l, env.Stop, nil
 }
 
-func (l *local) API() client.Client   { return l.Env.API }
-func (l *local) Namespace() string    { return "default" }
-func (l *local) VIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{10, 96, 9, byte(n)}) }
+func (l *local) API() client.Client { return l.Env.API }
+func (l *local) Namespace() string  { return "default" }
 
 func (l *local) newNS(t *testing.T, route bool) *kerneltest.NS {
 	l.mu.Lock()
@@ -174,7 +173,7 @@ func leftovers(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	for _, v := range vss {
-		if netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 96, 9, 0}), 24).Contains(v.Address) {
+		if vips.Contains(v.Address) {
 			left = append(left, "IPVS "+v.String())
 		}
 	}

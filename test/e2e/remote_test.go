@@ -69,9 +69,8 @@ func newRemote(kubeconfig, image string) (Cluster, func(), error) {
 	return r, stop, nil
 }
 
-func (r *remote) API() client.Client   { return r.api }
-func (r *remote) Namespace() string    { return r.ns }
-func (r *remote) VIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{10, 96, 9, byte(n)}) }
+func (r *remote) API() client.Client { return r.api }
+func (r *remote) Namespace() string  { return r.ns }
 
 func (r *remote) kubectl(stdin io.Reader, args ...string) (string, error) {
 	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", r.kubeconfig}, args...)...)

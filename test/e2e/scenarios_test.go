@@ -83,7 +83,7 @@ func TestE2E(t *testing.T) {
 	c := cluster
 
 	t.Run("tcp-and-udp-through-a-vip", func(t *testing.T) {
-		vip := c.VIP(1)
+		vip := testVIP(1)
 		bs := c.Backends(t, "basic", 3)
 		c.SetEndpoints(t, "basic", bs)
 		create(t, c, webVS(c, "basic", "basic", vip))
@@ -106,7 +106,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("scale-down-drains-established-and-never-black-holes-udp", func(t *testing.T) {
-		vip := c.VIP(2)
+		vip := testVIP(2)
 		bs := c.Backends(t, "scale", 3)
 		c.SetEndpoints(t, "scale", bs)
 		create(t, c, webVS(c, "scale", "scale", vip))
@@ -166,7 +166,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("health-check-failure-shifts-traffic-and-recovery-restores-it", func(t *testing.T) {
-		vip := c.VIP(3)
+		vip := testVIP(3)
 		bs := c.Backends(t, "health", 2)
 		c.SetEndpoints(t, "health", bs)
 		vs := webVS(c, "health", "health", vip)
@@ -191,7 +191,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("source-ranges-block-outsiders", func(t *testing.T) {
-		vip := c.VIP(4)
+		vip := testVIP(4)
 		bs := c.Backends(t, "ranges", 1)
 		c.SetEndpoints(t, "ranges", bs)
 		cl, out := c.Client(t), c.Outsider(t)
@@ -211,7 +211,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("persistence-keeps-a-client-on-one-backend", func(t *testing.T) {
-		vip := c.VIP(5)
+		vip := testVIP(5)
 		bs := c.Backends(t, "sticky", 3)
 		c.SetEndpoints(t, "sticky", bs)
 		vs := webVS(c, "sticky", "sticky", vip)
@@ -226,7 +226,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("wrr-spreads-in-proportion-to-weights", func(t *testing.T) {
-		vip := c.VIP(6)
+		vip := testVIP(6)
 		bs := c.Backends(t, "weighted", 2)
 		vs := webVS(c, "weighted", "weighted", vip)
 		vs.Spec.Scheduler = lvsv1.SchedulerWeightedRoundRobin
@@ -251,7 +251,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("agent-restart-keeps-established-connections", func(t *testing.T) {
-		vip := c.VIP(7)
+		vip := testVIP(7)
 		bs := c.Backends(t, "restart", 2)
 		c.SetEndpoints(t, "restart", bs)
 		create(t, c, webVS(c, "restart", "restart", vip))
@@ -275,7 +275,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("conflicting-virtualservice-is-conflicted", func(t *testing.T) {
-		vip := c.VIP(8)
+		vip := testVIP(8)
 		bs := c.Backends(t, "first", 1)
 		c.SetEndpoints(t, "first", bs)
 		create(t, c, webVS(c, "first", "first", vip))

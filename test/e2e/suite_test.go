@@ -68,8 +68,6 @@ type Cluster interface {
 	API() client.Client
 	// Namespace holds the suite's VirtualServices, Services and slices.
 	Namespace() string
-	// VIP returns the n-th address the suite may use as a VIP.
-	VIP(n int) netip.Addr
 	// Backends starts n backends for Service svc; none is an endpoint yet.
 	Backends(t *testing.T, svc string, n int) []Backend
 	// SetEndpoints makes exactly bs the ready endpoints of Service svc.
@@ -89,6 +87,18 @@ type Cluster interface {
 }
 
 var cluster Cluster
+
+// vips holds the suite's VIPs: TEST-NET-2 (RFC 5737) is no cluster's
+// Service or Pod CIDR, so a VIP never shadows a ClusterIP or a pod; the
+// upper quarter keeps clear of the addresses examples/ uses.
+var vips = netip.MustParsePrefix("198.51.100.192/26")
+
+// testVIP returns the n-th VIP of the suite (1-55).
+func testVIP(n int) netip.Addr {
+	a := vips.Addr().As4()
+	a[3] += byte(8 + n)
+	return netip.AddrFrom4(a)
+}
 
 func TestMain(m *testing.M) {
 	flag.Parse()
