@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,22 +29,21 @@ import (
 // remote drives a real cluster with kubelvs installed (e.g. kind): backends
 // and clients are pods of the e2e-echo image, all on one node so that the
 // agent there is the one that programs what the suite checks; the kernel
-// is read with `manager dump` in that node's agent pod.
+// is read with `manager dump` in that node's agent pod. The release's
+// objects are found by the chart's labels, not by name.
 type remote struct {
 	api        client.Client
 	kubeconfig string
-	image      string
 	ns         string
 	node       string
+	// agent is the name of the release's agent DaemonSet, agentImage the
+	// image of its agent container (with iptables and sh).
+	agent      string
+	agentImage string
 	clients    int
 }
 
-const (
-	systemNamespace = "kubelvs-system"
-	agentSelector   = "app.kubernetes.io/component=agent"
-)
-
-func newRemote(kubeconfig, image string) (Cluster, func(), error) {
+func newRemote(kubeconfig string) (Cluster, func(), error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, nil, err
@@ -53,27 +52,46 @@ func newRemote(kubeconfig, image string) (Cluster, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	r := &remote{api: api, kubeconfig: kubeconfig, image: image, ns: "kubelvs-e2e"}
+	r := &remote{api: api, kubeconfig: kubeconfig, ns: "kubelvs-e2e"}
 	ctx := context.Background()
+	var dss appsv1.DaemonSetList
+	if err := api.List(ctx, &dss, client.InNamespace(*releaseNamespace), agentLabels()); err != nil {
+		return nil, nil, err
+	}
+	if len(dss.Items) != 1 {
+		return nil, nil, fmt.Errorf("%d agent DaemonSets of release %s in %s (labels %v); is kubelvs installed?", len(dss.Items), *release, *releaseNamespace, agentLabels())
+	}
+	r.agent = dss.Items[0].Name
+	for _, c := range dss.Items[0].Spec.Template.Spec.Containers {
+		if c.Name == "agent" {
+			r.agentImage = c.Image
+		}
+	}
+	var pods corev1.PodList
+	if err := api.List(ctx, &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil || len(pods.Items) == 0 {
+		return nil, nil, fmt.Errorf("no agent pods of release %s in %s: %v", *release, *releaseNamespace, err)
+	}
+	r.node = pods.Items[0].Spec.NodeName
 	if err := api.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, nil, err
 	}
-	var pods corev1.PodList
-	if err := api.List(ctx, &pods, client.InNamespace(systemNamespace), client.MatchingLabels{"app.kubernetes.io/component": "agent"}); err != nil || len(pods.Items) == 0 {
-		return nil, nil, fmt.Errorf("no kubelvs agent pods in %s (is kubelvs installed?): %v", systemNamespace, err)
-	}
-	r.node = pods.Items[0].Spec.NodeName
 	stop := func() {
 		_ = api.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}})
 	}
 	return r, stop, nil
 }
 
+// agentLabels select the release's agent DaemonSet and pods (the chart's
+// kubelvs.selectorLabels).
+func agentLabels() client.MatchingLabels {
+	return client.MatchingLabels{"app.kubernetes.io/instance": *release, "app.kubernetes.io/component": "agent"}
+}
+
 func (r *remote) API() client.Client { return r.api }
 func (r *remote) Namespace() string  { return r.ns }
 
 func (r *remote) kubectl(stdin io.Reader, args ...string) (string, error) {
-	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", r.kubeconfig}, args...)...)
+	cmd := exec.Command(*kubectlBin, append([]string{"--kubeconfig", r.kubeconfig}, args...)...)
 	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -89,7 +107,7 @@ func (r *remote) pod(t *testing.T, name string, labels map[string]string, args .
 	t.Helper()
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns, Labels: labels}, Spec: corev1.PodSpec{
 		NodeName:   r.node,
-		Containers: []corev1.Container{{Name: "echo", Image: r.image, ImagePullPolicy: corev1.PullIfNotPresent, Args: args}},
+		Containers: []corev1.Container{{Name: "echo", Image: *echoImage, ImagePullPolicy: corev1.PullIfNotPresent, Args: args}},
 	}}
 	ctx := context.Background()
 	if err := r.api.Create(ctx, p); err != nil {
@@ -175,7 +193,7 @@ func (r *remote) Outsider(t *testing.T) Client { return r.Client(t) }
 func (r *remote) agentPod(t *testing.T) string {
 	t.Helper()
 	var pods corev1.PodList
-	if err := r.api.List(context.Background(), &pods, client.InNamespace(systemNamespace), client.MatchingLabels{"app.kubernetes.io/component": "agent"}); err != nil {
+	if err := r.api.List(context.Background(), &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range pods.Items {
@@ -191,7 +209,7 @@ func (r *remote) agentPod(t *testing.T) string {
 // virtual servers and their real servers without the connection counts.
 func (r *remote) KernelDump(t *testing.T, vip netip.Addr) string {
 	t.Helper()
-	out, err := r.kubectl(nil, "exec", "-n", systemNamespace, r.agentPod(t), "-c", "agent", "--", "/manager", "dump")
+	out, err := r.kubectl(nil, "exec", "-n", *releaseNamespace, r.agentPod(t), "-c", "agent", "--", "/manager", "dump")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,10 +236,10 @@ func (r *remote) KernelDump(t *testing.T, vip netip.Addr) string {
 func (r *remote) RestartAgent(t *testing.T) {
 	t.Helper()
 	old := r.agentPod(t)
-	if _, err := r.kubectl(nil, "delete", "pod", "-n", systemNamespace, old, "--wait=true"); err != nil {
+	if _, err := r.kubectl(nil, "delete", "pod", "-n", *releaseNamespace, old, "--wait=true"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.kubectl(nil, "rollout", "status", "-n", systemNamespace, "daemonset/kubelvs-agent", "--timeout=3m"); err != nil {
+	if _, err := r.kubectl(nil, "rollout", "status", "-n", *releaseNamespace, "daemonset/"+r.agent, "--timeout=3m"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -230,12 +248,12 @@ func (r *remote) RestartAgent(t *testing.T) {
 // the node's kernel from a privileged host-network pod.
 func (r *remote) Uninstall(t *testing.T) []string {
 	t.Helper()
-	if out, err := exec.Command("helm", "--kubeconfig", r.kubeconfig, "uninstall", "kubelvs", "-n", systemNamespace, "--wait").CombinedOutput(); err != nil {
+	if out, err := exec.Command(*helmBin, "--kubeconfig", r.kubeconfig, "uninstall", *release, "-n", *releaseNamespace, "--wait").CombinedOutput(); err != nil {
 		t.Fatalf("helm uninstall: %v\n%s", err, out)
 	}
 	eventually(t, 2*time.Minute, "agent pods gone", func() error {
 		var pods corev1.PodList
-		if err := r.api.List(context.Background(), &pods, client.InNamespace(systemNamespace), client.MatchingLabels{"app.kubernetes.io/component": "agent"}); err != nil {
+		if err := r.api.List(context.Background(), &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil {
 			return err
 		}
 		if len(pods.Items) > 0 {
@@ -243,15 +261,11 @@ func (r *remote) Uninstall(t *testing.T) []string {
 		}
 		return nil
 	})
-	image := os.Getenv("KUBELVS_IMAGE")
-	if image == "" {
-		image = "ghcr.io/kubelvs/kubelvs:dev"
-	}
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "leftovers", Namespace: r.ns}, Spec: corev1.PodSpec{
 		NodeName: r.node, HostNetwork: true, RestartPolicy: corev1.RestartPolicyNever,
-		Containers: []corev1.Container{{Name: "check", Image: image, Command: []string{"sh", "-c",
+		Containers: []corev1.Container{{Name: "check", Image: r.agentImage, Command: []string{"sh", "-c",
 			"/manager dump; iptables-save | grep KUBELVS; test -e /sys/class/net/kubelvs0 && echo interface kubelvs0; true"},
-			SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}},
+			SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](0), RunAsNonRoot: ptr.To(false), Privileged: ptr.To(true)}}},
 	}}
 	if err := r.api.Create(context.Background(), p); err != nil {
 		t.Fatal(err)
@@ -298,7 +312,7 @@ func (c *podClient) Ask(addr netip.AddrPort, sport uint16) (string, error) {
 }
 
 func (c *podClient) Hold(addr netip.AddrPort) (Held, error) {
-	cmd := exec.Command("kubectl", "--kubeconfig", c.r.kubeconfig, "exec", "-i", "-n", c.r.ns, c.pod, "--", "/e2e-echo", "hold", addr.String())
+	cmd := exec.Command(*kubectlBin, "--kubeconfig", c.r.kubeconfig, "exec", "-i", "-n", c.r.ns, c.pod, "--", "/e2e-echo", "hold", addr.String())
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -8,7 +8,8 @@
 //     ships; backends and clients live in network namespaces and the suite
 //     writes their EndpointSlices (there is no kubelet).
 //   - cluster (make e2e-kind, or -kubeconfig): any cluster with kubelvs
-//     installed; backends and clients are pods of the e2e-echo image.
+//     installed as the Helm release -release in -release-namespace;
+//     backends and clients are pods of the e2e-echo image.
 package e2e
 
 import (
@@ -25,9 +26,15 @@ import (
 )
 
 // -kubeconfig (registered by controller-runtime) selects the cluster
-// driver: the cluster of that kubeconfig, with kubelvs installed. Without
-// it, the local driver runs.
-var echoImage = flag.String("echo-image", "kubelvs/e2e-echo:dev", "image of test/e2e/echo/cmd/e2e-echo, for the cluster driver")
+// driver: the cluster of that kubeconfig. Without it, the local driver runs;
+// the other flags are the cluster driver's.
+var (
+	echoImage        = flag.String("echo-image", "kubelvs/e2e-echo:dev", "image of test/e2e/echo/cmd/e2e-echo")
+	release          = flag.String("release", "kubelvs", "Helm release of kubelvs")
+	releaseNamespace = flag.String("release-namespace", "kubelvs-system", "namespace of the release")
+	helmBin          = flag.String("helm", "helm", "helm binary")
+	kubectlBin       = flag.String("kubectl", "kubectl", "kubectl binary")
+)
 
 func kubeconfigFlag() string {
 	if f := flag.Lookup("kubeconfig"); f != nil {
@@ -106,7 +113,7 @@ func TestMain(m *testing.M) {
 	var stop func()
 	var err error
 	if kc := kubeconfigFlag(); kc != "" {
-		cluster, stop, err = newRemote(kc, *echoImage)
+		cluster, stop, err = newRemote(kc)
 	} else {
 		cluster, stop, err = newLocal()
 	}
