@@ -145,6 +145,9 @@ func (l *local) KernelDump(t *testing.T, vip netip.Addr) string {
 	return kerneltest.DumpVIP(t, l.ipvs, vip)
 }
 
+// Can: the local driver installs kubelvs itself, so it may uninstall it.
+func (l *local) Can(op Op) error { return nil }
+
 func (l *local) RestartAgent(t *testing.T) {
 	t.Helper()
 	if err := l.Env.RestartAgent(); err != nil {

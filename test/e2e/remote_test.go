@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -20,7 +21,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubelvs/kubelvs/pkg/roles"
@@ -41,6 +41,8 @@ type remote struct {
 	agent      string
 	agentImage string
 	clients    int
+	// installed: the suite installed the release and has not uninstalled it.
+	installed bool
 }
 
 func newRemote(kubeconfig string) (Cluster, func(), error) {
@@ -53,13 +55,33 @@ func newRemote(kubeconfig string) (Cluster, func(), error) {
 		return nil, nil, err
 	}
 	r := &remote{api: api, kubeconfig: kubeconfig, ns: "kubelvs-e2e"}
-	ctx := context.Background()
-	var dss appsv1.DaemonSetList
-	if err := api.List(ctx, &dss, client.InNamespace(*releaseNamespace), agentLabels()); err != nil {
+	if *install {
+		if err := r.installRelease(); err != nil {
+			r.stop()
+			return nil, nil, err
+		}
+	}
+	if err := r.findAgent(); err != nil {
+		r.stop()
 		return nil, nil, err
 	}
+	if err := r.ensureNamespace(r.ns); err != nil {
+		r.stop()
+		return nil, nil, err
+	}
+	return r, r.stop, nil
+}
+
+// findAgent finds the release's agent DaemonSet, its image, and the node
+// of one of its pods: the suite's node.
+func (r *remote) findAgent() error {
+	ctx := context.Background()
+	var dss appsv1.DaemonSetList
+	if err := r.api.List(ctx, &dss, client.InNamespace(*releaseNamespace), agentLabels()); err != nil {
+		return err
+	}
 	if len(dss.Items) != 1 {
-		return nil, nil, fmt.Errorf("%d agent DaemonSets of release %s in %s (labels %v); is kubelvs installed?", len(dss.Items), *release, *releaseNamespace, agentLabels())
+		return fmt.Errorf("%d agent DaemonSets of release %s in %s (labels %v); is kubelvs installed?", len(dss.Items), *release, *releaseNamespace, agentLabels())
 	}
 	r.agent = dss.Items[0].Name
 	for _, c := range dss.Items[0].Spec.Template.Spec.Containers {
@@ -68,17 +90,54 @@ func newRemote(kubeconfig string) (Cluster, func(), error) {
 		}
 	}
 	var pods corev1.PodList
-	if err := api.List(ctx, &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil || len(pods.Items) == 0 {
-		return nil, nil, fmt.Errorf("no agent pods of release %s in %s: %v", *release, *releaseNamespace, err)
+	if err := r.api.List(ctx, &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil || len(pods.Items) == 0 {
+		return fmt.Errorf("no agent pods of release %s in %s: %v", *release, *releaseNamespace, err)
 	}
 	r.node = pods.Items[0].Spec.NodeName
-	if err := api.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, nil, err
+	return nil
+}
+
+// stop deletes the suite's namespace and, if the suite installed the
+// release and it is still there (the uninstall scenario did not run), the
+// release.
+func (r *remote) stop() {
+	_ = r.api.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}})
+	if r.installed {
+		if out, err := r.helm("uninstall", *release, "-n", *releaseNamespace, "--wait", "--timeout", "5m"); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %v\n%s", err, out)
+		}
 	}
-	stop := func() {
-		_ = api.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}})
+}
+
+// ensureNamespace creates the namespace, or labels it if it exists, so that
+// it admits privileged pods (the agent's init container, the suite's node
+// pods); it waits out a namespace an earlier run is still deleting.
+func (r *remote) ensureNamespace(name string) error {
+	ctx := context.Background()
+	const label, level = "pod-security.kubernetes.io/enforce", "privileged"
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ns := &corev1.Namespace{}
+		err := r.api.Get(ctx, client.ObjectKey{Name: name}, ns)
+		switch {
+		case apierrors.IsNotFound(err):
+			ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{label: level}}}
+			return r.api.Create(ctx, ns)
+		case err != nil:
+			return err
+		case ns.DeletionTimestamp == nil:
+			patch := client.MergeFrom(ns.DeepCopy())
+			if ns.Labels == nil {
+				ns.Labels = map[string]string{}
+			}
+			ns.Labels[label] = level
+			return r.api.Patch(ctx, ns, patch)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("namespace %s: still terminating", name)
+		}
+		time.Sleep(time.Second)
 	}
-	return r, stop, nil
 }
 
 // agentLabels select the release's agent DaemonSet and pods (the chart's
@@ -242,54 +301,6 @@ func (r *remote) RestartAgent(t *testing.T) {
 	if _, err := r.kubectl(nil, "rollout", "status", "-n", *releaseNamespace, "daemonset/"+r.agent, "--timeout=3m"); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// Uninstall runs `helm uninstall`, waits for the agents to go, and reads
-// the node's kernel from a privileged host-network pod.
-func (r *remote) Uninstall(t *testing.T) []string {
-	t.Helper()
-	if out, err := exec.Command(*helmBin, "--kubeconfig", r.kubeconfig, "uninstall", *release, "-n", *releaseNamespace, "--wait").CombinedOutput(); err != nil {
-		t.Fatalf("helm uninstall: %v\n%s", err, out)
-	}
-	eventually(t, 2*time.Minute, "agent pods gone", func() error {
-		var pods corev1.PodList
-		if err := r.api.List(context.Background(), &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil {
-			return err
-		}
-		if len(pods.Items) > 0 {
-			return fmt.Errorf("%d left", len(pods.Items))
-		}
-		return nil
-	})
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "leftovers", Namespace: r.ns}, Spec: corev1.PodSpec{
-		NodeName: r.node, HostNetwork: true, RestartPolicy: corev1.RestartPolicyNever,
-		Containers: []corev1.Container{{Name: "check", Image: r.agentImage, Command: []string{"sh", "-c",
-			"/manager dump; iptables-save | grep KUBELVS; test -e /sys/class/net/kubelvs0 && echo interface kubelvs0; true"},
-			SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](0), RunAsNonRoot: ptr.To(false), Privileged: ptr.To(true)}}},
-	}}
-	if err := r.api.Create(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 2*time.Minute, "leftovers check done", func() error {
-		if err := r.api.Get(context.Background(), client.ObjectKeyFromObject(p), p); err != nil {
-			return err
-		}
-		if p.Status.Phase != corev1.PodSucceeded {
-			return fmt.Errorf("phase %s", p.Status.Phase)
-		}
-		return nil
-	})
-	out, err := r.kubectl(nil, "logs", "-n", r.ns, "leftovers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var left []string
-	for _, l := range strings.Split(out, "\n") {
-		if l != "" && !strings.HasPrefix(l, "no IPVS virtual servers owned") && !strings.HasPrefix(l, "kubelvs0: ") {
-			left = append(left, l)
-		}
-	}
-	return left
 }
 
 // podClient sends traffic from a client pod with kubectl exec.

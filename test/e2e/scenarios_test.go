@@ -305,6 +305,7 @@ func TestE2E(t *testing.T) {
 
 	// Last: nothing may run after an uninstall.
 	t.Run("uninstall-leaves-no-kernel-object", func(t *testing.T) {
+		skipUnless(t, c, OpUninstall)
 		if left := c.Uninstall(t); len(left) > 0 {
 			t.Fatalf("kubelvs objects left in the kernel after uninstall:\n%s", strings.Join(left, "\n"))
 		}

@@ -13,10 +13,12 @@
 package e2e
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -34,6 +36,13 @@ var (
 	releaseNamespace = flag.String("release-namespace", "kubelvs-system", "namespace of the release")
 	helmBin          = flag.String("helm", "helm", "helm binary")
 	kubectlBin       = flag.String("kubectl", "kubectl", "kubectl binary")
+	// With -install the suite owns the release: it installs it (the
+	// previous chart if given, then upgrades), upgrades it and uninstalls
+	// it. Without, it uses the installed release and never changes it.
+	install       = flag.Bool("install", false, "install the release with helm (and upgrade and uninstall it); needs -image")
+	chart         = flag.String("chart", filepath.Join("..", "..", "charts", "kubelvs"), "chart to install and upgrade to (default: the repository's, from test/e2e)")
+	previousChart = flag.String("previous-chart", "", "with -install: an older chart to install first; the first scenario upgrades from it to -chart")
+	image         = flag.String("image", "", "with -install: repository:tag of the kubelvs image, for the chart's image values")
 )
 
 func kubeconfigFlag() string {
@@ -86,11 +95,29 @@ type Cluster interface {
 	Outsider(t *testing.T) Client
 	// KernelDump prints the IPVS services of vip and their real servers.
 	KernelDump(t *testing.T, vip netip.Addr) string
+	// Can returns why the driver cannot do op, or nil.
+	Can(op Op) error
 	// RestartAgent stops the agent and starts it again, as a rollout does.
 	RestartAgent(t *testing.T)
 	// Uninstall removes kubelvs as `helm uninstall` does, then lists every
 	// kubelvs kernel object still present (none is the right answer).
 	Uninstall(t *testing.T) []string
+}
+
+// Op is a lifecycle operation that not every driver, or every run, can do.
+type Op string
+
+// The lifecycle operations.
+const (
+	OpUninstall Op = "uninstall kubelvs"
+)
+
+// skipUnless skips t when c cannot do op, saying why.
+func skipUnless(t *testing.T, c Cluster, op Op) {
+	t.Helper()
+	if err := c.Can(op); err != nil {
+		t.Skipf("cannot %s: %v", op, err)
+	}
 }
 
 var cluster Cluster
@@ -112,9 +139,14 @@ func TestMain(m *testing.M) {
 	logf.SetLogger(logr.Discard())
 	var stop func()
 	var err error
-	if kc := kubeconfigFlag(); kc != "" {
+	switch kc := kubeconfigFlag(); {
+	case *previousChart != "" && !*install:
+		err = errors.New("-previous-chart needs -install")
+	case kc != "":
 		cluster, stop, err = newRemote(kc)
-	} else {
+	case *install:
+		err = errors.New("-install is the cluster driver's: pass -kubeconfig")
+	default:
 		cluster, stop, err = newLocal()
 	}
 	if err != nil {
@@ -124,6 +156,11 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	stop()
 	os.Exit(code)
+}
+
+// timing logs how long a lifecycle step took, in one greppable format.
+func timing(what string, since time.Time) {
+	fmt.Fprintf(os.Stderr, "e2e: timing: %s: %.1fs\n", what, time.Since(since).Seconds())
 }
 
 // eventually polls f until it returns nil or timeout passes.

@@ -1,0 +1,146 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// The release's lifecycle on the cluster: what the suite may do with
+// -install, and how.
+
+var errNotOwner = errors.New("the suite did not install the release (no -install), so it never upgrades or uninstalls it")
+
+func (r *remote) Can(op Op) error {
+	if !*install {
+		return errNotOwner
+	}
+	return nil
+}
+
+func (r *remote) helm(args ...string) (string, error) {
+	out, err := exec.Command(*helmBin, append([]string{"--kubeconfig", r.kubeconfig}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// imageValues are the --set flags of every helm install and upgrade: the
+// image under test, and extra values.
+func imageValues(extra ...string) ([]string, error) {
+	i := strings.LastIndexByte(*image, ':')
+	if i < 0 || strings.Contains((*image)[i:], "/") {
+		return nil, fmt.Errorf("-image %q: want repository:tag", *image)
+	}
+	v := append([]string{"image.repository=" + (*image)[:i], "image.tag=" + (*image)[i+1:], "image.pullPolicy=IfNotPresent"}, extra...)
+	return []string{"--set", strings.Join(v, ",")}, nil
+}
+
+// installRelease installs the previous chart if given, else the chart, into
+// the release namespace (created as the README says), and waits for Ready.
+func (r *remote) installRelease() error {
+	values, err := imageValues()
+	if err != nil {
+		return err
+	}
+	ch := *chart
+	if *previousChart != "" {
+		ch = *previousChart
+	}
+	if _, err := os.Stat(filepath.Join(ch, "Chart.yaml")); err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	if _, err := r.helm("status", *release, "-n", *releaseNamespace); err == nil {
+		return fmt.Errorf("release %s exists in %s: with -install the suite installs it itself; uninstall it, or run without -install", *release, *releaseNamespace)
+	}
+	if err := r.ensureNamespace(*releaseNamespace); err != nil {
+		return err
+	}
+	if *previousChart != "" {
+		// helm install skips a CRD that exists, and helm uninstall keeps
+		// CRDs: start from the previous chart's even where an earlier run
+		// left a newer one, so the upgrade has a CRD to bring.
+		if err := r.applyCRDs(ch); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	if _, err := r.helm(append([]string{"install", *release, ch, "-n", *releaseNamespace, "--wait", "--timeout", "5m"}, values...)...); err != nil {
+		return err
+	}
+	timing("helm install to Ready", start)
+	r.installed = true
+	return nil
+}
+
+// applyCRDs is the documented CRD step of an upgrade (Helm never upgrades
+// a chart's crds/).
+func (r *remote) applyCRDs(chart string) error {
+	_, err := r.kubectl(nil, "apply", "--server-side", "--force-conflicts", "-f", filepath.Join(chart, "crds"))
+	return err
+}
+
+// Uninstall runs `helm uninstall`, waits for the agents to go, and reads
+// the node's kernel from a privileged host-network pod.
+func (r *remote) Uninstall(t *testing.T) []string {
+	t.Helper()
+	start := time.Now()
+	if _, err := r.helm("uninstall", *release, "-n", *releaseNamespace, "--wait", "--timeout", "5m"); err != nil {
+		t.Fatal(err)
+	}
+	r.installed = false
+	eventually(t, 2*time.Minute, "agent pods gone", func() error {
+		var pods corev1.PodList
+		if err := r.api.List(context.Background(), &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
+			return fmt.Errorf("%d left", len(pods.Items))
+		}
+		return nil
+	})
+	timing("helm uninstall to agent pods gone", start)
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "leftovers", Namespace: r.ns}, Spec: corev1.PodSpec{
+		NodeName: r.node, HostNetwork: true, RestartPolicy: corev1.RestartPolicyNever,
+		Containers: []corev1.Container{{Name: "check", Image: r.agentImage, Command: []string{"sh", "-c",
+			"/manager dump; iptables-save | grep KUBELVS; test -e /sys/class/net/kubelvs0 && echo interface kubelvs0; true"},
+			SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](0), RunAsNonRoot: ptr.To(false), Privileged: ptr.To(true)}}},
+	}}
+	if err := r.api.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "leftovers check done", func() error {
+		if err := r.api.Get(context.Background(), client.ObjectKeyFromObject(p), p); err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodSucceeded {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		return nil
+	})
+	out, err := r.kubectl(nil, "logs", "-n", r.ns, "leftovers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, l := range strings.Split(out, "\n") {
+		if l != "" && !strings.HasPrefix(l, "no IPVS virtual servers owned") && !strings.HasPrefix(l, "kubelvs0: ") {
+			left = append(left, l)
+		}
+	}
+	return left
+}
