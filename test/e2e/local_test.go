@@ -145,8 +145,20 @@ func (l *local) KernelDump(t *testing.T, vip netip.Addr) string {
 	return kerneltest.DumpVIP(t, l.ipvs, vip)
 }
 
-// Can: the local driver installs kubelvs itself, so it may uninstall it.
-func (l *local) Can(op Op) error { return nil }
+// Can: the local driver installs kubelvs itself, so it may uninstall it;
+// but it runs this build's agent as a process, without a chart release.
+func (l *local) Can(op Op) error {
+	switch op {
+	case OpUpgrade:
+		return errors.New("the local driver runs this build's agent as a process: there is no older release to upgrade from (the cluster driver does it with -install -previous-chart)")
+	case OpRoll:
+		return errors.New("the local driver has no DaemonSet to roll (deleting-the-agent-pod-keeps-traffic restarts its agent)")
+	}
+	return nil
+}
+
+func (l *local) UpgradeChart(t *testing.T) { t.Fatal(l.Can(OpUpgrade)) }
+func (l *local) RollAgent(t *testing.T)    { t.Fatal(l.Can(OpRoll)) }
 
 func (l *local) RestartAgent(t *testing.T) {
 	t.Helper()

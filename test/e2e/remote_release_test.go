@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +26,11 @@ import (
 var errNotOwner = errors.New("the suite did not install the release (no -install), so it never upgrades or uninstalls it")
 
 func (r *remote) Can(op Op) error {
-	if !*install {
+	switch {
+	case !*install:
 		return errNotOwner
+	case op == OpUpgrade && *previousChart == "":
+		return errors.New("no -previous-chart to upgrade from")
 	}
 	return nil
 }
@@ -92,6 +96,106 @@ func (r *remote) installRelease() error {
 func (r *remote) applyCRDs(chart string) error {
 	_, err := r.kubectl(nil, "apply", "--server-side", "--force-conflicts", "-f", filepath.Join(chart, "crds"))
 	return err
+}
+
+// UpgradeChart is the documented upgrade: the chart's CRDs, then helm
+// upgrade. The cluster's CRD must be the previous chart's before and the
+// chart's after.
+func (r *remote) UpgradeChart(t *testing.T) {
+	t.Helper()
+	prev, cur := chartCRDs(t, *previousChart), chartCRDs(t, *chart)
+	if reflect.DeepEqual(prev, cur) {
+		t.Logf("the previous chart's CRD schemas equal the chart's: this run cannot tell whether the upgrade brought the CRD")
+	}
+	r.checkCRDs(t, prev, "before the upgrade (the previous chart's)")
+	start := time.Now()
+	if err := r.applyCRDs(*chart); err != nil {
+		t.Fatal(err)
+	}
+	timing("kubectl apply of the chart's CRDs", start)
+	r.upgrade(t, "from the previous chart")
+	r.checkCRDs(t, cur, "after the upgrade (the chart's)")
+}
+
+// RollAgent upgrades the release with a changed pod template, so that the
+// DaemonSet replaces the agent.
+func (r *remote) RollAgent(t *testing.T) {
+	t.Helper()
+	old := r.agentPod(t)
+	r.upgrade(t, "agent.logLevel=debug", "agent.logLevel=debug")
+	if now := r.agentPod(t); now.UID == old.UID {
+		t.Fatalf("the rollout kept agent pod %s (uid %s)", old.Name, old.UID)
+	}
+}
+
+// upgrade runs helm upgrade to the chart with the image values and extra
+// values, and waits for the agent's rollout.
+func (r *remote) upgrade(t *testing.T, what string, extra ...string) {
+	t.Helper()
+	values, err := imageValues(extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := r.helm(append([]string{"upgrade", *release, *chart, "-n", *releaseNamespace, "--wait", "--timeout", "5m"}, values...)...); err != nil {
+		t.Fatal(err)
+	}
+	timing("helm upgrade ("+what+") to Ready", start)
+	if _, err := r.kubectl(nil, "rollout", "status", "-n", *releaseNamespace, "daemonset/"+r.agent, "--timeout=5m"); err != nil {
+		t.Fatal(err)
+	}
+	timing("helm upgrade ("+what+") to the agent rolled out", start)
+}
+
+// RestartAgent deletes the node's agent pod and waits for its replacement.
+func (r *remote) RestartAgent(t *testing.T) {
+	t.Helper()
+	old := r.agentPod(t)
+	start := time.Now()
+	if _, err := r.kubectl(nil, "delete", "pod", "-n", *releaseNamespace, old.Name, "--wait=true"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Minute, "a new agent pod Ready on "+r.node, func() error {
+		p, err := r.readyAgent()
+		if err == nil && p.UID == old.UID {
+			err = fmt.Errorf("still %s", old.Name)
+		}
+		return err
+	})
+	timing("agent pod deleted to its replacement Ready", start)
+}
+
+// readyAgent returns the node's agent pod that runs, is Ready and is not
+// being deleted.
+func (r *remote) readyAgent() (*corev1.Pod, error) {
+	var pods corev1.PodList
+	if err := r.api.List(context.Background(), &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil {
+		return nil, err
+	}
+	for i, p := range pods.Items {
+		if p.Spec.NodeName == r.node && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && podReady(&p) {
+			return &pods.Items[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no Ready agent pod on %s", r.node)
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func (r *remote) agentPod(t *testing.T) *corev1.Pod {
+	t.Helper()
+	p, err := r.readyAgent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // Uninstall runs `helm uninstall`, waits for the agents to go, and reads

@@ -249,26 +249,11 @@ func (r *remote) Client(t *testing.T) Client {
 
 func (r *remote) Outsider(t *testing.T) Client { return r.Client(t) }
 
-func (r *remote) agentPod(t *testing.T) string {
-	t.Helper()
-	var pods corev1.PodList
-	if err := r.api.List(context.Background(), &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pods.Items {
-		if p.Spec.NodeName == r.node && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
-			return p.Name
-		}
-	}
-	t.Fatalf("no running agent pod on %s", r.node)
-	return ""
-}
-
 // KernelDump reads `manager dump` in the node's agent pod, keeping vip's
 // virtual servers and their real servers without the connection counts.
 func (r *remote) KernelDump(t *testing.T, vip netip.Addr) string {
 	t.Helper()
-	out, err := r.kubectl(nil, "exec", "-n", *releaseNamespace, r.agentPod(t), "-c", "agent", "--", "/manager", "dump")
+	out, err := r.kubectl(nil, "exec", "-n", *releaseNamespace, r.agentPod(t).Name, "-c", "agent", "--", "/manager", "dump")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,17 +275,6 @@ func (r *remote) KernelDump(t *testing.T, vip netip.Addr) string {
 		}
 	}
 	return b.String()
-}
-
-func (r *remote) RestartAgent(t *testing.T) {
-	t.Helper()
-	old := r.agentPod(t)
-	if _, err := r.kubectl(nil, "delete", "pod", "-n", *releaseNamespace, old, "--wait=true"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.kubectl(nil, "rollout", "status", "-n", *releaseNamespace, "daemonset/"+r.agent, "--timeout=3m"); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // podClient sends traffic from a client pod with kubectl exec.

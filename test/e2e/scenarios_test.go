@@ -82,6 +82,12 @@ func count(t *testing.T, cl Client, addr netip.AddrPort, n int) map[string]int {
 func TestE2E(t *testing.T) {
 	c := cluster
 
+	// First: every later scenario then runs on the chart under test.
+	t.Run("upgrade-from-previous-chart-keeps-traffic", func(t *testing.T) {
+		skipUnless(t, c, OpUpgrade)
+		keepsTraffic(t, c, "upgrade", testVIP(10), func() { c.UpgradeChart(t) })
+	})
+
 	t.Run("tcp-and-udp-through-a-vip", func(t *testing.T) {
 		vip := testVIP(1)
 		bs := c.Backends(t, "basic", 3)
@@ -250,28 +256,13 @@ func TestE2E(t *testing.T) {
 		t.Logf("wrr 3:1 over %d connections: %v", n, got)
 	})
 
-	t.Run("agent-restart-keeps-established-connections", func(t *testing.T) {
-		vip := testVIP(7)
-		bs := c.Backends(t, "restart", 2)
-		c.SetEndpoints(t, "restart", bs)
-		create(t, c, webVS(c, "restart", "restart", vip))
-		cl := c.Client(t)
-		http := netip.AddrPortFrom(vip, 80)
-		serving(t, cl, http, bs)
-		held, err := cl.Hold(http)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer held.Close()
-		before := c.KernelDump(t, vip)
-		c.RestartAgent(t)
-		if r, err := held.Ping("after restart"); err != nil || r != held.Backend()+": after restart" {
-			t.Fatalf("established connection across the agent restart: %q %v", r, err)
-		}
-		if after := c.KernelDump(t, vip); after != before {
-			t.Fatalf("the restart changed the kernel:\n--- before\n%s--- after\n%s", before, after)
-		}
-		serving(t, cl, http, bs)
+	t.Run("rolling-the-agent-keeps-traffic", func(t *testing.T) {
+		skipUnless(t, c, OpRoll)
+		keepsTraffic(t, c, "roll", testVIP(11), func() { c.RollAgent(t) })
+	})
+
+	t.Run("deleting-the-agent-pod-keeps-traffic", func(t *testing.T) {
+		keepsTraffic(t, c, "restart", testVIP(7), func() { c.RestartAgent(t) })
 	})
 
 	t.Run("conflicting-virtualservice-is-conflicted", func(t *testing.T) {

@@ -97,7 +97,14 @@ type Cluster interface {
 	KernelDump(t *testing.T, vip netip.Addr) string
 	// Can returns why the driver cannot do op, or nil.
 	Can(op Op) error
-	// RestartAgent stops the agent and starts it again, as a rollout does.
+	// UpgradeChart upgrades kubelvs from the previous chart to the current
+	// one as the README says (CRDs first), and checks the CRD was upgraded.
+	UpgradeChart(t *testing.T)
+	// RollAgent changes the agent's pod template and waits until the
+	// DaemonSet has replaced the agent.
+	RollAgent(t *testing.T)
+	// RestartAgent stops the agent and starts it again (deletes its pod),
+	// and waits until the new one is ready.
 	RestartAgent(t *testing.T)
 	// Uninstall removes kubelvs as `helm uninstall` does, then lists every
 	// kubelvs kernel object still present (none is the right answer).
@@ -109,6 +116,8 @@ type Op string
 
 // The lifecycle operations.
 const (
+	OpUpgrade   Op = "upgrade from the previous chart"
+	OpRoll      Op = "roll the agent DaemonSet"
 	OpUninstall Op = "uninstall kubelvs"
 )
 
