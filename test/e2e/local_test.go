@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -167,46 +166,28 @@ func (l *local) RestartAgent(t *testing.T) {
 	}
 }
 
-func (l *local) Uninstall(t *testing.T) []string {
+func (l *local) Uninstall(t *testing.T) {
 	t.Helper()
+	start := time.Now()
 	if err := l.Env.Uninstall(); err != nil {
 		t.Errorf("uninstall: %v", err)
 	}
+	timing("uninstall to the agent stopped", start)
 	t.Logf("agent log after uninstall:\n%s", l.Agent.Tail())
-	return leftovers(t)
 }
 
-func leftovers(t *testing.T) []string {
-	var left []string
-	h, err := ipvs.New()
+// NodeKernel runs the action here, in the guest's root namespace.
+func (l *local) NodeKernel(t *testing.T, action string) []string {
+	t.Helper()
+	lines, err := echo.Kernel(action)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	vss, err := h.ListVirtualServers()
+	out, err := exec.Command("sh", "-c", iptablesScript, "sh", action, echo.ForeignChain).CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("iptables %s: %v\n%s", action, err, out)
 	}
-	for _, v := range vss {
-		if vips.Contains(v.Address) {
-			left = append(left, "IPVS "+v.String())
-		}
-	}
-	if _, err := netlink.LinkByName("kubelvs0"); err == nil {
-		left = append(left, "interface kubelvs0")
-	}
-	for _, c := range [][]string{{"ipset", "list", "-n"}, {"iptables-legacy-save"}, {"ip6tables-legacy-save"}} {
-		out, err := exec.Command(c[0], c[1:]...).Output()
-		if err != nil {
-			t.Fatalf("%v: %v", c, err)
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, "KUBELVS") {
-				left = append(left, c[0]+": "+line)
-			}
-		}
-	}
-	return left
+	return append(lines, strings.Split(strings.TrimRight(string(out), "\n"), "\n")...)
 }
 
 // nsClient is a client in a network namespace.

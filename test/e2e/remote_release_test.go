@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubelvs/kubelvs/test/e2e/echo"
 )
 
 // The release's lifecycle on the cluster: what the suite may do with
@@ -198,9 +200,8 @@ func (r *remote) agentPod(t *testing.T) *corev1.Pod {
 	return p
 }
 
-// Uninstall runs `helm uninstall`, waits for the agents to go, and reads
-// the node's kernel from a privileged host-network pod.
-func (r *remote) Uninstall(t *testing.T) []string {
+// Uninstall runs helm uninstall and waits for the agent pods to go.
+func (r *remote) Uninstall(t *testing.T) {
 	t.Helper()
 	start := time.Now()
 	if _, err := r.helm("uninstall", *release, "-n", *releaseNamespace, "--wait", "--timeout", "5m"); err != nil {
@@ -218,33 +219,53 @@ func (r *remote) Uninstall(t *testing.T) []string {
 		return nil
 	})
 	timing("helm uninstall to agent pods gone", start)
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "leftovers", Namespace: r.ns}, Spec: corev1.PodSpec{
+}
+
+// NodeKernel runs the action in a pod on the node as root, privileged, in
+// the host's network namespace, so that it works wherever the suite runs:
+// e2e-echo kernel ACTION for IPVS and ipsets, and iptablesScript with the
+// agent's image for iptables.
+func (r *remote) NodeKernel(t *testing.T, action string) []string {
+	t.Helper()
+	r.nodePods++
+	root := &corev1.SecurityContext{RunAsUser: ptr.To[int64](0), RunAsNonRoot: ptr.To(false), Privileged: ptr.To(true)}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("kernel-%s-%d", action, r.nodePods), Namespace: r.ns}, Spec: corev1.PodSpec{
 		NodeName: r.node, HostNetwork: true, RestartPolicy: corev1.RestartPolicyNever,
-		Containers: []corev1.Container{{Name: "check", Image: r.agentImage, Command: []string{"sh", "-c",
-			"/manager dump; iptables-save | grep KUBELVS; test -e /sys/class/net/kubelvs0 && echo interface kubelvs0; true"},
-			SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](0), RunAsNonRoot: ptr.To(false), Privileged: ptr.To(true)}}},
+		Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+		Containers: []corev1.Container{
+			{Name: "netlink", Image: *echoImage, ImagePullPolicy: corev1.PullIfNotPresent, Args: []string{"kernel", action}, SecurityContext: root},
+			{Name: "iptables", Image: r.agentImage, ImagePullPolicy: corev1.PullIfNotPresent, SecurityContext: root,
+				Command:      []string{"sh", "-c", iptablesScript, "sh", action, echo.ForeignChain},
+				VolumeMounts: []corev1.VolumeMount{{Name: "xtables-lock", MountPath: "/run/xtables.lock"}}},
+		},
+		// The lock iptables shares with the node's other users of it.
+		Volumes: []corev1.Volume{{Name: "xtables-lock", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+			Path: "/run/xtables.lock", Type: ptr.To(corev1.HostPathFileOrCreate)}}}},
 	}}
-	if err := r.api.Create(context.Background(), p); err != nil {
+	ctx := context.Background()
+	if err := r.api.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "leftovers check done", func() error {
-		if err := r.api.Get(context.Background(), client.ObjectKeyFromObject(p), p); err != nil {
+	defer func() { _ = r.api.Delete(context.Background(), p, client.GracePeriodSeconds(0)) }()
+	eventually(t, 2*time.Minute, "pod "+p.Name+" done", func() error {
+		if err := r.api.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
 			return err
 		}
-		if p.Status.Phase != corev1.PodSucceeded {
+		if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
 			return fmt.Errorf("phase %s", p.Status.Phase)
 		}
 		return nil
 	})
-	out, err := r.kubectl(nil, "logs", "-n", r.ns, "leftovers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var left []string
-	for _, l := range strings.Split(out, "\n") {
-		if l != "" && !strings.HasPrefix(l, "no IPVS virtual servers owned") && !strings.HasPrefix(l, "kubelvs0: ") {
-			left = append(left, l)
+	var lines []string
+	for _, c := range p.Spec.Containers {
+		out, err := r.kubectl(nil, "logs", "-n", r.ns, p.Name, "-c", c.Name)
+		if err != nil {
+			t.Fatal(err)
 		}
+		lines = append(lines, strings.Split(strings.TrimRight(out, "\n"), "\n")...)
 	}
-	return left
+	if p.Status.Phase != corev1.PodSucceeded {
+		t.Fatalf("kernel %s on %s failed:\n%s", action, r.node, strings.Join(lines, "\n"))
+	}
+	return lines
 }

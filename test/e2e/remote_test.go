@@ -41,6 +41,7 @@ type remote struct {
 	agent      string
 	agentImage string
 	clients    int
+	nodePods   int
 	// installed: the suite installed the release and has not uninstalled it.
 	installed bool
 }
@@ -165,8 +166,9 @@ func (r *remote) kubectl(stdin io.Reader, args ...string) (string, error) {
 func (r *remote) pod(t *testing.T, name string, labels map[string]string, args ...string) *corev1.Pod {
 	t.Helper()
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns, Labels: labels}, Spec: corev1.PodSpec{
-		NodeName:   r.node,
-		Containers: []corev1.Container{{Name: "echo", Image: *echoImage, ImagePullPolicy: corev1.PullIfNotPresent, Args: args}},
+		NodeName:    r.node,
+		Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+		Containers:  []corev1.Container{{Name: "echo", Image: *echoImage, ImagePullPolicy: corev1.PullIfNotPresent, Args: args}},
 	}}
 	ctx := context.Background()
 	if err := r.api.Create(ctx, p); err != nil {

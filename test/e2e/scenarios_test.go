@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/test/e2e/echo"
 )
 
 // webVS is a VirtualService for Service svc: TCP 80 -> http (8080), UDP
@@ -295,10 +297,44 @@ func TestE2E(t *testing.T) {
 	})
 
 	// Last: nothing may run after an uninstall.
-	t.Run("uninstall-leaves-no-kernel-object", func(t *testing.T) {
+	t.Run("uninstall-removes-only-what-kubelvs-owns", func(t *testing.T) {
 		skipUnless(t, c, OpUninstall)
-		if left := c.Uninstall(t); len(left) > 0 {
-			t.Fatalf("kubelvs objects left in the kernel after uninstall:\n%s", strings.Join(left, "\n"))
+		vip := testVIP(9)
+		bs := c.Backends(t, "last", 2)
+		c.SetEndpoints(t, "last", bs)
+		cl := c.Client(t)
+		vs := webVS(c, "last", "last", vip)
+		// With sourceRanges, the allow-list ipsets and drop rule exist too.
+		vs.Spec.SourceRanges = []lvsv1.CIDR{lvsv1.CIDR(netip.PrefixFrom(cl.Addr(), 32).String())}
+		create(t, c, vs)
+		serving(t, cl, netip.AddrPortFrom(vip, 80), bs)
+		c.NodeKernel(t, "add-foreign")
+		t.Cleanup(func() { c.NodeKernel(t, "delete-foreign") })
+
+		before := c.NodeKernel(t, "dump")
+		owned, foreign := echo.Owned(before), echo.Foreign(before)
+		// The dump sees what it must: else the checks below prove nothing.
+		if key := "tcp " + netip.AddrPortFrom(vip, 80).String(); !owned[key] {
+			t.Fatalf("kubelvs's ownership ipsets do not record %s:\n%s", key, strings.Join(before, "\n"))
+		}
+		for _, want := range []string{echo.LinkLine, "-j KUBELVS-"} {
+			if !slices.ContainsFunc(before, func(l string) bool { return strings.Contains(l, want) }) {
+				t.Fatalf("no %q in the node's kernel:\n%s", want, strings.Join(before, "\n"))
+			}
+		}
+		for _, want := range []string{"ipvs tcp " + echo.ForeignService.String(), "ipset " + echo.ForeignSet + " member", "-A INPUT -j " + echo.ForeignChain} {
+			if !slices.ContainsFunc(foreign, func(l string) bool { return strings.Contains(l, want) }) {
+				t.Fatalf("no foreign %q on the node:\n%s", want, strings.Join(foreign, "\n"))
+			}
+		}
+
+		c.Uninstall(t)
+		after := c.NodeKernel(t, "dump")
+		if left := echo.Leftovers(owned, after); len(left) > 0 {
+			t.Errorf("kubelvs objects left after uninstall:\n%s", strings.Join(left, "\n"))
+		}
+		if got := echo.Foreign(after); !slices.Equal(got, foreign) {
+			t.Errorf("the uninstall changed other programs' objects:\n--- before\n%s\n--- after\n%s", strings.Join(foreign, "\n"), strings.Join(got, "\n"))
 		}
 	})
 }

@@ -106,9 +106,14 @@ type Cluster interface {
 	// RestartAgent stops the agent and starts it again (deletes its pod),
 	// and waits until the new one is ready.
 	RestartAgent(t *testing.T)
-	// Uninstall removes kubelvs as `helm uninstall` does, then lists every
-	// kubelvs kernel object still present (none is the right answer).
-	Uninstall(t *testing.T) []string
+	// Uninstall removes kubelvs as `helm uninstall` does and returns when
+	// the agents are gone.
+	Uninstall(t *testing.T)
+	// NodeKernel runs a kernel action as root on the node: "dump" lists its
+	// IPVS services, ipsets, iptables rules (both backends) and kubelvs0
+	// (see package echo); "add-foreign" creates objects of another program
+	// there, "delete-foreign" removes them.
+	NodeKernel(t *testing.T, action string) []string
 }
 
 // Op is a lifecycle operation that not every driver, or every run, can do.

@@ -37,6 +37,20 @@ var (
 	ForeignReal = netip.MustParseAddrPort("203.0.113.81:8080")
 )
 
+// Kernel runs what `e2e-echo kernel ACTION` does: "dump" returns
+// DumpKernel's lines, "add-foreign" and "delete-foreign" none.
+func Kernel(action string) ([]string, error) {
+	switch action {
+	case "dump":
+		return DumpKernel()
+	case "add-foreign":
+		return nil, AddForeign()
+	case "delete-foreign":
+		return nil, DeleteForeign()
+	}
+	return nil, fmt.Errorf("kernel %q: want dump, add-foreign or delete-foreign", action)
+}
+
 // ownershipSet starts the names of the ipsets in which kubelvs records the
 // IPVS virtual services it created (KUBELVS-VIRTUAL-SERVERS and -V6).
 const ownershipSet = "KUBELVS-VIRTUAL-SERVERS"

@@ -94,3 +94,9 @@ func TestForeign(t *testing.T) {
 		t.Fatalf("Foreign =\n%q\nwant\n%q", got, want)
 	}
 }
+
+func TestKernelUnknownAction(t *testing.T) {
+	if _, err := Kernel("flush"); err == nil {
+		t.Fatal("Kernel(flush) did not fail")
+	}
+}

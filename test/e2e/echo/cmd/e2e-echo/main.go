@@ -110,20 +110,9 @@ func run(args []string) error {
 }
 
 func kernel(action string) error {
-	switch action {
-	case "dump":
-		lines, err := echo.DumpKernel()
-		if err != nil {
-			return err
-		}
-		for _, l := range lines {
-			fmt.Println(l)
-		}
-		return nil
-	case "add-foreign":
-		return echo.AddForeign()
-	case "delete-foreign":
-		return echo.DeleteForeign()
+	lines, err := echo.Kernel(action)
+	for _, l := range lines {
+		fmt.Println(l)
 	}
-	return fmt.Errorf("kernel %q: want dump, add-foreign or delete-foreign", action)
+	return err
 }
