@@ -203,11 +203,28 @@ func TestE2E(t *testing.T) {
 		bs := c.Backends(t, "ranges", 1)
 		c.SetEndpoints(t, "ranges", bs)
 		cl, out := c.Client(t), c.Outsider(t)
+		allowed := netip.PrefixFrom(cl.Addr(), 32)
+		if allowed.Contains(out.Addr()) {
+			t.Fatalf("the outsider %s is inside %s", out.Addr(), allowed)
+		}
 		vs := webVS(c, "ranges", "ranges", vip)
-		vs.Spec.SourceRanges = []lvsv1.CIDR{lvsv1.CIDR(netip.PrefixFrom(cl.Addr(), 32).String())}
 		create(t, c, vs)
 		http := netip.AddrPortFrom(vip, 80)
+		// Both are served without sourceRanges: what refuses the outsider
+		// below is the range, not its network.
 		serving(t, cl, http, bs)
+		serving(t, out, http, bs)
+		patch := client.MergeFrom(vs.DeepCopy())
+		vs.Spec.SourceRanges = []lvsv1.CIDR{lvsv1.CIDR(allowed.String())}
+		if err := c.API().Patch(context.Background(), vs, patch); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "the outsider "+out.Addr().String()+" refused", func() error {
+			if name, err := out.Greet(http); err == nil {
+				return fmt.Errorf("served by %s", name)
+			}
+			return nil
+		})
 		for i := 0; i < 3; i++ {
 			if name, err := out.Greet(http); err == nil {
 				t.Fatalf("a client outside sourceRanges was served by %s", name)

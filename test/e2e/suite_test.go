@@ -90,7 +90,8 @@ type Cluster interface {
 	SetEndpoints(t *testing.T, svc string, bs []Backend)
 	// SetHealthy makes b's HTTP health check (port 8081 /healthz) pass or fail.
 	SetHealthy(t *testing.T, b Backend, ok bool)
-	// Client returns a client; Outsider one on another network.
+	// Client returns a client; Outsider another one, with another address
+	// (sourceRanges of the Client's /32 leave it out).
 	Client(t *testing.T) Client
 	Outsider(t *testing.T) Client
 	// KernelDump prints the IPVS services of vip and their real servers.
