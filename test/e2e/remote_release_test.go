@@ -85,12 +85,27 @@ func (r *remote) installRelease() error {
 		}
 	}
 	start := time.Now()
-	if _, err := r.helm(append([]string{"install", *release, ch, "-n", *releaseNamespace, "--wait", "--timeout", "5m"}, values...)...); err != nil {
-		return err
-	}
-	timing("helm install to Ready", start)
+	// Ours from here: a release that fails to get Ready is still recorded,
+	// and stop uninstalls it.
 	r.installed = true
+	if _, err := r.helm(append([]string{"install", *release, ch, "-n", *releaseNamespace, "--wait", "--timeout", "5m"}, values...)...); err != nil {
+		return fmt.Errorf("%w\n%s", err, r.releaseState())
+	}
+	timing("helm install ("+ch+") to Ready", start)
 	return nil
+}
+
+// releaseState shows the release namespace's pods and events, for errors.
+func (r *remote) releaseState() string {
+	var b strings.Builder
+	for _, what := range []string{"pods", "events"} {
+		out, err := r.kubectl(nil, "get", what, "-n", *releaseNamespace, "-o", "wide")
+		fmt.Fprintf(&b, "--- %s in %s\n%s", what, *releaseNamespace, out)
+		if err != nil {
+			fmt.Fprintln(&b, err)
+		}
+	}
+	return b.String()
 }
 
 // applyCRDs is the documented CRD step of an upgrade (Helm never upgrades
@@ -140,11 +155,11 @@ func (r *remote) upgrade(t *testing.T, what string, extra ...string) {
 	}
 	start := time.Now()
 	if _, err := r.helm(append([]string{"upgrade", *release, *chart, "-n", *releaseNamespace, "--wait", "--timeout", "5m"}, values...)...); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, r.releaseState())
 	}
 	timing("helm upgrade ("+what+") to Ready", start)
 	if _, err := r.kubectl(nil, "rollout", "status", "-n", *releaseNamespace, "daemonset/"+r.agent, "--timeout=5m"); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, r.releaseState())
 	}
 	timing("helm upgrade ("+what+") to the agent rolled out", start)
 }

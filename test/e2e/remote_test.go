@@ -90,6 +90,9 @@ func (r *remote) findAgent() error {
 			r.agentImage = c.Image
 		}
 	}
+	if r.agentImage == "" {
+		return fmt.Errorf("DaemonSet %s has no container named agent", r.agent)
+	}
 	var pods corev1.PodList
 	if err := r.api.List(ctx, &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil || len(pods.Items) == 0 {
 		return fmt.Errorf("no agent pods of release %s in %s: %v", *release, *releaseNamespace, err)
