@@ -25,12 +25,12 @@ add-foreign)
 	m=legacy
 	[ "$(rules nft)" -gt "$(rules legacy)" ] && m=nft
 	printf '*filter\n:%s - [0:0]\n-A %s -s 192.0.2.0/24 -j RETURN\n-A INPUT -j %s\nCOMMIT\n' "$c" "$c" "$c" |
-		iptables-$m-restore -w 5 --noflush || exit 1
+		iptables-$m-restore -w --noflush || exit 1
 	echo "# foreign chain $c added with iptables-$m" ;;
 delete-foreign)
 	for m in legacy nft; do
-		iptables-$m -w 5 -D INPUT -j "$c" 2>/dev/null
-		iptables-$m -w 5 -F "$c" 2>/dev/null && iptables-$m -w 5 -X "$c"
+		iptables-$m -w -D INPUT -j "$c" 2>/dev/null
+		iptables-$m -w -F "$c" 2>/dev/null && iptables-$m -w -X "$c"
 	done
 	true ;;
 *)
