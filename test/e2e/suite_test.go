@@ -40,7 +40,7 @@ var (
 	// previous chart if given, then upgrades), upgrades it and uninstalls
 	// it. Without, it uses the installed release and never changes it.
 	install       = flag.Bool("install", false, "install the release with helm (and upgrade and uninstall it); needs -image")
-	chart         = flag.String("chart", filepath.Join("..", "..", "charts", "kubelvs"), "chart to install and upgrade to (default: the repository's, from test/e2e)")
+	chart         = flag.String("chart", filepath.Join("..", "..", "charts", "kubelvs"), "chart to install and upgrade to (a relative path is from test/e2e, the test's working directory)")
 	previousChart = flag.String("previous-chart", "", "with -install: an older chart to install first; the first scenario upgrades from it to -chart")
 	image         = flag.String("image", "", "with -install: repository:tag of the kubelvs image, for the chart's image values")
 )
