@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -66,9 +65,8 @@ func newLocal() (Cluster, func(), error) {
 	return l, env.Stop, nil
 }
 
-func (l *local) API() client.Client   { return l.Env.API }
-func (l *local) Namespace() string    { return "default" }
-func (l *local) VIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{10, 96, 9, byte(n)}) }
+func (l *local) API() client.Client { return l.Env.API }
+func (l *local) Namespace() string  { return "default" }
 
 func (l *local) newNS(t *testing.T, route bool) *kerneltest.NS {
 	l.mu.Lock()
@@ -146,6 +144,21 @@ func (l *local) KernelDump(t *testing.T, vip netip.Addr) string {
 	return kerneltest.DumpVIP(t, l.ipvs, vip)
 }
 
+// Can: the local driver installs kubelvs itself, so it may uninstall it;
+// but it runs this build's agent as a process, without a chart release.
+func (l *local) Can(op Op) error {
+	switch op {
+	case OpUpgrade:
+		return errors.New("the local driver runs this build's agent as a process: there is no older release to upgrade from (the cluster driver does it with -install -previous-chart)")
+	case OpRoll:
+		return errors.New("the local driver has no DaemonSet to roll (deleting-the-agent-pod-keeps-traffic restarts its agent)")
+	}
+	return nil
+}
+
+func (l *local) UpgradeChart(t *testing.T) { t.Fatal(l.Can(OpUpgrade)) }
+func (l *local) RollAgent(t *testing.T)    { t.Fatal(l.Can(OpRoll)) }
+
 func (l *local) RestartAgent(t *testing.T) {
 	t.Helper()
 	if err := l.Env.RestartAgent(); err != nil {
@@ -153,46 +166,28 @@ func (l *local) RestartAgent(t *testing.T) {
 	}
 }
 
-func (l *local) Uninstall(t *testing.T) []string {
+func (l *local) Uninstall(t *testing.T) {
 	t.Helper()
+	start := time.Now()
 	if err := l.Env.Uninstall(); err != nil {
 		t.Errorf("uninstall: %v", err)
 	}
+	timing("uninstall to the agent stopped", start)
 	t.Logf("agent log after uninstall:\n%s", l.Agent.Tail())
-	return leftovers(t)
 }
 
-func leftovers(t *testing.T) []string {
-	var left []string
-	h, err := ipvs.New()
+// NodeKernel runs the action here, in the guest's root namespace.
+func (l *local) NodeKernel(t *testing.T, action string) []string {
+	t.Helper()
+	lines, err := echo.Kernel(action)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	vss, err := h.ListVirtualServers()
+	out, err := exec.Command("sh", "-c", iptablesScript, "sh", action, echo.ForeignChain).CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("iptables %s: %v\n%s", action, err, out)
 	}
-	for _, v := range vss {
-		if netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 96, 9, 0}), 24).Contains(v.Address) {
-			left = append(left, "IPVS "+v.String())
-		}
-	}
-	if _, err := netlink.LinkByName("kubelvs0"); err == nil {
-		left = append(left, "interface kubelvs0")
-	}
-	for _, c := range [][]string{{"ipset", "list", "-n"}, {"iptables-legacy-save"}, {"ip6tables-legacy-save"}} {
-		out, err := exec.Command(c[0], c[1:]...).Output()
-		if err != nil {
-			t.Fatalf("%v: %v", c, err)
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, "KUBELVS") {
-				left = append(left, c[0]+": "+line)
-			}
-		}
-	}
-	return left
+	return append(lines, strings.Split(strings.TrimRight(string(out), "\n"), "\n")...)
 }
 
 // nsClient is a client in a network namespace.

@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubelvs/kubelvs/pkg/roles"
@@ -29,22 +29,24 @@ import (
 // remote drives a real cluster with kubelvs installed (e.g. kind): backends
 // and clients are pods of the e2e-echo image, all on one node so that the
 // agent there is the one that programs what the suite checks; the kernel
-// is read with `manager dump` in that node's agent pod.
+// is read with `manager dump` in that node's agent pod. The release's
+// objects are found by the chart's labels, not by name.
 type remote struct {
 	api        client.Client
 	kubeconfig string
-	image      string
 	ns         string
 	node       string
+	// agent is the name of the release's agent DaemonSet, agentImage the
+	// image of its agent container (with iptables and sh).
+	agent      string
+	agentImage string
 	clients    int
+	nodePods   int
+	// installed: the suite installed the release and has not uninstalled it.
+	installed bool
 }
 
-const (
-	systemNamespace = "kubelvs-system"
-	agentSelector   = "app.kubernetes.io/component=agent"
-)
-
-func newRemote(kubeconfig, image string) (Cluster, func(), error) {
+func newRemote(kubeconfig string) (Cluster, func(), error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, nil, err
@@ -53,28 +55,106 @@ func newRemote(kubeconfig, image string) (Cluster, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	r := &remote{api: api, kubeconfig: kubeconfig, image: image, ns: "kubelvs-e2e"}
-	ctx := context.Background()
-	if err := api.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+	r := &remote{api: api, kubeconfig: kubeconfig, ns: "kubelvs-e2e"}
+	if *install {
+		if err := r.installRelease(); err != nil {
+			r.stop()
+			return nil, nil, err
+		}
+	}
+	if err := r.findAgent(); err != nil {
+		r.stop()
 		return nil, nil, err
 	}
-	var pods corev1.PodList
-	if err := api.List(ctx, &pods, client.InNamespace(systemNamespace), client.MatchingLabels{"app.kubernetes.io/component": "agent"}); err != nil || len(pods.Items) == 0 {
-		return nil, nil, fmt.Errorf("no kubelvs agent pods in %s (is kubelvs installed?): %v", systemNamespace, err)
+	if err := r.ensureNamespace(r.ns); err != nil {
+		r.stop()
+		return nil, nil, err
 	}
-	r.node = pods.Items[0].Spec.NodeName
-	stop := func() {
-		_ = api.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}})
-	}
-	return r, stop, nil
+	return r, r.stop, nil
 }
 
-func (r *remote) API() client.Client   { return r.api }
-func (r *remote) Namespace() string    { return r.ns }
-func (r *remote) VIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{10, 96, 9, byte(n)}) }
+// findAgent finds the release's agent DaemonSet, its image, and the node
+// of one of its pods: the suite's node.
+func (r *remote) findAgent() error {
+	ctx := context.Background()
+	var dss appsv1.DaemonSetList
+	if err := r.api.List(ctx, &dss, client.InNamespace(*releaseNamespace), agentLabels()); err != nil {
+		return err
+	}
+	if len(dss.Items) != 1 {
+		return fmt.Errorf("%d agent DaemonSets of release %s in %s (labels %v); is kubelvs installed?", len(dss.Items), *release, *releaseNamespace, agentLabels())
+	}
+	r.agent = dss.Items[0].Name
+	for _, c := range dss.Items[0].Spec.Template.Spec.Containers {
+		if c.Name == "agent" {
+			r.agentImage = c.Image
+		}
+	}
+	if r.agentImage == "" {
+		return fmt.Errorf("DaemonSet %s has no container named agent", r.agent)
+	}
+	var pods corev1.PodList
+	if err := r.api.List(ctx, &pods, client.InNamespace(*releaseNamespace), agentLabels()); err != nil || len(pods.Items) == 0 {
+		return fmt.Errorf("no agent pods of release %s in %s: %v", *release, *releaseNamespace, err)
+	}
+	r.node = pods.Items[0].Spec.NodeName
+	return nil
+}
+
+// stop deletes the suite's namespace and, if the suite installed the
+// release and it is still there (the uninstall scenario did not run), the
+// release.
+func (r *remote) stop() {
+	_ = r.api.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}})
+	if r.installed {
+		if out, err := r.helm("uninstall", *release, "-n", *releaseNamespace, "--wait", "--timeout", "5m"); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %v\n%s", err, out)
+		}
+	}
+}
+
+// ensureNamespace creates the namespace, or labels it if it exists, so that
+// it admits privileged pods (the agent's init container, the suite's node
+// pods); it waits out a namespace an earlier run is still deleting.
+func (r *remote) ensureNamespace(name string) error {
+	ctx := context.Background()
+	const label, level = "pod-security.kubernetes.io/enforce", "privileged"
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ns := &corev1.Namespace{}
+		err := r.api.Get(ctx, client.ObjectKey{Name: name}, ns)
+		switch {
+		case apierrors.IsNotFound(err):
+			ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{label: level}}}
+			return r.api.Create(ctx, ns)
+		case err != nil:
+			return err
+		case ns.DeletionTimestamp == nil:
+			patch := client.MergeFrom(ns.DeepCopy())
+			if ns.Labels == nil {
+				ns.Labels = map[string]string{}
+			}
+			ns.Labels[label] = level
+			return r.api.Patch(ctx, ns, patch)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("namespace %s: still terminating", name)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// agentLabels select the release's agent DaemonSet and pods (the chart's
+// kubelvs.selectorLabels).
+func agentLabels() client.MatchingLabels {
+	return client.MatchingLabels{"app.kubernetes.io/instance": *release, "app.kubernetes.io/component": "agent"}
+}
+
+func (r *remote) API() client.Client { return r.api }
+func (r *remote) Namespace() string  { return r.ns }
 
 func (r *remote) kubectl(stdin io.Reader, args ...string) (string, error) {
-	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", r.kubeconfig}, args...)...)
+	cmd := exec.Command(*kubectlBin, append([]string{"--kubeconfig", r.kubeconfig}, args...)...)
 	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -89,8 +169,9 @@ func (r *remote) kubectl(stdin io.Reader, args ...string) (string, error) {
 func (r *remote) pod(t *testing.T, name string, labels map[string]string, args ...string) *corev1.Pod {
 	t.Helper()
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns, Labels: labels}, Spec: corev1.PodSpec{
-		NodeName:   r.node,
-		Containers: []corev1.Container{{Name: "echo", Image: r.image, ImagePullPolicy: corev1.PullIfNotPresent, Args: args}},
+		NodeName:    r.node,
+		Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+		Containers:  []corev1.Container{{Name: "echo", Image: *echoImage, ImagePullPolicy: corev1.PullIfNotPresent, Args: args}},
 	}}
 	ctx := context.Background()
 	if err := r.api.Create(ctx, p); err != nil {
@@ -173,26 +254,11 @@ func (r *remote) Client(t *testing.T) Client {
 
 func (r *remote) Outsider(t *testing.T) Client { return r.Client(t) }
 
-func (r *remote) agentPod(t *testing.T) string {
-	t.Helper()
-	var pods corev1.PodList
-	if err := r.api.List(context.Background(), &pods, client.InNamespace(systemNamespace), client.MatchingLabels{"app.kubernetes.io/component": "agent"}); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pods.Items {
-		if p.Spec.NodeName == r.node && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
-			return p.Name
-		}
-	}
-	t.Fatalf("no running agent pod on %s", r.node)
-	return ""
-}
-
 // KernelDump reads `manager dump` in the node's agent pod, keeping vip's
 // virtual servers and their real servers without the connection counts.
 func (r *remote) KernelDump(t *testing.T, vip netip.Addr) string {
 	t.Helper()
-	out, err := r.kubectl(nil, "exec", "-n", systemNamespace, r.agentPod(t), "-c", "agent", "--", "/manager", "dump")
+	out, err := r.kubectl(nil, "exec", "-n", *releaseNamespace, r.agentPod(t).Name, "-c", "agent", "--", "/manager", "dump")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,69 +282,6 @@ func (r *remote) KernelDump(t *testing.T, vip netip.Addr) string {
 	return b.String()
 }
 
-func (r *remote) RestartAgent(t *testing.T) {
-	t.Helper()
-	old := r.agentPod(t)
-	if _, err := r.kubectl(nil, "delete", "pod", "-n", systemNamespace, old, "--wait=true"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.kubectl(nil, "rollout", "status", "-n", systemNamespace, "daemonset/kubelvs-agent", "--timeout=3m"); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// Uninstall runs `helm uninstall`, waits for the agents to go, and reads
-// the node's kernel from a privileged host-network pod.
-func (r *remote) Uninstall(t *testing.T) []string {
-	t.Helper()
-	if out, err := exec.Command("helm", "--kubeconfig", r.kubeconfig, "uninstall", "kubelvs", "-n", systemNamespace, "--wait").CombinedOutput(); err != nil {
-		t.Fatalf("helm uninstall: %v\n%s", err, out)
-	}
-	eventually(t, 2*time.Minute, "agent pods gone", func() error {
-		var pods corev1.PodList
-		if err := r.api.List(context.Background(), &pods, client.InNamespace(systemNamespace), client.MatchingLabels{"app.kubernetes.io/component": "agent"}); err != nil {
-			return err
-		}
-		if len(pods.Items) > 0 {
-			return fmt.Errorf("%d left", len(pods.Items))
-		}
-		return nil
-	})
-	image := os.Getenv("KUBELVS_IMAGE")
-	if image == "" {
-		image = "ghcr.io/kubelvs/kubelvs:dev"
-	}
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "leftovers", Namespace: r.ns}, Spec: corev1.PodSpec{
-		NodeName: r.node, HostNetwork: true, RestartPolicy: corev1.RestartPolicyNever,
-		Containers: []corev1.Container{{Name: "check", Image: image, Command: []string{"sh", "-c",
-			"/manager dump; iptables-save | grep KUBELVS; test -e /sys/class/net/kubelvs0 && echo interface kubelvs0; true"},
-			SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}},
-	}}
-	if err := r.api.Create(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 2*time.Minute, "leftovers check done", func() error {
-		if err := r.api.Get(context.Background(), client.ObjectKeyFromObject(p), p); err != nil {
-			return err
-		}
-		if p.Status.Phase != corev1.PodSucceeded {
-			return fmt.Errorf("phase %s", p.Status.Phase)
-		}
-		return nil
-	})
-	out, err := r.kubectl(nil, "logs", "-n", r.ns, "leftovers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var left []string
-	for _, l := range strings.Split(out, "\n") {
-		if l != "" && !strings.HasPrefix(l, "no IPVS virtual servers owned") && !strings.HasPrefix(l, "kubelvs0: ") {
-			left = append(left, l)
-		}
-	}
-	return left
-}
-
 // podClient sends traffic from a client pod with kubectl exec.
 type podClient struct {
 	r    *remote
@@ -299,7 +302,7 @@ func (c *podClient) Ask(addr netip.AddrPort, sport uint16) (string, error) {
 }
 
 func (c *podClient) Hold(addr netip.AddrPort) (Held, error) {
-	cmd := exec.Command("kubectl", "--kubeconfig", c.r.kubeconfig, "exec", "-i", "-n", c.r.ns, c.pod, "--", "/e2e-echo", "hold", addr.String())
+	cmd := exec.Command(*kubectlBin, "--kubeconfig", c.r.kubeconfig, "exec", "-i", "-n", c.r.ns, c.pod, "--", "/e2e-echo", "hold", addr.String())
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

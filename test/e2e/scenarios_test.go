@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/test/e2e/echo"
 )
 
 // webVS is a VirtualService for Service svc: TCP 80 -> http (8080), UDP
@@ -82,8 +84,14 @@ func count(t *testing.T, cl Client, addr netip.AddrPort, n int) map[string]int {
 func TestE2E(t *testing.T) {
 	c := cluster
 
+	// First: every later scenario then runs on the chart under test.
+	t.Run("upgrade-from-previous-chart-keeps-traffic", func(t *testing.T) {
+		skipUnless(t, c, OpUpgrade)
+		keepsTraffic(t, c, "upgrade", testVIP(10), func() { c.UpgradeChart(t) })
+	})
+
 	t.Run("tcp-and-udp-through-a-vip", func(t *testing.T) {
-		vip := c.VIP(1)
+		vip := testVIP(1)
 		bs := c.Backends(t, "basic", 3)
 		c.SetEndpoints(t, "basic", bs)
 		create(t, c, webVS(c, "basic", "basic", vip))
@@ -106,7 +114,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("scale-down-drains-established-and-never-black-holes-udp", func(t *testing.T) {
-		vip := c.VIP(2)
+		vip := testVIP(2)
 		bs := c.Backends(t, "scale", 3)
 		c.SetEndpoints(t, "scale", bs)
 		create(t, c, webVS(c, "scale", "scale", vip))
@@ -166,7 +174,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("health-check-failure-shifts-traffic-and-recovery-restores-it", func(t *testing.T) {
-		vip := c.VIP(3)
+		vip := testVIP(3)
 		bs := c.Backends(t, "health", 2)
 		c.SetEndpoints(t, "health", bs)
 		vs := webVS(c, "health", "health", vip)
@@ -191,15 +199,32 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("source-ranges-block-outsiders", func(t *testing.T) {
-		vip := c.VIP(4)
+		vip := testVIP(4)
 		bs := c.Backends(t, "ranges", 1)
 		c.SetEndpoints(t, "ranges", bs)
 		cl, out := c.Client(t), c.Outsider(t)
+		allowed := netip.PrefixFrom(cl.Addr(), 32)
+		if allowed.Contains(out.Addr()) {
+			t.Fatalf("the outsider %s is inside %s", out.Addr(), allowed)
+		}
 		vs := webVS(c, "ranges", "ranges", vip)
-		vs.Spec.SourceRanges = []lvsv1.CIDR{lvsv1.CIDR(netip.PrefixFrom(cl.Addr(), 32).String())}
 		create(t, c, vs)
 		http := netip.AddrPortFrom(vip, 80)
+		// Both are served without sourceRanges: what refuses the outsider
+		// below is the range, not its network.
 		serving(t, cl, http, bs)
+		serving(t, out, http, bs)
+		patch := client.MergeFrom(vs.DeepCopy())
+		vs.Spec.SourceRanges = []lvsv1.CIDR{lvsv1.CIDR(allowed.String())}
+		if err := c.API().Patch(context.Background(), vs, patch); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "the outsider "+out.Addr().String()+" refused", func() error {
+			if name, err := out.Greet(http); err == nil {
+				return fmt.Errorf("served by %s", name)
+			}
+			return nil
+		})
 		for i := 0; i < 3; i++ {
 			if name, err := out.Greet(http); err == nil {
 				t.Fatalf("a client outside sourceRanges was served by %s", name)
@@ -211,7 +236,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("persistence-keeps-a-client-on-one-backend", func(t *testing.T) {
-		vip := c.VIP(5)
+		vip := testVIP(5)
 		bs := c.Backends(t, "sticky", 3)
 		c.SetEndpoints(t, "sticky", bs)
 		vs := webVS(c, "sticky", "sticky", vip)
@@ -226,7 +251,7 @@ func TestE2E(t *testing.T) {
 	})
 
 	t.Run("wrr-spreads-in-proportion-to-weights", func(t *testing.T) {
-		vip := c.VIP(6)
+		vip := testVIP(6)
 		bs := c.Backends(t, "weighted", 2)
 		vs := webVS(c, "weighted", "weighted", vip)
 		vs.Spec.Scheduler = lvsv1.SchedulerWeightedRoundRobin
@@ -250,32 +275,17 @@ func TestE2E(t *testing.T) {
 		t.Logf("wrr 3:1 over %d connections: %v", n, got)
 	})
 
-	t.Run("agent-restart-keeps-established-connections", func(t *testing.T) {
-		vip := c.VIP(7)
-		bs := c.Backends(t, "restart", 2)
-		c.SetEndpoints(t, "restart", bs)
-		create(t, c, webVS(c, "restart", "restart", vip))
-		cl := c.Client(t)
-		http := netip.AddrPortFrom(vip, 80)
-		serving(t, cl, http, bs)
-		held, err := cl.Hold(http)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer held.Close()
-		before := c.KernelDump(t, vip)
-		c.RestartAgent(t)
-		if r, err := held.Ping("after restart"); err != nil || r != held.Backend()+": after restart" {
-			t.Fatalf("established connection across the agent restart: %q %v", r, err)
-		}
-		if after := c.KernelDump(t, vip); after != before {
-			t.Fatalf("the restart changed the kernel:\n--- before\n%s--- after\n%s", before, after)
-		}
-		serving(t, cl, http, bs)
+	t.Run("rolling-the-agent-keeps-traffic", func(t *testing.T) {
+		skipUnless(t, c, OpRoll)
+		keepsTraffic(t, c, "roll", testVIP(11), func() { c.RollAgent(t) })
+	})
+
+	t.Run("deleting-the-agent-pod-keeps-traffic", func(t *testing.T) {
+		keepsTraffic(t, c, "restart", testVIP(7), func() { c.RestartAgent(t) })
 	})
 
 	t.Run("conflicting-virtualservice-is-conflicted", func(t *testing.T) {
-		vip := c.VIP(8)
+		vip := testVIP(8)
 		bs := c.Backends(t, "first", 1)
 		c.SetEndpoints(t, "first", bs)
 		create(t, c, webVS(c, "first", "first", vip))
@@ -304,9 +314,44 @@ func TestE2E(t *testing.T) {
 	})
 
 	// Last: nothing may run after an uninstall.
-	t.Run("uninstall-leaves-no-kernel-object", func(t *testing.T) {
-		if left := c.Uninstall(t); len(left) > 0 {
-			t.Fatalf("kubelvs objects left in the kernel after uninstall:\n%s", strings.Join(left, "\n"))
+	t.Run("uninstall-removes-only-what-kubelvs-owns", func(t *testing.T) {
+		skipUnless(t, c, OpUninstall)
+		vip := testVIP(9)
+		bs := c.Backends(t, "last", 2)
+		c.SetEndpoints(t, "last", bs)
+		cl := c.Client(t)
+		vs := webVS(c, "last", "last", vip)
+		// With sourceRanges, the allow-list ipsets and drop rule exist too.
+		vs.Spec.SourceRanges = []lvsv1.CIDR{lvsv1.CIDR(netip.PrefixFrom(cl.Addr(), 32).String())}
+		create(t, c, vs)
+		serving(t, cl, netip.AddrPortFrom(vip, 80), bs)
+		c.NodeKernel(t, "add-foreign")
+		t.Cleanup(func() { c.NodeKernel(t, "delete-foreign") })
+
+		before := c.NodeKernel(t, "dump")
+		owned, foreign := echo.Owned(before), echo.Foreign(before)
+		// The dump sees what it must: else the checks below prove nothing.
+		if key := "tcp " + netip.AddrPortFrom(vip, 80).String(); !owned[key] {
+			t.Fatalf("kubelvs's ownership ipsets do not record %s:\n%s", key, strings.Join(before, "\n"))
+		}
+		for _, want := range []string{echo.LinkLine, "-j KUBELVS-"} {
+			if !slices.ContainsFunc(before, func(l string) bool { return strings.Contains(l, want) }) {
+				t.Fatalf("no %q in the node's kernel:\n%s", want, strings.Join(before, "\n"))
+			}
+		}
+		for _, want := range []string{"ipvs tcp " + echo.ForeignService.String(), "ipset " + echo.ForeignSet + " member", "-A INPUT -j " + echo.ForeignChain} {
+			if !slices.ContainsFunc(foreign, func(l string) bool { return strings.Contains(l, want) }) {
+				t.Fatalf("no foreign %q on the node:\n%s", want, strings.Join(foreign, "\n"))
+			}
+		}
+
+		c.Uninstall(t)
+		after := c.NodeKernel(t, "dump")
+		if left := echo.Leftovers(owned, after); len(left) > 0 {
+			t.Errorf("kubelvs objects left after uninstall:\n%s", strings.Join(left, "\n"))
+		}
+		if got := echo.Foreign(after); !slices.Equal(got, foreign) {
+			t.Errorf("the uninstall changed other programs' objects:\n--- before\n%s\n--- after\n%s", strings.Join(foreign, "\n"), strings.Join(got, "\n"))
 		}
 	})
 }

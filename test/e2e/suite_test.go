@@ -8,14 +8,17 @@
 //     ships; backends and clients live in network namespaces and the suite
 //     writes their EndpointSlices (there is no kubelet).
 //   - cluster (make e2e-kind, or -kubeconfig): any cluster with kubelvs
-//     installed; backends and clients are pods of the e2e-echo image.
+//     installed as the Helm release -release in -release-namespace;
+//     backends and clients are pods of the e2e-echo image.
 package e2e
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -25,9 +28,22 @@ import (
 )
 
 // -kubeconfig (registered by controller-runtime) selects the cluster
-// driver: the cluster of that kubeconfig, with kubelvs installed. Without
-// it, the local driver runs.
-var echoImage = flag.String("echo-image", "kubelvs/e2e-echo:dev", "image of test/e2e/echo/cmd/e2e-echo, for the cluster driver")
+// driver: the cluster of that kubeconfig. Without it, the local driver runs;
+// the other flags are the cluster driver's.
+var (
+	echoImage        = flag.String("echo-image", "kubelvs/e2e-echo:dev", "image of test/e2e/echo/cmd/e2e-echo")
+	release          = flag.String("release", "kubelvs", "Helm release of kubelvs")
+	releaseNamespace = flag.String("release-namespace", "kubelvs-system", "namespace of the release")
+	helmBin          = flag.String("helm", "helm", "helm binary")
+	kubectlBin       = flag.String("kubectl", "kubectl", "kubectl binary")
+	// With -install the suite owns the release: it installs it (the
+	// previous chart if given, then upgrades), upgrades it and uninstalls
+	// it. Without, it uses the installed release and never changes it.
+	install       = flag.Bool("install", false, "install the release with helm (and upgrade and uninstall it); needs -image")
+	chart         = flag.String("chart", filepath.Join("..", "..", "charts", "kubelvs"), "chart to install and upgrade to (a relative path is from test/e2e, the test's working directory)")
+	previousChart = flag.String("previous-chart", "", "with -install: an older chart to install first; the first scenario upgrades from it to -chart")
+	image         = flag.String("image", "", "with -install: repository:tag of the kubelvs image, for the chart's image values")
+)
 
 func kubeconfigFlag() string {
 	if f := flag.Lookup("kubeconfig"); f != nil {
@@ -68,36 +84,84 @@ type Cluster interface {
 	API() client.Client
 	// Namespace holds the suite's VirtualServices, Services and slices.
 	Namespace() string
-	// VIP returns the n-th address the suite may use as a VIP.
-	VIP(n int) netip.Addr
 	// Backends starts n backends for Service svc; none is an endpoint yet.
 	Backends(t *testing.T, svc string, n int) []Backend
 	// SetEndpoints makes exactly bs the ready endpoints of Service svc.
 	SetEndpoints(t *testing.T, svc string, bs []Backend)
 	// SetHealthy makes b's HTTP health check (port 8081 /healthz) pass or fail.
 	SetHealthy(t *testing.T, b Backend, ok bool)
-	// Client returns a client; Outsider one on another network.
+	// Client returns a client; Outsider another one, with another address
+	// (sourceRanges of the Client's /32 leave it out).
 	Client(t *testing.T) Client
 	Outsider(t *testing.T) Client
 	// KernelDump prints the IPVS services of vip and their real servers.
 	KernelDump(t *testing.T, vip netip.Addr) string
-	// RestartAgent stops the agent and starts it again, as a rollout does.
+	// Can returns why the driver cannot do op, or nil.
+	Can(op Op) error
+	// UpgradeChart upgrades kubelvs from the previous chart to the current
+	// one as the README says (CRDs first), and checks the CRD was upgraded.
+	UpgradeChart(t *testing.T)
+	// RollAgent changes the agent's pod template and waits until the
+	// DaemonSet has replaced the agent.
+	RollAgent(t *testing.T)
+	// RestartAgent stops the agent and starts it again (deletes its pod),
+	// and waits until the new one is ready.
 	RestartAgent(t *testing.T)
-	// Uninstall removes kubelvs as `helm uninstall` does, then lists every
-	// kubelvs kernel object still present (none is the right answer).
-	Uninstall(t *testing.T) []string
+	// Uninstall removes kubelvs as `helm uninstall` does and returns when
+	// the agents are gone.
+	Uninstall(t *testing.T)
+	// NodeKernel runs a kernel action as root on the node: "dump" lists its
+	// IPVS services, ipsets, iptables rules (both backends) and kubelvs0
+	// (see package echo); "add-foreign" creates objects of another program
+	// there, "delete-foreign" removes them.
+	NodeKernel(t *testing.T, action string) []string
+}
+
+// Op is a lifecycle operation that not every driver, or every run, can do.
+type Op string
+
+// The lifecycle operations.
+const (
+	OpUpgrade   Op = "upgrade from the previous chart"
+	OpRoll      Op = "roll the agent DaemonSet"
+	OpUninstall Op = "uninstall kubelvs"
+)
+
+// skipUnless skips t when c cannot do op, saying why.
+func skipUnless(t *testing.T, c Cluster, op Op) {
+	t.Helper()
+	if err := c.Can(op); err != nil {
+		t.Skipf("cannot %s: %v", op, err)
+	}
 }
 
 var cluster Cluster
+
+// vips holds the suite's VIPs: TEST-NET-2 (RFC 5737) is no cluster's
+// Service or Pod CIDR, so a VIP never shadows a ClusterIP or a pod; the
+// upper quarter keeps clear of the addresses examples/ uses.
+var vips = netip.MustParsePrefix("198.51.100.192/26")
+
+// testVIP returns the n-th VIP of the suite (1-55).
+func testVIP(n int) netip.Addr {
+	a := vips.Addr().As4()
+	a[3] += byte(8 + n)
+	return netip.AddrFrom4(a)
+}
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	logf.SetLogger(logr.Discard())
 	var stop func()
 	var err error
-	if kc := kubeconfigFlag(); kc != "" {
-		cluster, stop, err = newRemote(kc, *echoImage)
-	} else {
+	switch kc := kubeconfigFlag(); {
+	case *previousChart != "" && !*install:
+		err = errors.New("-previous-chart needs -install")
+	case kc != "":
+		cluster, stop, err = newRemote(kc)
+	case *install:
+		err = errors.New("-install is the cluster driver's: pass -kubeconfig")
+	default:
 		cluster, stop, err = newLocal()
 	}
 	if err != nil {
@@ -107,6 +171,11 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	stop()
 	os.Exit(code)
+}
+
+// timing logs how long a lifecycle step took, in one greppable format.
+func timing(what string, since time.Time) {
+	fmt.Fprintf(os.Stderr, "e2e: timing: %s: %.1fs\n", what, time.Since(since).Seconds())
 }
 
 // eventually polls f until it returns nil or timeout passes.

@@ -1,8 +1,10 @@
 // Package echo is the backend and client of the end-to-end suite: a server
 // that tells who it is over TCP and UDP and whose HTTP health check can be
 // failed on purpose, and the client calls that read the answers. The local
-// driver runs it in network namespaces; the kind driver runs it as the
-// e2e-echo image.
+// driver runs it in network namespaces; the cluster driver runs it as the
+// e2e-echo image. It also reads and changes the node's kernel for the
+// lifecycle scenarios (kernel.go): a dump of IPVS and ipsets, and foreign
+// objects that kubelvs must leave alone.
 package echo
 
 import (

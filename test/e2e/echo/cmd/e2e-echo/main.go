@@ -1,11 +1,18 @@
 // Command e2e-echo is the end-to-end suite's backend and client in a
-// container (the kind driver):
+// container (the cluster driver):
 //
 //	e2e-echo serve NAME                 TCP 8080, UDP 5353, HTTP health 8081
 //	e2e-echo greet HOST:PORT            prints the backend's name
 //	e2e-echo ask HOST:PORT SOURCEPORT   one UDP question from a fixed port
 //	e2e-echo hold HOST:PORT             holds a connection: stdin lines out, replies to stdout
 //	e2e-echo get URL                    one HTTP GET (e.g. the health switch /fail and /ok)
+//
+// and, as root in the node's network namespace, the node's kernel as the
+// lifecycle scenarios see it (see package echo):
+//
+//	e2e-echo kernel dump                IPVS services, ipsets and kubelvs0, one per line
+//	e2e-echo kernel add-foreign         an IPVS service and an ipset of "another program"
+//	e2e-echo kernel delete-foreign      removes them
 package main
 
 import (
@@ -87,6 +94,8 @@ func run(args []string) error {
 			fmt.Println(r)
 		}
 		return nil
+	case len(args) == 2 && args[0] == "kernel":
+		return kernel(args[1])
 	case len(args) == 2 && args[0] == "get":
 		c := http.Client{Timeout: 3 * time.Second}
 		resp, err := c.Get(args[1])
@@ -97,5 +106,13 @@ func run(args []string) error {
 		fmt.Println(resp.Status)
 		return nil
 	}
-	return fmt.Errorf("usage: serve NAME | greet ADDR | ask ADDR SOURCEPORT | hold ADDR | get URL")
+	return fmt.Errorf("usage: serve NAME | greet ADDR | ask ADDR SOURCEPORT | hold ADDR | get URL | kernel dump|add-foreign|delete-foreign")
+}
+
+func kernel(action string) error {
+	lines, err := echo.Kernel(action)
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	return err
 }
