@@ -218,6 +218,11 @@ func (r *remote) agentPod(t *testing.T) *corev1.Pod {
 // Uninstall runs helm uninstall and waits for the agent pods to go.
 func (r *remote) Uninstall(t *testing.T) {
 	t.Helper()
+	// What the cluster looked like with kubelvs installed, for the record.
+	for _, args := range [][]string{{"get", "nodes,pods", "-A", "-o", "wide"}, {"get", "lvs", "-A"}} {
+		out, err := r.kubectl(nil, args...)
+		t.Logf("before uninstall: kubectl %s (err %v)\n%s", strings.Join(args, " "), err, out)
+	}
 	start := time.Now()
 	if _, err := r.helm("uninstall", *release, "-n", *releaseNamespace, "--wait", "--timeout", "5m"); err != nil {
 		t.Fatal(err)

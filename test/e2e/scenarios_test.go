@@ -330,6 +330,7 @@ func TestE2E(t *testing.T) {
 
 		before := c.NodeKernel(t, "dump")
 		owned, foreign := echo.Owned(before), echo.Foreign(before)
+		t.Logf("the node's IPVS table before the uninstall:\n%s", strings.Join(slices.DeleteFunc(slices.Clone(before), func(l string) bool { return !strings.HasPrefix(l, "ipvs ") }), "\n"))
 		// The dump sees what it must: else the checks below prove nothing.
 		if key := "tcp " + netip.AddrPortFrom(vip, 80).String(); !owned[key] {
 			t.Fatalf("kubelvs's ownership ipsets do not record %s:\n%s", key, strings.Join(before, "\n"))
