@@ -103,7 +103,7 @@ docker-build: ## Build the image $(IMG) (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
 
 .PHONY: image
-image: ## Build image archives of $(IMG), $(ECHO_IMG) and $(PAUSE_IMG) for `ctr images import`, without Docker (buildah; cold ~10 min, warm <1 s).
+image: ## Build image archives of $(IMG), $(ECHO_IMG) and $(PAUSE_IMG) for `ctr images import`, without Docker (buildah; cold 7-15 min, after a change ~15 s, unchanged <1 s).
 	IMG='$(IMG)' ECHO_IMG='$(ECHO_IMG)' PAUSE_IMG='$(PAUSE_IMG)' VERSION='$(VERSION)' hack/build-images.sh
 
 .PHONY: bench

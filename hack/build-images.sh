@@ -297,9 +297,16 @@ fetch_go() {
 	# is never taken unchecked, and the checksum database may be out of reach).
 	printf 'golang.org/toolchain %s %s\ngolang.org/toolchain %s/go.mod %s\n' \
 		"$v" "${GO_SUM[$GO_ARCH]}" "$v" "$GO_MOD_SUM" >"$mod/go.sum"
-	(cd "$mod" && GOFLAGS=-mod=mod GOWORK=off GOTOOLCHAIN=local go mod download golang.org/toolchain@"$v") >&2
 	rm -rf "$tmp"
-	unzip -q "$(go env GOMODCACHE)/cache/download/golang.org/toolchain/@v/$v.zip" -d "$tmp"
+	(
+		# A module cache of its own, dropped afterwards: the toolchain would
+		# take 300 MB in the user's.
+		export GOMODCACHE=$CACHE/go/modcache GOFLAGS=-mod=mod GOWORK=off GOTOOLCHAIN=local
+		cd "$mod"
+		go mod download golang.org/toolchain@"$v" >&2
+		unzip -q "$GOMODCACHE/cache/download/golang.org/toolchain/@v/$v.zip" -d "$tmp"
+		go clean -modcache
+	)
 	# Module zips cannot hold nested go.mod files; the toolchain ships them
 	# as _go.mod.
 	while IFS= read -r -d '' f; do
