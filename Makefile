@@ -64,7 +64,7 @@ vet: ## go vet ./...
 	go vet ./...
 
 .PHONY: test
-test: verify test-unit test-kernel e2e ## Everything CI runs: verify, unit + envtest, kernel tests and the e2e suite in a guest kernel.
+test: verify test-unit test-kernel e2e e2e-cluster ## Everything CI runs: verify, unit + envtest, kernel tests, the e2e suite in a guest kernel, and on a real kubelet there.
 
 .PHONY: test-unit
 test-unit: test-bins test-bins-floor ## Unit tests and envtest suites (a real kube-apiserver and etcd; the CRD also on the oldest supported one).
