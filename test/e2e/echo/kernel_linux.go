@@ -35,9 +35,9 @@ func openIPVS() (*moby.Handle, error) {
 	if _, err := netlink.GenlFamilyGet("IPVS"); err != nil {
 		return nil, fmt.Errorf("no IPVS in this kernel (generic netlink family IPVS: %w)", err)
 	}
-	h, err := openIPVS()
+	h, err := moby.New("")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("IPVS netlink: %w", err)
 	}
 	return h, nil
 }
