@@ -346,6 +346,8 @@ func TestE2E(t *testing.T) {
 			}
 		}
 
+		t.Logf("kubelvs owns %d IPVS virtual servers; foreign objects:\n%s", len(owned), strings.Join(foreign, "\n"))
+
 		c.Uninstall(t)
 		after := c.NodeKernel(t, "dump")
 		if left := echo.Leftovers(owned, after); len(left) > 0 {

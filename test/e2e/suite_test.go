@@ -8,8 +8,10 @@
 //     ships; backends and clients live in network namespaces and the suite
 //     writes their EndpointSlices (there is no kubelet).
 //   - cluster (make e2e-kind, or -kubeconfig): any cluster with kubelvs
-//     installed as the Helm release -release in -release-namespace;
-//     backends and clients are pods of the e2e-echo image.
+//     installed as the Helm release -release in -release-namespace, or
+//     where the suite installs it (-install); backends and clients are pods
+//     of the e2e-echo image, the node's kernel is read and changed from
+//     privileged pods.
 package e2e
 
 import (

@@ -39,7 +39,13 @@ var (
 
 // Kernel runs what `e2e-echo kernel ACTION` does: "dump" returns
 // DumpKernel's lines, "add-foreign" and "delete-foreign" none.
-func Kernel(action string) ([]string, error) {
+func Kernel(action string) (_ []string, err error) {
+	// ipset-go type-asserts netlink errors and panics on an unexpected one.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("kernel %s: %v", action, r)
+		}
+	}()
 	switch action {
 	case "dump":
 		return DumpKernel()

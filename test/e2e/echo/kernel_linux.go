@@ -37,7 +37,7 @@ func openIPVS() (*moby.Handle, error) {
 	}
 	h, err := moby.New("")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("IPVS netlink: %w", err)
 	}
 	return h, nil
 }
@@ -70,9 +70,9 @@ func AddForeign() error {
 	if err := h.NewService(svc); err != nil {
 		return fmt.Errorf("add IPVS service %s: %w", ForeignService, err)
 	}
-	real := &moby.Destination{Address: net.IP(ForeignReal.Addr().AsSlice()), Port: ForeignReal.Port(), Weight: 3,
+	dst := &moby.Destination{Address: net.IP(ForeignReal.Addr().AsSlice()), Port: ForeignReal.Port(), Weight: 3,
 		ConnectionFlags: moby.ConnectionFlagMasq, AddressFamily: syscall.AF_INET}
-	if err := h.NewDestination(svc, real); err != nil {
+	if err := h.NewDestination(svc, dst); err != nil {
 		return fmt.Errorf("add IPVS real server %s: %w", ForeignReal, err)
 	}
 	sets, err := openIPSet()
