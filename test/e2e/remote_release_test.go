@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,9 @@ func (r *remote) installRelease() error {
 		return fmt.Errorf("%w\n%s", err, r.releaseState())
 	}
 	timing("helm install ("+ch+") to Ready", start)
+	if *previousChart == "" { // else the upgrade to -chart checks it
+		return r.checkAgentPod()
+	}
 	return nil
 }
 
@@ -132,6 +136,40 @@ func (r *remote) UpgradeChart(t *testing.T) {
 	timing("kubectl apply of the chart's CRDs", start)
 	r.upgrade(t, "from the previous chart")
 	r.checkCRDs(t, cur, "after the upgrade (the chart's)")
+	if err := r.checkAgentPod(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkAgentPod checks, on the node's agent pod of the current release,
+// that the chart's privileged init container really loaded ip_vs and set the
+// sysctls, and that the agent really runs as the chart says: uid 0 with
+// only NET_ADMIN and NET_RAW, on a read-only root filesystem.
+func (r *remote) checkAgentPod() error {
+	p, err := r.readyAgent()
+	if err != nil {
+		return err
+	}
+	logs, err := r.kubectl(nil, "logs", "-n", *releaseNamespace, p.Name, "-c", "kernel-setup")
+	if err != nil {
+		return err
+	}
+	// net/ipv4/vs/* exists only once ip_vs is loaded.
+	if strings.Contains(logs, "failed") || !strings.Contains(logs, "kubelvs: net/ipv4/vs/conntrack=1") {
+		return fmt.Errorf("the agent's kernel-setup init container did not load ip_vs and set the sysctls:\n%s", logs)
+	}
+	out, err := r.kubectl(nil, "exec", "-n", *releaseNamespace, p.Name, "-c", "agent", "--", "sh", "-c",
+		`grep -E '^(Uid|CapEff):' /proc/1/status; if touch /.kubelvs-e2e 2>/dev/null; then echo rootfs: writable; else echo rootfs: read-only; fi`)
+	if err != nil {
+		return err
+	}
+	f := strings.Fields(out)
+	want := []string{"Uid:", "0", "0", "0", "0", "CapEff:", "0000000000003000", "rootfs:", "read-only"}
+	if !slices.Equal(f, want) {
+		return fmt.Errorf("the agent container runs as %q, want uid 0 with CapEff 0x3000 (NET_ADMIN, NET_RAW) on a read-only root", out)
+	}
+	fmt.Fprintf(os.Stderr, "e2e: the agent pod %s: kernel-setup loaded ip_vs and set the sysctls; the agent runs as uid 0, CapEff 0x3000 (NET_ADMIN, NET_RAW), root filesystem read-only\n", p.Name)
+	return nil
 }
 
 // RollAgent upgrades the release with a changed pod template, so that the
