@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -65,7 +64,7 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	vs.Status.Nodes = slices.DeleteFunc(vs.Status.Nodes, func(n lvsv1.NodeStatus) bool { return !live[n.Node] })
 	wasInvalid := meta.IsStatusConditionFalse(vs.Status.Conditions, lvsv1.ConditionAccepted) &&
-		meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted).Reason == vsstatus.ReasonInvalidTargetPort
+		meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted).Reason == vsstatus.ReasonInvalid
 	wasFailing := programmingFailed(orig)
 	becameConflicted := vsstatus.Apply(&vs, problems, conflicts)
 	if equality.Semantic.DeepEqual(orig.Status, vs.Status) {
@@ -78,7 +77,7 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, fmt.Errorf("patch status: %w", err)
 	}
 	if len(problems) > 0 && !wasInvalid {
-		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonInvalidTargetPort, "Validate", "%s", strings.Join(problems, "; "))
+		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonInvalid, "Validate", "%s", vsstatus.Bounded(problems))
 	}
 	if programmingFailed(&vs) && !wasFailing {
 		c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionProgrammed)

@@ -10,9 +10,11 @@ import (
 // address, so two objects cannot claim the same address under two names.
 //
 // +kubebuilder:validation:MaxLength=45
-// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be a valid IP address"
+// +kubebuilder:validation:XValidation:rule="isIP(self) || self.matches('(?i)^::ffff:[0-9a-f.:]+$')",message="must be a valid IP address"
+// +kubebuilder:validation:XValidation:rule="!self.matches('(?i)^::ffff:[0-9a-f.:]+$')",message="must not be an IPv4-mapped IPv6 address: write the IPv4 address (e.g. 192.0.2.1) instead"
 // +kubebuilder:validation:XValidation:rule="!isIP(self) || ip.isCanonical(self)",message="must be an IP address in canonical form (e.g. 2001:db8::1, 10.0.0.1)"
 // +kubebuilder:validation:XValidation:rule="!isIP(self) || ip(self).isGlobalUnicast()",message="must be a unicast address (not unspecified, loopback, link-local, multicast or broadcast)"
+// +kubebuilder:validation:XValidation:rule="!isIP(self) || ip(self).family() != 4 || !(cidr('0.0.0.0/8').containsIP(ip(self)) || cidr('240.0.0.0/4').containsIP(ip(self)))",message="must be a unicast address: 0.0.0.0/8 and 240.0.0.0/4 are reserved"
 type IPAddress string
 
 // CIDR is an IPv4 or IPv6 network in CIDR notation, e.g. 10.0.0.0/8.
@@ -20,6 +22,13 @@ type IPAddress string
 // +kubebuilder:validation:MaxLength=49
 // +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a valid CIDR, e.g. 10.0.0.0/8 or 2001:db8::/32"
 type CIDR string
+
+// LabelValue is a Kubernetes label value: empty, or at most 63 letters,
+// digits, '-', '_' and '.', starting and ending with a letter or digit.
+//
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`
+type LabelValue string
 
 // Protocol is a transport protocol IPVS balances.
 //
@@ -217,15 +226,20 @@ type VirtualServiceSpec struct {
 	// must have every label listed. Empty means every node. At most 64
 	// labels, keys of at most 317 characters (a 253-character prefix, "/"
 	// and a 63-character name) and values of at most 63, as label keys and
-	// values are: every agent caches every VirtualService.
+	// values are: every agent caches every VirtualService. The syntax of a
+	// key is too costly for the CRD's rules; the controller and the agents
+	// check it (Accepted=False, reason Invalid).
 	//
 	// +optional
 	// +kubebuilder:validation:MaxProperties=64
-	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && size(self[k]) <= 63)",message="nodeSelector keys are at most 317 characters and values at most 63, as label keys and values are"
-	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317)",message="nodeSelector keys are at most 317 characters, as label keys are"
+	NodeSelector map[string]LabelValue `json:"nodeSelector,omitempty"`
 }
 
 // VirtualServicePort is one virtual port.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.targetPort) || type(self.targetPort) != int || (self.targetPort >= 1 && self.targetPort <= 65535)",message="targetPort must be a port number 1-65535 or a port name",fieldPath=".targetPort"
+// +kubebuilder:validation:XValidation:rule="!has(self.targetPort) || type(self.targetPort) != string || (size(self.targetPort) >= 1 && size(self.targetPort) <= 15)",message="a named targetPort is 1-15 characters, as Kubernetes port names are",fieldPath=".targetPort"
 type VirtualServicePort struct {
 	// Name is a DNS label naming this port; required when there is more than
 	// one.
@@ -251,9 +265,11 @@ type VirtualServicePort struct {
 	// TargetPort is the port on the backends: a number, or the name of a
 	// port of the referenced Service's EndpointSlices. Defaults to Port.
 	//
-	// The CRD cannot check this field (controller-gen allows no bounds on
-	// int-or-string, and a CEL rule on it exceeds the cost budget); the
-	// controller sets Accepted=False with reason InvalidTargetPort instead.
+	// The CRD bounds numbers to 1-65535 and names to 15 characters; the
+	// syntax of a name (lowercase letters, digits and single dashes, with a
+	// letter) is checked by the controller (Accepted=False, reason Invalid)
+	// and by every agent, which programs nothing of a VirtualService it
+	// refuses.
 	//
 	// +optional
 	TargetPort *intstr.IntOrString `json:"targetPort,omitempty"`
@@ -362,11 +378,12 @@ type HealthCheck struct {
 	// +kubebuilder:validation:Maximum=65535
 	Port *int32 `json:"port,omitempty"`
 
-	// Path for HTTP checks, e.g. /healthz.
+	// Path for HTTP checks, e.g. /healthz or /ready?verbose=1: a URL path
+	// (and query) where every % starts an escape of two hex digits.
 	//
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
-	// +kubebuilder:validation:Pattern=`^/[^\s]*$`
+	// +kubebuilder:validation:Pattern=`^/([^\s%#\x00-\x1f\x7f]|%[0-9A-Fa-f]{2})*$`
 	Path string `json:"path,omitempty"`
 
 	// IntervalSeconds between probes of one real server (jittered).

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/validation"
 )
 
 // Node is the node the agent runs on.
@@ -85,6 +85,11 @@ type Group struct {
 	Counts        lvsv1.BackendCounts
 	// Problems are reasons part of the spec could not be programmed.
 	Problems []string
+	// Hold is set when what this VirtualService should be is not known
+	// (its spec is refused by validation.VirtualService, or an input failed
+	// to load): the syncer then keeps whatever the kernel holds for it,
+	// neither programming nor removing anything, and Problems say why.
+	Hold bool
 }
 
 // Build computes the group of one VirtualService.
@@ -93,7 +98,17 @@ func Build(in Input) Group {
 	g := Group{
 		Name:       types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name},
 		Generation: vs.Generation,
-		Selected:   labels.SelectorFromSet(vs.Spec.NodeSelector).Matches(labels.Set(in.Node.Labels)),
+		Selected:   selects(vs.Spec.NodeSelector, in.Node.Labels),
+	}
+	if errs := validation.VirtualService(vs); len(errs) > 0 {
+		// Refused: nothing of it reaches the kernel. What an earlier,
+		// valid generation programmed stays until the spec is fixed or
+		// the VirtualService is deleted.
+		g.Hold = true
+		for _, e := range errs {
+			g.Problems = append(g.Problems, e.Error())
+		}
+		return g
 	}
 	if !g.Selected {
 		return g
@@ -341,6 +356,16 @@ func addMembers(m netfilter.Members, vs *lvsv1.VirtualService, v ipvs.VirtualSer
 	return m
 }
 
+// selects reports whether a node with labels matches the selector.
+func selects(sel map[string]lvsv1.LabelValue, labels map[string]string) bool {
+	for k, v := range sel {
+		if l, ok := labels[k]; !ok || l != string(v) {
+			return false
+		}
+	}
+	return true
+}
+
 func orDefault[T ~string](v, d T) T {
 	if v == "" {
 		return d
@@ -356,7 +381,11 @@ func dedupe(ss []string) []string {
 // Dump renders a group for golden tests, one line per object.
 func (g Group) Dump() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "group %s gen=%d selected=%t drain=%s flushTCP=%t\n", g.Name, g.Generation, g.Selected, g.DrainTimeout, g.FlushTCP)
+	fmt.Fprintf(&b, "group %s gen=%d selected=%t drain=%s flushTCP=%t", g.Name, g.Generation, g.Selected, g.DrainTimeout, g.FlushTCP)
+	if g.Hold {
+		b.WriteString(" hold")
+	}
+	b.WriteString("\n")
 	for _, s := range g.Services {
 		fmt.Fprintf(&b, "  vs %s\n", s.VirtualServer)
 		for _, r := range s.Reals {

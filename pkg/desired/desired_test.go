@@ -90,12 +90,12 @@ func TestBuild(t *testing.T) {
 		}},
 		{"node-selector-excludes", func() Input {
 			vs := baseVS()
-			vs.Spec.NodeSelector = map[string]string{"role": "edge"}
+			vs.Spec.NodeSelector = map[string]lvsv1.LabelValue{"role": "edge"}
 			return Input{VS: vs, Slices: slices4and6(), Node: node}
 		}},
 		{"node-selector-matches", func() Input {
 			vs := baseVS()
-			vs.Spec.NodeSelector = map[string]string{"role": "lb"}
+			vs.Spec.NodeSelector = map[string]lvsv1.LabelValue{"role": "lb"}
 			vs.Spec.Addresses = vs.Spec.Addresses[:1]
 			return Input{VS: vs, Slices: slices4and6(), Node: node}
 		}},
@@ -115,12 +115,24 @@ func TestBuild(t *testing.T) {
 			vs.Spec.Backends = lvsv1.Backends{Static: []lvsv1.StaticBackend{
 				{Address: "192.0.2.10", Weight: ptr.To[int32](3)},
 				{Address: "192.0.2.11", Weight: ptr.To[int32](1), Port: ptr.To[int32](9999)},
-				{Address: "2001:db8::1", Weight: ptr.To[int32](1)}, // no IPv6 VIP: skipped
 			}}
 			vs.Spec.Persistence = &lvsv1.Persistence{TimeoutSeconds: 300, IPv4PrefixLength: 24, IPv6PrefixLength: 64}
 			vs.Spec.SourceRanges = []lvsv1.CIDR{"10.0.0.0/8", "192.168.1.7/24", "fd00::/8"}
 			vs.Spec.Drain = &lvsv1.Drain{TimeoutSeconds: 5, FlushTCPConntrack: true}
 			return Input{VS: vs, Node: node}
+		}},
+		{"refused-target-port-holds", func() Input {
+			// The controller refuses it; the agent must not program it
+			// either, nor wrap 70000 into 4464.
+			vs := baseVS()
+			vs.Spec.Addresses = vs.Spec.Addresses[:1]
+			vs.Spec.Ports = []lvsv1.VirtualServicePort{{Port: 80, Protocol: lvsv1.ProtocolTCP, TargetPort: ptr.To(intstr.FromInt32(70000))}}
+			return Input{VS: vs, Slices: slices4and6(), Node: node}
+		}},
+		{"refused-source-ranges-of-one-family-holds", func() Input {
+			vs := baseVS()
+			vs.Spec.SourceRanges = []lvsv1.CIDR{"10.0.0.0/8"}
+			return Input{VS: vs, Slices: slices4and6(), Node: node}
 		}},
 		{"direct-route-mh-flags", func() Input {
 			vs := baseVS()

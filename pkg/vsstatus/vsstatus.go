@@ -5,16 +5,15 @@ package vsstatus
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/validation"
 )
 
 // Condition reasons.
@@ -27,27 +26,50 @@ const (
 	ReasonProgrammingFailed = "ProgrammingFailed"
 	ReasonBackendsReady     = "BackendsReady"
 	ReasonNoReadyBackends   = "NoReadyBackends"
-	ReasonInvalidTargetPort = "InvalidTargetPort"
+	// ReasonInvalid: the spec breaks a rule of validation.VirtualService
+	// that the CRD could not check (or an object stored before it did).
+	ReasonInvalid = "Invalid"
 )
 
-// portName is what Kubernetes accepts as a port name (IANA_SVC_NAME).
-var portName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-
-// Validate finds what the CRD cannot check: targetPort is int-or-string,
-// which the CRD can bound neither with OpenAPI nor within the CEL budget.
+// Validate lists what keeps vs from being programmed (validation.VirtualService),
+// one message per problem, each naming its field.
 func Validate(vs *lvsv1.VirtualService) []string {
-	var problems []string
-	for i, p := range vs.Spec.Ports {
-		tp := p.TargetPort
-		switch {
-		case tp == nil:
-		case tp.Type == intstr.Int && (tp.IntVal < 1 || tp.IntVal > 65535):
-			problems = append(problems, fmt.Sprintf("spec.ports[%d].targetPort: %d is not a port number 1-65535", i, tp.IntVal))
-		case tp.Type == intstr.String && (len(tp.StrVal) > 15 || !portName.MatchString(tp.StrVal) || !strings.ContainsAny(tp.StrVal, "abcdefghijklmnopqrstuvwxyz") || strings.Contains(tp.StrVal, "--")):
-			problems = append(problems, fmt.Sprintf("spec.ports[%d].targetPort: %q is not a port name (at most 15 lowercase letters, digits and single dashes, with a letter)", i, tp.StrVal))
-		}
+	errs := validation.VirtualService(vs)
+	out := make([]string, len(errs))
+	for i, e := range errs {
+		out[i] = e.Error()
 	}
-	return problems
+	return out
+}
+
+// MaxMessage bounds condition messages (the API allows 32768 bytes): a
+// VirtualService with many problems or conflicts still gets its condition.
+const MaxMessage = 2048
+
+// Bounded joins msgs with "; ", cut at MaxMessage bytes with a count of
+// what was left out.
+func Bounded(msgs []string) string {
+	var b strings.Builder
+	for i, m := range msgs {
+		sep := ""
+		if i > 0 {
+			sep = "; "
+		}
+		more := fmt.Sprintf("; and %d more", len(msgs)-i)
+		if b.Len()+len(sep)+len(m) > MaxMessage-len(more) {
+			if i == 0 {
+				b.WriteString(m[:MaxMessage-len(more)-3] + "...")
+				more = fmt.Sprintf("; and %d more", len(msgs)-1)
+				if len(msgs) == 1 {
+					return b.String()
+				}
+			}
+			b.WriteString(more)
+			return b.String()
+		}
+		b.WriteString(sep + m)
+	}
+	return b.String()
 }
 
 // Conflict is one key the VirtualService loses to an older one.
@@ -109,10 +131,10 @@ func Apply(vs *lvsv1.VirtualService, problems []string, conflicts []Conflict) (b
 	}
 	set(lvsv1.ConditionConflicted, metav1.ConditionFalse, ReasonNoConflict, "no other VirtualService claims these addresses and ports")
 	if len(problems) > 0 {
-		msg := strings.Join(problems, "; ")
-		set(lvsv1.ConditionAccepted, metav1.ConditionFalse, ReasonInvalidTargetPort, msg)
-		set(lvsv1.ConditionProgrammed, metav1.ConditionFalse, ReasonInvalidTargetPort, "not programmed: "+msg)
-		set(lvsv1.ConditionReady, metav1.ConditionFalse, ReasonInvalidTargetPort, "not programmed: "+msg)
+		msg := Bounded(problems)
+		set(lvsv1.ConditionAccepted, metav1.ConditionFalse, ReasonInvalid, msg)
+		set(lvsv1.ConditionProgrammed, metav1.ConditionFalse, ReasonInvalid, "not programmed: "+msg)
+		set(lvsv1.ConditionReady, metav1.ConditionFalse, ReasonInvalid, "not programmed: "+msg)
 		st.Backends, st.ReadyBackends = nil, ""
 		return false
 	}
@@ -139,7 +161,7 @@ func conflictMessage(cs []Conflict) string {
 	for _, c := range cs {
 		parts = append(parts, fmt.Sprintf("%s is claimed by the older VirtualService %s", c.Key, c.Winner))
 	}
-	return strings.Join(parts, "; ")
+	return Bounded(parts)
 }
 
 // applyNodeReports folds the agents' per-node reports into Programmed,
@@ -167,10 +189,10 @@ func applyNodeReports(vs *lvsv1.VirtualService, set func(t string, s metav1.Cond
 	}
 	switch {
 	case len(failed) > 0:
-		set(lvsv1.ConditionProgrammed, metav1.ConditionFalse, ReasonProgrammingFailed, strings.Join(failed, "; "))
+		set(lvsv1.ConditionProgrammed, metav1.ConditionFalse, ReasonProgrammingFailed, Bounded(failed))
 	case len(behind) > 0:
 		set(lvsv1.ConditionProgrammed, metav1.ConditionFalse, ReasonPending,
-			fmt.Sprintf("%d of %d nodes have not programmed generation %d yet: %s", len(behind), len(st.Nodes), vs.Generation, strings.Join(behind, ", ")))
+			Bounded([]string{fmt.Sprintf("%d of %d nodes have not programmed generation %d yet: %s", len(behind), len(st.Nodes), vs.Generation, strings.Join(behind, ", "))}))
 	default:
 		set(lvsv1.ConditionProgrammed, metav1.ConditionTrue, ReasonProgrammed, fmt.Sprintf("programmed on %d nodes", len(st.Nodes)))
 	}

@@ -1,6 +1,8 @@
 package vsstatus
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,17 +52,20 @@ func TestConflictsOlderWinsThenName(t *testing.T) {
 
 func TestValidateTargetPorts(t *testing.T) {
 	vs := vsAt("x", "a", time.Now(), "10.0.0.1",
-		lvsv1.VirtualServicePort{Port: 80, TargetPort: ptr.To(intstr.FromString("http"))},
-		lvsv1.VirtualServicePort{Port: 81, TargetPort: ptr.To(intstr.FromInt32(0))},
-		lvsv1.VirtualServicePort{Port: 82, TargetPort: ptr.To(intstr.FromString("Bad_Name"))},
-		lvsv1.VirtualServicePort{Port: 83, TargetPort: ptr.To(intstr.FromString("8080"))},
-		lvsv1.VirtualServicePort{Port: 84},
+		lvsv1.VirtualServicePort{Name: "a", Port: 80, TargetPort: ptr.To(intstr.FromString("http"))},
+		lvsv1.VirtualServicePort{Name: "b", Port: 81, TargetPort: ptr.To(intstr.FromInt32(0))},
+		lvsv1.VirtualServicePort{Name: "c", Port: 82, TargetPort: ptr.To(intstr.FromString("Bad_Name"))},
+		lvsv1.VirtualServicePort{Name: "d", Port: 83, TargetPort: ptr.To(intstr.FromString("8080"))},
+		lvsv1.VirtualServicePort{Name: "e", Port: 84, TargetPort: ptr.To(intstr.FromInt32(70000))},
+		lvsv1.VirtualServicePort{Name: "f", Port: 85},
 	)
+	vs.Spec.Backends.ServiceRef = &lvsv1.ServiceReference{Name: "web"}
 	got := Validate(&vs)
 	want := []string{
-		"spec.ports[1].targetPort: 0 is not a port number 1-65535",
-		`spec.ports[2].targetPort: "Bad_Name" is not a port name (at most 15 lowercase letters, digits and single dashes, with a letter)`,
-		`spec.ports[3].targetPort: "8080" is not a port name (at most 15 lowercase letters, digits and single dashes, with a letter)`,
+		"spec.ports[1].targetPort: Invalid value: 0: must be a port number 1-65535",
+		`spec.ports[2].targetPort: Invalid value: "Bad_Name": must be a port name (at most 15 lowercase letters, digits and single dashes, with a letter)`,
+		`spec.ports[3].targetPort: Invalid value: "8080": must be a port name (at most 15 lowercase letters, digits and single dashes, with a letter)`,
+		"spec.ports[4].targetPort: Invalid value: 70000: must be a port number 1-65535",
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %q", got)
@@ -68,6 +73,33 @@ func TestValidateTargetPorts(t *testing.T) {
 	for i := range want {
 		if got[i] != want[i] {
 			t.Errorf("problem %d: %q, want %q", i, got[i], want[i])
+		}
+	}
+}
+
+func TestBoundedMessages(t *testing.T) {
+	long := strings.Repeat("x", 40_000)
+	if got := Bounded([]string{long}); len(got) > MaxMessage || !strings.HasSuffix(got, "...") {
+		t.Fatalf("one long message: %d bytes, ends %q", len(got), got[len(got)-10:])
+	}
+	var many []string
+	for i := range 500 {
+		many = append(many, fmt.Sprintf("problem number %d of many", i))
+	}
+	got := Bounded(many)
+	if len(got) > MaxMessage || !strings.Contains(got, "more") || !strings.HasPrefix(got, "problem number 0 of many; problem number 1") {
+		t.Fatalf("many messages: %d bytes: %q", len(got), got)
+	}
+	if got := Bounded([]string{"a", "b"}); got != "a; b" {
+		t.Fatalf("short: %q", got)
+	}
+	// A 40 KB targetPort still gets a condition of bounded size.
+	vs := vsAt("x", "a", time.Now(), "10.0.0.1", lvsv1.VirtualServicePort{Port: 80, TargetPort: ptr.To(intstr.FromString(long))})
+	vs.Spec.Backends.ServiceRef = &lvsv1.ServiceReference{Name: "web"}
+	Apply(&vs, Validate(&vs), nil)
+	for _, c := range vs.Status.Conditions {
+		if len(c.Message) > MaxMessage+len("not programmed: ") {
+			t.Fatalf("%s message of %d bytes", c.Type, len(c.Message))
 		}
 	}
 }

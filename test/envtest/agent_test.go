@@ -95,7 +95,7 @@ func TestAgentAndControllerAgainstAPIServer(t *testing.T) {
 		},
 		Scheduler:    lvsv1.SchedulerWeightedRoundRobin,
 		Backends:     lvsv1.Backends{ServiceRef: &lvsv1.ServiceReference{Name: "web"}},
-		NodeSelector: map[string]string{"lb": "yes"},
+		NodeSelector: map[string]lvsv1.LabelValue{"lb": "yes"},
 	}}
 	if err := k8s.Create(ctx, vs); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/test/corpus"
 )
 
 func condition(t *testing.T, key client.ObjectKey, typ string) (*metav1.Condition, *lvsv1.VirtualService, error) {
@@ -145,16 +146,43 @@ func TestControllerRejectsWhatTheCRDCannot(t *testing.T) {
 	spec := validSpec()
 	spec.Addresses = []lvsv1.IPAddress{"10.96.0.11"}
 	spec.Backends.Static = nil
-	spec.Ports[0].TargetPort = ptr.To(intstr.FromInt32(0))
+	spec.Ports[0].TargetPort = ptr.To(intstr.FromString("Bad_Name"))
 	vs := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "bad-target", Namespace: ns}, Spec: spec}
 	if err := k8s.Create(ctx, vs); err != nil {
 		t.Fatal(err)
 	}
-	got := waitCondition(t, client.ObjectKeyFromObject(vs), lvsv1.ConditionAccepted, metav1.ConditionFalse, "InvalidTargetPort")
-	if c := meta.FindStatusCondition(got.Status.Conditions, lvsv1.ConditionAccepted); c.Message != "spec.ports[0].targetPort: 0 is not a port number 1-65535" {
+	got := waitCondition(t, client.ObjectKeyFromObject(vs), lvsv1.ConditionAccepted, metav1.ConditionFalse, "Invalid")
+	want := `spec.ports[0].targetPort: Invalid value: "Bad_Name": must be a port name (at most 15 lowercase letters, digits and single dashes, with a letter)`
+	if c := meta.FindStatusCondition(got.Status.Conditions, lvsv1.ConditionAccepted); c.Message != want {
 		t.Fatalf("message %q", c.Message)
 	}
-	waitEvent(t, ns, "bad-target", "InvalidTargetPort")
+	waitEvent(t, ns, "bad-target", "Invalid")
+}
+
+// Every VirtualService the API server stores but validation refuses gets
+// Accepted=False naming its field.
+func TestControllerRefusesWhatTheAPIStores(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "ctrl-stored")
+	_, stored := corpus.VirtualServices()
+	for i, tc := range stored {
+		spec := validSpec()
+		tc.Mutate(&spec)
+		// Each its own VIP, so that none is Conflicted with another.
+		own := lvsv1.IPAddress(fmt.Sprintf("10.96.1.%d", 10+i))
+		if spec.Backends.Static[0].Address == spec.Addresses[0] {
+			spec.Backends.Static[0].Address = own
+		}
+		spec.Addresses[0] = own
+		vs := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("stored-%d", i), Namespace: ns}, Spec: spec}
+		if err := k8s.Create(ctx, vs); err != nil {
+			t.Fatalf("%s: %v", tc.Name, err)
+		}
+		got := waitCondition(t, client.ObjectKeyFromObject(vs), lvsv1.ConditionAccepted, metav1.ConditionFalse, "Invalid")
+		if c := meta.FindStatusCondition(got.Status.Conditions, lvsv1.ConditionAccepted); !strings.Contains(c.Message, tc.Field) {
+			t.Errorf("%s: message %q does not name %s", tc.Name, c.Message, tc.Field)
+		}
+	}
 }
 
 func TestControllerFoldsNodeReports(t *testing.T) {
