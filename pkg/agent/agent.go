@@ -413,16 +413,9 @@ func (a *Agent) fullSync(ctx context.Context, verify bool) error {
 	if err != nil {
 		return err
 	}
-	groups := make([]desired.Group, 0, len(list.Items))
-	var errs []error
-	for i := range list.Items {
-		g, err := a.build(ctx, &list.Items[i], node)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		groups = append(groups, g)
-	}
+	groups, errs := groupsOf(list.Items, func(vs *lvsv1.VirtualService) (desired.Group, error) {
+		return a.build(ctx, vs, node)
+	})
 	if _, err := a.syncer.SyncAll(groups); err != nil {
 		errs = append(errs, err)
 	}
@@ -443,6 +436,24 @@ func (a *Agent) fullSync(ctx context.Context, verify bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// groupsOf builds the group of every VirtualService. One whose build fails
+// is not known: it gets a group on hold, so that the full sync keeps what
+// the kernel has for it rather than remove it as unwanted.
+func groupsOf(items []lvsv1.VirtualService, build func(*lvsv1.VirtualService) (desired.Group, error)) ([]desired.Group, []error) {
+	groups := make([]desired.Group, 0, len(items))
+	var errs []error
+	for i := range items {
+		vs := &items[i]
+		g, err := build(vs)
+		if err != nil {
+			errs = append(errs, err)
+			g = desired.Group{Name: types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}, Hold: true, Problems: []string{err.Error()}}
+		}
+		groups = append(groups, g)
+	}
+	return groups, errs
 }
 
 func (a *Agent) node(ctx context.Context) (desired.Node, error) {

@@ -188,6 +188,25 @@ func (r *Rules) loadMembers() {
 	}
 }
 
+// ListMembers reads what the ipsets hold, both families.
+func (r *Rules) ListMembers() (Members, error) {
+	var m Members
+	for _, f := range r.fams {
+		n := Sets(f)
+		for _, p := range []struct {
+			name string
+			into *[]ipset.Entry
+		}{{n.Masquerade, &m.Masquerade}, {n.Restricted, &m.Restricted}, {n.Allowed, &m.Allowed}} {
+			es, err := r.sets.ListEntries(p.name)
+			if err != nil {
+				return Members{}, fmt.Errorf("list %s: %w", p.name, err)
+			}
+			*p.into = append(*p.into, es...)
+		}
+	}
+	return m, nil
+}
+
 // SyncMembers makes the ipsets hold exactly m, adding and deleting only the
 // differences. It diffs against what it wrote last, reading the kernel only
 // the first time and after a forced Sync (a periodic resync), so a change

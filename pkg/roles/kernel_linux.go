@@ -68,12 +68,13 @@ func NetlinkKernel() (syncer.Kernel, func(), error) {
 	}
 	closers = append(closers, ct.Close)
 	return syncer.Kernel{
-		IPVS:      ipvs.NewGuard(nl, own),
-		Owns:      own.Owns,
-		VIPs:      vips,
-		Members:   rules.SyncMembers,
-		Conntrack: ct,
-		Rules:     func(force bool) error { _, err := rules.Sync(force); return err },
+		IPVS:        ipvs.NewGuard(nl, own),
+		Owns:        own.Owns,
+		VIPs:        vips,
+		Members:     rules.SyncMembers,
+		ListMembers: rules.ListMembers,
+		Conntrack:   ct,
+		Rules:       func(force bool) error { _, err := rules.Sync(force); return err },
 	}, closeAll, nil
 }
 

@@ -16,6 +16,9 @@ type Metrics struct {
 	flowsDeleted   prometheus.Counter
 	flushDuration  prometheus.Histogram
 	flushErrors    prometheus.Counter
+	flushPending   prometheus.Gauge
+	flushGaveUp    prometheus.Counter
+	held           prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -50,10 +53,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "kubelvs", Name: "conntrack_flush_errors_total", Help: "Failed conntrack flush passes (retried).",
 		}),
+		flushPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "kubelvs", Name: "conntrack_flush_pending",
+			Help: "Real servers whose conntrack flows are still to be deleted (a failed flush is retried with backoff).",
+		}),
+		flushGaveUp: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "kubelvs", Name: "conntrack_flush_given_up_total",
+			Help: "Conntrack flush targets dropped unflushed because more than 65536 were waiting while conntrack kept failing.",
+		}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "kubelvs", Name: "virtualservices_on_hold",
+			Help: "VirtualServices whose kernel objects are kept as they are because their spec is refused or an input failed to load.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.syncDuration, m.kernelOps, m.virtualServers, m.realServers, m.draining,
-			m.flowsDeleted, m.flushDuration, m.flushErrors)
+			m.flowsDeleted, m.flushDuration, m.flushErrors, m.flushPending, m.flushGaveUp, m.held)
 	}
 	return m
 }
@@ -87,3 +102,9 @@ func (m *Metrics) flushed(n int, d time.Duration, err error) {
 		m.flushErrors.Inc()
 	}
 }
+
+func (m *Metrics) setHeld(n int) { m.held.Set(float64(n)) }
+
+func (m *Metrics) setFlushPending(n int) { m.flushPending.Set(float64(n)) }
+
+func (m *Metrics) flushGivenUp(n int) { m.flushGaveUp.Add(float64(n)) }

@@ -35,6 +35,10 @@ type Kernel struct {
 	VIPs netif.Interface
 	// Members replaces the netfilter ipset members (netfilter.Rules.SyncMembers).
 	Members func(netfilter.Members) error
+	// ListMembers reads the ipset members (netfilter.Rules.ListMembers), to
+	// keep those of VirtualServices on hold across a restart; nil or an
+	// error leaves the VIPs and ipset members as they are until it works.
+	ListMembers func() (netfilter.Members, error)
 	// Conntrack deletes stale flows; nil turns flushing off.
 	Conntrack conntrack.Interface
 	// Rules rewrites the netfilter rules (all of them when force is set);
@@ -48,9 +52,10 @@ type Syncer struct {
 	clock   clock.PassiveClock
 	metrics *Metrics
 
-	flushMu   sync.Mutex
-	pending   []conntrack.Target // flows to delete, batched
-	flushWake chan struct{}
+	flushMu    sync.Mutex
+	pending    []conntrack.Target // flows to delete, batched, oldest first
+	pendingSet map[conntrack.Target]bool
+	flushWake  chan struct{}
 
 	mu       sync.Mutex
 	services map[ipvs.Key]*service
@@ -74,7 +79,17 @@ type Syncer struct {
 	// own, however many virtual servers the node has.
 	nReals, nDraining int
 	drainSet          map[ipvs.Key]*service // services with draining real servers
+	// held are the VirtualServices whose desired state is not known
+	// (desired.Group.Hold): their kernel objects are kept as they are.
+	held map[types.NamespacedName]bool
 }
+
+// keptGroup owns, after a restart, the adopted virtual servers that no
+// VirtualService claims while some VirtualService is on hold: they may be
+// its, so they stay, with their VIPs and ipset members, until no
+// VirtualService the syncer has never programmed is on hold. A VirtualService
+// that claims one of them takes it over in place.
+var keptGroup = types.NamespacedName{Name: "(kept while VirtualServices are on hold)"}
 
 // service is one programmed virtual server.
 type service struct {
@@ -152,6 +167,7 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 		services:    map[ipvs.Key]*service{},
 		groups:      map[types.NamespacedName]*group{},
 		drainSet:    map[ipvs.Key]*service{},
+		held:        map[types.NamespacedName]bool{},
 		sharedDirty: true,
 	}
 }
@@ -201,9 +217,16 @@ type Result struct {
 
 // SyncGroup makes the kernel hold g and nothing else of g.Name. It writes
 // only what differs from what it programmed before.
+//
+// A group on hold (g.Hold) changes nothing: what the kernel holds for it
+// stays as it is.
 func (s *Syncer) SyncGroup(g desired.Group) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.setHeld(g.Name, g.Hold)
+	if g.Hold {
+		return Result{Draining: s.drainingOf(g.Name)}, nil
+	}
 	s.epoch++
 	start := s.clock.Now()
 	if prev := s.groups[g.Name]; prev == nil || !membersEqual(prev.members, g.Members) {
@@ -231,6 +254,11 @@ func (s *Syncer) RemoveGroup(name types.NamespacedName) (Result, error) {
 // against what it wrote afterwards (Verify reads the kernel again), so that
 // a full sync when nothing changed reads and writes nothing. Call it only
 // once the caches have the whole picture.
+//
+// Groups on hold keep what the kernel holds for them. One the syncer has
+// programmed keeps its objects; one it has not (after a restart) may own
+// any adopted virtual server that no other group claims, so while there is
+// such a group nothing adopted is deleted (see keptGroup).
 func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -238,18 +266,48 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 	start := s.clock.Now()
 	var total Result
 	var errs []error
-	want := make(map[types.NamespacedName]bool, len(groups))
+	want := make(map[types.NamespacedName]bool, len(groups)+1)
 	membersChange := !s.sharedChecked
+	unknownHold := false
+	claimed := map[ipvs.Key]bool{}
+	clear(s.held)
 	for _, g := range groups {
 		want[g.Name] = true
+		s.setHeld(g.Name, g.Hold)
+		if g.Hold {
+			unknownHold = unknownHold || s.groups[g.Name] == nil
+			continue
+		}
+		for _, d := range g.Services {
+			claimed[d.Key()] = true
+		}
 		if prev := s.groups[g.Name]; prev == nil || !membersEqual(prev.members, g.Members) {
 			membersChange = true
+		}
+	}
+	if unknownHold {
+		want[keptGroup] = true
+		if err := s.keep(claimed); err != nil {
+			// Without the members of what it keeps, the shared state
+			// cannot be written safely: leave it all as it is.
+			err = fmt.Errorf("keep the kernel objects of VirtualServices on hold: %w", err)
+			s.metrics.observeSync("full", s.clock.Since(start), err)
+			return Result{Draining: s.drainingLocked()}, err
 		}
 	}
 	if membersChange {
 		var next netfilter.Members
 		for _, g := range groups {
+			if g.Hold {
+				if prev := s.groups[g.Name]; prev != nil {
+					next = appendMembers(next, prev.members)
+				}
+				continue
+			}
 			next = appendMembers(next, g.Members)
+		}
+		if kg := s.groups[keptGroup]; kg != nil && unknownHold {
+			next = appendMembers(next, kg.members)
 		}
 		if err := s.tighten(sortMembers(next)); err != nil {
 			s.metrics.observeSync("full", s.clock.Since(start), err)
@@ -257,6 +315,9 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 		}
 	}
 	for _, g := range groups {
+		if g.Hold {
+			continue
+		}
 		r, err := s.syncGroup(g)
 		total.Ops += r.Ops
 		errs = append(errs, err)
@@ -281,6 +342,73 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 	err := errors.Join(errs...)
 	s.metrics.observeSync("full", s.clock.Since(start), err)
 	return total, err
+}
+
+// keep makes keptGroup own the adopted virtual servers that neither another
+// group nor claimed (the keys the groups being synced want) claims, with
+// their VIPs and the ipset members of their keys as the kernel holds them.
+func (s *Syncer) keep(claimed map[ipvs.Key]bool) error {
+	var keys []ipvs.Key
+	for k, svc := range s.services {
+		if (svc.owner == (types.NamespacedName{}) || svc.owner == keptGroup) && !claimed[k] {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, ipvs.Key.Compare)
+	kg := s.groups[keptGroup]
+	if kg != nil && slices.Equal(kg.keys, keys) {
+		return nil
+	}
+	var members netfilter.Members
+	if len(keys) > 0 {
+		if s.k.ListMembers == nil {
+			return errors.New("the ipset members cannot be read")
+		}
+		cur, err := s.k.ListMembers()
+		if err != nil {
+			return err
+		}
+		ours := func(es []ipset.Entry) []ipset.Entry {
+			var out []ipset.Entry
+			for _, e := range es {
+				for _, p := range []ipvs.Protocol{ipvs.TCP, ipvs.UDP, ipvs.SCTP} {
+					if uint8(p) == e.Protocol && slices.Contains(keys, ipvs.Key{Address: e.IP, Protocol: p, Port: e.Port}) {
+						out = append(out, e)
+					}
+				}
+			}
+			return out
+		}
+		members = sortMembers(netfilter.Members{Masquerade: ours(cur.Masquerade), Restricted: ours(cur.Restricted), Allowed: ours(cur.Allowed)})
+	}
+	vipSet := map[netip.Addr]bool{}
+	for _, k := range keys {
+		vipSet[k.Address] = true
+		s.services[k].owner = keptGroup
+	}
+	var vips []netip.Addr
+	for _, v := range s.vips {
+		if vipSet[v] {
+			vips = append(vips, v)
+		}
+	}
+	if len(keys) == 0 {
+		delete(s.groups, keptGroup)
+	} else {
+		s.groups[keptGroup] = &group{keys: keys, vips: vips, members: members}
+	}
+	s.sharedDirty = true
+	return nil
+}
+
+// setHeld records whether a group is on hold, for the metric.
+func (s *Syncer) setHeld(name types.NamespacedName, hold bool) {
+	if hold {
+		s.held[name] = true
+	} else {
+		delete(s.held, name)
+	}
+	s.metrics.setHeld(len(s.held))
 }
 
 func (s *Syncer) syncGroup(g desired.Group) (Result, error) {

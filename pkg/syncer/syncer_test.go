@@ -56,7 +56,8 @@ func (n *node) syncerOver(t *testing.T, raw ipvs.Interface) *Syncer {
 	}
 	s := New(Kernel{
 		IPVS: ipvs.NewGuard(raw, own), Owns: own.Owns, VIPs: n.vips, Conntrack: n.ct,
-		Members: func(m netfilter.Members) error { n.members = m; return nil },
+		Members:     func(m netfilter.Members) error { n.members = m; return nil },
+		ListMembers: func() (netfilter.Members, error) { return n.members, nil },
 	}, n.clock, nil)
 	if err := s.Adopt(); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,23 @@ type Fake struct {
 
 	mu    sync.Mutex
 	flows map[conntrack.Flow]struct{}
+	calls map[string]int
+}
+
+// Calls returns how many times op was called, failed calls included.
+func (f *Fake) Calls(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
+}
+
+func (f *Fake) count(op string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.calls == nil {
+		f.calls = map[string]int{}
+	}
+	f.calls[op]++
 }
 
 var _ conntrack.Interface = (*Fake)(nil)
@@ -41,6 +58,7 @@ func (f *Fake) Add(flows ...conntrack.Flow) {
 
 // ListFlows returns the flows to vip:port over proto.
 func (f *Fake) ListFlows(vip netip.Addr, proto uint8, port uint16) ([]conntrack.Flow, error) {
+	f.count("ListFlows")
 	if err := f.Check("ListFlows"); err != nil {
 		return nil, err
 	}
@@ -59,6 +77,7 @@ func (f *Fake) ListFlows(vip netip.Addr, proto uint8, port uint16) ([]conntrack.
 
 // DeleteFlows removes the flows matching the targets.
 func (f *Fake) DeleteFlows(targets []conntrack.Target) (int, error) {
+	f.count("DeleteFlows")
 	if err := f.Check("DeleteFlows"); err != nil {
 		return 0, err
 	}

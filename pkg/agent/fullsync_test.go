@@ -1,0 +1,80 @@
+package agent
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/desired"
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
+	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
+	"github.com/kubelvs/kubelvs/pkg/syncer"
+)
+
+// A full sync in which one VirtualService's inputs fail to load keeps that
+// VirtualService's kernel objects: it must not remove them as unwanted.
+func TestFullSyncKeepsWhatFailedToBuild(t *testing.T) {
+	raw, sets, vips := ipvstest.NewFake(), ipsettest.NewFake(), netiftest.NewFake()
+	own, err := ipvs.NewSetOwnership(sets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var members netfilter.Members
+	s := syncer.New(syncer.Kernel{
+		IPVS: ipvs.NewGuard(raw, own), Owns: own.Owns, VIPs: vips,
+		Members:     func(m netfilter.Members) error { members = m; return nil },
+		ListMembers: func() (netfilter.Members, error) { return members, nil },
+	}, clocktesting.NewFakeClock(time.Now()), nil)
+	if err := s.Adopt(); err != nil {
+		t.Fatal(err)
+	}
+	vs := func(name, vip string) lvsv1.VirtualService {
+		return lvsv1.VirtualService{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Generation: 1},
+			Spec: lvsv1.VirtualServiceSpec{
+				Addresses: []lvsv1.IPAddress{lvsv1.IPAddress(vip)},
+				Ports:     []lvsv1.VirtualServicePort{{Port: 80, Protocol: lvsv1.ProtocolTCP}},
+				Backends:  lvsv1.Backends{Static: []lvsv1.StaticBackend{{Address: "192.0.2.10"}}},
+			},
+		}
+	}
+	items := []lvsv1.VirtualService{vs("a", "10.0.0.1"), vs("b", "10.0.0.2")}
+	build := func(v *lvsv1.VirtualService) (desired.Group, error) {
+		return desired.Build(desired.Input{VS: v, Node: desired.Node{Name: "n"}}), nil
+	}
+	groups, errs := groupsOf(items, build)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if _, err := s.SyncAll(groups); err != nil {
+		t.Fatal(err)
+	}
+	before, beforeVIPs := raw.Dump(), vips.Dump()
+
+	failing := func(v *lvsv1.VirtualService) (desired.Group, error) {
+		if v.Name == "a" {
+			return desired.Group{}, errors.New("get EndpointSlice ns/a-xyz: the cache is not synced")
+		}
+		return build(v)
+	}
+	groups, errs = groupsOf(items, failing)
+	if len(errs) != 1 || len(groups) != 2 || !groups[0].Hold {
+		t.Fatalf("groups %+v, errors %v: want a on hold and its error", groups, errs)
+	}
+	if _, err := s.SyncAll(groups); err != nil {
+		t.Fatal(err)
+	}
+	if after := raw.Dump(); after != before {
+		t.Fatalf("a resync whose build of a failed changed IPVS:\n%s\nwant\n%s", after, before)
+	}
+	if after := vips.Dump(); after != beforeVIPs {
+		t.Fatalf("VIPs changed:\n%s\nwant\n%s", after, beforeVIPs)
+	}
+}
