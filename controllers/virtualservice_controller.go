@@ -109,6 +109,9 @@ func (r *VirtualServiceReconciler) liveNodes(ctx context.Context) (map[string]bo
 func (r *VirtualServiceReconciler) everyVirtualService(ctx context.Context, _ client.Object) []reconcile.Request {
 	var list lvsv1.VirtualServiceList
 	if err := r.Client.List(ctx, &list); err != nil {
+		// The reports of a deleted node stay until the next change of each
+		// VirtualService (or the manager's periodic resync): say so.
+		ctrl.LoggerFrom(ctx).Error(err, "cannot list VirtualServices to drop the reports of a deleted node")
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

@@ -339,11 +339,22 @@ func equalLabels(a, b map[string]string) bool {
 	return true
 }
 
+// queueAllRetry is how long queueAll waits to try a failed List again.
+var queueAllRetry = time.Second
+
 // queueAll queues every VirtualService after an event that concerns them
 // all (the node's labels changed).
 func (a *Agent) queueAll(ctx context.Context) {
 	var list lvsv1.VirtualServiceList
 	if err := a.client.List(ctx, &list); err != nil {
+		// Which VirtualServices select the node now is not known: say so,
+		// and try again rather than wait for the periodic resync.
+		ctrl.LoggerFrom(ctx).Error(err, "cannot list VirtualServices after the node's labels changed; retrying", "in", queueAllRetry)
+		time.AfterFunc(queueAllRetry, func() {
+			if ctx.Err() == nil {
+				a.queueAll(ctx)
+			}
+		})
 		return
 	}
 	for i := range list.Items {

@@ -180,19 +180,21 @@ func (n *Netlink) Replace(s Set, entries []Entry) error {
 	if err := n.EnsureSet(tmp); err != nil {
 		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
 	}
+	// A scratch set left behind is reported with the failure: the next
+	// Replace destroys it first.
 	if err := n.do(func() error { return addEntries(tmp.Name, entries) }); err != nil {
-		n.DestroySet(tmp.Name)
-		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
+		return fmt.Errorf("replace ipset %s: %w", s.Name, errors.Join(err, n.DestroySet(tmp.Name)))
 	}
 	if err := n.EnsureSet(s); err != nil {
-		n.DestroySet(tmp.Name)
-		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
+		return fmt.Errorf("replace ipset %s: %w", s.Name, errors.Join(err, n.DestroySet(tmp.Name)))
 	}
 	if err := n.swap(tmp.Name, s.Name); err != nil {
-		n.DestroySet(tmp.Name)
-		return fmt.Errorf("replace ipset %s: swap: %w", s.Name, err)
+		return fmt.Errorf("replace ipset %s: swap: %w", s.Name, errors.Join(err, n.DestroySet(tmp.Name)))
 	}
-	return n.DestroySet(tmp.Name)
+	if err := n.DestroySet(tmp.Name); err != nil {
+		return fmt.Errorf("replace ipset %s: the swap is done, but the scratch set %s stays: %w", s.Name, tmp.Name, err)
+	}
+	return nil
 }
 
 // swap retries while a reader is dumping one of the sets: the kernel refuses

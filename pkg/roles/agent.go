@@ -81,7 +81,8 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 	}
 	k := o.Kernel
 	if k == nil {
-		nk, closeKernel, err := NetlinkKernel()
+		log := ctrl.LoggerFrom(ctx).WithName("kernel")
+		nk, closeKernel, err := NetlinkKernel(func(msg string, err error) { log.Error(err, msg) })
 		if err != nil {
 			return err
 		}

@@ -17,8 +17,9 @@ import (
 // NetlinkKernel opens the node's kernel: IPVS behind the ownership guard,
 // ipsets, kubelvs0 with the sysctls IPVS needs, the netfilter rules and
 // conntrack, each on one long-lived netlink handle. It fails with a clear
-// message when the kernel lacks IPVS or ipset.
-func NetlinkKernel() (syncer.Kernel, func(), error) {
+// message when the kernel lacks IPVS or ipset. warn hears what it could
+// work around (e.g. IPv6 sysctls on a node without IPv6).
+func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), error) {
 	var closers []func() error
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -54,6 +55,7 @@ func NetlinkKernel() (syncer.Kernel, func(), error) {
 		if _, err4 := netif.ApplySysctls("/proc/sys", netif.Sysctls(kernelRelease(), false)); err4 != nil {
 			return fail(fmt.Errorf("sysctls: %w", errors.Join(err, err4)))
 		}
+		warn("the IPv6 sysctls could not be set, the IPv4 ones are; IPv6 VirtualServices will not work on this node", err)
 	}
 	rules, err := netfilter.New(sets, netfilter.ExecRunner{}, netfilter.Config{})
 	if err != nil {

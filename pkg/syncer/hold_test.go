@@ -2,8 +2,10 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,5 +218,36 @@ func TestFlushPendingBounded(t *testing.T) {
 	s.FlushNow()
 	if len(s.pending) != MaxFlushPending || len(s.pendingSet) != MaxFlushPending {
 		t.Fatalf("%d pending (%d in the set), want %d", len(s.pending), len(s.pendingSet), MaxFlushPending)
+	}
+}
+
+// Verify re-adds a virtual server missing from its dump only when the
+// kernel says it is not there: any other answer is uncertainty, and the
+// kernel is left as it is.
+func TestVerifyDoesNotRestoreOnUncertainty(t *testing.T) {
+	n := newNode()
+	s := n.syncer(t)
+	g := grp("web", "10.96.0.10", web, "10.1.0.1:8080")
+	if _, err := s.SyncAll([]desired.Group{g}); err != nil {
+		t.Fatal(err)
+	}
+	k := key("10.96.0.10", ipvs.TCP, 80)
+	if err := n.ipvs.DeleteVirtualServer(k); err != nil { // by hand
+		t.Fatal(err)
+	}
+	n.ipvs.FailNext("GetVirtualServer", errors.New("netlink: no buffer space available"))
+	adds := n.ipvs.Calls("AddVirtualServer")
+	if _, err := s.Verify(); err == nil || !strings.Contains(err.Error(), "no buffer space") {
+		t.Fatalf("Verify: %v, want the GetVirtualServer error", err)
+	}
+	if got := n.ipvs.Calls("AddVirtualServer") - adds; got != 0 {
+		t.Fatalf("%d AddVirtualServer calls on an uncertain answer", got)
+	}
+	// A clear "not there" restores it.
+	if repairs, err := s.Verify(); err != nil || repairs == 0 {
+		t.Fatalf("Verify: %d repairs, %v", repairs, err)
+	}
+	if _, err := n.ipvs.GetVirtualServer(k); err != nil {
+		t.Fatal(err)
 	}
 }

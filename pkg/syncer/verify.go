@@ -89,9 +89,14 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 	}
 	s.epoch++ // a repair below is a write too
 	if !ok {
-		// Added since the dump? Ask before re-adding.
-		if cur, err := s.k.IPVS.GetVirtualServer(k); err == nil {
+		// Added since the dump? Ask before re-adding, and re-add only on
+		// a clear answer that it is not there.
+		cur, err := s.k.IPVS.GetVirtualServer(k)
+		switch {
+		case err == nil:
 			kv, ok = cur, true
+		case !errors.Is(err, ipvs.ErrNotFound):
+			return 0, fmt.Errorf("verify %s: %w", k, err)
 		}
 	}
 	repairs := 0
