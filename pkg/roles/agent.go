@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
@@ -27,6 +29,7 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/agent"
+	"github.com/kubelvs/kubelvs/pkg/apiwatch"
 	"github.com/kubelvs/kubelvs/pkg/health"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
@@ -89,6 +92,7 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 		defer closeKernel()
 		k = &nk
 	}
+	watches := apiwatch.NewTracker(ctrl.Log.WithName("agent").WithName("watch"), reg)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
@@ -106,7 +110,13 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 			DefaultUnsafeDisableDeepCopy: ptr.To(true),
 			// Until every informer has listed, the agent does not sync:
 			// say why in its own log.
-			DefaultWatchErrorHandler: reportRefusedWatch(ctrl.Log.WithName("agent")),
+			DefaultWatchErrorHandler: reportRefusedWatch(ctrl.Log.WithName("agent"), watches),
+			// Lists and watches retry in place while the API server is
+			// unreachable, so that they resume within seconds of its
+			// return instead of client-go's backoff of up to a minute.
+			NewInformer: func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, idx toolscache.Indexers) toolscache.SharedIndexInformer {
+				return toolscache.NewSharedIndexInformer(watches.Wrap(lw, apiwatch.ResourceOf(obj)), obj, resync, idx)
+			},
 			ByObject: map[client.Object]cache.ByObject{
 				// Only this node's Node object: its labels drive nodeSelector.
 				&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
@@ -151,6 +161,11 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 	if err := mgr.AddReadyzCheck("first-sync", a.Ready); err != nil {
 		return err
 	}
+	// Not ready while it cannot see the API server: the kernel is kept as
+	// it was, but changes do not reach it.
+	if err := mgr.AddReadyzCheck("watches", func(*http.Request) error { return watches.Healthy() }); err != nil {
+		return err
+	}
 	log := ctrl.Log.WithName("agent")
 	// Watched from before the manager starts: an uninstall is only ever
 	// seen, never inferred from an error.
@@ -165,8 +180,9 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 // reportRefusedWatch logs a list or watch the API server refuses (RBAC,
 // credentials) as an error of the agent; other watch errors go where
 // client-go sends them.
-func reportRefusedWatch(log logr.Logger) toolscache.WatchErrorHandlerWithContext {
+func reportRefusedWatch(log logr.Logger, watches *apiwatch.Tracker) toolscache.WatchErrorHandlerWithContext {
 	return func(ctx context.Context, r *toolscache.Reflector, err error) {
+		watches.Failed(apiwatch.ResourceOfDescription(r.TypeDescription()), err)
 		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
 			log.Error(err, "the API server refuses the agent's watch (check its RBAC and credentials); retrying, and until it can read everything the kernel stays as it is",
 				"type", r.TypeDescription())
