@@ -64,11 +64,22 @@ vet: ## go vet ./...
 	go vet ./...
 
 .PHONY: test
-test: verify test-unit test-kernel e2e e2e-cluster ## Everything CI runs: verify, unit + envtest, kernel tests, the e2e suite in a guest kernel, and on a real kubelet there.
+test: verify test-unit fuzz test-kernel e2e e2e-cluster ## Everything CI runs: verify, unit + envtest, fuzzing, kernel tests, the e2e suite in a guest kernel, and on a real kubelet there.
 
 .PHONY: test-unit
 test-unit: test-bins test-bins-floor ## Unit tests and envtest suites (a real kube-apiserver and etcd; the CRD also on the oldest supported one).
 	KUBELVS_REQUIRE_ENVTEST=1 KUBEBUILDER_ASSETS=$(TEST_BINS) KUBELVS_FLOOR_ASSETS=$(FLOOR_BINS) go test $(GO_TEST_FLAGS) ./...
+
+# Each fuzz target runs for FUZZTIME; new failing inputs land in the
+# package's testdata/fuzz/ (commit them: they become regression cases of
+# `go test`).
+FUZZTIME ?= 20s
+FUZZ_TARGETS := ./pkg/desired:FuzzBuild ./pkg/conntrack:FuzzParseFlow ./pkg/ipset:FuzzEntryRoundTrip
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (20s): desired-state building, the conntrack parser, ipset entries.
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; go test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME); done
 
 .PHONY: test-kernel
 test-kernel: ## Kernel tests: compiled here, run against real IPVS in a throw-away guest kernel.

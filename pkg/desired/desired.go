@@ -278,8 +278,8 @@ func realServers(in Input, vip netip.Addr, p lvsv1.VirtualServicePort, proto lvs
 				continue
 			}
 			addr, err := netip.ParseAddr(e.Addresses[0])
-			if err != nil {
-				continue
+			if err != nil || addr.Unmap().Is4() != vip.Is4() || !addr.Unmap().IsGlobalUnicast() {
+				continue // the API server refuses these; a slice that bypassed it is not trusted
 			}
 			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
 			terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
@@ -318,7 +318,9 @@ func slicePort(s *discoveryv1.EndpointSlice, p lvsv1.VirtualServicePort, proto l
 		if sp.Protocol != nil {
 			spProto = lvsv1.Protocol(*sp.Protocol)
 		}
-		if sp.Name != nil && *sp.Name == tp.StrVal && spProto == proto && sp.Port != nil {
+		// A port out of range (the API server refuses it; a slice that
+		// bypassed it must not wrap) resolves nothing.
+		if sp.Name != nil && *sp.Name == tp.StrVal && spProto == proto && sp.Port != nil && *sp.Port >= 1 && *sp.Port <= 65535 {
 			return uint16(*sp.Port), true
 		}
 	}
@@ -349,9 +351,11 @@ func addMembers(m netfilter.Members, vs *lvsv1.VirtualService, v ipvs.VirtualSer
 		if err != nil || pfx.Addr().Is4() != v.Address.Is4() {
 			continue
 		}
-		a := e
-		a.Net = pfx.Masked()
-		m.Allowed = append(m.Allowed, a)
+		for _, n := range ipsetNets(pfx.Masked()) {
+			a := e
+			a.Net = n
+			m.Allowed = append(m.Allowed, a)
+		}
 	}
 	return m
 }
@@ -364,6 +368,19 @@ func selects(sel map[string]lvsv1.LabelValue, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// ipsetNets returns p as hash:net entries hold it: the kernel refuses a
+// zero prefix length, so 0.0.0.0/0 (::/0) becomes its two halves.
+func ipsetNets(p netip.Prefix) []netip.Prefix {
+	if p.Bits() != 0 {
+		return []netip.Prefix{p}
+	}
+	lo := netip.PrefixFrom(p.Addr(), 1)
+	hi := p.Addr().AsSlice()
+	hi[0] = 0x80
+	hiAddr, _ := netip.AddrFromSlice(hi)
+	return []netip.Prefix{lo, netip.PrefixFrom(hiAddr, 1)}
 }
 
 func orDefault[T ~string](v, d T) T {

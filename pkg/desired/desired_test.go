@@ -12,6 +12,7 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/internal/golden"
+	"github.com/kubelvs/kubelvs/pkg/validation"
 )
 
 type ep struct {
@@ -121,6 +122,29 @@ func TestBuild(t *testing.T) {
 			vs.Spec.Drain = &lvsv1.Drain{TimeoutSeconds: 5, FlushTCPConntrack: true}
 			return Input{VS: vs, Node: node}
 		}},
+		{"hostile-endpointslices", func() Input {
+			// What the API server would refuse, as if a slice bypassed it:
+			// nothing of it is programmed, the rest is.
+			sl := slices4and6()
+			sl = append(sl,
+				slice("web-v6-mapped", discoveryv1.AddressTypeIPv6, map[string]int32{"http": 8080},
+					ep{"::ffff:10.9.9.9", "node-a", true, false}, // IPv4 in an IPv6 slice
+					ep{"fe80::1", "node-a", true, false},         // link-local
+					ep{"not-an-ip", "node-a", true, false},
+				),
+				slice("web-v4-bad-port", discoveryv1.AddressTypeIPv4, map[string]int32{"http": 70000},
+					ep{"10.1.0.9", "node-a", true, false},
+				),
+				&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "web-empty"}, AddressType: discoveryv1.AddressTypeIPv4,
+					Endpoints: []discoveryv1.Endpoint{{Addresses: nil}}},
+			)
+			return Input{VS: baseVS(), Slices: sl, Node: node}
+		}},
+		{"source-ranges-admitting-all", func() Input {
+			vs := baseVS()
+			vs.Spec.SourceRanges = []lvsv1.CIDR{"0.0.0.0/0", "::/0"}
+			return Input{VS: vs, Slices: slices4and6(), Node: node}
+		}},
 		{"refused-target-port-holds", func() Input {
 			// The controller refuses it; the agent must not program it
 			// either, nor wrap 70000 into 4464.
@@ -169,24 +193,47 @@ func TestBuild(t *testing.T) {
 	}
 }
 
+// FuzzBuild: whatever the spec and the EndpointSlices say, Build programs
+// nothing that validation refuses, never wraps a port (each real server's
+// port is the one asked for, 1-65535) and never mixes families.
 func FuzzBuild(f *testing.F) {
-	f.Add("10.96.0.10", "10.0.0.0/8", "http", int32(80), "10.1.0.1")
-	f.Add("fd00::1", "fd00::/8", "", int32(53), "fd01::1")
-	f.Fuzz(func(t *testing.T, addr, cidr, target string, port int32, backend string) {
+	f.Add("10.96.0.10", "10.0.0.0/8", "http", int32(80), int32(8080), false, int32(9090), "10.1.0.1")
+	f.Add("fd00::1", "fd00::/8", "", int32(53), int32(70000), false, int32(0), "fd01::1")
+	f.Add("10.96.0.10", "10.0.0.0/8", "", int32(80), int32(-5), false, int32(65536), "10.1.0.1")
+	f.Add("10.96.0.10", "10.0.0.0/8", "http", int32(80), int32(1), true, int32(70000), "10.1.0.1")
+	f.Fuzz(func(t *testing.T, addr, cidr, target string, port, intTarget int32, named bool, slicePort int32, backend string) {
 		vs := baseVS()
 		vs.Spec.Addresses = []lvsv1.IPAddress{lvsv1.IPAddress(addr)}
 		vs.Spec.SourceRanges = []lvsv1.CIDR{lvsv1.CIDR(cidr)}
+		vs.Spec.Ports = vs.Spec.Ports[:1]
 		vs.Spec.Ports[0].Port = port
-		vs.Spec.Ports[0].TargetPort = ptr.To(intstr.FromString(target))
-		vs.Spec.Backends.Static = []lvsv1.StaticBackend{{Address: lvsv1.IPAddress(backend)}}
-		g := Build(Input{VS: vs, Slices: slices4and6(), Node: Node{Name: "node-a"}})
+		vs.Spec.Ports[0].TargetPort = ptr.To(intstr.FromInt32(intTarget))
+		if named {
+			vs.Spec.Ports[0].TargetPort = ptr.To(intstr.FromString(target))
+		}
+		vs.Spec.Backends.Static = []lvsv1.StaticBackend{{Address: lvsv1.IPAddress(backend), Port: ptr.To(port)}}
+		sl := slices4and6()
+		for _, s := range sl {
+			for i := range s.Ports {
+				s.Ports[i].Port = ptr.To(slicePort)
+			}
+		}
+		g := Build(Input{VS: vs, Slices: sl, Node: Node{Name: "node-a"}})
+		refused := len(validation.VirtualService(vs)) > 0
+		if refused != g.Hold || (g.Hold && (len(g.Services) > 0 || len(g.VIPs) > 0)) {
+			t.Fatalf("refused=%t but:\n%s", refused, g.Dump())
+		}
 		for _, s := range g.Services {
-			if !s.Address.IsValid() {
-				t.Fatalf("invalid VIP in %s", g.Dump())
+			if !s.Address.IsValid() || int32(s.Port) != port {
+				t.Fatalf("virtual server %s for port %d", s.VirtualServer, port)
 			}
 			for _, r := range s.Reals {
 				if r.Address.Is4() != s.Address.Is4() {
 					t.Fatalf("real server family differs from its VIP: %s", g.Dump())
+				}
+				ok := int32(r.Port) == port || (!named && int32(r.Port) == intTarget) || (named && int32(r.Port) == slicePort)
+				if r.Port == 0 || !ok {
+					t.Fatalf("real server %s: port %d is none of port %d, targetPort %d, slice port %d", r.RealServer, r.Port, port, intTarget, slicePort)
 				}
 			}
 		}

@@ -229,3 +229,56 @@ func BenchmarkKernelIPSetList20000(b *testing.B) {
 		}
 	}
 }
+
+// A zero prefix length cannot be held by a hash:ip,port,net set: written
+// through ipset-go, 0.0.0.0/0 lands as 0.0.0.0/32 (the zero CIDR attribute
+// is left out, and the kernel takes a host), which as a sourceRange would
+// admit nobody. That is why desired.Build writes 0.0.0.0/0 (::/0) as its
+// two /1 halves, which the kernel holds as they are.
+func TestKernelZeroPrefixIsNotHeldAndHalvesAre(t *testing.T) {
+	for _, c := range []struct {
+		fam       ipset.Family
+		vip, zero string
+		halves    [2]string
+		name      string
+	}{
+		{ipset.IPv4, "10.96.0.10", "0.0.0.0/0", [2]string{"0.0.0.0/1", "128.0.0.0/1"}, "KUBELVS-T-ZERO4"},
+		{ipset.IPv6, "fd00::10", "::/0", [2]string{"::/1", "8000::/1"}, "KUBELVS-T-ZERO6"},
+	} {
+		h := newHandle(t, c.name)
+		if err := h.EnsureSet(ipset.Set{Name: c.name, Type: ipset.HashIPPortNet, Family: c.fam}); err != nil {
+			t.Fatal(err)
+		}
+		e := ipset.Entry{IP: netip.MustParseAddr(c.vip), Protocol: 6, Port: 80}
+		zero := e
+		zero.Net = netip.MustParsePrefix(c.zero)
+		if err := h.AddEntry(c.name, zero); err == nil {
+			got, err := h.ListEntries(c.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.Contains(got, zero) {
+				t.Errorf("%s is held as it is; desired.ipsetNets could write it so", c.zero)
+			}
+			for _, g := range got {
+				if err := h.DelEntry(c.name, g); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		var want []ipset.Entry
+		for _, half := range c.halves {
+			a := e
+			a.Net = netip.MustParsePrefix(half)
+			if err := h.AddEntry(c.name, a); err != nil {
+				t.Fatalf("%s: %v", half, err)
+			}
+			want = append(want, a)
+		}
+		got, err := h.ListEntries(c.name)
+		ipset.SortEntries(got)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("%s: %v (%v), want %v", c.name, got, err, want)
+		}
+	}
+}
