@@ -33,11 +33,21 @@ type VirtualServiceReconciler struct {
 	Recorder events.EventRecorder
 }
 
+// What the controller role uses, and nothing more (test/chart asserts the
+// exact rules). Leases and core events (leader election records its Events
+// with the core API, on its Lease) are granted only in the controller's
+// namespace: config/rbac and the chart move them from the generated
+// ClusterRole into a Role, the Lease's get and update by name.
+// TokenReviews and SubjectAccessReviews check who reads /metrics.
+//
 // +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices,verbs=get;list;watch
-// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices/status,verbs=patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
 // Reconcile computes the status of one VirtualService.
 func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

@@ -21,7 +21,8 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	o := roles.AgentOptions{HealthChecks: true}
 	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node (default $NODE_NAME)")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9741", `address of the Prometheus metrics endpoint ("0" turns it off)`)
-	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":9742", `address of /healthz and /readyz ("0" turns them off)`)
+	fs.BoolVar(&o.MetricsSecure, "metrics-secure", true, "serve metrics over HTTPS to callers the API server authenticates and authorizes to GET /metrics (false: plain HTTP to anyone who reaches the address)")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", "127.0.0.1:9742", `address of /healthz and /readyz ("0" turns them off); the agent runs in the node's network, so only the node itself (its kubelet) reaches localhost`)
 	fs.StringVar(&o.PprofBindAddress, "pprof-bind-address", "0", `address of Go's /debug/pprof profiles, e.g. 127.0.0.1:9743 ("0" turns them off)`)
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", roles.DefaultResyncPeriod, "how often to rebuild everything and repair drift in the kernel")
 	fs.DurationVar(&o.DrainInterval, "drain-interval", time.Second, "how often to check draining real servers")

@@ -25,7 +25,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/agent"
@@ -39,6 +38,8 @@ type AgentOptions struct {
 	agent.Options
 	// MetricsBindAddress serves Prometheus metrics; "0" turns them off.
 	MetricsBindAddress string
+	// MetricsSecure: see ControllerOptions.MetricsSecure.
+	MetricsSecure bool
 	// HealthProbeBindAddress serves /healthz and /readyz; "0" turns them off.
 	HealthProbeBindAddress string
 	// PprofBindAddress serves Go's /debug/pprof (profiles of the agent's
@@ -67,7 +68,9 @@ type AgentOptions struct {
 }
 
 // +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices,verbs=get;list;watch
-// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices/status,verbs=get;patch
+// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices/status,verbs=patch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 
@@ -95,7 +98,7 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 	watches := apiwatch.NewTracker(ctrl.Log.WithName("agent").WithName("watch"), reg)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		Metrics:                MetricsOptions(o.MetricsBindAddress, o.MetricsSecure),
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
 		PprofBindAddress:       o.PprofBindAddress,
 		Cache: cache.Options{

@@ -19,6 +19,7 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/controllers"
+	"github.com/kubelvs/kubelvs/pkg/metricsauth"
 )
 
 // Scheme knows the built-in Kubernetes types and ours.
@@ -33,12 +34,28 @@ func Scheme() *runtime.Scheme {
 type ControllerOptions struct {
 	// MetricsBindAddress serves Prometheus metrics; "0" turns them off.
 	MetricsBindAddress string
+	// MetricsSecure serves them over HTTPS to callers the API server
+	// authenticates and authorizes (GET on the /metrics non-resource URL).
+	MetricsSecure bool
 	// HealthProbeBindAddress serves /healthz and /readyz; "0" turns them off.
 	HealthProbeBindAddress string
 	// LeaderElect makes only one replica active at a time.
 	LeaderElect bool
 	// LeaderElectionNamespace holds the Lease; required out of cluster.
 	LeaderElectionNamespace string
+}
+
+// MetricsOptions serves metrics at bind: plain HTTP, or when secure HTTPS
+// (a self-signed certificate kept in memory) with every request's bearer
+// token checked by a TokenReview and its right to GET /metrics by a
+// SubjectAccessReview, as kube-controller-manager does.
+func MetricsOptions(bind string, secure bool) metricsserver.Options {
+	o := metricsserver.Options{BindAddress: bind}
+	if secure {
+		o.SecureServing = true
+		o.FilterProvider = metricsauth.FilterProvider
+	}
+	return o
 }
 
 // LeaderElectionID names the Lease of the controller role.
@@ -51,7 +68,7 @@ func RunController(ctx context.Context, cfg *rest.Config, o ControllerOptions) e
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme(),
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		Metrics:                 MetricsOptions(o.MetricsBindAddress, o.MetricsSecure),
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        LeaderElectionID,

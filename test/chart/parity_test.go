@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/roles"
 )
 
 // TestCRDInSync: the chart ships exactly the generated CRDs.
@@ -107,8 +108,8 @@ func TestRBACMatchesGenerated(t *testing.T) {
 		component, generated, role string
 		namespaced                 []string // resources granted only in the namespace
 	}{
-		{"controller", "../../config/rbac/controller/role.yaml", "kubelvs-leader-election", []string{"leases"}},
-		{"agent", "../../config/rbac/agent/role.yaml", "kubelvs-agent", []string{"pods", "daemonsets"}},
+		{"controller", "../../config/rbac/controller/role.yaml", "kubelvs-leader-election", []string{"coordination.k8s.io/leases", "/events"}},
+		{"agent", "../../config/rbac/agent/role.yaml", "kubelvs-agent", []string{"/pods", "apps/daemonsets"}},
 	} {
 		b, err := os.ReadFile(c.generated)
 		if err != nil {
@@ -125,7 +126,7 @@ func TestRBACMatchesGenerated(t *testing.T) {
 			got := grants(t, cr.Rules)
 			for g := range got {
 				for _, res := range c.namespaced {
-					if strings.Contains(g, "/"+res+" ") {
+					if strings.HasPrefix(g, res+" ") {
 						t.Errorf("%s: %s granted cluster-wide (%s)", src, res, g)
 					}
 				}
@@ -136,10 +137,15 @@ func TestRBACMatchesGenerated(t *testing.T) {
 				if len(rule.ResourceNames) == 0 {
 					continue
 				}
-				// Only the agent's DaemonSet, which it watches by name.
+				// Only the agent's DaemonSet, which it watches by name,
+				// and the controller's Lease.
 				ds := find(t, objs, "DaemonSet", "kubelvs-agent").GetName()
-				if c.component != "agent" || !slices.Equal(rule.Resources, []string{"daemonsets"}) || !slices.Equal(rule.ResourceNames, []string{ds}) {
-					t.Errorf("%s: Role %s rule %+v: only the agent's daemonsets may be named, as its DaemonSet %s", src, r.Name, rule, ds)
+				agentDS := c.component == "agent" && slices.Equal(rule.Resources, []string{"daemonsets"}) && slices.Equal(rule.ResourceNames, []string{ds})
+				lease := c.component == "controller" && slices.Equal(rule.Resources, []string{"leases"}) &&
+					slices.Equal(rule.ResourceNames, []string{roles.LeaderElectionID}) && slices.Equal(rule.Verbs, []string{"get", "update"})
+				if !agentDS && !lease {
+					t.Errorf("%s: Role %s rule %+v: only the agent's DaemonSet %s and the controller's Lease %s (get, update) may be named",
+						src, r.Name, rule, ds, roles.LeaderElectionID)
 				}
 				rules[i].ResourceNames = nil
 			}
@@ -162,6 +168,101 @@ func TestRBACMatchesGenerated(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRBACIsExactly: what each role may do, written out: a grant added to a
+// marker or a template fails here until this list says why it is needed.
+func TestRBACIsExactly(t *testing.T) {
+	t.Parallel()
+	objs := render(t)
+	ds := find(t, objs, "DaemonSet", "kubelvs-agent").GetName()
+	want := map[string][]string{
+		"ClusterRole kubelvs-controller": {
+			"/nodes get", "/nodes list", "/nodes watch", // drop the reports of deleted nodes
+			"events.k8s.io/events create", "events.k8s.io/events patch", // Events on VirtualServices
+			"lvs.kubelvs.io/virtualservices get", "lvs.kubelvs.io/virtualservices list", "lvs.kubelvs.io/virtualservices watch",
+			"lvs.kubelvs.io/virtualservices/status patch",                                                   // conditions (merge patch)
+			"authentication.k8s.io/tokenreviews create", "authorization.k8s.io/subjectaccessreviews create", // /metrics callers
+		},
+		"Role kubelvs-leader-election": {
+			"coordination.k8s.io/leases create",
+			"coordination.k8s.io/leases get " + roles.LeaderElectionID, "coordination.k8s.io/leases update " + roles.LeaderElectionID,
+			"/events create", "/events patch", // leader election's Events on its Lease
+		},
+		"ClusterRole kubelvs-agent": {
+			"/nodes get", "/nodes list", "/nodes watch", // its own Node's labels (nodeSelector)
+			"discovery.k8s.io/endpointslices get", "discovery.k8s.io/endpointslices list", "discovery.k8s.io/endpointslices watch",
+			"lvs.kubelvs.io/virtualservices get", "lvs.kubelvs.io/virtualservices list", "lvs.kubelvs.io/virtualservices watch",
+			"lvs.kubelvs.io/virtualservices/status patch",                                                   // its node's entry (server-side apply)
+			"authentication.k8s.io/tokenreviews create", "authorization.k8s.io/subjectaccessreviews create", // /metrics callers
+		},
+		"Role kubelvs-agent": {
+			"/pods get",                                                                              // its own pod: the DaemonSet that owns it
+			"apps/daemonsets get " + ds, "apps/daemonsets list " + ds, "apps/daemonsets watch " + ds, // an uninstall, seen
+		},
+	}
+	got := map[string][]string{}
+	for _, o := range objs {
+		var rules []rbacv1.PolicyRule
+		switch o.GetKind() {
+		case "ClusterRole":
+			rules = typed[rbacv1.ClusterRole](t, o).Rules
+		case "Role":
+			rules = typed[rbacv1.Role](t, o).Rules
+		default:
+			continue
+		}
+		k := o.GetKind() + " " + o.GetName()
+		for _, r := range rules {
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					for _, v := range r.Verbs {
+						names := r.ResourceNames
+						if len(names) == 0 {
+							names = []string{""}
+						}
+						for _, n := range names {
+							got[k] = append(got[k], strings.TrimSpace(g+"/"+res+" "+v+" "+n))
+						}
+					}
+				}
+			}
+			for _, u := range r.NonResourceURLs {
+				for _, v := range r.Verbs {
+					got[k] = append(got[k], u+" "+v)
+				}
+			}
+		}
+		slices.Sort(got[k])
+	}
+	for k := range want {
+		slices.Sort(want[k])
+	}
+	// The metrics reader role Prometheus is bound to, if any.
+	if r, ok := got["ClusterRole kubelvs-metrics-reader"]; ok {
+		want["ClusterRole kubelvs-metrics-reader"] = r
+		if !slices.Equal(r, []string{"/metrics get"}) {
+			t.Errorf("kubelvs-metrics-reader grants %v, want only GET /metrics", r)
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		for k := range mergeKeys(got, want) {
+			if !slices.Equal(got[k], want[k]) {
+				t.Errorf("%s grants\n  %v\nwant\n  %v", k, got[k], want[k])
+			}
+		}
+	}
+}
+
+func mergeKeys(a, b map[string][]string) map[string]bool {
+	m := map[string]bool{}
+	for k := range a {
+		m[k] = true
+	}
+	for k := range b {
+		m[k] = true
+	}
+	return m
 }
 
 // grants flattens rules into "group/resource verb" strings.

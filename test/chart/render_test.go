@@ -76,7 +76,7 @@ func TestDefaults(t *testing.T) {
 		if c.Args[0] != "agent" {
 			t.Errorf("args %v: want the agent subcommand first", c.Args)
 		}
-		for _, a := range []string{"--metrics-bind-address=:9741", "--health-probe-bind-address=:9742", "--resync-period=5m", "--zap-log-level=info"} {
+		for _, a := range []string{"--metrics-bind-address=:9741", "--metrics-secure=true", "--health-probe-bind-address=127.0.0.1:9742", "--resync-period=5m", "--zap-log-level=info"} {
 			if !slices.Contains(c.Args, a) {
 				t.Errorf("agent args %v lack %s", c.Args, a)
 			}
@@ -194,7 +194,7 @@ func TestCustomValues(t *testing.T) {
 		t.Errorf("maxUnavailable %s, want 10%%", got)
 	}
 	ac := container(t, p.Containers, "agent")
-	for _, a := range []string{"--metrics-bind-address=:19741", "--health-probe-bind-address=:19742", "--resync-period=1h30m", "--drain-interval=500ms", "--report-status=false", "--health-checks=false", "--zap-log-level=error", "--cleanup-on-uninstall"} {
+	for _, a := range []string{"--metrics-bind-address=:19741", "--health-probe-bind-address=127.0.0.1:19742", "--resync-period=1h30m", "--drain-interval=500ms", "--report-status=false", "--health-checks=false", "--zap-log-level=error", "--cleanup-on-uninstall"} {
 		if !slices.Contains(ac.Args, a) {
 			t.Errorf("agent args %v lack %s", ac.Args, a)
 		}
@@ -288,18 +288,28 @@ func mount(t *testing.T, c *corev1.Container, path string) corev1.VolumeMount {
 }
 
 // probes checks liveness on /healthz and readiness on /readyz, both on the
-// container's health port.
+// container's health port; on the agent (the node's network) on localhost,
+// where only the node's kubelet reaches them.
 func probes(t *testing.T, c *corev1.Container) {
 	t.Helper()
 	for _, p := range []struct {
 		probe *corev1.Probe
 		path  string
 	}{{c.LivenessProbe, "/healthz"}, {c.ReadinessProbe, "/readyz"}} {
-		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "health" {
-			t.Errorf("container %s: want an HTTP probe on health%s, got %+v", c.Name, p.path, p.probe)
+		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path {
+			t.Errorf("container %s: want an HTTP probe on %s, got %+v", c.Name, p.path, p.probe)
+			continue
 		}
-	}
-	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "health" }) {
-		t.Errorf("container %s has no port named health", c.Name)
+		g := p.probe.HTTPGet
+		switch c.Name {
+		case "agent":
+			if g.Host != "127.0.0.1" || g.Port.IntValue() == 0 {
+				t.Errorf("agent probe %s: host %q port %s, want 127.0.0.1 and the health port", p.path, g.Host, g.Port.String())
+			}
+		default:
+			if g.Port.String() != "health" || !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "health" }) {
+				t.Errorf("container %s: want the probe on its port named health, got %+v", c.Name, g)
+			}
+		}
 	}
 }

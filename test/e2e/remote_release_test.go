@@ -168,8 +168,42 @@ func (r *remote) checkAgentPod() error {
 	if !slices.Equal(f, want) {
 		return fmt.Errorf("the agent container runs as %q, want uid 0 with CapEff 0x3000 (NET_ADMIN, NET_RAW) on a read-only root", out)
 	}
-	fmt.Fprintf(os.Stderr, "e2e: the agent pod %s: kernel-setup loaded ip_vs and set the sysctls; the agent runs as uid 0, CapEff 0x3000 (NET_ADMIN, NET_RAW), root filesystem read-only\n", p.Name)
+	// The closed surface: on the node's network, the probes listen on
+	// localhost only, and metrics (every address) answer only callers the
+	// API server authorizes; the API server's proxy forwards no credentials.
+	tcp, err := r.kubectl(nil, "exec", "-n", *releaseNamespace, p.Name, "-c", "agent", "--", "cat", "/proc/net/tcp", "/proc/net/tcp6")
+	if err != nil {
+		return err
+	}
+	if got := listeners(tcp, 9742); !slices.Equal(got, []string{"0100007F"}) {
+		return fmt.Errorf("the agent's probe port 9742 listens on %v, want 127.0.0.1 (0100007F) only", got)
+	}
+	if got := listeners(tcp, 9741); len(got) == 0 {
+		return errors.New("the agent's metrics port 9741 does not listen")
+	}
+	if out, err := r.kubectl(nil, "get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/https:%s:9741/proxy/metrics", *releaseNamespace, p.Name)); err == nil ||
+		!strings.Contains(err.Error()+out, "Unauthorized") {
+		return fmt.Errorf("the agent's metrics answered a caller without credentials: %v\n%.300s", err, out)
+	}
+	fmt.Fprintf(os.Stderr, "e2e: the agent pod %s: kernel-setup loaded ip_vs and set the sysctls; the agent runs as uid 0, CapEff 0x3000 (NET_ADMIN, NET_RAW), root filesystem read-only; probes on 127.0.0.1:9742 only; metrics refuse a caller without credentials (401)\n", p.Name)
 	return nil
+}
+
+// listeners returns the local addresses (hex, as /proc/net/tcp writes
+// them) listening on port.
+func listeners(procNetTCP string, port uint16) []string {
+	var out []string
+	for _, line := range strings.Split(procNetTCP, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != "0A" { // TCP_LISTEN
+			continue
+		}
+		addr, p, ok := strings.Cut(f[1], ":")
+		if ok && p == fmt.Sprintf("%04X", port) && !slices.Contains(out, addr) {
+			out = append(out, addr)
+		}
+	}
+	return out
 }
 
 // RollAgent upgrades the release with a changed pod template, so that the
