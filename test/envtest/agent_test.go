@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -57,15 +58,15 @@ func TestAgentAndControllerAgainstAPIServer(t *testing.T) {
 			return nil
 		},
 	}
-	if err := k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", Labels: map[string]string{"lb": "yes"}}}); err != nil {
-		t.Fatal(err)
-	}
+	node(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", Labels: map[string]string{"lb": "yes"}}})
 	actx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
 		done <- roles.RunAgent(actx, cfg, roles.AgentOptions{
 			Options:            agent.Options{NodeName: "node-1", ResyncPeriod: time.Hour, DrainInterval: 50 * time.Millisecond, ReportStatus: true},
 			MetricsBindAddress: "0", HealthProbeBindAddress: "0", Kernel: kernel,
+			// Its own: the suite may run more than once in a process (-count=2).
+			MetricsRegistry: prometheus.NewRegistry(),
 		})
 	}()
 	t.Cleanup(func() {

@@ -218,9 +218,7 @@ func TestControllerFoldsNodeReports(t *testing.T) {
 		})
 	}
 	for _, n := range []string{"node-a", "node-b"} {
-		if err := k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
-			t.Fatal(err)
-		}
+		node(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}})
 	}
 	// A report from a node that does not exist (any more) is dropped.
 	report("node-gone", 1, 0, "kernel on fire")

@@ -35,6 +35,11 @@ func TestExamplesAreAcceptedWithDefaults(t *testing.T) {
 		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: u.GetNamespace()}}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() {
+			if err := k8s.Delete(ctx, u); err != nil && !apierrors.IsNotFound(err) {
+				t.Error(err)
+			}
+		})
 		if err := k8s.Create(ctx, u); err != nil {
 			t.Fatalf("%s rejected: %v", f, err)
 		}
@@ -77,6 +82,7 @@ func TestExamplesAreAcceptedWithDefaults(t *testing.T) {
 	if err := k8s.Create(ctx, min); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, min) })
 	s := min.Spec
 	if s.Scheduler != lvsv1.SchedulerRoundRobin || s.Forwarding != lvsv1.ForwardingMasquerade || s.Ports[0].Protocol != lvsv1.ProtocolTCP ||
 		s.TrafficPolicy != lvsv1.TrafficPolicyCluster || s.Drain == nil || s.Drain.TimeoutSeconds != 60 {

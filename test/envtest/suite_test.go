@@ -12,11 +12,14 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/roles"
 )
 
@@ -72,14 +75,46 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// namespace creates a fresh namespace for one test.
+// namespace creates a fresh namespace for one test, and empties and
+// deletes it when the test ends: envtest runs no namespace controller, so
+// what a test leaves would stay, claim its addresses and conflict with the
+// next run of the suite in the same process (-count=2).
 func namespace(t *testing.T, prefix string) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
 	if err := k8s.Create(context.Background(), ns); err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
+	t.Cleanup(func() { emptyNamespace(t, ns.Name) })
 	return ns.Name
+}
+
+// emptyNamespace deletes what the tests create in a namespace, then it.
+func emptyNamespace(t *testing.T, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, o := range []client.Object{&lvsv1.VirtualService{}, &discoveryv1.EndpointSlice{}, &corev1.Service{}, &corev1.Pod{}} {
+		if err := k8s.DeleteAllOf(ctx, o, client.InNamespace(ns), client.GracePeriodSeconds(0)); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("empty namespace %s: %v", ns, err)
+		}
+	}
+	if err := k8s.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsNotFound(err) {
+		t.Errorf("delete namespace %s: %v", ns, err)
+	}
+}
+
+// node creates a Node for one test and deletes it when the test ends.
+func node(t *testing.T, n *corev1.Node) {
+	t.Helper()
+	ctx := context.Background()
+	if err := k8s.Create(ctx, n); err != nil {
+		t.Fatalf("create node %s: %v", n.Name, err)
+	}
+	t.Cleanup(func() {
+		if err := k8s.Delete(ctx, n); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete node %s: %v", n.Name, err)
+		}
+	})
 }
 
 // eventually polls cond until it returns nil or the timeout passes.
