@@ -26,6 +26,8 @@ type Ownership interface {
 	Claim(k Key) error
 	// Release forgets the virtual server.
 	Release(k Key) error
+	// Owned lists what is recorded.
+	Owned() []Key
 }
 
 // SetOwnership keeps the ownership record in the KUBELVS-VIRTUAL-SERVERS
@@ -261,6 +263,36 @@ func (g *Guard) requireOwned(k Key) error {
 	default:
 		return fmt.Errorf("virtual server %s: %w", k, ErrNotFound)
 	}
+}
+
+// ReleaseStale releases the ownership records of virtual servers that are
+// not in the kernel (asked one by one, never guessed from a listing) and
+// that keep does not claim. Such a record is left when a failed add or a
+// delete could not release it; kept, it would let kubelvs take a virtual
+// server that another program creates later at that address. It returns
+// how many it released.
+func (g *Guard) ReleaseStale(keep func(Key) bool) (int, error) {
+	n := 0
+	var errs []error
+	for _, k := range g.own.Owned() {
+		if keep(k) {
+			continue
+		}
+		_, err := g.inner.GetVirtualServer(k)
+		switch {
+		case err == nil:
+			continue // there: ours, adopted at the next start
+		case !errors.Is(err, ErrNotFound):
+			errs = append(errs, err)
+			continue
+		}
+		if err := g.own.Release(k); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // ListVirtualServers lists all virtual servers, owned or not, and keeps

@@ -69,14 +69,16 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 		return fail(err)
 	}
 	closers = append(closers, ct.Close)
+	guard := ipvs.NewGuard(nl, own)
 	return syncer.Kernel{
-		IPVS:        ipvs.NewGuard(nl, own),
-		Owns:        own.Owns,
-		VIPs:        vips,
-		Members:     rules.SyncMembers,
-		ListMembers: rules.ListMembers,
-		Conntrack:   ct,
-		Rules:       func(force bool) error { _, err := rules.Sync(force); return err },
+		IPVS:         guard,
+		Owns:         own.Owns,
+		ReleaseStale: guard.ReleaseStale,
+		VIPs:         vips,
+		Members:      rules.SyncMembers,
+		ListMembers:  rules.ListMembers,
+		Conntrack:    ct,
+		Rules:        func(force bool) error { _, err := rules.Sync(force); return err },
 	}, closeAll, nil
 }
 

@@ -27,10 +27,12 @@ func (s *Syncer) Drain() ([]types.NamespacedName, error) {
 	for k, svc := range s.drainSet {
 		rs, err := s.k.IPVS.ListRealServers(k)
 		s.metrics.op("real_server", "list", err)
-		if err != nil {
+		if err != nil && !errors.Is(err, ipvs.ErrNotFound) {
 			errs = append(errs, fmt.Errorf("drain %s: %w", k, err))
 			continue
 		}
+		// Not found: the virtual server is gone from the kernel (Verify
+		// restores it), and its draining real servers with it.
 		conns := make(map[ipvs.RealKey]int, len(rs))
 		for _, r := range rs {
 			conns[r.Key()] = r.ActiveConns + r.InactiveConns

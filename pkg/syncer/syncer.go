@@ -31,6 +31,10 @@ type Kernel struct {
 	IPVS ipvs.Interface
 	// Owns reports whether kubelvs created a virtual server.
 	Owns func(ipvs.Key) bool
+	// ReleaseStale releases the ownership records of virtual servers that
+	// are not in the kernel and that keep does not claim (ipvs.Guard);
+	// nil: records are not tidied.
+	ReleaseStale func(keep func(ipvs.Key) bool) (int, error)
 	// VIPs holds the addresses on kubelvs0.
 	VIPs netif.Interface
 	// Members replaces the netfilter ipset members (netfilter.Rules.SyncMembers).
@@ -472,15 +476,25 @@ func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
 	if prev == nil || !slices.Equal(prev.vips, g.VIPs) || !membersEqual(prev.members, g.Members) {
 		s.sharedDirty = true
 	}
-	if len(g.Services) == 0 && len(g.VIPs) == 0 {
-		delete(s.groups, g.Name)
-	} else {
-		keys := make([]ipvs.Key, 0, len(g.Services))
-		for _, d := range g.Services {
-			if s.services[d.Key()] != nil && s.services[d.Key()].owner == g.Name {
-				keys = append(keys, d.Key())
+	keys := make([]ipvs.Key, 0, len(g.Services))
+	for _, d := range g.Services {
+		if s.services[d.Key()] != nil && s.services[d.Key()].owner == g.Name {
+			keys = append(keys, d.Key())
+		}
+	}
+	if prev != nil {
+		// A virtual server whose delete failed stays the group's, so
+		// that the next sync deletes it: forgotten, it would stay in the
+		// kernel until a restart.
+		for _, k := range prev.keys {
+			if svc := s.services[k]; svc != nil && !wanted[k] && svc.owner == g.Name {
+				keys = append(keys, k)
 			}
 		}
+	}
+	if len(keys) == 0 && len(g.VIPs) == 0 && len(g.Services) == 0 {
+		delete(s.groups, g.Name)
+	} else {
 		s.groups[g.Name] = &group{keys: keys, vips: g.VIPs, members: g.Members}
 	}
 	res.Draining = s.drainingOf(g.Name)
@@ -533,6 +547,13 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 			ops++
 			err := s.k.IPVS.UpdateRealServer(k, r.RealServer)
 			s.metrics.op("real_server", "update", err)
+			if errors.Is(err, ipvs.ErrNotFound) {
+				// Gone from the kernel (an earlier write failed, or
+				// someone deleted it): add it back.
+				delete(svc.reals, rk)
+				adds = append(adds, r.RealServer)
+				continue
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("update real server %s of %s: %w", rk, k, err))
 				continue
@@ -584,6 +605,14 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 			quiet.weight = 0
 			err := s.k.IPVS.UpdateRealServer(k, quiet.server(rk))
 			s.metrics.op("real_server", "update", err)
+			if errors.Is(err, ipvs.ErrNotFound) {
+				// Already gone: nothing to drain.
+				delete(svc.reals, rk)
+				if k.Protocol == ipvs.UDP || svc.flushTCP {
+					gone = append(gone, target(k, rk))
+				}
+				continue
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("drain real server %s of %s: %w", rk, k, err))
 				continue

@@ -54,6 +54,13 @@ func (s *Syncer) Verify() (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	errs = append(errs, s.syncShared(true))
+	if s.k.ReleaseStale != nil {
+		// Records of virtual servers that a failed add or delete left
+		// behind; the ones the syncer programs stay.
+		n, err := s.k.ReleaseStale(func(k ipvs.Key) bool { return s.services[k] != nil })
+		repairs += n
+		errs = append(errs, err)
+	}
 	return repairs, errors.Join(errs...)
 }
 

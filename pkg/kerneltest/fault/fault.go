@@ -22,6 +22,14 @@ type Injector struct {
 	always map[string]error
 	rate   float64
 	rnd    *rand.Rand
+	n      int // errors returned
+}
+
+// Injected returns how many errors Check has returned.
+func (f *Injector) Injected() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
 }
 
 // FailNext makes the next call of op fail with err (ErrInjected if nil).
@@ -45,7 +53,7 @@ func (f *Injector) FailAlways(op string, err error) {
 	f.always[op] = wrap(op, err)
 }
 
-// FailRandomly makes every mutating call fail with probability rate, drawn
+// FailRandomly makes every call of the fake (reads too) fail with probability rate, drawn
 // from a generator seeded with seed so failures are reproducible.
 func (f *Injector) FailRandomly(rate float64, seed int64) {
 	f.mu.Lock()
@@ -67,12 +75,15 @@ func (f *Injector) Check(op string) error {
 	defer f.mu.Unlock()
 	if q := f.queued[op]; len(q) > 0 {
 		f.queued[op] = q[1:]
+		f.n++
 		return q[0]
 	}
 	if err := f.always[op]; err != nil {
+		f.n++
 		return err
 	}
 	if f.rnd != nil && f.rnd.Float64() < f.rate {
+		f.n++
 		return wrap(op, nil)
 	}
 	return nil
