@@ -621,7 +621,11 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 		}
 		svc.drain(rk, now.Add(drainTimeout))
 	}
-	s.flush(gone)
+	if k.Protocol == ipvs.UDP {
+		s.flushInline(gone)
+	} else {
+		s.flush(gone)
+	}
 	return ops, errors.Join(errs...)
 }
 

@@ -197,6 +197,24 @@ func (p *Proc) Stop() error {
 	}
 }
 
+// Kill sends SIGKILL, as a crash or an OOM kill would, and waits.
+func (p *Proc) Kill() error {
+	if p.cmd == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
+		return nil
+	}
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait() // "signal: killed"
+	return nil
+}
+
+// Pid is the process's id, 0 when it does not run.
+func (p *Proc) Pid() int {
+	if p.cmd == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Tail returns the last lines of its log.
 func (p *Proc) Tail() string {
 	b, _ := os.ReadFile(p.Log)

@@ -1,0 +1,452 @@
+//go:build e2e && linux
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/netif"
+)
+
+// TestReliability runs what only the local driver can: it kills the agent
+// process and reads the node's kernel directly. Its scenarios run before
+// TestE2E (file order), which ends with the uninstall.
+func TestReliability(t *testing.T) {
+	l, ok := cluster.(*local)
+	if !ok {
+		t.Skip("needs the local driver: it kills the agent process and reads the kernel directly")
+	}
+
+	t.Run("churn-rolling-backends-under-tcp-and-udp-loses-nothing", func(t *testing.T) { churn(t, l) })
+	t.Run("crash-mid-sync-converges-and-keeps-the-unchanged", func(t *testing.T) { crashMidSync(t, l) })
+}
+
+// churn replaces backends the way a Deployment's rolling update does (a
+// new endpoint ready; the oldest terminating, still serving; then gone and
+// its process stopped two seconds later) for KUBELVS_CHURN_SECONDS (60;
+// `make soak` runs 300) under a steady stream of new TCP connections and
+// UDP datagrams from reused source ports: not one may fail. The agent's
+// CPU time and resident memory are logged along the way.
+func churn(t *testing.T, l *local) {
+	dur := 60 * time.Second
+	if s := os.Getenv("KUBELVS_CHURN_SECONDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dur = time.Duration(n) * time.Second
+	}
+	ctx := context.Background()
+	vip := testVIP(12)
+	const svc = "churn"
+	type member struct {
+		b           Backend
+		terminating bool
+	}
+	var pool []member
+	round := 0
+	fresh := func() Backend {
+		round++
+		return l.Backends(t, fmt.Sprintf("%s%d", svc, round), 1)[0]
+	}
+	for range 3 {
+		pool = append(pool, member{b: fresh()})
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: svc + "-e2e", Namespace: l.Namespace(), Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports: []discoveryv1.EndpointPort{
+			{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)},
+			{Name: ptr.To("dns"), Port: ptr.To[int32](5353), Protocol: ptr.To(corev1.ProtocolUDP)},
+		},
+	}
+	var evMu sync.Mutex
+	var events []string
+	event := func(f string, a ...any) {
+		evMu.Lock()
+		defer evMu.Unlock()
+		events = append(events, time.Now().Format("15:04:05.000")+" "+fmt.Sprintf(f, a...))
+	}
+	write := func() {
+		t.Helper()
+		var st []string
+		for _, m := range pool {
+			st = append(st, fmt.Sprintf("%s(%s,term=%t)", m.b.Name, m.b.Addr, m.terminating))
+		}
+		event("slice: %s", strings.Join(st, " "))
+		slice.Endpoints = nil
+		for _, m := range pool {
+			slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{m.b.Addr.String()}, NodeName: ptr.To(nodeName),
+				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(!m.terminating), Serving: ptr.To(true), Terminating: ptr.To(m.terminating)}})
+		}
+		var err error
+		if slice.ResourceVersion == "" {
+			err = l.API().Create(ctx, slice)
+		} else {
+			err = l.API().Update(ctx, slice)
+		}
+		if err != nil {
+			t.Fatalf("EndpointSlice: %v", err)
+		}
+	}
+	write()
+	t.Cleanup(func() { _ = l.API().Delete(context.Background(), slice) })
+	create(t, l, webVS(l, svc, svc, vip))
+	cl := l.Client(t)
+	http, dns := netip.AddrPortFrom(vip, 80), netip.AddrPortFrom(vip, 53)
+	var first []Backend
+	for _, m := range pool {
+		first = append(first, m.b)
+	}
+	serving(t, cl, http, first)
+	eventually(t, 20*time.Second, "UDP answers", func() error { _, err := cl.Ask(dns, 43000); return err })
+
+	// Traffic: new TCP connections back to back, and UDP datagrams from four
+	// source ports in turn (a resolver's sockets: their flows must follow
+	// the backends, not stay with one that left).
+	var tcpOK, tcpFail, udpOK, udpFail atomic.Int64
+	var failMu sync.Mutex
+	var failures []string
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	fail := func(what string, err error) {
+		failMu.Lock()
+		defer failMu.Unlock()
+		if len(failures) < 20 {
+			failures = append(failures, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), what, err))
+		}
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := cl.Greet(http); err != nil {
+				tcpFail.Add(1)
+				fail("TCP", err)
+			} else {
+				tcpOK.Add(1)
+			}
+		}
+	}()
+	var last [4]string
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sport := uint16(43000 + i%4)
+			if who, err := cl.Ask(dns, sport); err != nil {
+				udpFail.Add(1)
+				fail(fmt.Sprintf("UDP from %d (last answered by %s)", sport, last[sport%4]), err)
+			} else {
+				last[sport%4] = who
+				udpOK.Add(1)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+
+	// The agent's CPU and memory, every 10 s.
+	pid := l.Agent.Pid()
+	cpu0, _ := procCPU(pid)
+	start := time.Now()
+	sample := func() string {
+		cpu, rss := procCPU(pid)
+		return fmt.Sprintf("t=%3.0fs agent cpu=%5.2fs rss=%5.1fMiB tcp ok=%d failed=%d udp ok=%d failed=%d",
+			time.Since(start).Seconds(), cpu-cpu0, float64(rss)/(1<<20), tcpOK.Load(), tcpFail.Load(), udpOK.Load(), udpFail.Load())
+	}
+	var samples []string
+	nextSample := start.Add(10 * time.Second)
+	replaced := 0
+	type leaving struct {
+		b  Backend
+		at time.Time
+	}
+	var stopLater []leaving
+	for time.Since(start) < dur {
+		// A new pod is ready.
+		pool = append(pool, member{b: fresh()})
+		write()
+		time.Sleep(time.Second)
+		// The oldest is terminating: still serving, no new connections.
+		pool[0].terminating = true
+		write()
+		time.Sleep(time.Second)
+		// It is gone; its process stops two seconds later (a preStop
+		// grace, as pods behind load balancers have).
+		stopLater = append(stopLater, leaving{b: pool[0].b, at: time.Now().Add(2 * time.Second)})
+		pool = pool[1:]
+		write()
+		replaced++
+		for len(stopLater) > 0 && time.Now().After(stopLater[0].at) {
+			event("stop %s", stopLater[0].b.Name)
+			l.stopBackend(t, stopLater[0].b)
+			stopLater = stopLater[1:]
+		}
+		if time.Now().After(nextSample) {
+			samples = append(samples, sample())
+			nextSample = nextSample.Add(10 * time.Second)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second) // the last removal's flush and drain
+	close(stop)
+	wg.Wait()
+	samples = append(samples, sample())
+	t.Logf("churn for %s: %d backends replaced\n  %s", dur, replaced, strings.Join(samples, "\n  "))
+	fmt.Fprintf(os.Stderr, "e2e: churn: %s, %d backends replaced: %d TCP connections (%d failed), %d UDP datagrams (%d failed)\n",
+		dur, replaced, tcpOK.Load()+tcpFail.Load(), tcpFail.Load(), udpOK.Load()+udpFail.Load(), udpFail.Load())
+	if tcpFail.Load()+udpFail.Load() > 0 || tcpOK.Load() == 0 || udpOK.Load() == 0 {
+		t.Fatalf("requests failed during the churn (first ones):\n  %s\nevents:\n  %s", strings.Join(failures, "\n  "), strings.Join(events, "\n  "))
+	}
+}
+
+// stopBackend stops a backend's server, as its pod's process exiting.
+func (l *local) stopBackend(t *testing.T, b Backend) {
+	t.Helper()
+	l.mu.Lock()
+	s := l.servers[b.Name]
+	delete(l.servers, b.Name)
+	l.mu.Unlock()
+	if s != nil {
+		s.Close()
+	}
+}
+
+// procCPU returns a process's CPU time (user + system) in seconds and its
+// resident memory in bytes.
+func procCPU(pid int) (float64, int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0
+	}
+	// The fields after the command name (which may hold spaces).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(f) < 22 {
+		return 0, 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	rss, _ := strconv.ParseInt(f[21], 10, 64)
+	return (ut + st) / 100, rss * int64(os.Getpagesize())
+}
+
+// crashMidSync kills the agent (SIGKILL) while it programs 300 new
+// VirtualServices next to 50 that do not change, and starts it again: the
+// kernel converges to exactly the 350, with nothing duplicated, and none of
+// the 50 loses a real server at any point.
+func crashMidSync(t *testing.T, l *local) {
+	ctx := context.Background()
+	const stable, added = 50, 300
+	vipOf := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 234, byte(i / 200), byte(1 + i%200)}) }
+	backends := []lvsv1.StaticBackend{{Address: "10.235.0.1"}, {Address: "10.235.0.2"}, {Address: "10.235.0.3"}}
+	vsOf := func(i int) *lvsv1.VirtualService {
+		return &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("crash-%03d", i), Namespace: l.Namespace(),
+			Labels: map[string]string{"e2e": "crash"}}, Spec: lvsv1.VirtualServiceSpec{
+			Addresses: []lvsv1.IPAddress{lvsv1.IPAddress(vipOf(i).String())},
+			Ports:     []lvsv1.VirtualServicePort{{Name: "http", Port: 80, Protocol: lvsv1.ProtocolTCP}},
+			Backends:  lvsv1.Backends{Static: backends},
+		}}
+	}
+	createAll := func(from, to int) {
+		var wg sync.WaitGroup
+		work := make(chan int)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range work {
+					if err := l.API().Create(ctx, vsOf(i)); err != nil {
+						t.Errorf("create %d: %v", i, err)
+					}
+				}
+			}()
+		}
+		for i := from; i < to; i++ {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+	}
+	t.Cleanup(func() {
+		_ = l.API().DeleteAllOf(context.Background(), &lvsv1.VirtualService{}, client.InNamespace(l.Namespace()),
+			client.MatchingLabels{"e2e": "crash"})
+	})
+	h, err := ipvs.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ours := func() (map[netip.Addr]int, error) { // VIP → real servers
+		vss, err := h.ListVirtualServers()
+		if err != nil {
+			return nil, err
+		}
+		out := map[netip.Addr]int{}
+		for _, v := range vss {
+			if a := v.Address.As4(); a[0] != 10 || a[1] != 234 {
+				continue
+			}
+			rs, err := h.ListRealServers(v.Key())
+			if err != nil {
+				return nil, err
+			}
+			if _, dup := out[v.Address]; dup {
+				return nil, fmt.Errorf("%s twice", v.Address)
+			}
+			out[v.Address] = len(rs)
+		}
+		return out, nil
+	}
+	createAll(0, stable)
+	eventually(t, 120*time.Second, "the 50 programmed", func() error {
+		got, err := ours()
+		if err != nil {
+			return err
+		}
+		for i := range stable {
+			if got[vipOf(i)] != 3 {
+				return fmt.Errorf("%d of %d", len(got), stable)
+			}
+		}
+		return nil
+	})
+
+	// Watch the 50 from now on: every one, every time, with its 3 real servers.
+	var lost atomic.Int64
+	var firstLoss atomic.Value
+	watchStop := make(chan struct{})
+	watchDone := make(chan int)
+	go func() {
+		polls := 0
+		defer func() { watchDone <- polls }()
+		for {
+			select {
+			case <-watchStop:
+				return
+			default:
+			}
+			got, err := ours()
+			if err == nil {
+				polls++
+				for i := range stable {
+					if got[vipOf(i)] != 3 {
+						if lost.Add(1) == 1 {
+							firstLoss.Store(fmt.Sprintf("%s has %d real servers", vipOf(i), got[vipOf(i)]))
+						}
+					}
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+
+	go createAll(stable, stable+added)
+	// Kill it once it has programmed some of the 300, not all.
+	eventually(t, 120*time.Second, "the agent halfway through the 300", func() error {
+		got, err := ours()
+		if err != nil {
+			return err
+		}
+		if n := len(got) - stable; n < 30 {
+			return fmt.Errorf("%d of the 300 programmed", n)
+		}
+		return nil
+	})
+	killedAt, _ := ours()
+	if err := l.Agent.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := l.Agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AgentReady(); err != nil {
+		t.Fatalf("%v\n%s", err, l.Agent.Tail())
+	}
+	timing("agent SIGKILLed mid-sync to ready again", start)
+	eventually(t, 180*time.Second, "all 350 programmed after the restart", func() error {
+		got, err := ours()
+		if err != nil {
+			return err
+		}
+		if len(got) != stable+added {
+			return fmt.Errorf("%d virtual servers, want %d", len(got), stable+added)
+		}
+		for i := range stable + added {
+			if got[vipOf(i)] != 3 {
+				return fmt.Errorf("%s has %d real servers", vipOf(i), got[vipOf(i)])
+			}
+		}
+		return nil
+	})
+	timing("agent SIGKILLed mid-sync to all 350 programmed", start)
+	close(watchStop)
+	polls := <-watchDone
+	fmt.Fprintf(os.Stderr, "e2e: crash mid-sync: killed with %d of %d VirtualServices programmed; %d polls of the %d unchanged ones, %d lost a real server\n",
+		len(killedAt), stable+added, polls, stable, lost.Load())
+	if lost.Load() > 0 {
+		t.Fatalf("an unchanged VirtualService lost real servers across the crash (%d times; first: %v)", lost.Load(), firstLoss.Load())
+	}
+	// Nothing duplicated or left over: one ownership record and one VIP on
+	// kubelvs0 per VirtualService.
+	sets, err := ipset.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sets.Close()
+	records, err := sets.ListEntries(ipvs.OwnershipSetV4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range records {
+		if a := e.IP.As4(); a[0] == 10 && a[1] == 234 {
+			n++
+		}
+	}
+	dev, err := netif.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	addrs, err := dev.ListAddresses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := 0
+	for _, a := range addrs {
+		if b := a.As4(); a.Is4() && b[0] == 10 && b[1] == 234 {
+			m++
+		}
+	}
+	if n != stable+added || m != stable+added {
+		t.Fatalf("%d ownership records and %d VIPs on kubelvs0 for %d VirtualServices", n, m, stable+added)
+	}
+}
