@@ -81,6 +81,12 @@ fuzz: ## Run every fuzz target for FUZZTIME (20s): desired-state building, the c
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; go test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME); done
 
+.PHONY: soak
+soak: test-bins ## Long reliability runs: 5 min of backend churn under TCP and UDP traffic in the guest kernel, and ten 60 s API server outages against a real API server.
+	KUBELVS_CHURN_SECONDS=300 hack/e2e.sh -test.run 'TestReliability/churn' -test.timeout 30m
+	KUBELVS_OUTAGE_SECONDS=60 KUBELVS_OUTAGE_RUNS=10 KUBELVS_REQUIRE_ENVTEST=1 KUBEBUILDER_ASSETS=$(TEST_BINS) \
+		go test ./test/envtest -run '^TestAgentThroughAnAPIServerOutage$$' -v -timeout 30m
+
 .PHONY: test-kernel
 test-kernel: ## Kernel tests: compiled here, run against real IPVS in a throw-away guest kernel.
 	hack/test-kernel.sh

@@ -55,24 +55,6 @@ func (s *Syncer) queueFlush(ts []conntrack.Target) {
 	s.metrics.setFlushPending(len(s.pending))
 }
 
-// flushInline deletes the flows of UDP real servers just deleted, before
-// the sync returns: between the delete and the flush, a datagram of such a
-// flow finds its conntrack entry pointing at a real server IPVS no longer
-// has, and with expire_nodest_conn IPVS drops it (a datagram after the
-// flush is scheduled afresh). The background flusher's wake-up would widen
-// that window; what fails here is retried by it.
-func (s *Syncer) flushInline(ts []conntrack.Target) {
-	if len(ts) == 0 || s.k.Conntrack == nil {
-		return
-	}
-	start := time.Now()
-	n, err := s.k.Conntrack.DeleteFlows(ts)
-	s.metrics.flushed(n, time.Since(start), err)
-	if err != nil {
-		s.flush(ts)
-	}
-}
-
 // RunFlusher deletes queued conntrack flows until ctx ends. Targets queued
 // while a pass runs are batched into the next one: one dump per pass,
 // whatever the number of targets. A failed pass is retried with backoff

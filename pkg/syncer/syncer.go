@@ -621,11 +621,7 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 		}
 		svc.drain(rk, now.Add(drainTimeout))
 	}
-	if k.Protocol == ipvs.UDP {
-		s.flushInline(gone)
-	} else {
-		s.flush(gone)
-	}
+	s.flush(gone)
 	return ops, errors.Join(errs...)
 }
 

@@ -218,6 +218,11 @@ func (c *nsClient) Hold(addr netip.AddrPort) (Held, error) {
 }
 
 func (c *nsClient) Ask(addr netip.AddrPort, sport uint16) (string, error) {
+	return c.askWithin(addr, sport, 2*time.Second)
+}
+
+// askWithin is Ask with its own timeout.
+func (c *nsClient) askWithin(addr netip.AddrPort, sport uint16, timeout time.Duration) (string, error) {
 	var pc net.PacketConn
 	if err := c.ns.Do(func() (err error) {
 		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(c.ns.IP(false), sport).String())
@@ -226,7 +231,7 @@ func (c *nsClient) Ask(addr netip.AddrPort, sport uint16) (string, error) {
 		return "", err
 	}
 	defer pc.Close()
-	return echo.Ask(pc, net.UDPAddrFromAddrPort(addr), 2*time.Second)
+	return echo.Ask(pc, net.UDPAddrFromAddrPort(addr), timeout)
 }
 
 type heldConn struct{ c *echo.Conn }
