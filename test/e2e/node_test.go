@@ -24,7 +24,10 @@ add-foreign)
 	# The backend with more rules, as the agent picks it (pkg/netfilter.DetectMode).
 	m=legacy
 	[ "$(rules nft)" -gt "$(rules legacy)" ] && m=nft
-	printf '*filter\n:%s - [0:0]\n-A %s -s 192.0.2.0/24 -j RETURN\n-A INPUT -j %s\nCOMMIT\n' "$c" "$c" "$c" |
+	# 100 rules, as a node with kube-proxy or a firewall has many.
+	{ printf '*filter\n:%s - [0:0]\n' "$c"
+	  i=1; while [ $i -le 100 ]; do printf -- '-A %s -s 192.0.2.%d/32 -j RETURN\n' "$c" $i; i=$((i+1)); done
+	  printf -- '-A INPUT -j %s\nCOMMIT\n' "$c"; } |
 		iptables-$m-restore -w --noflush || exit 1
 	echo "# foreign chain $c added with iptables-$m" ;;
 delete-foreign)

@@ -24,7 +24,12 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/test/e2e/echo"
 )
+
+// foreignAtStart are the foreign objects' dump lines when TestReliability
+// added them (nil when it did not run).
+var foreignAtStart []string
 
 // TestReliability runs what only the local driver can: it kills the agent
 // process and reads the node's kernel directly. Its scenarios run before
@@ -34,6 +39,12 @@ func TestReliability(t *testing.T) {
 	if !ok {
 		t.Skip("needs the local driver: it kills the agent process and reads the kernel directly")
 	}
+
+	// Other programs' objects (100 IPVS services, ipsets, iptables rules)
+	// from here to the end of the suite: uninstall-removes-only-what-
+	// kubelvs-owns finds them byte-identical after everything.
+	l.NodeKernel(t, "add-foreign")
+	foreignAtStart = echo.Foreign(l.NodeKernel(t, "dump"))
 
 	t.Run("churn-rolling-backends-under-tcp-and-udp-loses-nothing", func(t *testing.T) { churn(t, l) })
 	t.Run("crash-mid-sync-converges-and-keeps-the-unchanged", func(t *testing.T) { crashMidSync(t, l) })

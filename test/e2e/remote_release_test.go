@@ -181,8 +181,10 @@ func (r *remote) checkAgentPod() error {
 	if got := listeners(tcp, 9741); len(got) == 0 {
 		return errors.New("the agent's metrics port 9741 does not listen")
 	}
+	// kubectl words a 401 as "the server has asked for the client to
+	// provide credentials".
 	if out, err := r.kubectl(nil, "get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/https:%s:9741/proxy/metrics", *releaseNamespace, p.Name)); err == nil ||
-		!strings.Contains(err.Error()+out, "Unauthorized") {
+		!(strings.Contains(err.Error()+out, "Unauthorized") || strings.Contains(err.Error()+out, "provide credentials")) {
 		return fmt.Errorf("the agent's metrics answered a caller without credentials: %v\n%.300s", err, out)
 	}
 	fmt.Fprintf(os.Stderr, "e2e: the agent pod %s: kernel-setup loaded ip_vs and set the sysctls; the agent runs as uid 0, CapEff 0x3000 (NET_ADMIN, NET_RAW), root filesystem read-only; probes on 127.0.0.1:9742 only; metrics refuse a caller without credentials (401)\n", p.Name)

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"net/netip"
 	"slices"
 	"strings"
@@ -325,7 +326,9 @@ func TestE2E(t *testing.T) {
 		vs.Spec.SourceRanges = []lvsv1.CIDR{lvsv1.CIDR(netip.PrefixFrom(cl.Addr(), 32).String())}
 		create(t, c, vs)
 		serving(t, cl, netip.AddrPortFrom(vip, 80), bs)
-		c.NodeKernel(t, "add-foreign")
+		if foreignAtStart == nil { // else they are there since TestReliability began
+			c.NodeKernel(t, "add-foreign")
+		}
 		t.Cleanup(func() { c.NodeKernel(t, "delete-foreign") })
 
 		before := c.NodeKernel(t, "dump")
@@ -346,7 +349,16 @@ func TestE2E(t *testing.T) {
 			}
 		}
 
-		t.Logf("kubelvs owns %d IPVS virtual servers; foreign objects:\n%s", len(owned), strings.Join(foreign, "\n"))
+		services := 0
+		for _, l := range foreign {
+			if strings.HasPrefix(l, "ipvs tcp "+echo.ForeignService.Addr().String()+":") && !strings.Contains(l, "->") {
+				services++
+			}
+		}
+		if services != echo.ForeignCount {
+			t.Fatalf("%d foreign IPVS services on the node, want %d:\n%s", services, echo.ForeignCount, strings.Join(foreign, "\n"))
+		}
+		t.Logf("kubelvs owns %d IPVS virtual servers; %d lines of foreign objects (%d IPVS services, ipsets, iptables rules)", len(owned), len(foreign), services)
 
 		c.Uninstall(t)
 		after := c.NodeKernel(t, "dump")
@@ -355,6 +367,12 @@ func TestE2E(t *testing.T) {
 		}
 		if got := echo.Foreign(after); !slices.Equal(got, foreign) {
 			t.Errorf("the uninstall changed other programs' objects:\n--- before\n%s\n--- after\n%s", strings.Join(foreign, "\n"), strings.Join(got, "\n"))
+		}
+		if foreignAtStart != nil && !slices.Equal(echo.Foreign(after), foreignAtStart) {
+			t.Errorf("the suite (churn, a crash, restarts, every scenario, the uninstall) changed other programs' objects:\n--- at the start\n%s\n--- after\n%s",
+				strings.Join(foreignAtStart, "\n"), strings.Join(echo.Foreign(after), "\n"))
+		} else if foreignAtStart != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %d lines of foreign objects (%d IPVS services with a real server each, ipsets, iptables rules) unchanged from the start of the suite to after the uninstall\n", len(foreignAtStart), echo.ForeignCount)
 		}
 	})
 }

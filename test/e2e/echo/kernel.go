@@ -22,6 +22,11 @@ import (
 // The foreign objects stand for another program on the node (kube-proxy,
 // keepalived, a firewall): kubelvs must leave them exactly as they are.
 const (
+	// ForeignCount is how many of each foreign object there are: IPVS
+	// virtual services (ForeignService and the next ports from 10001),
+	// ipsets (ForeignSet, then ForeignSet-1...) and rules in ForeignChain,
+	// as a node with kube-proxy or keepalived has many.
+	ForeignCount = 100
 	// ForeignSet is the foreign ipset (hash:ip,port, holding ForeignService).
 	ForeignSet = "e2e-foreign"
 	// ForeignChain is the foreign iptables chain, jumped to from INPUT.
@@ -138,7 +143,7 @@ var counters = regexp.MustCompile(`\[\d+:\d+\]`)
 func Foreign(lines []string) []string {
 	var out []string
 	for _, l := range lines {
-		if strings.Contains(l, ForeignSet) || strings.Contains(l, ForeignChain) || strings.Contains(l, " "+ForeignService.String()+" ") {
+		if strings.Contains(l, ForeignSet) || strings.Contains(l, ForeignChain) || strings.Contains(l, " "+ForeignService.Addr().String()+":") {
 			out = append(out, counters.ReplaceAllString(l, "[-]"))
 		}
 	}

@@ -18,15 +18,29 @@ import (
 // through kubelvs's packages: the foreign objects must be made the way
 // another program makes them, and the dump must not share kubelvs's bugs.
 
-func foreignService() *moby.Service {
+// foreignService is the i-th foreign virtual service (0: ForeignService,
+// then the same address on ports 10001, 10002...).
+func foreignService(i int) *moby.Service {
+	port := ForeignService.Port()
+	if i > 0 {
+		port = uint16(10000 + i)
+	}
 	return &moby.Service{
 		Address:       net.IP(ForeignService.Addr().AsSlice()),
 		Protocol:      syscall.IPPROTO_TCP,
-		Port:          ForeignService.Port(),
+		Port:          port,
 		AddressFamily: syscall.AF_INET,
 		SchedName:     "wlc",
 		Netmask:       0xffffffff,
 	}
+}
+
+// foreignSet is the name of the i-th foreign ipset.
+func foreignSet(i int) string {
+	if i == 0 {
+		return ForeignSet
+	}
+	return fmt.Sprintf("%s-%d", ForeignSet, i)
 }
 
 // openIPVS opens an IPVS handle, or fails if the kernel has no IPVS:
@@ -55,8 +69,9 @@ func openIPSet() (*lib.Handle, error) {
 	return h, nil
 }
 
-// AddForeign creates the foreign IPVS virtual service with its real server
-// and the foreign ipset, replacing leftovers of an earlier run.
+// AddForeign creates the ForeignCount foreign IPVS virtual services, each
+// with a real server, and the foreign ipsets, replacing leftovers of an
+// earlier run.
 func AddForeign() error {
 	if err := DeleteForeign(); err != nil {
 		return err
@@ -66,26 +81,28 @@ func AddForeign() error {
 		return err
 	}
 	defer h.Close()
-	svc := foreignService()
-	if err := h.NewService(svc); err != nil {
-		return fmt.Errorf("add IPVS service %s: %w", ForeignService, err)
-	}
-	dst := &moby.Destination{Address: net.IP(ForeignReal.Addr().AsSlice()), Port: ForeignReal.Port(), Weight: 3,
-		ConnectionFlags: moby.ConnectionFlagMasq, AddressFamily: syscall.AF_INET}
-	if err := h.NewDestination(svc, dst); err != nil {
-		return fmt.Errorf("add IPVS real server %s: %w", ForeignReal, err)
-	}
 	sets, err := openIPSet()
 	if err != nil {
 		return err
 	}
 	defer sets.Close()
-	if err := sets.Create(ForeignSet, lib.TypeHashIPPort, lib.CreateOptions{Family: lib.FamilyIPV4}); err != nil {
-		return fmt.Errorf("create ipset %s: %w", ForeignSet, err)
-	}
-	proto, port := uint8(syscall.IPPROTO_TCP), ForeignService.Port()
-	if err := sets.Add(ForeignSet, &lib.Entry{IP: net.IP(ForeignService.Addr().AsSlice()), Protocol: &proto, Port: &port}); err != nil {
-		return fmt.Errorf("add to ipset %s: %w", ForeignSet, err)
+	for i := range ForeignCount {
+		svc := foreignService(i)
+		if err := h.NewService(svc); err != nil {
+			return fmt.Errorf("add IPVS service %s:%d: %w", ForeignService.Addr(), svc.Port, err)
+		}
+		dst := &moby.Destination{Address: net.IP(ForeignReal.Addr().AsSlice()), Port: ForeignReal.Port(), Weight: 3,
+			ConnectionFlags: moby.ConnectionFlagMasq, AddressFamily: syscall.AF_INET}
+		if err := h.NewDestination(svc, dst); err != nil {
+			return fmt.Errorf("add IPVS real server %s: %w", ForeignReal, err)
+		}
+		if err := sets.Create(foreignSet(i), lib.TypeHashIPPort, lib.CreateOptions{Family: lib.FamilyIPV4}); err != nil {
+			return fmt.Errorf("create ipset %s: %w", foreignSet(i), err)
+		}
+		proto, port := uint8(syscall.IPPROTO_TCP), svc.Port
+		if err := sets.Add(foreignSet(i), &lib.Entry{IP: net.IP(ForeignService.Addr().AsSlice()), Protocol: &proto, Port: &port}); err != nil {
+			return fmt.Errorf("add to ipset %s: %w", foreignSet(i), err)
+		}
 	}
 	return nil
 }
@@ -97,17 +114,20 @@ func DeleteForeign() error {
 		return err
 	}
 	defer h.Close()
-	var errs []error
-	if err := h.DelService(foreignService()); err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENOENT) {
-		errs = append(errs, fmt.Errorf("delete IPVS service %s: %w", ForeignService, err))
-	}
 	sets, err := openIPSet()
 	if err != nil {
-		return errors.Join(append(errs, err)...)
+		return err
 	}
 	defer sets.Close()
-	if err := sets.Destroy(ForeignSet); err != nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, lib.ErrSetNotExist) {
-		errs = append(errs, fmt.Errorf("destroy ipset %s: %w", ForeignSet, err))
+	var errs []error
+	for i := range ForeignCount {
+		svc := foreignService(i)
+		if err := h.DelService(svc); err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete IPVS service %s:%d: %w", ForeignService.Addr(), svc.Port, err))
+		}
+		if err := sets.Destroy(foreignSet(i)); err != nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, lib.ErrSetNotExist) {
+			errs = append(errs, fmt.Errorf("destroy ipset %s: %w", foreignSet(i), err))
+		}
 	}
 	return errors.Join(errs...)
 }
