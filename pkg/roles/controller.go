@@ -13,7 +13,9 @@ import (
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -43,6 +45,10 @@ type ControllerOptions struct {
 	LeaderElect bool
 	// LeaderElectionNamespace holds the Lease; required out of cluster.
 	LeaderElectionNamespace string
+	// SecondInProcess lets a test run another controller role in a process
+	// that runs one already (controller-runtime refuses a second controller
+	// of the same name: their metrics would mix).
+	SecondInProcess bool
 }
 
 // MetricsOptions serves metrics at bind: plain HTTP, or when secure HTTPS
@@ -75,6 +81,7 @@ func RunController(ctx context.Context, cfg *rest.Config, o ControllerOptions) e
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
 		// Step down promptly on shutdown so a new leader takes over at once.
 		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.SecondInProcess)},
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

@@ -174,6 +174,10 @@ func (l *local) Uninstall(t *testing.T) {
 	}
 	timing("uninstall to the agent stopped", start)
 	t.Logf("agent log after uninstall:\n%s", l.Agent.Tail())
+	t.Logf("controller log after uninstall:\n%s", l.Controller.Tail())
+	if n := l.Controller.Restarts(); n > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: the controller exited and was started again %d times during the suite (see its log: a lost leader election?)\n", n)
+	}
 }
 
 // NodeKernel runs the action here, in the guest's root namespace.

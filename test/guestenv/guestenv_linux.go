@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -156,7 +157,10 @@ func (e *Env) Uninstall() error {
 			return fmt.Errorf("delete %s %s: %w", e.Chart[i].GetKind(), e.Chart[i].GetName(), err)
 		}
 	}
-	return errors.Join(e.Agent.Stop(), e.Controller.Stop())
+	// The controller cannot release its Lease once its Role is gone, and
+	// says so in its exit status; only the agent's stop is checked.
+	_ = e.Controller.Stop()
+	return e.Agent.Stop()
 }
 
 // Proc is a manager process with its log.
@@ -165,54 +169,123 @@ type Proc struct {
 	Args []string
 	Env  []string
 	Log  string
-	cmd  *exec.Cmd
+	// Restart starts it again a second after it exits on its own, as the
+	// kubelet restarts a pod's container: the controller exits when it
+	// loses its leader election, which a starved single-CPU guest can make
+	// it do.
+	Restart bool
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed when cmd has exited
+	err      error         // cmd's exit
+	stopping bool
+	restarts int
 }
 
 // Start starts the process.
 func (p *Proc) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopping = false
+	return p.startLocked()
+}
+
+func (p *Proc) startLocked() error {
 	f, err := os.OpenFile(p.Log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
-	p.cmd = exec.Command(p.Args[0], p.Args[1:]...)
-	p.cmd.Env = append(os.Environ(), p.Env...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	return p.cmd.Start()
+	cmd := exec.Command(p.Args[0], p.Args[1:]...)
+	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return err
+	}
+	exited := make(chan struct{})
+	p.cmd, p.exited = cmd, exited
+	go func() {
+		err := cmd.Wait()
+		f.Close()
+		p.mu.Lock()
+		p.err = err
+		close(exited)
+		again := p.Restart && !p.stopping && p.cmd == cmd
+		p.mu.Unlock()
+		if !again {
+			return
+		}
+		time.Sleep(time.Second)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.stopping && p.cmd == cmd {
+			p.restarts++
+			if err := p.startLocked(); err != nil {
+				fmt.Fprintf(os.Stderr, "guestenv: restart %s: %v\n", p.Name, err)
+			}
+		}
+	}()
+	return nil
 }
 
-// Stop sends SIGTERM, as the kubelet does, and waits.
-func (p *Proc) Stop() error {
-	if p.cmd == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
-		return nil // never started, or already stopped
+// Restarts is how many times it was started again after exiting on its own.
+func (p *Proc) Restarts() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.restarts
+}
+
+// signal sends sig and waits up to 60 s for the process to exit, returning
+// its exit; nil if it was not running.
+func (p *Proc) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	p.stopping = true
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
 	select {
-	case err := <-done:
-		return err
+	case <-exited:
+		return nil // exited already
+	default:
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.err
 	case <-time.After(60 * time.Second):
-		_ = p.cmd.Process.Kill()
+		_ = cmd.Process.Kill()
+		<-exited
 		return fmt.Errorf("%s did not stop within 60s", p.Name)
 	}
 }
 
+// Stop sends SIGTERM, as the kubelet does, and waits.
+func (p *Proc) Stop() error { return p.signal(syscall.SIGTERM) }
+
 // Kill sends SIGKILL, as a crash or an OOM kill would, and waits.
 func (p *Proc) Kill() error {
-	if p.cmd == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
-		return nil
-	}
-	_ = p.cmd.Process.Kill()
-	_ = p.cmd.Wait() // "signal: killed"
+	_ = p.signal(syscall.SIGKILL) // "signal: killed"
 	return nil
 }
 
 // Pid is the process's id, 0 when it does not run.
 func (p *Proc) Pid() int {
-	if p.cmd == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
 		return 0
 	}
-	return p.cmd.Process.Pid
+	select {
+	case <-p.exited:
+		return 0
+	default:
+		return p.cmd.Process.Pid
+	}
 }
 
 // Tail returns the last lines of its log.
@@ -352,7 +425,7 @@ func (e *Env) install() error {
 	e.Agent = &Proc{Name: "agent", Log: filepath.Join(e.Dir, "agent.log"),
 		Args: append(append([]string{e.Bin}, containerArgs(ds.Spec.Template.Spec, "agent")...), "--kubeconfig", agentKC),
 		Env:  []string{"NODE_NAME=" + NodeName, "POD_NAME=" + pod.Name, "POD_NAMESPACE=" + SystemNamespace}}
-	e.Controller = &Proc{Name: "controller", Log: filepath.Join(e.Dir, "controller.log"),
+	e.Controller = &Proc{Name: "controller", Log: filepath.Join(e.Dir, "controller.log"), Restart: true,
 		Args: append(append([]string{e.Bin}, containerArgs(dep.Spec.Template.Spec, "controller")...), "--kubeconfig", ctrlKC),
 		Env:  []string{"POD_NAMESPACE=" + SystemNamespace}}
 	if err := e.Controller.Start(); err != nil {

@@ -1,0 +1,124 @@
+package envtest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kubelvs/kubelvs/pkg/roles"
+)
+
+// The controller role works with exactly the RBAC config/rbac ships (the
+// generated ClusterRole without what kustomization.yaml moves into the
+// leader-election Role, and that Role in its namespace): it wins the
+// election, reconciles, records Events and steps down cleanly.
+func TestControllerWithItsRBAC(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "ctrl-rbac")
+	var cr rbacv1.ClusterRole
+	readYAML(t, "../../config/rbac/controller/role.yaml", &cr)
+	var role rbacv1.Role
+	readYAML(t, "../../config/rbac/leader_election_role.yaml", &role)
+	inRole := map[string]bool{}
+	for _, r := range role.Rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				inRole[g+"/"+res] = true
+			}
+		}
+	}
+	var rules []rbacv1.PolicyRule
+	for _, r := range cr.Rules {
+		r.APIGroups = slices.DeleteFunc(slices.Clone(r.APIGroups), func(g string) bool {
+			return slices.ContainsFunc(r.Resources, func(res string) bool { return inRole[g+"/"+res] })
+		})
+		if len(r.APIGroups) > 0 {
+			rules = append(rules, r)
+		}
+	}
+	cr.Rules = rules
+	cr.ObjectMeta = metav1.ObjectMeta{Name: "kubelvs-controller-" + ns}
+	role.ObjectMeta = metav1.ObjectMeta{Name: "kubelvs-leader-election", Namespace: ns}
+	const sa = "kubelvs-controller"
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}}
+	objs := []client.Object{&cr, &role,
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns}, Subjects: subjects,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name}, Subjects: subjects,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}},
+	}
+	for _, o := range objs {
+		if err := k8s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), o) })
+	}
+	u, err := testEnv.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + ns + ":" + sa,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- roles.RunController(cctx, u.Config(), roles.ControllerOptions{
+			MetricsBindAddress: freeAddr(t), MetricsSecure: true, HealthProbeBindAddress: "0",
+			LeaderElect: true, LeaderElectionNamespace: ns, SecondInProcess: true,
+		})
+	}()
+	stopped := false
+	stop := func() error {
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("the controller did not stop")
+		}
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			_ = stop()
+		}
+	})
+
+	// It must win its namespace's Lease (the suite's own controller, as
+	// admin, elects in no namespace) ...
+	lease := &coordinationv1.Lease{}
+	eventually(t, 60*time.Second, "the controller holds its Lease", func() error {
+		select {
+		case err := <-done:
+			stopped = true
+			t.Fatalf("the controller stopped: %v", err)
+		default:
+		}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: roles.LeaderElectionID}, lease); err != nil {
+			return err
+		}
+		if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+			return fmt.Errorf("no holder")
+		}
+		return nil
+	})
+	// ... and step down cleanly, releasing it (an update by name).
+	if err := stop(); err != nil {
+		t.Fatalf("the controller, with its RBAC, stopped with: %v", err)
+	}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: roles.LeaderElectionID}, lease); err != nil {
+		t.Fatal(err)
+	}
+	if h := lease.Spec.HolderIdentity; h != nil && *h != "" {
+		t.Fatalf("the Lease is still held by %q after the controller stopped", *h)
+	}
+}
