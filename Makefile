@@ -81,6 +81,10 @@ fuzz: ## Run every fuzz target for FUZZTIME (20s): desired-state building, the c
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; go test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME); done
 
+.PHONY: test-race
+test-race: test-bins test-bins-floor ## Unit tests and envtest suites under the race detector (the kernel tier under -race, in the QEMU guest, is not built yet).
+	KUBELVS_REQUIRE_ENVTEST=1 KUBEBUILDER_ASSETS=$(TEST_BINS) KUBELVS_FLOOR_ASSETS=$(FLOOR_BINS) go test -race $(GO_TEST_FLAGS) ./...
+
 .PHONY: soak
 soak: test-bins ## Long reliability runs: 5 min of backend churn under TCP and UDP traffic in the guest kernel, and ten 60 s API server outages against a real API server.
 	KUBELVS_CHURN_SECONDS=300 hack/e2e.sh -test.run 'TestReliability/churn' -test.timeout 30m
