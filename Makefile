@@ -86,8 +86,8 @@ test-race: test-bins test-bins-floor ## Unit tests and envtest suites under the 
 	KUBELVS_REQUIRE_ENVTEST=1 KUBEBUILDER_ASSETS=$(TEST_BINS) KUBELVS_FLOOR_ASSETS=$(FLOOR_BINS) go test -race $(GO_TEST_FLAGS) ./...
 
 .PHONY: soak
-soak: test-bins ## Long reliability runs: 5 min of backend churn under TCP and UDP traffic in the guest kernel, and ten 60 s API server outages against a real API server.
-	KUBELVS_CHURN_SECONDS=300 hack/e2e.sh -test.run 'TestReliability/churn' -test.timeout 30m
+soak: test-bins ## Long reliability runs: 5 min of backend churn and ten 60 s API server outages under TCP and UDP traffic in the guest kernel, and ten outages against envtest.
+	KUBELVS_CHURN_SECONDS=300 KUBELVS_OUTAGE_RUNS=10 hack/e2e.sh -test.run 'TestReliability/(churn|api-server)' -test.timeout 40m
 	KUBELVS_OUTAGE_SECONDS=60 KUBELVS_OUTAGE_RUNS=10 KUBELVS_REQUIRE_ENVTEST=1 KUBEBUILDER_ASSETS=$(TEST_BINS) \
 		go test ./test/envtest -run '^TestAgentThroughAnAPIServerOutage$$' -v -timeout 30m
 

@@ -5,12 +5,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	nethttp "net/http"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,6 +50,7 @@ func TestReliability(t *testing.T) {
 
 	t.Run("churn-rolling-backends-under-tcp-and-udp-loses-nothing", func(t *testing.T) { churn(t, l) })
 	t.Run("crash-mid-sync-converges-and-keeps-the-unchanged", func(t *testing.T) { crashMidSync(t, l) })
+	t.Run("api-server-outage-keeps-traffic-and-recovers", func(t *testing.T) { apiOutage(t, l) })
 }
 
 // churn replaces backends the way a Deployment's rolling update does (a
@@ -475,4 +478,155 @@ func crashMidSync(t *testing.T, l *local) {
 	if n != stable+added || m != stable+added {
 		t.Fatalf("%d ownership records and %d VIPs on kubelvs0 for %d VirtualServices", n, m, stable+added)
 	}
+}
+
+// apiOutage stops kube-apiserver (SIGSTOP: requests hang, as with a server
+// that stopped answering) for KUBELVS_OUTAGE_SECONDS (60) while TCP and UDP
+// traffic flows, KUBELVS_OUTAGE_RUNS times (1; `make soak`: 10): no request
+// fails, the agent reports not ready while its watches fail, and an
+// EndpointSlice change made the moment the API server is back reaches the
+// kernel within seconds.
+func apiOutage(t *testing.T, l *local) {
+	dur, runs := 60*time.Second, 1
+	if s := os.Getenv("KUBELVS_OUTAGE_SECONDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dur = time.Duration(n) * time.Second
+	}
+	if s := os.Getenv("KUBELVS_OUTAGE_RUNS"); s != "" {
+		var err error
+		if runs, err = strconv.Atoi(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pid := apiServerPid(t)
+	vip := testVIP(13)
+	bs := l.Backends(t, "outage", runs+2)
+	l.SetEndpoints(t, "outage", bs[:2])
+	create(t, l, webVS(l, "outage", "outage", vip))
+	cl := l.Client(t)
+	nc := cl.(*nsClient)
+	http, dns := netip.AddrPortFrom(vip, 80), netip.AddrPortFrom(vip, 53)
+	serving(t, cl, http, bs[:2])
+
+	var tcpOK, tcpFail, udpOK, udpFail, udpLost atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := cl.Greet(http); err != nil {
+				tcpFail.Add(1)
+			} else {
+				tcpOK.Add(1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sport := uint16(44000 + i%4)
+			_, err := nc.askWithin(dns, sport, 500*time.Millisecond)
+			if err != nil {
+				udpLost.Add(1)
+				_, err = nc.askWithin(dns, sport, 2*time.Second)
+			}
+			if err != nil {
+				udpFail.Add(1)
+			} else {
+				udpOK.Add(1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	ready := func() error {
+		resp, err := nethttp.Get("http://127.0.0.1:9742/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != nethttp.StatusOK {
+			return fmt.Errorf("readyz: %d", resp.StatusCode)
+		}
+		return nil
+	}
+	current := bs[:2]
+	for run := 1; run <= runs; run++ {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		sawUnready := false
+		for time.Since(start) < dur {
+			if ready() != nil {
+				sawUnready = true
+			}
+			time.Sleep(time.Second)
+		}
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		// The moment it is back: the second backend is replaced.
+		next := []Backend{current[0], bs[run+1]}
+		changed := time.Now()
+		l.SetEndpoints(t, "outage", next)
+		eventually(t, 30*time.Second, "the change made after the outage in the kernel", func() error {
+			d := l.KernelDump(t, vip)
+			if !strings.Contains(d, bs[run+1].Addr.String()+":8080") || strings.Contains(d, current[1].Addr.String()+":5353") {
+				return fmt.Errorf("kernel:\n%s", d)
+			}
+			return nil
+		})
+		took := time.Since(changed)
+		eventually(t, 30*time.Second, "ready again", ready)
+		fmt.Fprintf(os.Stderr, "e2e: api-server outage %d of %d: %s; the agent reported not ready during it: %t; the change made as it returned reached the kernel in %.1fs; TCP %d ok %d failed, UDP %d ok %d failed (%d first datagrams retransmitted)\n",
+			run, runs, dur, sawUnready, took.Seconds(), tcpOK.Load(), tcpFail.Load(), udpOK.Load(), udpFail.Load(), udpLost.Load())
+		if !sawUnready {
+			t.Errorf("run %d: the agent never reported not ready while the API server was stopped", run)
+		}
+		if took > 10*time.Second {
+			t.Errorf("run %d: the change took %s to reach the kernel after the outage", run, took)
+		}
+		current = next
+	}
+	if tcpFail.Load()+udpFail.Load() > 0 || tcpOK.Load() == 0 || udpOK.Load() == 0 {
+		t.Fatalf("requests failed during the outages: TCP %d ok %d failed, UDP %d ok %d failed", tcpOK.Load(), tcpFail.Load(), udpOK.Load(), udpFail.Load())
+	}
+}
+
+// apiServerPid finds the guest's kube-apiserver.
+func apiServerPid(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && strings.HasSuffix(strings.SplitN(string(cmd), "\x00", 2)[0], "kube-apiserver") {
+			return pid
+		}
+	}
+	t.Fatal("no kube-apiserver process in the guest")
+	return 0
 }
