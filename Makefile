@@ -73,11 +73,11 @@ test-unit: test-bins test-bins-floor ## Unit tests and envtest suites (a real ku
 # Each fuzz target runs for FUZZTIME; new failing inputs land in the
 # package's testdata/fuzz/ (commit them: they become regression cases of
 # `go test`).
-FUZZTIME ?= 20s
+FUZZTIME ?= 10s
 FUZZ_TARGETS := ./pkg/desired:FuzzBuild ./pkg/conntrack:FuzzParseFlow ./pkg/ipset:FuzzEntryRoundTrip
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target for FUZZTIME (20s): desired-state building, the conntrack parser, ipset entries.
+fuzz: ## Run every fuzz target for FUZZTIME (10s): desired-state building, the conntrack parser, ipset entries.
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; go test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME); done
 
