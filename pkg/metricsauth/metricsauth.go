@@ -16,13 +16,13 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/cache"
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	"k8s.io/client-go/rest"
@@ -130,56 +130,47 @@ func (a apiReviewer) Authorize(ctx context.Context, u authnv1.UserInfo, verb, pa
 	return sar.Status.Allowed, sar.Status.Reason, nil
 }
 
-// Cache keeps a Reviewer's answers (errors are never kept).
+// Cache keeps a Reviewer's answers (errors are never kept), at most
+// maxCached of each kind, least recently used first out.
 type Cache struct {
-	r   Reviewer
-	now func() time.Time
-
-	mu    sync.Mutex
-	authn map[[32]byte]authnEntry // by the token's SHA-256: no token is kept
-	authz map[string]authzEntry
+	r     Reviewer
+	authn *cache.LRUExpireCache // by the token's SHA-256: no token is kept
+	authz *cache.LRUExpireCache
 }
 
-type authnEntry struct {
-	user    authnv1.UserInfo
-	ok      bool
-	expires time.Time
+type authnAnswer struct {
+	user authnv1.UserInfo
+	ok   bool
 }
 
-type authzEntry struct {
-	ok      bool
-	reason  string
-	expires time.Time
+type authzAnswer struct {
+	ok     bool
+	reason string
 }
+
+type clockFunc func() time.Time
+
+func (f clockFunc) Now() time.Time { return f() }
 
 // NewCache wraps r.
 func NewCache(r Reviewer, now func() time.Time) *Cache {
-	return &Cache{r: r, now: now, authn: map[[32]byte]authnEntry{}, authz: map[string]authzEntry{}}
+	return &Cache{r: r,
+		authn: cache.NewLRUExpireCacheWithClock(maxCached, clockFunc(now)),
+		authz: cache.NewLRUExpireCacheWithClock(maxCached, clockFunc(now))}
 }
 
 // Authenticate implements Reviewer.
 func (c *Cache) Authenticate(ctx context.Context, token string) (authnv1.UserInfo, bool, error) {
 	k := sha256.Sum256([]byte(token))
-	c.mu.Lock()
-	e, hit := c.authn[k]
-	c.mu.Unlock()
-	if hit && c.now().Before(e.expires) {
-		return e.user, e.ok, nil
+	if v, hit := c.authn.Get(k); hit {
+		a := v.(authnAnswer)
+		return a.user, a.ok, nil
 	}
 	u, ok, err := c.r.Authenticate(ctx, token)
 	if err != nil {
 		return u, ok, err
 	}
-	ttl := authnTTL
-	if !ok {
-		ttl = authnDenyTTL
-	}
-	c.mu.Lock()
-	if len(c.authn) >= maxCached {
-		clear(c.authn)
-	}
-	c.authn[k] = authnEntry{user: u, ok: ok, expires: c.now().Add(ttl)}
-	c.mu.Unlock()
+	c.authn.Add(k, authnAnswer{user: u, ok: ok}, ttl(ok, authnTTL, authnDenyTTL))
 	return u, ok, nil
 }
 
@@ -191,25 +182,21 @@ func (c *Cache) Authorize(ctx context.Context, u authnv1.UserInfo, verb, path st
 	}
 	slices.Sort(extras)
 	k := strings.Join([]string{u.Username, u.UID, strings.Join(u.Groups, ","), strings.Join(extras, ";"), verb, path}, "\x00")
-	c.mu.Lock()
-	e, hit := c.authz[k]
-	c.mu.Unlock()
-	if hit && c.now().Before(e.expires) {
-		return e.ok, e.reason, nil
+	if v, hit := c.authz.Get(k); hit {
+		a := v.(authzAnswer)
+		return a.ok, a.reason, nil
 	}
 	ok, reason, err := c.r.Authorize(ctx, u, verb, path)
 	if err != nil {
 		return ok, reason, err
 	}
-	ttl := authzTTL
-	if !ok {
-		ttl = authzDenyTTL
-	}
-	c.mu.Lock()
-	if len(c.authz) >= maxCached {
-		clear(c.authz)
-	}
-	c.authz[k] = authzEntry{ok: ok, reason: reason, expires: c.now().Add(ttl)}
-	c.mu.Unlock()
+	c.authz.Add(k, authzAnswer{ok: ok, reason: reason}, ttl(ok, authzTTL, authzDenyTTL))
 	return ok, reason, nil
+}
+
+func ttl(ok bool, yes, no time.Duration) time.Duration {
+	if ok {
+		return yes
+	}
+	return no
 }

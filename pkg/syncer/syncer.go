@@ -372,13 +372,15 @@ func (s *Syncer) keep(claimed map[ipvs.Key]bool) error {
 		if err != nil {
 			return err
 		}
+		kept := make(map[ipvs.Key]bool, len(keys))
+		for _, k := range keys {
+			kept[k] = true
+		}
 		ours := func(es []ipset.Entry) []ipset.Entry {
 			var out []ipset.Entry
 			for _, e := range es {
-				for _, p := range []ipvs.Protocol{ipvs.TCP, ipvs.UDP, ipvs.SCTP} {
-					if uint8(p) == e.Protocol && slices.Contains(keys, ipvs.Key{Address: e.IP, Protocol: p, Port: e.Port}) {
-						out = append(out, e)
-					}
+				if kept[ipvs.Key{Address: e.IP, Protocol: ipvs.Protocol(e.Protocol), Port: e.Port}] {
+					out = append(out, e)
 				}
 			}
 			return out

@@ -69,14 +69,7 @@ func TestReliability(t *testing.T) {
 // Those lost datagrams are counted and reported; a request whose
 // retransmission also fails is a failure.
 func churn(t *testing.T, l *local) {
-	dur := 60 * time.Second
-	if s := os.Getenv("KUBELVS_CHURN_SECONDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dur = time.Duration(n) * time.Second
-	}
+	dur := time.Duration(envInt(t, "KUBELVS_CHURN_SECONDS", 60)) * time.Second
 	ctx := context.Background()
 	vip := testVIP(12)
 	const svc = "churn"
@@ -142,64 +135,10 @@ func churn(t *testing.T, l *local) {
 	serving(t, cl, http, first)
 	eventually(t, 20*time.Second, "UDP answers", func() error { _, err := cl.Ask(dns, 43000); return err })
 
-	// Traffic: new TCP connections back to back, and UDP datagrams from four
+	// Traffic: new TCP connections back to back, and UDP requests from four
 	// source ports in turn (a resolver's sockets: their flows must follow
 	// the backends, not stay with one that left).
-	var tcpOK, tcpFail, udpOK, udpFail, udpLost atomic.Int64
-	nc := cl.(*nsClient)
-	var failMu sync.Mutex
-	var failures []string
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	fail := func(what string, err error) {
-		failMu.Lock()
-		defer failMu.Unlock()
-		if len(failures) < 20 {
-			failures = append(failures, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), what, err))
-		}
-	}
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := cl.Greet(http); err != nil {
-				tcpFail.Add(1)
-				fail("TCP", err)
-			} else {
-				tcpOK.Add(1)
-			}
-		}
-	}()
-	var last [4]string
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			sport := uint16(43000 + i%4)
-			who, err := nc.askWithin(dns, sport, 500*time.Millisecond)
-			if err != nil {
-				udpLost.Add(1)
-				who, err = nc.askWithin(dns, sport, 2*time.Second)
-			}
-			if err != nil {
-				udpFail.Add(1)
-				fail(fmt.Sprintf("UDP from %d (last answered by %s)", sport, last[sport%4]), err)
-			} else {
-				last[sport%4] = who
-				udpOK.Add(1)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
+	tr := startTraffic(cl.(*nsClient), vip, 43000, 0, 10*time.Millisecond)
 
 	// The agent's CPU and memory, every 10 s.
 	pid := l.Agent.Pid()
@@ -207,8 +146,8 @@ func churn(t *testing.T, l *local) {
 	start := time.Now()
 	sample := func() string {
 		cpu, rss := procCPU(pid)
-		return fmt.Sprintf("t=%3.0fs agent cpu=%5.2fs rss=%5.1fMiB tcp ok=%d failed=%d udp ok=%d failed=%d (datagrams retransmitted %d)",
-			time.Since(start).Seconds(), cpu-cpu0, float64(rss)/(1<<20), tcpOK.Load(), tcpFail.Load(), udpOK.Load(), udpFail.Load(), udpLost.Load())
+		return fmt.Sprintf("t=%3.0fs agent cpu=%5.2fs rss=%5.1fMiB %s",
+			time.Since(start).Seconds(), cpu-cpu0, float64(rss)/(1<<20), tr)
 	}
 	var samples []string
 	nextSample := start.Add(10 * time.Second)
@@ -245,14 +184,12 @@ func churn(t *testing.T, l *local) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	time.Sleep(3 * time.Second) // the last removal's flush and drain
-	close(stop)
-	wg.Wait()
+	tr.Stop()
 	samples = append(samples, sample())
 	t.Logf("churn for %s: %d backends replaced\n  %s", dur, replaced, strings.Join(samples, "\n  "))
-	fmt.Fprintf(os.Stderr, "e2e: churn: %s, %d backends replaced: %d TCP connections (%d failed), %d UDP requests (%d failed; %d first datagrams lost and retransmitted)\n",
-		dur, replaced, tcpOK.Load()+tcpFail.Load(), tcpFail.Load(), udpOK.Load()+udpFail.Load(), udpFail.Load(), udpLost.Load())
-	if tcpFail.Load()+udpFail.Load() > 0 || tcpOK.Load() == 0 || udpOK.Load() == 0 {
-		t.Fatalf("requests failed during the churn (first ones):\n  %s\nevents:\n  %s", strings.Join(failures, "\n  "), strings.Join(events, "\n  "))
+	fmt.Fprintf(os.Stderr, "e2e: churn: %s, %d backends replaced: %s\n", dur, replaced, tr)
+	if tr.failed() {
+		t.Fatalf("requests failed during the churn: %s; the first ones:\n  %s\nevents:\n  %s", tr, strings.Join(tr.failures, "\n  "), strings.Join(events, "\n  "))
 	}
 }
 
@@ -487,73 +424,18 @@ func crashMidSync(t *testing.T, l *local) {
 // EndpointSlice change made the moment the API server is back reaches the
 // kernel within seconds.
 func apiOutage(t *testing.T, l *local) {
-	dur, runs := 60*time.Second, 1
-	if s := os.Getenv("KUBELVS_OUTAGE_SECONDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dur = time.Duration(n) * time.Second
-	}
-	if s := os.Getenv("KUBELVS_OUTAGE_RUNS"); s != "" {
-		var err error
-		if runs, err = strconv.Atoi(s); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dur := time.Duration(envInt(t, "KUBELVS_OUTAGE_SECONDS", 60)) * time.Second
+	runs := envInt(t, "KUBELVS_OUTAGE_RUNS", 1)
 	pid := apiServerPid(t)
 	vip := testVIP(13)
 	bs := l.Backends(t, "outage", runs+2)
 	l.SetEndpoints(t, "outage", bs[:2])
 	create(t, l, webVS(l, "outage", "outage", vip))
 	cl := l.Client(t)
-	nc := cl.(*nsClient)
-	http, dns := netip.AddrPortFrom(vip, 80), netip.AddrPortFrom(vip, 53)
-	serving(t, cl, http, bs[:2])
+	serving(t, cl, netip.AddrPortFrom(vip, 80), bs[:2])
 
-	var tcpOK, tcpFail, udpOK, udpFail, udpLost atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := cl.Greet(http); err != nil {
-				tcpFail.Add(1)
-			} else {
-				tcpOK.Add(1)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			sport := uint16(44000 + i%4)
-			_, err := nc.askWithin(dns, sport, 500*time.Millisecond)
-			if err != nil {
-				udpLost.Add(1)
-				_, err = nc.askWithin(dns, sport, 2*time.Second)
-			}
-			if err != nil {
-				udpFail.Add(1)
-			} else {
-				udpOK.Add(1)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	tr := startTraffic(cl.(*nsClient), vip, 44000, 20*time.Millisecond, 20*time.Millisecond)
+	defer tr.Stop()
 
 	ready := func() error {
 		resp, err := nethttp.Get("http://127.0.0.1:9742/readyz")
@@ -595,8 +477,8 @@ func apiOutage(t *testing.T, l *local) {
 		})
 		took := time.Since(changed)
 		eventually(t, 30*time.Second, "ready again", ready)
-		fmt.Fprintf(os.Stderr, "e2e: api-server outage %d of %d: %s; the agent reported not ready during it: %t; the change made as it returned reached the kernel in %.1fs; TCP %d ok %d failed, UDP %d ok %d failed (%d first datagrams retransmitted)\n",
-			run, runs, dur, sawUnready, took.Seconds(), tcpOK.Load(), tcpFail.Load(), udpOK.Load(), udpFail.Load(), udpLost.Load())
+		fmt.Fprintf(os.Stderr, "e2e: api-server outage %d of %d: %s; the agent reported not ready during it: %t; the change made as it returned reached the kernel in %.1fs; %s\n",
+			run, runs, dur, sawUnready, took.Seconds(), tr)
 		if !sawUnready {
 			t.Errorf("run %d: the agent never reported not ready while the API server was stopped", run)
 		}
@@ -605,8 +487,9 @@ func apiOutage(t *testing.T, l *local) {
 		}
 		current = next
 	}
-	if tcpFail.Load()+udpFail.Load() > 0 || tcpOK.Load() == 0 || udpOK.Load() == 0 {
-		t.Fatalf("requests failed during the outages: TCP %d ok %d failed, UDP %d ok %d failed", tcpOK.Load(), tcpFail.Load(), udpOK.Load(), udpFail.Load())
+	tr.Stop()
+	if tr.failed() {
+		t.Fatalf("requests failed during the outages: %s; the first ones:\n  %s", tr, strings.Join(tr.failures, "\n  "))
 	}
 }
 
@@ -629,4 +512,105 @@ func apiServerPid(t *testing.T) int {
 	}
 	t.Fatal("no kube-apiserver process in the guest")
 	return 0
+}
+
+// envInt reads a number from the environment, def when unset.
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return n
+}
+
+// traffic sends new TCP connections and UDP requests through a VIP (ports
+// 80 and 53) until stopped. A UDP request is a datagram from one of four
+// source ports in turn and, if no answer comes within 500 ms, one
+// retransmission from the same port, as resolvers do: IPVS
+// (expire_nodest_conn) drops a datagram that arrives between a real
+// server's removal and the flush of its flow, and the retransmission is
+// scheduled afresh. Lost first datagrams are counted; a request whose
+// retransmission is lost too is a failure.
+type traffic struct {
+	tcpOK, tcpFail, udpOK, udpFail, udpLost atomic.Int64
+
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	once     sync.Once
+	mu       sync.Mutex
+	failures []string // the first 20, with the time and what failed
+}
+
+func startTraffic(cl *nsClient, vip netip.Addr, sport uint16, tcpPause, udpPause time.Duration) *traffic {
+	tr := &traffic{stop: make(chan struct{})}
+	http, dns := netip.AddrPortFrom(vip, 80), netip.AddrPortFrom(vip, 53)
+	loop := func(pause time.Duration, once func(i int)) {
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-tr.stop:
+					return
+				default:
+				}
+				once(i)
+				time.Sleep(pause)
+			}
+		}()
+	}
+	loop(tcpPause, func(int) {
+		if _, err := cl.Greet(http); err != nil {
+			tr.tcpFail.Add(1)
+			tr.fail("TCP", err)
+		} else {
+			tr.tcpOK.Add(1)
+		}
+	})
+	var last [4]string // who last answered each source port
+	loop(udpPause, func(i int) {
+		port := sport + uint16(i%4)
+		who, err := cl.askWithin(dns, port, 500*time.Millisecond)
+		if err != nil {
+			tr.udpLost.Add(1)
+			who, err = cl.askWithin(dns, port, 2*time.Second)
+		}
+		if err != nil {
+			tr.udpFail.Add(1)
+			tr.fail(fmt.Sprintf("UDP from %d (last answered by %s)", port, last[i%4]), err)
+		} else {
+			last[i%4] = who
+			tr.udpOK.Add(1)
+		}
+	})
+	return tr
+}
+
+func (tr *traffic) fail(what string, err error) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.failures) < 20 {
+		tr.failures = append(tr.failures, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), what, err))
+	}
+}
+
+// Stop ends the traffic and waits for it; a second Stop does nothing.
+func (tr *traffic) Stop() {
+	tr.once.Do(func() { close(tr.stop) })
+	tr.wg.Wait()
+}
+
+// failed reports whether a request failed, or none got through at all.
+func (tr *traffic) failed() bool {
+	return tr.tcpFail.Load()+tr.udpFail.Load() > 0 || tr.tcpOK.Load() == 0 || tr.udpOK.Load() == 0
+}
+
+func (tr *traffic) String() string {
+	return fmt.Sprintf("%d TCP connections (%d failed), %d UDP requests (%d failed; %d first datagrams lost and retransmitted)",
+		tr.tcpOK.Load()+tr.tcpFail.Load(), tr.tcpFail.Load(), tr.udpOK.Load()+tr.udpFail.Load(), tr.udpFail.Load(), tr.udpLost.Load())
 }

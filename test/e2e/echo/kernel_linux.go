@@ -69,13 +69,8 @@ func openIPSet() (*lib.Handle, error) {
 	return h, nil
 }
 
-// AddForeign creates the ForeignCount foreign IPVS virtual services, each
-// with a real server, and the foreign ipsets, replacing leftovers of an
-// earlier run.
-func AddForeign() error {
-	if err := DeleteForeign(); err != nil {
-		return err
-	}
+// withHandles runs f with an IPVS and an ipset handle.
+func withHandles(f func(*moby.Handle, *lib.Handle) error) error {
 	h, err := openIPVS()
 	if err != nil {
 		return err
@@ -86,6 +81,22 @@ func AddForeign() error {
 		return err
 	}
 	defer sets.Close()
+	return f(h, sets)
+}
+
+// AddForeign creates the ForeignCount foreign IPVS virtual services, each
+// with a real server, and the foreign ipsets, replacing leftovers of an
+// earlier run.
+func AddForeign() error {
+	if err := DeleteForeign(); err != nil {
+		return err
+	}
+	return withHandles(func(h *moby.Handle, sets *lib.Handle) error {
+		return addForeign(h, sets)
+	})
+}
+
+func addForeign(h *moby.Handle, sets *lib.Handle) error {
 	for i := range ForeignCount {
 		svc := foreignService(i)
 		if err := h.NewService(svc); err != nil {
@@ -109,16 +120,10 @@ func AddForeign() error {
 
 // DeleteForeign removes what AddForeign made; what is gone already is fine.
 func DeleteForeign() error {
-	h, err := openIPVS()
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	sets, err := openIPSet()
-	if err != nil {
-		return err
-	}
-	defer sets.Close()
+	return withHandles(deleteForeign)
+}
+
+func deleteForeign(h *moby.Handle, sets *lib.Handle) error {
 	var errs []error
 	for i := range ForeignCount {
 		svc := foreignService(i)
