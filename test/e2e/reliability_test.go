@@ -8,6 +8,8 @@ import (
 	nethttp "net/http"
 	"net/netip"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +53,65 @@ func TestReliability(t *testing.T) {
 	t.Run("churn-rolling-backends-under-tcp-and-udp-loses-nothing", func(t *testing.T) { churn(t, l) })
 	t.Run("crash-mid-sync-converges-and-keeps-the-unchanged", func(t *testing.T) { crashMidSync(t, l) })
 	t.Run("api-server-outage-keeps-traffic-and-recovers", func(t *testing.T) { apiOutage(t, l) })
+	t.Run("manager-cleanup-after-a-kill-removes-only-ours", func(t *testing.T) { cleanupAfterKill(t, l) })
+}
+
+// cleanupAfterKill: the agent is SIGKILLed (as when a node's agent is
+// removed by force); traffic keeps flowing on what it left in the kernel;
+// `manager cleanup` then removes every kubelvs object on the node and
+// nothing else (the 100 foreign IPVS services, their ipsets and iptables
+// rules stay byte-identical), and a new agent programs it all again.
+func cleanupAfterKill(t *testing.T, l *local) {
+	vip := testVIP(14)
+	bs := l.Backends(t, "cleanup", 2)
+	l.SetEndpoints(t, "cleanup", bs)
+	cl := l.Client(t)
+	vs := webVS(l, "cleanup", "cleanup", vip)
+	// With sourceRanges, the allow-list ipsets and the drop rule exist too.
+	vs.Spec.SourceRanges = []lvsv1.CIDR{lvsv1.CIDR(netip.PrefixFrom(cl.Addr(), 32).String())}
+	create(t, l, vs)
+	addr := netip.AddrPortFrom(vip, 80)
+	serving(t, cl, addr, bs)
+
+	before := l.NodeKernel(t, "dump")
+	owned := echo.Owned(before)
+	if key := "tcp " + addr.String(); !owned[key] {
+		t.Fatalf("kubelvs's ownership ipsets do not record %s:\n%s", key, strings.Join(before, "\n"))
+	}
+	if !slices.ContainsFunc(before, func(l string) bool { return strings.Contains(l, "-j KUBELVS-") }) {
+		t.Fatalf("no kubelvs rule in the node's kernel:\n%s", strings.Join(before, "\n"))
+	}
+	if err := l.Agent.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Greet(addr); err != nil {
+		t.Fatalf("traffic stopped with the agent killed: %v", err)
+	}
+	out, err := exec.Command(l.Env.Bin, "cleanup").CombinedOutput()
+	if err != nil {
+		t.Fatalf("manager cleanup: %v\n%s", err, out)
+	}
+	t.Logf("manager cleanup:\n%s", out)
+	after := l.NodeKernel(t, "dump")
+	if left := echo.Leftovers(owned, after); len(left) > 0 {
+		t.Errorf("kubelvs objects left after manager cleanup:\n%s", strings.Join(left, "\n"))
+	}
+	if got := echo.Foreign(after); !slices.Equal(got, foreignAtStart) {
+		t.Errorf("manager cleanup changed other programs' objects:\n--- at the start\n%s\n--- after\n%s",
+			strings.Join(foreignAtStart, "\n"), strings.Join(got, "\n"))
+	}
+	fmt.Fprintf(os.Stderr, "e2e: manager cleanup after a SIGKILL removed %d kubelvs virtual servers and left %d lines of foreign objects byte-identical\n",
+		len(owned), len(foreignAtStart))
+
+	start := time.Now()
+	if err := l.Agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AgentReady(); err != nil {
+		t.Fatalf("%v\n%s", err, l.Agent.Tail())
+	}
+	serving(t, cl, addr, bs)
+	timing("manager cleanup to a new agent serving again", start)
 }
 
 // churn replaces backends the way a Deployment's rolling update does (a
