@@ -13,6 +13,9 @@
 # KUBELVS_KERNEL_TESTS=1. Flags come from the arguments or KERNEL_TEST_FLAGS.
 # The exit status is non-zero if any binary fails. VM_BACKEND=qemu runs them
 # on a stock Debian kernel (nf_tables) instead of User-Mode Linux.
+# RACE=1 compiles the test binaries and the manager with the race detector;
+# it needs VM_BACKEND=qemu (the race runtime's shadow memory does not map in
+# User-Mode Linux) and is what `make test-race` runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,11 +28,20 @@ mapfile -t PKGS < <(grep -rl --include='*_test.go' 'kerneltest.Require' pkg test
 ((${#PKGS[@]})) || { echo "test-kernel: no kernel tests found" >&2; exit 1; }
 
 rm -rf "$OUT" && mkdir -p "$OUT"
-echo "test-kernel: compiling ${#PKGS[@]} test binaries and the manager" >&2
-go test -c -o "$OUT/" "${PKGS[@]}"
+RACEFLAG=()
+if [[ ${RACE:-0} == 1 ]]; then
+	[[ ${VM_BACKEND:-uml} == qemu ]] || { echo "test-kernel: RACE=1 needs VM_BACKEND=qemu" >&2; exit 2; }
+	RACEFLAG=(-race)
+fi
+echo "test-kernel: compiling ${#PKGS[@]} test binaries and the manager ${RACEFLAG[*]}" >&2
+go test -c "${RACEFLAG[@]}" -o "$OUT/" "${PKGS[@]}"
 # The agent tests run the real binary against etcd and kube-apiserver
 # started inside the guest (hack/install-test-bins.sh builds them).
-CGO_ENABLED=0 go build -o "$OUT/manager" ./cmd/manager
+if ((${#RACEFLAG[@]})); then
+	go build -race -o "$OUT/manager" ./cmd/manager
+else
+	CGO_ENABLED=0 go build -o "$OUT/manager" ./cmd/manager
+fi
 export KUBELVS_MANAGER="$OUT/manager"
 export KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS:-${K8S_TEST_BINS_DIR:-$HOME/.cache/k8s-test-bins}}
 : >"$OUT/list"

@@ -11,10 +11,10 @@ import (
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/desired"
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
-	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
 
@@ -22,13 +22,13 @@ import (
 // VirtualService's kernel objects: it must not remove them as unwanted.
 func TestFullSyncKeepsWhatFailedToBuild(t *testing.T) {
 	raw, sets, vips := ipvstest.NewFake(), ipsettest.NewFake(), netiftest.NewFake()
-	own, err := ipvs.NewSetOwnership(sets)
+	own, err := ownership.NewSetRecords(sets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var members netfilter.Members
 	s := syncer.New(syncer.Kernel{
-		IPVS: ipvs.NewGuard(raw, own), Owns: own.Owns, VIPs: vips,
+		IPVS: ownership.NewGuard(raw, own), Owns: own.Owns, VIPs: vips,
 		Members:     func(m netfilter.Members) error { members = m; return nil },
 		ListMembers: func() (netfilter.Members, error) { return members, nil },
 	}, clocktesting.NewFakeClock(time.Now()), nil)

@@ -1,8 +1,8 @@
-// Package ipvs programs the kernel's IPVS table: virtual servers and their
-// real servers. The Interface is kernel-neutral; the netlink implementation
-// (moby/ipvs on one long-lived handle) sits in ipvs_linux.go and a fake that
-// keeps state in package ipvstest. Guard wraps any Interface so that only
-// virtual servers recorded in an Ownership can be changed or deleted.
+// Package ipvs is the model of the kernel's IPVS table — virtual servers,
+// real servers, their keys — and the Interface kubelvs programs it through.
+// It imports no netlink: the netlink implementation is package ipvsnl, the
+// fake that keeps state is package ipvstest, and package ownership guards
+// an Interface so that only virtual servers kubelvs created are changed.
 package ipvs
 
 import (
@@ -128,10 +128,10 @@ const (
 	// FlagPort is sh-port / mh-port: hash the source port as well.
 	FlagPort Flags = 0x0010
 
-	// flagPersistent is set by the implementation when Timeout > 0.
-	flagPersistent Flags = 0x0001
-	// userFlags are the bits a VirtualServer may carry.
-	userFlags = FlagOnePacket | FlagFallback | FlagPort
+	// FlagPersistent is set by the implementation when Timeout > 0.
+	FlagPersistent Flags = 0x0001
+	// UserFlags are the bits a VirtualServer may carry.
+	UserFlags = FlagOnePacket | FlagFallback | FlagPort
 )
 
 // ParseSchedulerFlag maps "sh-fallback", "sh-port", "mh-fallback",
@@ -213,14 +213,14 @@ func (v VirtualServer) Netmask() int {
 
 // Equal compares everything the kernel stores.
 func (v VirtualServer) Equal(o VirtualServer) bool {
-	return v.Key() == o.Key() && v.Scheduler == o.Scheduler && v.Flags&userFlags == o.Flags&userFlags &&
+	return v.Key() == o.Key() && v.Scheduler == o.Scheduler && v.Flags&UserFlags == o.Flags&UserFlags &&
 		v.Timeout == o.Timeout && (v.Timeout == 0 || v.Netmask() == o.Netmask())
 }
 
 // String formats the virtual server like "TCP/10.0.0.1:80 wrr flags=port persistent=300s/24".
 func (v VirtualServer) String() string {
 	s := v.Key().String() + " " + v.Scheduler
-	if f := v.Flags & userFlags; f != 0 {
+	if f := v.Flags & UserFlags; f != 0 {
 		s += " flags=" + f.String()
 	}
 	if v.Timeout > 0 {
@@ -242,7 +242,7 @@ func (v VirtualServer) Validate() error {
 	if !slices.Contains(Schedulers, v.Scheduler) {
 		return fmt.Errorf("virtual server %s: unknown scheduler %q", v.Key(), v.Scheduler)
 	}
-	if v.Flags&^userFlags != 0 {
+	if v.Flags&^UserFlags != 0 {
 		return fmt.Errorf("virtual server %s: unknown flags %#x", v.Key(), uint32(v.Flags))
 	}
 	if n := v.NetmaskBits; n < 0 || n > v.Address.BitLen() {

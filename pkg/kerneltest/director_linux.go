@@ -10,14 +10,16 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/conntrack"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
 // Director wires the kernel packages together the way the agent does, on
 // the real kernel of the root namespace.
 type Director struct {
-	IPVS      *ipvs.Guard
+	IPVS      *ownership.Guard
 	Sets      *ipset.Netlink
 	Netif     *netif.Netlink
 	Rules     *netfilter.Rules
@@ -36,15 +38,15 @@ func NewDirector(tb testing.TB) *Director {
 	if d.Sets, err = ipset.New(); err != nil {
 		tb.Fatal(err)
 	}
-	own, err := ipvs.NewSetOwnership(d.Sets)
+	own, err := ownership.NewSetRecords(d.Sets)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	raw, err := ipvs.New()
+	raw, err := ipvsnl.New()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d.IPVS = ipvs.NewGuard(raw, own)
+	d.IPVS = ownership.NewGuard(raw, own)
 	if d.Netif, err = netif.New(); err != nil {
 		tb.Fatal(err)
 	}

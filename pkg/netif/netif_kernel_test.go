@@ -11,7 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/pkg/netif"
 )
@@ -113,7 +113,7 @@ func TestKernelForeignDeviceUntouched(t *testing.T) {
 
 func TestKernelSysctls(t *testing.T) {
 	kerneltest.Require(t)
-	if err := ipvs.CheckKernel(); err != nil { // loads ip_vs, which owns net.ipv4.vs.*
+	if err := ipvsnl.CheckKernel(); err != nil { // loads ip_vs, which owns net.ipv4.vs.*
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")

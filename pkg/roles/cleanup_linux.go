@@ -6,9 +6,10 @@ import (
 	"io"
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
-	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
 // Cleanup removes every kernel object kubelvs owns on this node: the IPVS
@@ -22,17 +23,17 @@ func Cleanup(out io.Writer) error {
 	}
 	defer sets.Close()
 	var errs []error
-	own, err := ipvs.NewSetOwnership(sets)
+	own, err := ownership.NewSetRecords(sets)
 	if err != nil {
 		return err
 	}
 	if keys := own.Owned(); len(keys) > 0 {
-		nl, err := ipvs.New()
+		nl, err := ipvsnl.New()
 		if err != nil {
 			return err
 		}
 		defer nl.Close()
-		g := ipvs.NewGuard(nl, own)
+		g := ownership.NewGuard(nl, own)
 		n := 0
 		for _, k := range keys {
 			if err := g.DeleteVirtualServer(k); err != nil {
@@ -63,7 +64,7 @@ func Cleanup(out io.Writer) error {
 	}
 	if len(errs) == 0 {
 		// Last: the record of what we own, once nothing owned is left.
-		for _, s := range ipvs.OwnershipSets() {
+		for _, s := range ownership.Sets() {
 			if err := sets.DestroySet(s.Name); err != nil {
 				errs = append(errs, err)
 			}

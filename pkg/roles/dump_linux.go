@@ -6,7 +6,9 @@ import (
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
 // Dump prints what kubelvs programmed on this node: the IPVS virtual
@@ -21,7 +23,7 @@ func Dump(out io.Writer) error {
 	// Read the ownership record without creating it: a dump must not
 	// leave anything behind (e.g. after `manager cleanup`).
 	owned := map[ipvs.Key]bool{}
-	for _, s := range ipvs.OwnershipSets() {
+	for _, s := range ownership.Sets() {
 		es, err := sets.ListEntries(s.Name)
 		if err != nil {
 			continue // no record: nothing owned in that family
@@ -30,7 +32,7 @@ func Dump(out io.Writer) error {
 			owned[ipvs.Key{Address: e.IP, Protocol: ipvs.Protocol(e.Protocol), Port: e.Port}] = true
 		}
 	}
-	nl, err := ipvs.New()
+	nl, err := ipvsnl.New()
 	if err != nil {
 		return err
 	}

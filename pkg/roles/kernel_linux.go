@@ -8,9 +8,10 @@ import (
 
 	"github.com/kubelvs/kubelvs/pkg/conntrack"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
-	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
 
@@ -30,7 +31,7 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 		closeAll()
 		return syncer.Kernel{}, nil, err
 	}
-	nl, err := ipvs.New()
+	nl, err := ipvsnl.New()
 	if err != nil {
 		return fail(err)
 	}
@@ -40,7 +41,7 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 		return fail(err)
 	}
 	closers = append(closers, sets.Close)
-	own, err := ipvs.NewSetOwnership(sets)
+	own, err := ownership.NewSetRecords(sets)
 	if err != nil {
 		return fail(err)
 	}
@@ -69,7 +70,7 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 		return fail(err)
 	}
 	closers = append(closers, ct.Close)
-	guard := ipvs.NewGuard(nl, own)
+	guard := ownership.NewGuard(nl, own)
 	return syncer.Kernel{
 		IPVS:         guard,
 		Owns:         own.Owns,

@@ -10,7 +10,7 @@ import (
 )
 
 // NetlinkKernel fails: the agent needs Linux.
-func NetlinkKernel() (syncer.Kernel, func(), error) {
+func NetlinkKernel(func(msg string, err error)) (syncer.Kernel, func(), error) {
 	return syncer.Kernel{}, nil, ipvs.ErrNoIPVS
 }
 

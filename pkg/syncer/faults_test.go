@@ -14,6 +14,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest/fault"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
 // faultyNode is a node whose every kernel call (IPVS, the ownership ipsets,
@@ -25,11 +26,11 @@ type faultyNode struct {
 
 func (n *faultyNode) syncer(t *testing.T) (*Syncer, error) {
 	t.Helper()
-	own, err := ipvs.NewSetOwnership(n.sets)
+	own, err := ownership.NewSetRecords(n.sets)
 	if err != nil {
 		return nil, err
 	}
-	guard := ipvs.NewGuard(n.ipvs, own)
+	guard := ownership.NewGuard(n.ipvs, own)
 	s := New(Kernel{
 		IPVS: guard, Owns: own.Owns, ReleaseStale: guard.ReleaseStale, VIPs: n.vips, Conntrack: n.ct,
 		Members: func(m netfilter.Members) error {

@@ -27,12 +27,12 @@ import (
 
 // Kernel is what the syncer writes to.
 type Kernel struct {
-	// IPVS should refuse to touch what kubelvs does not own (ipvs.Guard).
+	// IPVS should refuse to touch what kubelvs does not own (ownership.Guard).
 	IPVS ipvs.Interface
 	// Owns reports whether kubelvs created a virtual server.
 	Owns func(ipvs.Key) bool
 	// ReleaseStale releases the ownership records of virtual servers that
-	// are not in the kernel and that keep does not claim (ipvs.Guard);
+	// are not in the kernel and that keep does not claim (ownership.Guard);
 	// nil: records are not tidied.
 	ReleaseStale func(keep func(ipvs.Key) bool) (int, error)
 	// VIPs holds the addresses on kubelvs0.

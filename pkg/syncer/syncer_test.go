@@ -22,6 +22,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
 // node is a fake kernel: IPVS behind the ownership guard, ipsets, kubelvs0,
@@ -50,12 +51,12 @@ func (n *node) syncer(t *testing.T) *Syncer {
 // the node's fake).
 func (n *node) syncerOver(t *testing.T, raw ipvs.Interface) *Syncer {
 	t.Helper()
-	own, err := ipvs.NewSetOwnership(n.sets)
+	own, err := ownership.NewSetRecords(n.sets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := New(Kernel{
-		IPVS: ipvs.NewGuard(raw, own), Owns: own.Owns, VIPs: n.vips, Conntrack: n.ct,
+		IPVS: ownership.NewGuard(raw, own), Owns: own.Owns, VIPs: n.vips, Conntrack: n.ct,
 		Members:     func(m netfilter.Members) error { n.members = m; return nil },
 		ListMembers: func() (netfilter.Members, error) { return n.members, nil },
 	}, n.clock, nil)
@@ -525,12 +526,12 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 	start := func(t *testing.T) (*node, *exposure, *Syncer) {
 		n := newNode()
 		e := &exposure{t: t, n: n, key: k}
-		own, err := ipvs.NewSetOwnership(n.sets)
+		own, err := ownership.NewSetRecords(n.sets)
 		if err != nil {
 			t.Fatal(err)
 		}
 		s := New(Kernel{
-			IPVS: ipvs.NewGuard(watchedIPVS{n.ipvs, e.check}, own), Owns: own.Owns,
+			IPVS: ownership.NewGuard(watchedIPVS{n.ipvs, e.check}, own), Owns: own.Owns,
 			VIPs: watchedVIPs{n.vips, e.check}, Conntrack: n.ct,
 			Members: func(m netfilter.Members) error { n.members = m; e.check("Members"); return nil },
 		}, n.clock, nil)

@@ -26,9 +26,11 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/desired"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
 
@@ -72,7 +74,7 @@ type node struct {
 
 func openNode(b *testing.B) *node {
 	n := &node{flowsMade: map[int]bool{}}
-	raw, err := ipvs.New()
+	raw, err := ipvsnl.New()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -138,12 +140,12 @@ func (n *node) counts() counts {
 // loaded from the kernel, the guard, kubelvs0, the netfilter members and
 // conntrack, wired as pkg/roles wires them.
 func (n *node) syncer(b *testing.B) *syncer.Syncer {
-	own, err := ipvs.NewSetOwnership(n.sets)
+	own, err := ownership.NewSetRecords(n.sets)
 	if err != nil {
 		b.Fatal(err)
 	}
 	return syncer.New(syncer.Kernel{
-		IPVS: ipvs.NewGuard(n.ipvs, own), Owns: own.Owns, VIPs: n.vips,
+		IPVS: ownership.NewGuard(n.ipvs, own), Owns: own.Owns, VIPs: n.vips,
 		Members: n.rules.SyncMembers, Conntrack: n.ct,
 		Rules: func(force bool) error { _, err := n.rules.Sync(force); return err },
 	}, clock.RealClock{}, nil)

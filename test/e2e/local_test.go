@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/test/e2e/echo"
 	"github.com/kubelvs/kubelvs/test/guestenv"
@@ -58,7 +59,7 @@ func newLocal() (Cluster, func(), error) {
 		return nil, nil, err
 	}
 	l := &local{Env: env, servers: map[string]*echo.Server{}, nextNS: 40}
-	if l.ipvs, err = ipvs.New(); err != nil {
+	if l.ipvs, err = ipvsnl.New(); err != nil {
 		env.Stop()
 		return nil, nil, err
 	}

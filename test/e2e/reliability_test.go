@@ -26,8 +26,9 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
-	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/test/e2e/echo"
 )
 
@@ -325,7 +326,7 @@ func crashMidSync(t *testing.T, l *local) {
 		_ = l.API().DeleteAllOf(context.Background(), &lvsv1.VirtualService{}, client.InNamespace(l.Namespace()),
 			client.MatchingLabels{"e2e": "crash"})
 	})
-	h, err := ipvs.New()
+	h, err := ipvsnl.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +449,7 @@ func crashMidSync(t *testing.T, l *local) {
 		t.Fatal(err)
 	}
 	defer sets.Close()
-	records, err := sets.ListEntries(ipvs.OwnershipSetV4)
+	records, err := sets.ListEntries(ownership.SetV4)
 	if err != nil {
 		t.Fatal(err)
 	}

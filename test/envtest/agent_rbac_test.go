@@ -20,10 +20,10 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/agent"
 	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracktest"
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
-	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
@@ -42,12 +42,12 @@ type fakeNode struct {
 func newFakeNode(t *testing.T) *fakeNode {
 	t.Helper()
 	n := &fakeNode{ipvs: ipvstest.NewFake(), vips: netiftest.NewFake()}
-	own, err := ipvs.NewSetOwnership(ipsettest.NewFake())
+	own, err := ownership.NewSetRecords(ipsettest.NewFake())
 	if err != nil {
 		t.Fatal(err)
 	}
 	n.k = &syncer.Kernel{
-		IPVS: ipvs.NewGuard(n.ipvs, own), Owns: own.Owns, VIPs: n.vips, Conntrack: conntracktest.NewFake(),
+		IPVS: ownership.NewGuard(n.ipvs, own), Owns: own.Owns, VIPs: n.vips, Conntrack: conntracktest.NewFake(),
 		Members: func(m netfilter.Members) error {
 			n.mu.Lock()
 			n.members = append(n.members, fmt.Sprint(m))

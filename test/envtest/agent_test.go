@@ -25,6 +25,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
@@ -43,13 +44,13 @@ func endpoints(addrs ...string) []discoveryv1.Endpoint {
 func TestAgentAndControllerAgainstAPIServer(t *testing.T) {
 	ctx := context.Background()
 	ipvsK, sets, vips := ipvstest.NewFake(), ipsettest.NewFake(), netiftest.NewFake()
-	own, err := ipvs.NewSetOwnership(sets)
+	own, err := ownership.NewSetRecords(sets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var masq []string
 	kernel := &syncer.Kernel{
-		IPVS: ipvs.NewGuard(ipvsK, own), Owns: own.Owns, VIPs: vips, Conntrack: conntracktest.NewFake(),
+		IPVS: ownership.NewGuard(ipvsK, own), Owns: own.Owns, VIPs: vips, Conntrack: conntracktest.NewFake(),
 		Members: func(m netfilter.Members) error {
 			masq = masq[:0]
 			for _, e := range m.Masquerade {

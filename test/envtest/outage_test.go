@@ -25,10 +25,10 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/agent"
 	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracktest"
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
-	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
@@ -125,11 +125,11 @@ func TestAgentThroughAnAPIServerOutage(t *testing.T) {
 	acfg.TLSClientConfig.ServerName = api.Hostname()
 
 	ipvsK, sets := ipvstest.NewFake(), ipsettest.NewFake()
-	own, err := ipvs.NewSetOwnership(sets)
+	own, err := ownership.NewSetRecords(sets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kernel := &syncer.Kernel{IPVS: ipvs.NewGuard(ipvsK, own), Owns: own.Owns, VIPs: netiftest.NewFake(), Conntrack: conntracktest.NewFake(),
+	kernel := &syncer.Kernel{IPVS: ownership.NewGuard(ipvsK, own), Owns: own.Owns, VIPs: netiftest.NewFake(), Conntrack: conntracktest.NewFake(),
 		Members: func(netfilter.Members) error { return nil }}
 	probe, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

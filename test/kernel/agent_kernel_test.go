@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,9 +30,9 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/test/guestenv"
-	"github.com/vishvananda/netlink"
 )
 
 // apiServer starts etcd and kube-apiserver in the guest, with the CRD, and
@@ -245,7 +246,7 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 	kerneltest.Require(t)
 	ctx := context.Background()
 	_, c, kc := apiServer(t)
-	h, err := ipvs.New()
+	h, err := ipvsnl.New()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 )
 
@@ -91,7 +92,7 @@ func BenchmarkEndpointSliceToKernel(b *testing.B) {
 func benchSliceToKernel(b *testing.B, kubeconfigFlag bool, flags []string) {
 	ctx := context.Background()
 	_, c, kc := apiServer(b)
-	h, err := ipvs.New()
+	h, err := ipvsnl.New()
 	if err != nil {
 		b.Fatal(err)
 	}

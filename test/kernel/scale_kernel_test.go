@@ -25,6 +25,7 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 )
 
@@ -133,7 +134,7 @@ func BenchmarkAgentScale(b *testing.B) {
 	}
 	slices.Sort(sizes)
 	_, c, kc := apiServer(b)
-	h, err := ipvs.New()
+	h, err := ipvsnl.New()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,9 @@
-package ipvs
+// Package ownership records which IPVS virtual servers kubelvs created (in
+// the KUBELVS-VIRTUAL-SERVERS ipsets, so the record survives restarts) and
+// guards an ipvs.Interface so that nothing else's virtual servers are ever
+// changed or deleted: the rule "only touch what we own" in one place, on
+// top of the kernel interfaces, free of netlink.
+package ownership
 
 import (
 	"errors"
@@ -8,53 +13,54 @@ import (
 	"time"
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
 )
 
 // The ipsets that record which virtual servers kubelvs created, one per
 // address family (an ipset holds one family).
 const (
-	OwnershipSetV4 = "KUBELVS-VIRTUAL-SERVERS"
-	OwnershipSetV6 = "KUBELVS-VIRTUAL-SERVERS-V6"
+	SetV4 = "KUBELVS-VIRTUAL-SERVERS"
+	SetV6 = "KUBELVS-VIRTUAL-SERVERS-V6"
 )
 
-// Ownership records which virtual servers kubelvs created. Guard consults it
+// Records is the record of which virtual servers kubelvs created. Guard consults it
 // before any change and updates it on add and delete.
-type Ownership interface {
+type Records interface {
 	// Owns reports whether kubelvs created the virtual server.
-	Owns(k Key) bool
+	Owns(k ipvs.Key) bool
 	// Claim records the virtual server as kubelvs's.
-	Claim(k Key) error
+	Claim(k ipvs.Key) error
 	// Release forgets the virtual server.
-	Release(k Key) error
+	Release(k ipvs.Key) error
 	// Owned lists what is recorded.
-	Owned() []Key
+	Owned() []ipvs.Key
 }
 
-// SetOwnership keeps the ownership record in the KUBELVS-VIRTUAL-SERVERS
+// SetRecords keeps the ownership record in the KUBELVS-VIRTUAL-SERVERS
 // ipsets (hash:ip,port: "VIP,proto:port"), so it survives agent restarts and
 // can be read by operators with `ipset list`. Membership is cached in memory:
 // only kubelvs writes these sets.
-type SetOwnership struct {
+type SetRecords struct {
 	sets ipset.Interface
 
 	mu    sync.RWMutex
-	owned map[Key]struct{}
+	owned map[ipvs.Key]struct{}
 }
 
-var _ Ownership = (*SetOwnership)(nil)
+var _ Records = (*SetRecords)(nil)
 
-// OwnershipSets returns the descriptions of the two ownership ipsets.
-func OwnershipSets() []ipset.Set {
+// Sets returns the descriptions of the two ownership ipsets.
+func Sets() []ipset.Set {
 	return []ipset.Set{
-		{Name: OwnershipSetV4, Type: ipset.HashIPPort, Family: ipset.IPv4},
-		{Name: OwnershipSetV6, Type: ipset.HashIPPort, Family: ipset.IPv6},
+		{Name: SetV4, Type: ipset.HashIPPort, Family: ipset.IPv4},
+		{Name: SetV6, Type: ipset.HashIPPort, Family: ipset.IPv6},
 	}
 }
 
-// NewSetOwnership ensures the ownership ipsets exist and loads them.
-func NewSetOwnership(sets ipset.Interface) (*SetOwnership, error) {
-	o := &SetOwnership{sets: sets, owned: map[Key]struct{}{}}
-	for _, s := range OwnershipSets() {
+// NewSetRecords ensures the ownership ipsets exist and loads them.
+func NewSetRecords(sets ipset.Interface) (*SetRecords, error) {
+	o := &SetRecords{sets: sets, owned: map[ipvs.Key]struct{}{}}
+	for _, s := range Sets() {
 		if err := sets.EnsureSet(s); err != nil {
 			return nil, fmt.Errorf("ownership record: %w", err)
 		}
@@ -63,22 +69,22 @@ func NewSetOwnership(sets ipset.Interface) (*SetOwnership, error) {
 			return nil, fmt.Errorf("ownership record: %w", err)
 		}
 		for _, e := range es {
-			o.owned[Key{Address: e.IP, Protocol: Protocol(e.Protocol), Port: e.Port}] = struct{}{}
+			o.owned[ipvs.Key{Address: e.IP, Protocol: ipvs.Protocol(e.Protocol), Port: e.Port}] = struct{}{}
 		}
 	}
 	return o, nil
 }
 
-func ownershipEntry(k Key) (string, ipset.Entry) {
-	name := OwnershipSetV4
+func ownershipEntry(k ipvs.Key) (string, ipset.Entry) {
+	name := SetV4
 	if k.Address.Is6() {
-		name = OwnershipSetV6
+		name = SetV6
 	}
 	return name, ipset.Entry{IP: k.Address, Protocol: uint8(k.Protocol), Port: k.Port}
 }
 
 // Owns reports whether k is recorded.
-func (o *SetOwnership) Owns(k Key) bool {
+func (o *SetRecords) Owns(k ipvs.Key) bool {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	_, ok := o.owned[k]
@@ -86,10 +92,10 @@ func (o *SetOwnership) Owns(k Key) bool {
 }
 
 // Owned returns every recorded key, sorted.
-func (o *SetOwnership) Owned() []Key {
+func (o *SetRecords) Owned() []ipvs.Key {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
-	out := make([]Key, 0, len(o.owned))
+	out := make([]ipvs.Key, 0, len(o.owned))
 	for k := range o.owned {
 		out = append(out, k)
 	}
@@ -98,7 +104,7 @@ func (o *SetOwnership) Owned() []Key {
 }
 
 // Claim records k in the ipset, then in memory.
-func (o *SetOwnership) Claim(k Key) error {
+func (o *SetRecords) Claim(k ipvs.Key) error {
 	name, e := ownershipEntry(k)
 	if err := o.sets.AddEntry(name, e); err != nil {
 		return fmt.Errorf("claim %s: %w", k, err)
@@ -110,7 +116,7 @@ func (o *SetOwnership) Claim(k Key) error {
 }
 
 // Release removes k from the ipset and from memory.
-func (o *SetOwnership) Release(k Key) error {
+func (o *SetRecords) Release(k ipvs.Key) error {
 	name, e := ownershipEntry(k)
 	if err := o.sets.DelEntry(name, e); err != nil {
 		return fmt.Errorf("release %s: %w", k, err)
@@ -122,7 +128,7 @@ func (o *SetOwnership) Release(k Key) error {
 }
 
 // Guard is an Interface that refuses to change or delete virtual servers
-// (and their real servers) that are not recorded in its Ownership, and keeps
+// (and their real servers) that are not recorded in its Records, and keeps
 // the record up to date as it adds and deletes. Reads pass through.
 //
 // Adding a virtual server kubelvs does not own yet claims its key first,
@@ -141,8 +147,8 @@ func (o *SetOwnership) Release(k Key) error {
 // and only a key a foreign program created in the last ListingTTL is claimed
 // and released (once: the refusal teaches the guard it is there).
 type Guard struct {
-	inner Interface
-	own   Ownership
+	inner ipvs.Interface
+	own   Records
 
 	// ListingTTL is how long a listing of the virtual servers is trusted
 	// for the existence check of a fresh add (DefaultListingTTL; 0 turns
@@ -153,7 +159,7 @@ type Guard struct {
 	mu sync.Mutex
 	// listed holds the keys of the last listing, as this guard's adds and
 	// deletes changed them since; nil when there is none.
-	listed   map[Key]struct{}
+	listed   map[ipvs.Key]struct{}
 	listedAt time.Time
 	// spared counts the existence checks the current listing answered.
 	spared int
@@ -170,23 +176,23 @@ const DefaultListingTTL = 10 * time.Second
 const relistAfter = 64
 
 var (
-	_ Interface         = (*Guard)(nil)
-	_ RealServerBatcher = (*Guard)(nil)
+	_ ipvs.Interface         = (*Guard)(nil)
+	_ ipvs.RealServerBatcher = (*Guard)(nil)
 )
 
 // NewGuard wraps inner.
-func NewGuard(inner Interface, own Ownership) *Guard {
+func NewGuard(inner ipvs.Interface, own Records) *Guard {
 	return &Guard{inner: inner, own: own, ListingTTL: DefaultListingTTL, now: time.Now}
 }
 
 // Owns reports whether the virtual server is kubelvs's; use it as the keep
 // function of List to see only owned services.
-func (g *Guard) Owns(k Key) bool { return g.own.Owns(k) }
+func (g *Guard) Owns(k ipvs.Key) bool { return g.own.Owns(k) }
 
 // exists reports whether the kernel holds k.
-func (g *Guard) exists(k Key) (bool, error) {
+func (g *Guard) exists(k ipvs.Key) (bool, error) {
 	_, err := g.inner.GetVirtualServer(k)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ipvs.ErrNotFound) {
 		return false, nil
 	}
 	return err == nil, err
@@ -195,7 +201,7 @@ func (g *Guard) exists(k Key) (bool, error) {
 // free reports whether the kernel holds no virtual server k: without a
 // request when a recent listing says so, else by asking the kernel (a key a
 // listing shows may have gone since: a listing only ever spares a check).
-func (g *Guard) free(k Key) (bool, error) {
+func (g *Guard) free(k ipvs.Key) (bool, error) {
 	if g.listedFree(k) {
 		return true, nil
 	}
@@ -206,7 +212,7 @@ func (g *Guard) free(k Key) (bool, error) {
 // listedFree reports whether a listing at most ListingTTL old lacks k. When
 // the listing has just expired in the middle of a burst of adds (it answered
 // relistAfter checks), it takes a new one.
-func (g *Guard) listedFree(k Key) bool {
+func (g *Guard) listedFree(k ipvs.Key) bool {
 	if g.ListingTTL <= 0 {
 		return false
 	}
@@ -235,7 +241,7 @@ func (g *Guard) listedFree(k Key) bool {
 
 // noteListed records that the kernel holds (present) or lacks k, in the
 // listing if there is one.
-func (g *Guard) noteListed(k Key, present bool) {
+func (g *Guard) noteListed(k ipvs.Key, present bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.listed == nil {
@@ -250,7 +256,7 @@ func (g *Guard) noteListed(k Key, present bool) {
 
 // requireOwned returns nil if k is owned; otherwise ErrNotOwned if it exists,
 // or ErrNotFound if it does not.
-func (g *Guard) requireOwned(k Key) error {
+func (g *Guard) requireOwned(k ipvs.Key) error {
 	if g.own.Owns(k) {
 		return nil
 	}
@@ -259,9 +265,9 @@ func (g *Guard) requireOwned(k Key) error {
 	case err != nil:
 		return err
 	case ok:
-		return fmt.Errorf("%s: %w", k, ErrNotOwned)
+		return fmt.Errorf("%s: %w", k, ipvs.ErrNotOwned)
 	default:
-		return fmt.Errorf("virtual server %s: %w", k, ErrNotFound)
+		return fmt.Errorf("virtual server %s: %w", k, ipvs.ErrNotFound)
 	}
 }
 
@@ -271,7 +277,7 @@ func (g *Guard) requireOwned(k Key) error {
 // delete could not release it; kept, it would let kubelvs take a virtual
 // server that another program creates later at that address. It returns
 // how many it released.
-func (g *Guard) ReleaseStale(keep func(Key) bool) (int, error) {
+func (g *Guard) ReleaseStale(keep func(ipvs.Key) bool) (int, error) {
 	n := 0
 	var errs []error
 	for _, k := range g.own.Owned() {
@@ -282,7 +288,7 @@ func (g *Guard) ReleaseStale(keep func(Key) bool) (int, error) {
 		switch {
 		case err == nil:
 			continue // there: ours, adopted at the next start
-		case !errors.Is(err, ErrNotFound):
+		case !errors.Is(err, ipvs.ErrNotFound):
 			errs = append(errs, err)
 			continue
 		}
@@ -297,7 +303,7 @@ func (g *Guard) ReleaseStale(keep func(Key) bool) (int, error) {
 
 // ListVirtualServers lists all virtual servers, owned or not, and keeps
 // the listing for the existence checks of fresh adds.
-func (g *Guard) ListVirtualServers() ([]VirtualServer, error) {
+func (g *Guard) ListVirtualServers() ([]ipvs.VirtualServer, error) {
 	if g.ListingTTL <= 0 {
 		return g.inner.ListVirtualServers()
 	}
@@ -308,7 +314,7 @@ func (g *Guard) ListVirtualServers() ([]VirtualServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	listed := make(map[Key]struct{}, len(vss))
+	listed := make(map[ipvs.Key]struct{}, len(vss))
 	for _, vs := range vss {
 		listed[vs.Key()] = struct{}{}
 	}
@@ -319,10 +325,14 @@ func (g *Guard) ListVirtualServers() ([]VirtualServer, error) {
 }
 
 // GetVirtualServer reads one virtual server, owned or not.
-func (g *Guard) GetVirtualServer(k Key) (VirtualServer, error) { return g.inner.GetVirtualServer(k) }
+func (g *Guard) GetVirtualServer(k ipvs.Key) (ipvs.VirtualServer, error) {
+	return g.inner.GetVirtualServer(k)
+}
 
 // ListRealServers reads the real servers of a virtual server, owned or not.
-func (g *Guard) ListRealServers(k Key) ([]RealServer, error) { return g.inner.ListRealServers(k) }
+func (g *Guard) ListRealServers(k ipvs.Key) ([]ipvs.RealServer, error) {
+	return g.inner.ListRealServers(k)
+}
 
 // Close closes the inner Interface.
 func (g *Guard) Close() error { return g.inner.Close() }
@@ -332,7 +342,7 @@ func (g *Guard) Close() error { return g.inner.Close() }
 // without a record) and refuses a key another program already uses: known
 // to be there before the claim (see Guard), or found there by the kernel's
 // add.
-func (g *Guard) AddVirtualServer(vs VirtualServer) error {
+func (g *Guard) AddVirtualServer(vs ipvs.VirtualServer) error {
 	k := vs.Key()
 	fresh := !g.own.Owns(k)
 	if fresh {
@@ -341,14 +351,14 @@ func (g *Guard) AddVirtualServer(vs VirtualServer) error {
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("add %s: %w", k, ErrNotOwned)
+			return fmt.Errorf("add %s: %w", k, ipvs.ErrNotOwned)
 		}
 		if err := g.own.Claim(k); err != nil {
 			return err
 		}
 	}
 	err := g.inner.AddVirtualServer(vs)
-	if err == nil || errors.Is(err, ErrExists) {
+	if err == nil || errors.Is(err, ipvs.ErrExists) {
 		g.noteListed(k, true)
 	}
 	if err != nil && fresh {
@@ -357,15 +367,15 @@ func (g *Guard) AddVirtualServer(vs VirtualServer) error {
 		if rerr := g.own.Release(k); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
-		if errors.Is(err, ErrExists) {
-			err = fmt.Errorf("add %s: %w", k, ErrNotOwned)
+		if errors.Is(err, ipvs.ErrExists) {
+			err = fmt.Errorf("add %s: %w", k, ipvs.ErrNotOwned)
 		}
 	}
 	return err
 }
 
 // UpdateVirtualServer updates an owned virtual server.
-func (g *Guard) UpdateVirtualServer(vs VirtualServer) error {
+func (g *Guard) UpdateVirtualServer(vs ipvs.VirtualServer) error {
 	if err := g.requireOwned(vs.Key()); err != nil {
 		return err
 	}
@@ -374,9 +384,9 @@ func (g *Guard) UpdateVirtualServer(vs VirtualServer) error {
 
 // DeleteVirtualServer deletes an owned virtual server and forgets it. A key
 // that is neither owned nor present is already gone: success.
-func (g *Guard) DeleteVirtualServer(k Key) error {
+func (g *Guard) DeleteVirtualServer(k ipvs.Key) error {
 	if err := g.requireOwned(k); err != nil {
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ipvs.ErrNotFound) {
 			return nil
 		}
 		return err
@@ -389,7 +399,7 @@ func (g *Guard) DeleteVirtualServer(k Key) error {
 }
 
 // AddRealServer adds a real server to an owned virtual server.
-func (g *Guard) AddRealServer(k Key, rs RealServer) error {
+func (g *Guard) AddRealServer(k ipvs.Key, rs ipvs.RealServer) error {
 	if err := g.requireOwned(k); err != nil {
 		return err
 	}
@@ -398,7 +408,7 @@ func (g *Guard) AddRealServer(k Key, rs RealServer) error {
 
 // AddRealServers adds real servers to an owned virtual server, batched when
 // the inner Interface can.
-func (g *Guard) AddRealServers(k Key, rss []RealServer) []error {
+func (g *Guard) AddRealServers(k ipvs.Key, rss []ipvs.RealServer) []error {
 	if err := g.requireOwned(k); err != nil {
 		errs := make([]error, len(rss))
 		for i := range errs {
@@ -406,11 +416,11 @@ func (g *Guard) AddRealServers(k Key, rss []RealServer) []error {
 		}
 		return errs
 	}
-	return AddRealServers(g.inner, k, rss)
+	return ipvs.AddRealServers(g.inner, k, rss)
 }
 
 // UpdateRealServer updates a real server of an owned virtual server.
-func (g *Guard) UpdateRealServer(k Key, rs RealServer) error {
+func (g *Guard) UpdateRealServer(k ipvs.Key, rs ipvs.RealServer) error {
 	if err := g.requireOwned(k); err != nil {
 		return err
 	}
@@ -418,9 +428,9 @@ func (g *Guard) UpdateRealServer(k Key, rs RealServer) error {
 }
 
 // DeleteRealServer removes a real server of an owned virtual server.
-func (g *Guard) DeleteRealServer(k Key, rk RealKey) error {
+func (g *Guard) DeleteRealServer(k ipvs.Key, rk ipvs.RealKey) error {
 	if err := g.requireOwned(k); err != nil {
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ipvs.ErrNotFound) {
 			return nil
 		}
 		return err
@@ -428,4 +438,4 @@ func (g *Guard) DeleteRealServer(k Key, rk RealKey) error {
 	return g.inner.DeleteRealServer(k, rk)
 }
 
-func sortKeys(ks []Key) { slices.SortFunc(ks, Key.Compare) }
+func sortKeys(ks []ipvs.Key) { slices.SortFunc(ks, ipvs.Key.Compare) }

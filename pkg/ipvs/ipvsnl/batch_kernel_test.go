@@ -1,4 +1,4 @@
-package ipvs_test
+package ipvsnl_test
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 )
 
@@ -127,7 +128,7 @@ func TestKernelForeignAfterListingRefused(t *testing.T) {
 	if _, err := g.ListVirtualServers(); err != nil {
 		t.Fatal(err)
 	}
-	other, err := ipvs.New() // another program: no guard, no ownership
+	other, err := ipvsnl.New() // another program: no guard, no ownership
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package ipvs_test
+package ipvsnl_test
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
 const benchReals = 10
@@ -27,7 +28,7 @@ var benchServices = func() int {
 // masqueraded real servers each.
 func benchRuleSet() []ipvs.Service { return kerneltest.RuleSet(benchServices, benchReals) }
 
-func program(b *testing.B, g *ipvs.Guard, svcs []ipvs.Service) {
+func program(b *testing.B, g *ownership.Guard, svcs []ipvs.Service) {
 	for _, s := range svcs {
 		if err := g.AddVirtualServer(s.VirtualServer); err != nil {
 			b.Fatal(err)
@@ -40,7 +41,7 @@ func program(b *testing.B, g *ipvs.Guard, svcs []ipvs.Service) {
 	}
 }
 
-func unprogram(b *testing.B, g *ipvs.Guard, svcs []ipvs.Service) {
+func unprogram(b *testing.B, g *ownership.Guard, svcs []ipvs.Service) {
 	for _, s := range svcs {
 		if err := g.DeleteVirtualServer(s.Key()); err != nil {
 			b.Fatal(err)

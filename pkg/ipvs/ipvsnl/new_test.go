@@ -1,4 +1,4 @@
-package ipvs_test
+package ipvsnl_test
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 )
 
 // TestNewWithoutIPVS runs on hosts whose kernel has no IPVS (ours): the
@@ -15,10 +16,10 @@ func TestNewWithoutIPVS(t *testing.T) {
 	if _, err := os.Stat("/proc/net/ip_vs"); err == nil {
 		t.Skip("this kernel has IPVS loaded")
 	}
-	if ipvs.CheckKernel() == nil {
+	if ipvsnl.CheckKernel() == nil {
 		t.Skip("this kernel can load IPVS")
 	}
-	h, err := ipvs.New()
+	h, err := ipvsnl.New()
 	if err == nil {
 		h.Close()
 		t.Fatal("New succeeded on a kernel without IPVS")

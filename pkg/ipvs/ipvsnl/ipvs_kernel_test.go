@@ -1,4 +1,4 @@
-package ipvs_test
+package ipvsnl_test
 
 import (
 	"errors"
@@ -8,27 +8,29 @@ import (
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
 // newKernelGuard returns a guarded IPVS handle on the real kernel; its
 // cleanup deletes whatever the test left owned.
-func newKernelGuard(tb testing.TB) *ipvs.Guard {
+func newKernelGuard(tb testing.TB) *ownership.Guard {
 	tb.Helper()
 	kerneltest.Require(tb)
 	sets, err := ipset.New()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	own, err := ipvs.NewSetOwnership(sets)
+	own, err := ownership.NewSetRecords(sets)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	raw, err := ipvs.New()
+	raw, err := ipvsnl.New()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	g := ipvs.NewGuard(raw, own)
+	g := ownership.NewGuard(raw, own)
 	tb.Cleanup(func() {
 		for _, k := range own.Owned() {
 			if err := g.DeleteVirtualServer(k); err != nil {
@@ -80,7 +82,7 @@ func TestKernelVirtualServerLifecycle(t *testing.T) {
 	}
 }
 
-func expectVS(t *testing.T, g *ipvs.Guard, want ipvs.VirtualServer) {
+func expectVS(t *testing.T, g *ownership.Guard, want ipvs.VirtualServer) {
 	t.Helper()
 	got, err := g.GetVirtualServer(want.Key())
 	if err != nil {
@@ -145,7 +147,7 @@ func TestKernelRealServerLifecycle(t *testing.T) {
 	}
 }
 
-func expectRS(t *testing.T, g *ipvs.Guard, k ipvs.Key, want []ipvs.RealServer) {
+func expectRS(t *testing.T, g *ownership.Guard, k ipvs.Key, want []ipvs.RealServer) {
 	t.Helper()
 	got, err := g.ListRealServers(k)
 	if err != nil {

@@ -1,4 +1,4 @@
-package ipvs_test
+package ipvsnl_test
 
 import (
 	"errors"
@@ -12,12 +12,14 @@ import (
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
 // coldSync programs svcs the way the syncer does on a cold start: per
 // virtual server an add through the guard, then its real servers together.
-func coldSync(g *ipvs.Guard, svcs []ipvs.Service) error {
+func coldSync(g *ownership.Guard, svcs []ipvs.Service) error {
 	for _, s := range svcs {
 		if err := g.AddVirtualServer(s.VirtualServer); err != nil {
 			return err
@@ -62,15 +64,15 @@ func BenchmarkKernelColdSync(b *testing.B) {
 				return err
 			}
 			defer sets.Close()
-			own, err := ipvs.NewSetOwnership(sets)
+			own, err := ownership.NewSetRecords(sets)
 			if err != nil {
 				return err
 			}
-			raw, err := ipvs.New()
+			raw, err := ipvsnl.New()
 			if err != nil {
 				return err
 			}
-			g := ipvs.NewGuard(raw, own)
+			g := ownership.NewGuard(raw, own)
 			defer g.Close()
 			// What the syncer's Adopt does first.
 			if _, err := g.ListVirtualServers(); err != nil {

@@ -1,4 +1,4 @@
-package ipvs
+package ipvsnl
 
 import (
 	"encoding/binary"
@@ -9,9 +9,11 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
 )
 
-var _ RealServerBatcher = (*Netlink)(nil)
+var _ ipvs.RealServerBatcher = (*Netlink)(nil)
 
 // Generic netlink numbers of IPVS (include/uapi/linux/ip_vs.h).
 const (
@@ -58,7 +60,7 @@ type batchSocket struct {
 func openBatchSocket() (*batchSocket, error) {
 	fam, err := netlink.GenlFamilyGet("IPVS")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoIPVS, err)
+		return nil, fmt.Errorf("%w: %v", ipvs.ErrNoIPVS, err)
 	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
 	if err != nil {
@@ -121,7 +123,7 @@ func (b *batchSocket) request(buf []byte, cmd uint8, f func([]byte) []byte) []by
 }
 
 // appendServiceKey appends the attributes that name the service k.
-func appendServiceKey(buf []byte, k Key) []byte {
+func appendServiceKey(buf []byte, k ipvs.Key) []byte {
 	buf = appendAttr(buf, ipvsSvcAttrAF, u16(family(k.Address)))
 	buf = appendAttr(buf, ipvsSvcAttrProto, u16(uint16(k.Protocol)))
 	buf = appendAttr(buf, ipvsSvcAttrAddr, k.Address.AsSlice())
@@ -130,7 +132,7 @@ func appendServiceKey(buf []byte, k Key) []byte {
 
 // appendNewService appends one IPVS_CMD_NEW_SERVICE request, with the
 // attributes and values moby/ipvs sends for toService(vs).
-func (b *batchSocket) appendNewService(buf []byte, vs VirtualServer) []byte {
+func (b *batchSocket) appendNewService(buf []byte, vs ipvs.VirtualServer) []byte {
 	s := toService(vs)
 	return b.request(buf, ipvsCmdNewService, func(buf []byte) []byte {
 		return nested(buf, ipvsCmdAttrService, func(buf []byte) []byte {
@@ -146,7 +148,7 @@ func (b *batchSocket) appendNewService(buf []byte, vs VirtualServer) []byte {
 
 // appendNewDest appends one IPVS_CMD_NEW_DEST request, with the same
 // attributes moby/ipvs sends.
-func (b *batchSocket) appendNewDest(buf []byte, k Key, rs RealServer, fwd uint32) []byte {
+func (b *batchSocket) appendNewDest(buf []byte, k ipvs.Key, rs ipvs.RealServer, fwd uint32) []byte {
 	return b.request(buf, ipvsCmdNewDest, func(buf []byte) []byte {
 		buf = nested(buf, ipvsCmdAttrService, func(buf []byte) []byte { return appendServiceKey(buf, k) })
 		return nested(buf, ipvsCmdAttrDest, func(buf []byte) []byte {
@@ -234,7 +236,7 @@ func (n *Netlink) exchangeLocked(buf []byte, first uint32, count int) ([]error, 
 // addService sends one IPVS_CMD_NEW_SERVICE on the batch socket: two system
 // calls, where moby/ipvs needs three (it asks for the socket's address on
 // every request) and several allocations.
-func (n *Netlink) addService(vs VirtualServer) error {
+func (n *Netlink) addService(vs ipvs.VirtualServer) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	b, err := n.batchLocked()
@@ -253,7 +255,7 @@ func (n *Netlink) addService(vs VirtualServer) error {
 // AddRealServers adds real servers to one virtual server, up to maxBatch
 // requests per system call. errs[i] is what AddRealServer would have
 // returned for rss[i].
-func (n *Netlink) AddRealServers(k Key, rss []RealServer) []error {
+func (n *Netlink) AddRealServers(k ipvs.Key, rss []ipvs.RealServer) []error {
 	errs := make([]error, len(rss))
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -1,4 +1,8 @@
-package ipvs
+// Package ipvsnl implements ipvs.Interface on the kernel through netlink:
+// moby/ipvs for reads and single changes, a raw generic netlink socket for
+// batched adds. Only the agent's wiring (package roles) and kernel tests
+// import it.
+package ipvsnl
 
 import (
 	"encoding/binary"
@@ -13,9 +17,11 @@ import (
 
 	moby "github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
+
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
 )
 
-// Netlink implements Interface with moby/ipvs on one long-lived handle,
+// Netlink implements ipvs.Interface with moby/ipvs on one long-lived handle,
 // except the adds of virtual and real servers, which a cold sync issues by
 // the thousand: those go through a raw socket of its own (batch_linux.go).
 // moby/ipvs sends one ACKed request per call and drops replies whose
@@ -27,7 +33,7 @@ type Netlink struct {
 	batch *batchSocket // opened on first batched call
 }
 
-var _ Interface = (*Netlink)(nil)
+var _ ipvs.Interface = (*Netlink)(nil)
 
 // New opens an IPVS handle in the current network namespace. It returns an
 // error wrapping ErrNoIPVS if the kernel has no IPVS: moby/ipvs itself only
@@ -49,7 +55,7 @@ func New() (*Netlink, error) {
 func CheckKernel() error {
 	if _, err := netlink.GenlFamilyGet("IPVS"); err != nil {
 		_, perr := os.Stat("/proc/net/ip_vs")
-		return fmt.Errorf("%w (IPVS generic netlink family: %v; /proc/net/ip_vs: %v)", ErrNoIPVS, err, perr)
+		return fmt.Errorf("%w (IPVS generic netlink family: %v; /proc/net/ip_vs: %v)", ipvs.ErrNoIPVS, err, perr)
 	}
 	return nil
 }
@@ -83,9 +89,9 @@ func mapErr(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, syscall.EEXIST):
-		return fmt.Errorf("%w: %w", ErrExists, err)
+		return fmt.Errorf("%w: %w", ipvs.ErrExists, err)
 	case errors.Is(err, syscall.ESRCH), errors.Is(err, syscall.ENOENT):
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
+		return fmt.Errorf("%w: %w", ipvs.ErrNotFound, err)
 	}
 	return err
 }
@@ -98,7 +104,7 @@ func family(a netip.Addr) uint16 {
 }
 
 // keyService is the part of a service the kernel uses to find it.
-func keyService(k Key) *moby.Service {
+func keyService(k ipvs.Key) *moby.Service {
 	return &moby.Service{
 		Address:       net.IP(k.Address.AsSlice()),
 		Protocol:      uint16(k.Protocol),
@@ -132,48 +138,48 @@ func netmaskBits(a netip.Addr, m uint32) int {
 	return bits.LeadingZeros32(^binary.BigEndian.Uint32(b[:]))
 }
 
-func toService(vs VirtualServer) *moby.Service {
+func toService(vs ipvs.VirtualServer) *moby.Service {
 	s := keyService(vs.Key())
 	s.SchedName = vs.Scheduler
-	s.Flags = uint32(vs.Flags & userFlags)
+	s.Flags = uint32(vs.Flags & ipvs.UserFlags)
 	if vs.Timeout > 0 {
-		s.Flags |= uint32(flagPersistent)
+		s.Flags |= uint32(ipvs.FlagPersistent)
 		s.Timeout = vs.Timeout
 		s.Netmask = netmask(vs.Address, vs.Netmask())
 	}
 	return s
 }
 
-func fromService(s *moby.Service) (VirtualServer, bool) {
+func fromService(s *moby.Service) (ipvs.VirtualServer, bool) {
 	a, ok := netip.AddrFromSlice(s.Address)
 	if s.FWMark != 0 || !ok {
-		return VirtualServer{}, false // firewall-mark services are never ours
+		return ipvs.VirtualServer{}, false // firewall-mark services are never ours
 	}
 	a = a.Unmap()
 	if s.AddressFamily == syscall.AF_INET6 && a.Is4() {
 		a = netip.AddrFrom16(a.As16())
 	}
-	vs := VirtualServer{
+	vs := ipvs.VirtualServer{
 		Address:   a,
-		Protocol:  Protocol(s.Protocol),
+		Protocol:  ipvs.Protocol(s.Protocol),
 		Port:      s.Port,
 		Scheduler: s.SchedName,
-		Flags:     Flags(s.Flags) & userFlags,
+		Flags:     ipvs.Flags(s.Flags) & ipvs.UserFlags,
 	}
-	if Flags(s.Flags)&flagPersistent != 0 {
+	if ipvs.Flags(s.Flags)&ipvs.FlagPersistent != 0 {
 		vs.Timeout = s.Timeout
 		vs.NetmaskBits = netmaskBits(a, s.Netmask)
 	}
 	return vs, true
 }
 
-var fwdToKernel = map[Forwarding]uint32{
-	Masquerade:  moby.ConnectionFlagMasq,
-	DirectRoute: moby.ConnectionFlagDirectRoute,
-	Tunnel:      moby.ConnectionFlagTunnel,
+var fwdToKernel = map[ipvs.Forwarding]uint32{
+	ipvs.Masquerade:  moby.ConnectionFlagMasq,
+	ipvs.DirectRoute: moby.ConnectionFlagDirectRoute,
+	ipvs.Tunnel:      moby.ConnectionFlagTunnel,
 }
 
-func toDest(rs RealServer) (*moby.Destination, error) {
+func toDest(rs ipvs.RealServer) (*moby.Destination, error) {
 	f, ok := fwdToKernel[rs.Forwarding]
 	if !ok {
 		return nil, fmt.Errorf("real server %s: unknown forwarding %s", rs.Key(), rs.Forwarding)
@@ -187,15 +193,15 @@ func toDest(rs RealServer) (*moby.Destination, error) {
 	}, nil
 }
 
-func fromDest(d *moby.Destination) RealServer {
+func fromDest(d *moby.Destination) ipvs.RealServer {
 	a, _ := netip.AddrFromSlice(d.Address)
-	rs := RealServer{
+	rs := ipvs.RealServer{
 		Address:       a.Unmap(),
 		Port:          d.Port,
 		Weight:        d.Weight,
 		ActiveConns:   d.ActiveConnections,
 		InactiveConns: d.InactiveConnections,
-		Forwarding:    Forwarding(100 + d.ConnectionFlags&moby.ConnectionFlagFwdMask), // shows as unknown
+		Forwarding:    ipvs.Forwarding(100 + d.ConnectionFlags&moby.ConnectionFlagFwdMask), // shows as unknown
 	}
 	for f, k := range fwdToKernel {
 		if k == d.ConnectionFlags&moby.ConnectionFlagFwdMask {
@@ -206,27 +212,27 @@ func fromDest(d *moby.Destination) RealServer {
 }
 
 // ListVirtualServers dumps all services in one request.
-func (n *Netlink) ListVirtualServers() ([]VirtualServer, error) {
+func (n *Netlink) ListVirtualServers() ([]ipvs.VirtualServer, error) {
 	var svcs []*moby.Service
 	if err := n.do(func(h *moby.Handle) (err error) { svcs, err = h.GetServices(); return err }); err != nil {
 		return nil, fmt.Errorf("list virtual servers: %w", err)
 	}
-	out := make([]VirtualServer, 0, len(svcs))
+	out := make([]ipvs.VirtualServer, 0, len(svcs))
 	for _, s := range svcs {
 		if vs, ok := fromService(s); ok {
 			out = append(out, vs)
 		}
 	}
-	SortVirtualServers(out)
+	ipvs.SortVirtualServers(out)
 	return out, nil
 }
 
 // GetVirtualServer reads one service.
-func (n *Netlink) GetVirtualServer(k Key) (VirtualServer, error) {
+func (n *Netlink) GetVirtualServer(k ipvs.Key) (ipvs.VirtualServer, error) {
 	var s *moby.Service
 	err := n.do(func(h *moby.Handle) (err error) { s, err = h.GetService(keyService(k)); return err })
 	if err != nil {
-		return VirtualServer{}, fmt.Errorf("get virtual server %s: %w", k, err)
+		return ipvs.VirtualServer{}, fmt.Errorf("get virtual server %s: %w", k, err)
 	}
 	vs, _ := fromService(s)
 	return vs, nil
@@ -234,7 +240,7 @@ func (n *Netlink) GetVirtualServer(k Key) (VirtualServer, error) {
 
 // AddVirtualServer creates a service (through the batch socket: the add
 // is on the path of every new virtual server).
-func (n *Netlink) AddVirtualServer(vs VirtualServer) error {
+func (n *Netlink) AddVirtualServer(vs ipvs.VirtualServer) error {
 	if err := vs.Validate(); err != nil {
 		return err
 	}
@@ -245,7 +251,7 @@ func (n *Netlink) AddVirtualServer(vs VirtualServer) error {
 }
 
 // UpdateVirtualServer edits a service.
-func (n *Netlink) UpdateVirtualServer(vs VirtualServer) error {
+func (n *Netlink) UpdateVirtualServer(vs ipvs.VirtualServer) error {
 	if err := vs.Validate(); err != nil {
 		return err
 	}
@@ -256,30 +262,30 @@ func (n *Netlink) UpdateVirtualServer(vs VirtualServer) error {
 }
 
 // DeleteVirtualServer deletes a service; a missing one is success.
-func (n *Netlink) DeleteVirtualServer(k Key) error {
+func (n *Netlink) DeleteVirtualServer(k ipvs.Key) error {
 	err := n.do(func(h *moby.Handle) error { return h.DelService(keyService(k)) })
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if err != nil && !errors.Is(err, ipvs.ErrNotFound) {
 		return fmt.Errorf("delete virtual server %s: %w", k, err)
 	}
 	return nil
 }
 
 // ListRealServers dumps the destinations of one service.
-func (n *Netlink) ListRealServers(k Key) ([]RealServer, error) {
+func (n *Netlink) ListRealServers(k ipvs.Key) ([]ipvs.RealServer, error) {
 	var ds []*moby.Destination
 	if err := n.do(func(h *moby.Handle) (err error) { ds, err = h.GetDestinations(keyService(k)); return err }); err != nil {
 		return nil, fmt.Errorf("list real servers of %s: %w", k, err)
 	}
-	out := make([]RealServer, 0, len(ds))
+	out := make([]ipvs.RealServer, 0, len(ds))
 	for _, d := range ds {
 		out = append(out, fromDest(d))
 	}
-	SortRealServers(out)
+	ipvs.SortRealServers(out)
 	return out, nil
 }
 
 // AddRealServer adds a destination.
-func (n *Netlink) AddRealServer(k Key, rs RealServer) error {
+func (n *Netlink) AddRealServer(k ipvs.Key, rs ipvs.RealServer) error {
 	d, err := toDest(rs)
 	if err != nil {
 		return err
@@ -291,7 +297,7 @@ func (n *Netlink) AddRealServer(k Key, rs RealServer) error {
 }
 
 // UpdateRealServer edits a destination.
-func (n *Netlink) UpdateRealServer(k Key, rs RealServer) error {
+func (n *Netlink) UpdateRealServer(k ipvs.Key, rs ipvs.RealServer) error {
 	d, err := toDest(rs)
 	if err != nil {
 		return err
@@ -303,10 +309,10 @@ func (n *Netlink) UpdateRealServer(k Key, rs RealServer) error {
 }
 
 // DeleteRealServer deletes a destination; a missing one is success.
-func (n *Netlink) DeleteRealServer(k Key, rk RealKey) error {
+func (n *Netlink) DeleteRealServer(k ipvs.Key, rk ipvs.RealKey) error {
 	d := &moby.Destination{Address: net.IP(rk.Address.AsSlice()), Port: rk.Port, AddressFamily: family(rk.Address)}
 	err := n.do(func(h *moby.Handle) error { return h.DelDestination(keyService(k), d) })
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if err != nil && !errors.Is(err, ipvs.ErrNotFound) {
 		return fmt.Errorf("delete real server %s of %s: %w", rk, k, err)
 	}
 	return nil

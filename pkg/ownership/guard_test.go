@@ -1,4 +1,4 @@
-package ipvs_test
+package ownership_test
 
 import (
 	"errors"
@@ -11,20 +11,21 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest/fault"
+	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
 func vs(addr string, p ipvs.Protocol, port uint16) ipvs.VirtualServer {
 	return ipvs.VirtualServer{Address: netip.MustParseAddr(addr), Protocol: p, Port: port, Scheduler: "rr"}
 }
 
-func newGuard(t *testing.T) (*ipvs.Guard, *ipvstest.Fake, *ipsettest.Fake) {
+func newGuard(t *testing.T) (*ownership.Guard, *ipvstest.Fake, *ipsettest.Fake) {
 	t.Helper()
 	k, sets := ipvstest.NewFake(), ipsettest.NewFake()
-	own, err := ipvs.NewSetOwnership(sets)
+	own, err := ownership.NewSetRecords(sets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ipvs.NewGuard(k, own), k, sets
+	return ownership.NewGuard(k, own), k, sets
 }
 
 func TestGuardOwnership(t *testing.T) {
@@ -96,7 +97,7 @@ func TestGuardAddFailureReleasesClaim(t *testing.T) {
 func TestOwnershipSurvivesRestart(t *testing.T) {
 	t.Parallel()
 	sets := ipsettest.NewFake()
-	own, err := ipvs.NewSetOwnership(sets)
+	own, err := ownership.NewSetRecords(sets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func TestOwnershipSurvivesRestart(t *testing.T) {
 	if err := own.Claim(k); err != nil {
 		t.Fatal(err)
 	}
-	again, err := ipvs.NewSetOwnership(sets)
+	again, err := ownership.NewSetRecords(sets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,23 +137,23 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// claimCounter counts the claims an Ownership is asked for.
+// claimCounter counts the claims an Records is asked for.
 type claimCounter struct {
-	ipvs.Ownership
+	ownership.Records
 	claims int
 }
 
-func (c *claimCounter) Claim(k ipvs.Key) error { c.claims++; return c.Ownership.Claim(k) }
+func (c *claimCounter) Claim(k ipvs.Key) error { c.claims++; return c.Records.Claim(k) }
 
-func newListingGuard(t *testing.T) (*ipvs.Guard, *ipvstest.Fake, *claimCounter, *time.Time) {
+func newListingGuard(t *testing.T) (*ownership.Guard, *ipvstest.Fake, *claimCounter, *time.Time) {
 	t.Helper()
 	k := ipvstest.NewFake()
-	own, err := ipvs.NewSetOwnership(ipsettest.NewFake())
+	own, err := ownership.NewSetRecords(ipsettest.NewFake())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc := &claimCounter{Ownership: own}
-	g := ipvs.NewGuard(k, cc)
+	cc := &claimCounter{Records: own}
+	g := ownership.NewGuard(k, cc)
 	now := time.Unix(1000, 0)
 	g.SetClock(func() time.Time { return now })
 	return g, k, cc, &now
@@ -229,7 +230,7 @@ func TestGuardListingExpires(t *testing.T) {
 	if _, err := g.ListVirtualServers(); err != nil {
 		t.Fatal(err)
 	}
-	*now = now.Add(ipvs.DefaultListingTTL + time.Second)
+	*now = now.Add(ownership.DefaultListingTTL + time.Second)
 	if err := g.AddVirtualServer(vs("10.0.2.1", ipvs.TCP, 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +244,7 @@ func TestGuardListingExpires(t *testing.T) {
 	}
 	for i := range 200 {
 		if i == 100 {
-			*now = now.Add(ipvs.DefaultListingTTL + time.Second)
+			*now = now.Add(ownership.DefaultListingTTL + time.Second)
 		}
 		if err := g.AddVirtualServer(vs("10.0.3.1", ipvs.TCP, uint16(i+1))); err != nil {
 			t.Fatal(err)
