@@ -49,9 +49,10 @@ manifests: test-bins ## Generate the CRD and RBAC manifests into config/.
 	hack/gen-install.sh
 
 .PHONY: verify
-verify: test-bins ## Fail when generated files are stale, code is not gofmt'ed, or go vet complains.
+verify: test-bins ## Fail when generated files are stale, an import rule of ARCHITECTURE.md is broken, code is not gofmt'ed, or go vet complains.
 	hack/verify-generated.sh
 	hack/gen-install.sh --check
+	hack/verify-imports.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
@@ -74,7 +75,7 @@ test-unit: test-bins test-bins-floor ## Unit tests and envtest suites (a real ku
 # package's testdata/fuzz/ (commit them: they become regression cases of
 # `go test`).
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./pkg/desired:FuzzBuild ./pkg/conntrack:FuzzParseFlow ./pkg/ipset:FuzzEntryRoundTrip
+FUZZ_TARGETS := ./pkg/desired:FuzzBuild ./pkg/conntrack/conntracknl:FuzzParseFlow ./pkg/ipset/ipsetnl:FuzzEntryRoundTrip
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (10s): desired-state building, the conntrack parser, ipset entries.

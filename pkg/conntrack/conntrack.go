@@ -2,6 +2,9 @@
 // services. Its job is to clear the flows that still point at a removed real
 // server (above all UDP, where a client reusing its source port would
 // otherwise be black-holed): one dump, a map lookup per flow, delete matches.
+// This package holds the model (flows, targets, the matcher) and the
+// Interface, free of netlink; package conntracknl implements it on the
+// kernel, package conntracktest keeps flows in memory.
 package conntrack
 
 import (
@@ -50,7 +53,7 @@ func (f Flow) Equal(o Flow) bool { return f == o }
 
 // String formats the flow like "udp 10.0.0.5:1234->10.96.0.10:53 reply 10.99.2.2:5353->10.0.0.5:1234".
 func (f Flow) String() string {
-	return fmt.Sprintf("%s %s->%s reply %s->%s", protoName(f.Protocol), f.OrigSrc, f.OrigDst, f.ReplySrc, f.ReplyDst)
+	return fmt.Sprintf("%s %s->%s reply %s->%s", ProtoName(f.Protocol), f.OrigSrc, f.OrigDst, f.ReplySrc, f.ReplyDst)
 }
 
 // Compare orders flows for sorted output.
@@ -69,7 +72,8 @@ func (f Flow) Compare(o Flow) int {
 // SortFlows sorts flows in place.
 func SortFlows(fs []Flow) { slices.SortFunc(fs, Flow.Compare) }
 
-func protoName(p uint8) string {
+// ProtoName names an IP protocol number: tcp, udp, sctp, or the number.
+func ProtoName(p uint8) string {
 	switch p {
 	case TCP:
 		return "tcp"
@@ -92,15 +96,13 @@ type Target struct {
 
 // String formats the target.
 func (t Target) String() string {
-	return fmt.Sprintf("%s %s via %s", protoName(t.Protocol), t.VIP, t.Backend)
+	return fmt.Sprintf("%s %s via %s", ProtoName(t.Protocol), t.VIP, t.Backend)
 }
 
 // Matcher answers "does this flow belong to a target?" with map lookups, so
 // a pass over N flows costs O(N) whatever the number of targets.
 type Matcher struct {
-	m  map[Target]struct{}
-	v4 bool
-	v6 bool
+	m map[Target]struct{}
 }
 
 // NewMatcher indexes the targets.
@@ -110,17 +112,19 @@ func NewMatcher(targets []Target) *Matcher {
 		t.VIP = netip.AddrPortFrom(t.VIP.Addr().Unmap(), t.VIP.Port())
 		t.Backend = netip.AddrPortFrom(t.Backend.Addr().Unmap(), t.Backend.Port())
 		m.m[t] = struct{}{}
-		if t.VIP.Addr().Is4() {
-			m.v4 = true
-		} else {
-			m.v6 = true
-		}
 	}
 	return m
 }
 
-// Families reports which address families have targets.
-func (m *Matcher) Families() (v4, v6 bool) { return m.v4, m.v6 }
+// Targets returns the indexed targets once each, addresses unmapped, in no
+// particular order.
+func (m *Matcher) Targets() []Target {
+	out := make([]Target, 0, len(m.m))
+	for t := range m.m {
+		out = append(out, t)
+	}
+	return out
+}
 
 // Match reports whether the flow is one to delete.
 func (m *Matcher) Match(f Flow) bool {

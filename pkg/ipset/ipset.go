@@ -1,7 +1,10 @@
-// Package ipset manages the kernel ipsets kubelvs owns: every set it creates,
-// changes or destroys is named with the KUBELVS- prefix, and calls that would
-// change any other set fail with ErrNotOwned. Sets are reached through
-// netlink on one long-lived handle; the `ipset` tool is never executed.
+// Package ipset is the model of the kernel ipsets kubelvs owns — sets,
+// entries, their differences — and the Interface they are managed through:
+// every set kubelvs creates, changes or destroys is named with the KUBELVS-
+// prefix, and calls that would change any other set fail with ErrNotOwned.
+// It imports no netlink: the implementation on one long-lived netlink handle
+// is package ipsetnl (the `ipset` tool is never executed), the fake package
+// ipsettest.
 package ipset
 
 import (

@@ -7,12 +7,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kubelvs/kubelvs/pkg/conntrack"
+	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracknl"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsetnl"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netfilter/iptables"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/netif/netifnl"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
@@ -20,10 +23,10 @@ import (
 // the real kernel of the root namespace.
 type Director struct {
 	IPVS      *ownership.Guard
-	Sets      *ipset.Netlink
-	Netif     *netif.Netlink
-	Rules     *netfilter.Rules
-	Conntrack *conntrack.Netlink
+	Sets      *ipsetnl.Netlink
+	Netif     *netifnl.Netlink
+	Rules     *iptables.Rules
+	Conntrack *conntracknl.Netlink
 
 	vips    []netip.Addr
 	members netfilter.Members
@@ -35,7 +38,7 @@ func NewDirector(tb testing.TB) *Director {
 	tb.Helper()
 	d := &Director{}
 	var err error
-	if d.Sets, err = ipset.New(); err != nil {
+	if d.Sets, err = ipsetnl.New(); err != nil {
 		tb.Fatal(err)
 	}
 	own, err := ownership.NewSetRecords(d.Sets)
@@ -47,7 +50,7 @@ func NewDirector(tb testing.TB) *Director {
 		tb.Fatal(err)
 	}
 	d.IPVS = ownership.NewGuard(raw, own)
-	if d.Netif, err = netif.New(); err != nil {
+	if d.Netif, err = netifnl.New(); err != nil {
 		tb.Fatal(err)
 	}
 	if err := d.Netif.EnsureDevice(); err != nil {
@@ -58,13 +61,13 @@ func NewDirector(tb testing.TB) *Director {
 	if _, err := netif.ApplySysctls("/proc/sys", netif.Sysctls(unix.ByteSliceToString(u.Release[:]), true)); err != nil {
 		tb.Fatal(err)
 	}
-	if d.Rules, err = netfilter.New(d.Sets, netfilter.ExecRunner{}, netfilter.Config{}); err != nil {
+	if d.Rules, err = iptables.New(d.Sets, iptables.ExecRunner{}, netfilter.Config{}); err != nil {
 		tb.Fatal(err)
 	}
 	if _, err := d.Rules.Sync(true); err != nil {
 		tb.Fatal(err)
 	}
-	if d.Conntrack, err = conntrack.New(); err != nil {
+	if d.Conntrack, err = conntracknl.New(); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {

@@ -1,15 +1,14 @@
 package netfilter
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 )
 
-// cleanupInput builds the iptables-restore --noflush input that removes
+// CleanupInput builds the iptables-restore --noflush input that removes
 // every jump into our chains and then the chains themselves, from the
 // current iptables-save output. Nothing else is touched.
-func cleanupInput(saved string) string {
+func CleanupInput(saved string) string {
 	present := map[string]bool{} // "table/chain" of our chains that exist
 	var dels []string
 	table := ""
@@ -54,34 +53,4 @@ func cleanupInput(saved string) string {
 		fmt.Fprintf(&b, "*%s\n%s\nCOMMIT\n", t, strings.Join(lines, "\n"))
 	}
 	return b.String()
-}
-
-// Cleanup removes the kubelvs rules, chains and ipsets of every family
-// (`manager cleanup`). What other programs made stays.
-func (r *Rules) Cleanup() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var errs []error
-	for _, f := range r.fams {
-		saved, err := r.run.Run("", binary(r.mode, f, "save"))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("netfilter %s: %w", f, err))
-			continue
-		}
-		if in := cleanupInput(saved); in != "" {
-			if _, err := r.run.Run(in, binary(r.mode, f, "restore"), "--noflush", "-w", "5"); err != nil {
-				errs = append(errs, fmt.Errorf("netfilter %s: remove rules: %w", f, err))
-				continue
-			}
-		}
-		// The sets can go only once no rule references them.
-		for _, s := range IPSets(f) {
-			if err := r.sets.DestroySet(s.Name); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		delete(r.synced, f)
-	}
-	r.members = nil
-	return errors.Join(errs...)
 }

@@ -32,10 +32,10 @@ COMMIT
 -X KUBELVS-POSTROUTING
 COMMIT
 `
-	if got := cleanupInput(saved); got != want {
+	if got := CleanupInput(saved); got != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
 	}
-	if got := cleanupInput("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"); got != "" {
+	if got := CleanupInput("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"); got != "" {
 		t.Fatalf("nothing of ours: want no input, got %q", got)
 	}
 }

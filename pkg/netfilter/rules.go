@@ -121,11 +121,11 @@ func Render(f Family, cfg Config) map[string][]string {
 	}
 }
 
-// restoreInput builds the iptables-restore --noflush input: our chains
+// RestoreInput builds the iptables-restore --noflush input: our chains
 // redefined (declaring a chain flushes it), plus the jumps fixed up against
 // the current iptables-save output: inserted at the top if missing, extra
 // copies deleted.
-func restoreInput(chains map[string][]string, saved string) string {
+func RestoreInput(chains map[string][]string, saved string) string {
 	count := map[jump]int{}
 	table := ""
 	for _, l := range strings.Split(saved, "\n") {
@@ -171,7 +171,8 @@ type Members struct {
 	Allowed    []ipset.Entry // VIP, proto, port, Net
 }
 
-func (m Members) split(f Family) Members {
+// Split returns the members of one family.
+func (m Members) Split(f Family) Members {
 	keep := func(es []ipset.Entry) []ipset.Entry {
 		var out []ipset.Entry
 		for _, e := range es {

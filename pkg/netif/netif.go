@@ -1,6 +1,8 @@
 // Package netif manages the dummy interface kubelvs0 that holds the virtual
 // addresses (so the kernel delivers their packets locally, where IPVS picks
-// them up) and the sysctls IPVS needs.
+// them up) and the sysctls IPVS needs. The Interface, the address diff and
+// the sysctl list are here, free of netlink; package netifnl implements the
+// Interface on the kernel, package netiftest in memory.
 package netif
 
 import (

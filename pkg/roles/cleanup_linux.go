@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsetnl"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
-	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/netfilter/iptables"
+	"github.com/kubelvs/kubelvs/pkg/netif/netifnl"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
@@ -17,7 +18,7 @@ import (
 // KUBELVS- netfilter chains and ipsets. Anything else stays. Run it after
 // uninstalling, with the agent stopped.
 func Cleanup(out io.Writer) error {
-	sets, err := ipset.New()
+	sets, err := ipsetnl.New()
 	if err != nil {
 		return err
 	}
@@ -44,7 +45,7 @@ func Cleanup(out io.Writer) error {
 		}
 		fmt.Fprintf(out, "deleted %d IPVS virtual servers\n", n)
 	}
-	vips, err := netif.New()
+	vips, err := netifnl.New()
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
@@ -54,7 +55,7 @@ func Cleanup(out io.Writer) error {
 	} else {
 		fmt.Fprintln(out, "deleted kubelvs0")
 	}
-	rules, err := netfilter.New(sets, netfilter.ExecRunner{}, netfilter.Config{})
+	rules, err := iptables.New(sets, iptables.ExecRunner{}, netfilter.Config{})
 	if err != nil {
 		errs = append(errs, err)
 	} else if err := rules.Cleanup(); err != nil {

@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsetnl"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
-	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/netif/netifnl"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
@@ -15,7 +15,7 @@ import (
 // servers it owns with their real servers (weights and connection
 // counts), and the VIPs on kubelvs0. It only reads.
 func Dump(out io.Writer) error {
-	sets, err := ipset.New()
+	sets, err := ipsetnl.New()
 	if err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func Dump(out io.Writer) error {
 	if len(svcs) == 0 {
 		fmt.Fprintln(out, "no IPVS virtual servers owned by kubelvs")
 	}
-	vips, err := netif.New()
+	vips, err := netifnl.New()
 	if err != nil {
 		return err
 	}

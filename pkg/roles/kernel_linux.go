@@ -6,11 +6,13 @@ import (
 	"os"
 	"strings"
 
-	"github.com/kubelvs/kubelvs/pkg/conntrack"
-	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracknl"
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsetnl"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netfilter/iptables"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/netif/netifnl"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
@@ -36,7 +38,7 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 		return fail(err)
 	}
 	closers = append(closers, nl.Close)
-	sets, err := ipset.New()
+	sets, err := ipsetnl.New()
 	if err != nil {
 		return fail(err)
 	}
@@ -45,7 +47,7 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 	if err != nil {
 		return fail(err)
 	}
-	vips, err := netif.New()
+	vips, err := netifnl.New()
 	if err != nil {
 		return fail(err)
 	}
@@ -58,14 +60,14 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 		}
 		warn("the IPv6 sysctls could not be set, the IPv4 ones are; IPv6 VirtualServices will not work on this node", err)
 	}
-	rules, err := netfilter.New(sets, netfilter.ExecRunner{}, netfilter.Config{})
+	rules, err := iptables.New(sets, iptables.ExecRunner{}, netfilter.Config{})
 	if err != nil {
 		return fail(err)
 	}
 	if _, err := rules.Sync(true); err != nil {
 		return fail(fmt.Errorf("netfilter rules: %w", err))
 	}
-	ct, err := conntrack.New()
+	ct, err := conntracknl.New()
 	if err != nil {
 		return fail(err)
 	}

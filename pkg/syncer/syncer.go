@@ -37,9 +37,9 @@ type Kernel struct {
 	ReleaseStale func(keep func(ipvs.Key) bool) (int, error)
 	// VIPs holds the addresses on kubelvs0.
 	VIPs netif.Interface
-	// Members replaces the netfilter ipset members (netfilter.Rules.SyncMembers).
+	// Members replaces the netfilter ipset members (iptables.Rules.SyncMembers).
 	Members func(netfilter.Members) error
-	// ListMembers reads the ipset members (netfilter.Rules.ListMembers), to
+	// ListMembers reads the ipset members (iptables.Rules.ListMembers), to
 	// keep those of VirtualServices on hold across a restart; nil or an
 	// error leaves the VIPs and ipset members as they are until it works.
 	ListMembers func() (netfilter.Members, error)

@@ -22,14 +22,16 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/utils/clock"
 
-	"github.com/kubelvs/kubelvs/pkg/conntrack"
+	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracknl"
 	"github.com/kubelvs/kubelvs/pkg/desired"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsetnl"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
-	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/netfilter/iptables"
+	"github.com/kubelvs/kubelvs/pkg/netif/netifnl"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
@@ -61,10 +63,10 @@ func sizes() []int {
 type node struct {
 	ipvs       *countIPVS
 	sets       *countSets
-	rawSets    *ipset.Netlink
-	vips       *netif.Netlink
-	rules      *netfilter.Rules
-	ct         *conntrack.Netlink
+	rawSets    *ipsetnl.Netlink
+	vips       *netifnl.Netlink
+	rules      *iptables.Rules
+	ct         *conntracknl.Netlink
 	moby       *moby.Handle
 	nfct       *netlink.Handle
 	addrEvents atomic.Int64
@@ -79,23 +81,23 @@ func openNode(b *testing.B) *node {
 		b.Fatal(err)
 	}
 	n.ipvs = &countIPVS{Interface: raw}
-	if n.rawSets, err = ipset.New(); err != nil {
+	if n.rawSets, err = ipsetnl.New(); err != nil {
 		b.Fatal(err)
 	}
 	n.sets = &countSets{Interface: n.rawSets}
-	if n.vips, err = netif.New(); err != nil {
+	if n.vips, err = netifnl.New(); err != nil {
 		b.Fatal(err)
 	}
 	if err := n.vips.EnsureDevice(); err != nil {
 		b.Fatal(err)
 	}
-	if n.rules, err = netfilter.New(n.sets, netfilter.ExecRunner{}, netfilter.Config{}); err != nil {
+	if n.rules, err = iptables.New(n.sets, iptables.ExecRunner{}, netfilter.Config{}); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := n.rules.Sync(true); err != nil {
 		b.Fatal(err)
 	}
-	if n.ct, err = conntrack.New(); err != nil {
+	if n.ct, err = conntracknl.New(); err != nil {
 		b.Fatal(err)
 	}
 	if n.moby, err = moby.New(""); err != nil {

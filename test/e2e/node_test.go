@@ -21,7 +21,7 @@ dump)
 		done
 	done ;;
 add-foreign)
-	# The backend with more rules, as the agent picks it (pkg/netfilter.DetectMode).
+	# The backend with more rules, as the agent picks it (pkg/iptables.DetectMode).
 	m=legacy
 	[ "$(rules nft)" -gt "$(rules legacy)" ] && m=nft
 	# 100 rules, as a node with kube-proxy or a firewall has many.

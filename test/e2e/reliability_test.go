@@ -25,9 +25,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
-	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsetnl"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
-	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/netif/netifnl"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/test/e2e/echo"
 )
@@ -444,7 +444,7 @@ func crashMidSync(t *testing.T, l *local) {
 	}
 	// Nothing duplicated or left over: one ownership record and one VIP on
 	// kubelvs0 per VirtualService.
-	sets, err := ipset.New()
+	sets, err := ipsetnl.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +459,7 @@ func crashMidSync(t *testing.T, l *local) {
 			n++
 		}
 	}
-	dev, err := netif.New()
+	dev, err := netifnl.New()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 
 	moby "github.com/moby/ipvs"
 
-	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsetnl"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
@@ -59,7 +59,7 @@ func BenchmarkKernelColdSync(b *testing.B) {
 	}
 	b.Run("guard-"+size, func(b *testing.B) {
 		measure(b, func() error {
-			sets, err := ipset.New()
+			sets, err := ipsetnl.New()
 			if err != nil {
 				return err
 			}

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsetnl"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
@@ -18,7 +18,7 @@ import (
 func newKernelGuard(tb testing.TB) *ownership.Guard {
 	tb.Helper()
 	kerneltest.Require(tb)
-	sets, err := ipset.New()
+	sets, err := ipsetnl.New()
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,8 +1,10 @@
-package conntrack
+package conntracknl
 
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/kubelvs/kubelvs/pkg/conntrack"
 )
 
 // FuzzParseFlow: whatever bytes a conntrack dump holds, parseFlow neither
@@ -20,7 +22,7 @@ func FuzzParseFlow(f *testing.F) {
 		if !ok1 || !ok2 || !ok3 || sport == 0 || vport == 0 || bport == 0 || s.Is4() != v.Is4() || v.Is4() != b.Is4() {
 			return
 		}
-		want := Flow{Protocol: proto,
+		want := conntrack.Flow{Protocol: proto,
 			OrigSrc: netip.AddrPortFrom(s, sport), OrigDst: netip.AddrPortFrom(v, vport),
 			ReplySrc: netip.AddrPortFrom(b, bport), ReplyDst: netip.AddrPortFrom(s, sport)}
 		c := &conn{}

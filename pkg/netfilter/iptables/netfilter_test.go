@@ -1,4 +1,4 @@
-package netfilter
+package iptables
 
 import (
 	"net/netip"
@@ -8,6 +8,7 @@ import (
 	"github.com/kubelvs/kubelvs/internal/golden"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
+	"github.com/kubelvs/kubelvs/pkg/netfilter"
 )
 
 // fakeRunner serves canned iptables-save output and records restores.
@@ -33,7 +34,7 @@ func TestSyncFixesJumpsAndSkipsUnchanged(t *testing.T) {
 			"-A PREROUTING -j KUBELVS-PREROUTING\n-A PREROUTING -j KUBELVS-PREROUTING\n-A OUTPUT -j KUBELVS-OUTPUT\n-A POSTROUTING -j KUBELVS-POSTROUTING\nCOMMIT\n",
 	}}
 	sets := ipsettest.NewFake()
-	r, err := New(sets, run, Config{Mode: "legacy"}, IPv4, IPv6)
+	r, err := New(sets, run, netfilter.Config{Mode: "legacy"}, netfilter.IPv4, netfilter.IPv6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestDetectMode(t *testing.T) {
 func TestSyncMembersWritesOnlyDifferencesAndRereadsAfterForce(t *testing.T) {
 	t.Parallel()
 	sets := ipsettest.NewFake()
-	r, err := New(sets, &fakeRunner{}, Config{Mode: "legacy"}, IPv4)
+	r, err := New(sets, &fakeRunner{}, netfilter.Config{Mode: "legacy"}, netfilter.IPv4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func TestSyncMembersWritesOnlyDifferencesAndRereadsAfterForce(t *testing.T) {
 	}
 	e1 := ipset.Entry{IP: netip.MustParseAddr("10.96.0.1"), Protocol: ipset.ProtoTCP, Port: 80}
 	e2 := ipset.Entry{IP: netip.MustParseAddr("10.96.0.2"), Protocol: ipset.ProtoUDP, Port: 53}
-	if err := r.SyncMembers(Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
+	if err := r.SyncMembers(netfilter.Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
 		t.Fatal(err)
 	}
 	// Someone deletes a member behind our back: the next ordinary sync
@@ -88,7 +89,7 @@ func TestSyncMembersWritesOnlyDifferencesAndRereadsAfterForce(t *testing.T) {
 	if err := sets.DelEntry("KUBELVS-MASQ", e1); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.SyncMembers(Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
+	if err := r.SyncMembers(netfilter.Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := sets.ListEntries("KUBELVS-MASQ"); len(got) != 1 {
@@ -98,7 +99,7 @@ func TestSyncMembersWritesOnlyDifferencesAndRereadsAfterForce(t *testing.T) {
 	if _, err := r.Sync(true); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.SyncMembers(Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
+	if err := r.SyncMembers(netfilter.Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := sets.ListEntries("KUBELVS-MASQ"); len(got) != 2 {

@@ -1,4 +1,4 @@
-package ipset
+package ipsetnl
 
 import (
 	"net"
@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	lib "github.com/lrh3321/ipset-go"
+
+	"github.com/kubelvs/kubelvs/pkg/ipset"
 )
 
 // FuzzEntryRoundTrip: what the kernel hands back for an entry (the
@@ -16,7 +18,7 @@ func FuzzEntryRoundTrip(f *testing.F) {
 	f.Add(make([]byte, 16), uint8(17), uint16(53), make([]byte, 16), uint8(1), uint8(1))
 	f.Add([]byte{1, 2, 3}, uint8(0), uint16(0), []byte{}, uint8(200), uint8(2))
 	f.Fuzz(func(t *testing.T, ip []byte, proto uint8, port uint16, netIP []byte, bits uint8, kind uint8) {
-		typ := []Type{HashIPPort, HashIPPortNet, HashNet}[int(kind)%3]
+		typ := []ipset.Type{ipset.HashIPPort, ipset.HashIPPortNet, ipset.HashNet}[int(kind)%3]
 		// Arbitrary kernel input: an error or an entry, never a panic.
 		p, pt := proto, port
 		_, _ = fromLib(typ, &lib.Entry{IP: net.IP(ip), Protocol: &p, Port: &pt, IP2: net.IP(netIP), CIDR2: bits, CIDR: bits})
@@ -30,14 +32,14 @@ func FuzzEntryRoundTrip(f *testing.F) {
 		if int(bits) < 1 || int(bits) > n.BitLen() {
 			return // the kernel holds no such prefix (and Build never writes /0)
 		}
-		var e Entry
+		var e ipset.Entry
 		switch typ {
-		case HashIPPort:
-			e = Entry{IP: a, Protocol: proto, Port: port}
-		case HashIPPortNet:
-			e = Entry{IP: a, Protocol: proto, Port: port, Net: netip.PrefixFrom(n, int(bits)).Masked()}
-		case HashNet:
-			e = Entry{Net: netip.PrefixFrom(n, int(bits)).Masked()}
+		case ipset.HashIPPort:
+			e = ipset.Entry{IP: a, Protocol: proto, Port: port}
+		case ipset.HashIPPortNet:
+			e = ipset.Entry{IP: a, Protocol: proto, Port: port, Net: netip.PrefixFrom(n, int(bits)).Masked()}
+		case ipset.HashNet:
+			e = ipset.Entry{Net: netip.PrefixFrom(n, int(bits)).Masked()}
 		}
 		le := toLib(e)
 		got, err := fromLib(typ, &le)

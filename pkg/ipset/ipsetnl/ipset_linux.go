@@ -1,4 +1,6 @@
-package ipset
+// Package ipsetnl implements ipset.Interface on the kernel through netlink
+// (lrh3321/ipset-go, and a raw socket for batched adds).
+package ipsetnl
 
 import (
 	"errors"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	lib "github.com/lrh3321/ipset-go"
+
+	"github.com/kubelvs/kubelvs/pkg/ipset"
 )
 
 // Netlink implements Interface on one long-lived netlink handle. The mutex
@@ -20,7 +24,7 @@ type Netlink struct {
 	h  *lib.Handle
 }
 
-var _ Interface = (*Netlink)(nil)
+var _ ipset.Interface = (*Netlink)(nil)
 
 // New opens the netlink handle. It fails if the kernel has no ipset support.
 func New() (*Netlink, error) {
@@ -72,7 +76,7 @@ func isCode(err error, code int) bool {
 	return errors.As(err, &ie) && int(ie) == code
 }
 
-func (n *Netlink) create(s Set) error {
+func (n *Netlink) create(s ipset.Set) error {
 	opts := lib.CreateOptions{Family: uint8(s.Family), Size: s.HashSize, Replace: true}
 	return n.do(func() error { return n.h.Create(s.Name, string(s.Type), opts) })
 }
@@ -80,7 +84,7 @@ func (n *Netlink) create(s Set) error {
 // EnsureSet creates the set, or checks the existing one is compatible: the
 // kernel accepts a create of an identical existing set (no NLM_F_EXCL) and
 // refuses any other with EEXIST, so this is one round trip.
-func (n *Netlink) EnsureSet(s Set) error {
+func (n *Netlink) EnsureSet(s ipset.Set) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -89,7 +93,7 @@ func (n *Netlink) EnsureSet(s Set) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, syscall.EEXIST) || isCode(err, lib.IPSET_ERR_EXIST_SETNAME2) || isCode(err, lib.IPSET_ERR_EXIST):
-		return fmt.Errorf("ensure ipset %s: %w", s, ErrMismatch)
+		return fmt.Errorf("ensure ipset %s: %w", s, ipset.ErrMismatch)
 	default:
 		return fmt.Errorf("ensure ipset %s: %w", s, err)
 	}
@@ -97,7 +101,7 @@ func (n *Netlink) EnsureSet(s Set) error {
 
 // DestroySet destroys an owned set; a missing set is success.
 func (n *Netlink) DestroySet(name string) error {
-	if err := CheckOwned(name); err != nil {
+	if err := ipset.CheckOwned(name); err != nil {
 		return err
 	}
 	err := n.do(func() error { return n.h.Destroy(name) })
@@ -108,30 +112,30 @@ func (n *Netlink) DestroySet(name string) error {
 }
 
 // ListEntries dumps the set's members, sorted.
-func (n *Netlink) ListEntries(name string) ([]Entry, error) {
+func (n *Netlink) ListEntries(name string) ([]ipset.Entry, error) {
 	var res *lib.Sets
 	err := n.do(func() (err error) { res, err = n.h.List(name); return err })
 	if err != nil {
 		if isNotExist(err) {
-			return nil, fmt.Errorf("list ipset %s: %w", name, ErrNotFound)
+			return nil, fmt.Errorf("list ipset %s: %w", name, ipset.ErrNotFound)
 		}
 		return nil, fmt.Errorf("list ipset %s: %w", name, err)
 	}
-	out := make([]Entry, 0, len(res.Entries))
+	out := make([]ipset.Entry, 0, len(res.Entries))
 	for i := range res.Entries {
-		e, err := fromLib(Type(res.TypeName), &res.Entries[i])
+		e, err := fromLib(ipset.Type(res.TypeName), &res.Entries[i])
 		if err != nil {
 			return nil, fmt.Errorf("list ipset %s: %w", name, err)
 		}
 		out = append(out, e)
 	}
-	SortEntries(out)
+	ipset.SortEntries(out)
 	return out, nil
 }
 
 // AddEntry adds a member to an owned set; a present member is success.
-func (n *Netlink) AddEntry(name string, e Entry) error {
-	if err := CheckOwned(name); err != nil {
+func (n *Netlink) AddEntry(name string, e ipset.Entry) error {
+	if err := ipset.CheckOwned(name); err != nil {
 		return err
 	}
 	le := toLib(e)
@@ -143,8 +147,8 @@ func (n *Netlink) AddEntry(name string, e Entry) error {
 }
 
 // DelEntry removes a member from an owned set; an absent member is success.
-func (n *Netlink) DelEntry(name string, e Entry) error {
-	if err := CheckOwned(name); err != nil {
+func (n *Netlink) DelEntry(name string, e ipset.Entry) error {
+	if err := ipset.CheckOwned(name); err != nil {
 		return err
 	}
 	le := toLib(e)
@@ -162,12 +166,12 @@ func (n *Netlink) DelEntry(name string, e Entry) error {
 func TempName(name string) string {
 	h := fnv.New32a()
 	h.Write([]byte(name))
-	return fmt.Sprintf("%sTMP-%08x", Prefix, h.Sum32())
+	return fmt.Sprintf("%sTMP-%08x", ipset.Prefix, h.Sum32())
 }
 
 // Replace fills a scratch set, swaps it with the live one (the kernel swaps
 // the two names atomically) and destroys the scratch set.
-func (n *Netlink) Replace(s Set, entries []Entry) error {
+func (n *Netlink) Replace(s ipset.Set, entries []ipset.Entry) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -211,7 +215,7 @@ func (n *Netlink) swap(from, to string) error {
 	return err
 }
 
-func toLib(e Entry) lib.Entry {
+func toLib(e ipset.Entry) lib.Entry {
 	var le lib.Entry
 	if e.IP.IsValid() {
 		le.IP = net.IP(e.IP.AsSlice())
@@ -231,8 +235,8 @@ func toLib(e Entry) lib.Entry {
 	return le
 }
 
-func fromLib(t Type, le *lib.Entry) (Entry, error) {
-	var e Entry
+func fromLib(t ipset.Type, le *lib.Entry) (ipset.Entry, error) {
+	var e ipset.Entry
 	addr := func(ip net.IP) (netip.Addr, error) {
 		a, ok := netip.AddrFromSlice(ip)
 		if !ok {
@@ -246,7 +250,7 @@ func fromLib(t Type, le *lib.Entry) (Entry, error) {
 	if le.Port != nil {
 		e.Port = *le.Port
 	}
-	if t == HashNet {
+	if t == ipset.HashNet {
 		a, err := addr(le.IP)
 		if err != nil {
 			return e, err

@@ -1,4 +1,7 @@
-package conntrack
+// Package conntracknl implements conntrack.Interface on the kernel through
+// netlink: kernel-filtered dumps parsed by its own attribute reader
+// (raw_linux.go) and batched deletes.
+package conntracknl
 
 import (
 	"errors"
@@ -9,6 +12,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubelvs/kubelvs/pkg/conntrack"
 )
 
 // Netlink implements Interface on one long-lived ctnetlink socket of its
@@ -18,7 +23,7 @@ type Netlink struct {
 	c  *conn
 }
 
-var _ Interface = (*Netlink)(nil)
+var _ conntrack.Interface = (*Netlink)(nil)
 
 // New opens the netlink socket.
 func New() (*Netlink, error) {
@@ -46,8 +51,8 @@ func addrPort(ip net.IP, port uint16) netip.AddrPort {
 }
 
 // FromNetlink converts a library flow.
-func FromNetlink(f *netlink.ConntrackFlow) Flow {
-	return Flow{
+func FromNetlink(f *netlink.ConntrackFlow) conntrack.Flow {
+	return conntrack.Flow{
 		Protocol: f.Forward.Protocol,
 		OrigSrc:  addrPort(f.Forward.SrcIP, f.Forward.SrcPort),
 		OrigDst:  addrPort(f.Forward.DstIP, f.Forward.DstPort),
@@ -71,7 +76,7 @@ const maxFilteredDumps = 16
 // kernel >= 5.8). A kernel that refuses the filter gets an unfiltered dump
 // instead; one that ignores it (older than 5.8) returns every flow: the
 // caller checks each flow anyway.
-func (n *Netlink) dumpFiltered(family uint8, f *dumpFilter, fn func(Flow)) error {
+func (n *Netlink) dumpFiltered(family uint8, f *dumpFilter, fn func(conntrack.Flow)) error {
 	err := n.c.dump(family, f, fn)
 	if f != nil && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
 		err = n.c.dump(family, nil, fn)
@@ -81,32 +86,32 @@ func (n *Netlink) dumpFiltered(family uint8, f *dumpFilter, fn func(Flow)) error
 
 // ListFlows dumps the vip:port flows over proto (the kernel filters the
 // dump) and returns them sorted.
-func (n *Netlink) ListFlows(vip netip.Addr, proto uint8, port uint16) ([]Flow, error) {
+func (n *Netlink) ListFlows(vip netip.Addr, proto uint8, port uint16) ([]conntrack.Flow, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.c == nil {
 		return nil, errors.New("conntrack handle closed")
 	}
 	want := netip.AddrPortFrom(vip.Unmap(), port)
-	var out []Flow
-	err := n.dumpFiltered(uint8(familyOf(want.Addr())), &dumpFilter{proto: proto, vip: want}, func(fl Flow) {
+	var out []conntrack.Flow
+	err := n.dumpFiltered(uint8(familyOf(want.Addr())), &dumpFilter{proto: proto, vip: want}, func(fl conntrack.Flow) {
 		if fl.Protocol == proto && fl.OrigDst == want {
 			out = append(out, fl)
 		}
 	})
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("list conntrack flows of %s/%s: %w", protoName(proto), want, err)
+		return nil, fmt.Errorf("list conntrack flows of %s/%s: %w", conntrack.ProtoName(proto), want, err)
 	}
-	SortFlows(out)
+	conntrack.SortFlows(out)
 	return out, nil
 }
 
 // filtersFor returns the kernel-side dump filters that cover targets of one
 // family: one per target, one per virtual service if there are too many
 // targets, or a single unfiltered dump (nil) if there are too many of those.
-func filtersFor(targets []Target) []*dumpFilter {
+func filtersFor(targets []conntrack.Target) []*dumpFilter {
 	var per []*dumpFilter
-	seen := map[Target]bool{}
+	seen := map[conntrack.Target]bool{}
 	for _, t := range targets {
 		if !seen[t] {
 			seen[t] = true
@@ -117,9 +122,9 @@ func filtersFor(targets []Target) []*dumpFilter {
 		return per
 	}
 	var vs []*dumpFilter
-	seenVS := map[Target]bool{}
+	seenVS := map[conntrack.Target]bool{}
 	for _, t := range targets {
-		k := Target{Protocol: t.Protocol, VIP: t.VIP}
+		k := conntrack.Target{Protocol: t.Protocol, VIP: t.VIP}
 		if !seenVS[k] {
 			seenVS[k] = true
 			vs = append(vs, &dumpFilter{proto: t.Protocol, vip: t.VIP})
@@ -135,18 +140,18 @@ func filtersFor(targets []Target) []*dumpFilter {
 // flow is checked against the targets again here) and deletes them in
 // batches. An interrupted dump (the table changed under it) still deletes
 // what it saw and is reported, so the caller retries later.
-func (n *Netlink) DeleteFlows(targets []Target) (int, error) {
+func (n *Netlink) DeleteFlows(targets []conntrack.Target) (int, error) {
 	if len(targets) == 0 {
 		return 0, nil
 	}
-	m := NewMatcher(targets)
+	m := conntrack.NewMatcher(targets)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.c == nil {
 		return 0, errors.New("conntrack handle closed")
 	}
-	byFam := map[uint8][]Target{}
-	for t := range m.m {
+	byFam := map[uint8][]conntrack.Target{}
+	for _, t := range m.Targets() {
 		f := uint8(familyOf(t.VIP.Addr()))
 		byFam[f] = append(byFam[f], t)
 	}
@@ -158,13 +163,13 @@ func (n *Netlink) DeleteFlows(targets []Target) (int, error) {
 			continue
 		}
 		filters := filtersFor(ts)
-		var flows []Flow
-		var dup map[Flow]bool
+		var flows []conntrack.Flow
+		var dup map[conntrack.Flow]bool
 		if len(filters) > 1 {
-			dup = map[Flow]bool{}
+			dup = map[conntrack.Flow]bool{}
 		}
 		for _, f := range filters {
-			err := n.dumpFiltered(fam, f, func(fl Flow) {
+			err := n.dumpFiltered(fam, f, func(fl conntrack.Flow) {
 				if !m.Match(fl) || dup[fl] {
 					return
 				}

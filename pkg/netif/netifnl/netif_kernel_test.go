@@ -1,4 +1,4 @@
-package netif_test
+package netifnl_test
 
 import (
 	"errors"
@@ -14,11 +14,12 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvsnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/netif/netifnl"
 )
 
 func TestKernelDeviceAndAddresses(t *testing.T) {
 	kerneltest.Require(t)
-	h, err := netif.New()
+	h, err := netifnl.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func TestKernelForeignDeviceUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer netlink.LinkDel(br)
-	h, err := netif.New()
+	h, err := netifnl.New()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package netfilter_test
+package iptables_test
 
 import (
 	"net/netip"

@@ -1,4 +1,4 @@
-package ipset_test
+package ipsetnl_test
 
 import (
 	"errors"
@@ -10,13 +10,14 @@ import (
 	"testing"
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/ipset/ipsetnl"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 )
 
-func newHandle(tb testing.TB, sets ...string) *ipset.Netlink {
+func newHandle(tb testing.TB, sets ...string) *ipsetnl.Netlink {
 	tb.Helper()
 	kerneltest.Require(tb)
-	h, err := ipset.New()
+	h, err := ipsetnl.New()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func TestKernelSetLifecycle(t *testing.T) {
 	}
 }
 
-func expect(t *testing.T, h *ipset.Netlink, name string, want []ipset.Entry) {
+func expect(t *testing.T, h *ipsetnl.Netlink, name string, want []ipset.Entry) {
 	t.Helper()
 	got, err := h.ListEntries(name)
 	if err != nil {
@@ -132,7 +133,7 @@ func TestKernelReplaceIsAtomic(t *testing.T) {
 	if err := h.Replace(s, generation(0, n)); err != nil {
 		t.Fatal(err)
 	}
-	reader, err := ipset.New()
+	reader, err := ipsetnl.New()
 	if err != nil {
 		t.Fatal(err)
 	}

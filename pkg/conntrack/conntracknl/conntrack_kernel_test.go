@@ -1,4 +1,4 @@
-package conntrack_test
+package conntracknl_test
 
 import (
 	"net"
@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kubelvs/kubelvs/pkg/conntrack"
+	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracknl"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 )
@@ -119,7 +120,7 @@ func BenchmarkKernelDeleteFlows(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer h.Close()
-	ct, err := conntrack.New()
+	ct, err := conntracknl.New()
 	if err != nil {
 		b.Fatal(err)
 	}

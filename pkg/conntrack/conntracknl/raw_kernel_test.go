@@ -1,4 +1,4 @@
-package conntrack
+package conntracknl
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kubelvs/kubelvs/pkg/conntrack"
 )
 
 // TestKernelDeleteErrors: deleteFlows sends its requests without
@@ -24,11 +26,11 @@ func TestKernelDeleteErrors(t *testing.T) {
 		t.Skip("kernel test: needs root and KUBELVS_KERNEL_TESTS=1 (hack/run-in-vm.sh)")
 	}
 	const n, badEvery = 1500, 97
-	var flows []Flow
-	var bad []Flow
+	var flows []conntrack.Flow
+	var bad []conntrack.Flow
 	for i := 0; i < n; i++ {
-		f := Flow{
-			Protocol: UDP,
+		f := conntrack.Flow{
+			Protocol: conntrack.UDP,
 			OrigSrc:  netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 201, byte(i >> 8), byte(i)}), 40000),
 			OrigDst:  netip.AddrPortFrom(netip.MustParseAddr("10.96.201.1"), uint16(1000+i)),
 		}

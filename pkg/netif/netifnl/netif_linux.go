@@ -1,4 +1,6 @@
-package netif
+// Package netifnl implements netif.Interface on the kernel through netlink
+// (vishvananda/netlink): the kubelvs0 dummy device and its addresses.
+package netifnl
 
 import (
 	"errors"
@@ -9,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubelvs/kubelvs/pkg/netif"
 )
 
 // Netlink implements Interface on one long-lived rtnetlink handle.
@@ -21,7 +25,7 @@ type Netlink struct {
 	known []netip.Addr
 }
 
-var _ Interface = (*Netlink)(nil)
+var _ netif.Interface = (*Netlink)(nil)
 
 // New opens the handle.
 func New() (*Netlink, error) {
@@ -47,16 +51,16 @@ func (n *Netlink) link() (netlink.Link, error) {
 	if n.h == nil {
 		return nil, errors.New("rtnetlink handle closed")
 	}
-	l, err := n.h.LinkByName(DeviceName)
+	l, err := n.h.LinkByName(netif.DeviceName)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("look up %s: %w", DeviceName, err)
+		return nil, fmt.Errorf("look up %s: %w", netif.DeviceName, err)
 	}
 	if l.Type() != "dummy" {
-		return nil, fmt.Errorf("%s (type %s): %w", DeviceName, l.Type(), ErrNotOwned)
+		return nil, fmt.Errorf("%s (type %s): %w", netif.DeviceName, l.Type(), netif.ErrNotOwned)
 	}
 	return l, nil
 }
@@ -71,17 +75,17 @@ func (n *Netlink) EnsureDevice() error {
 		return err
 	}
 	if l == nil {
-		d := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: DeviceName}}
+		d := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: netif.DeviceName}}
 		if err := n.h.LinkAdd(d); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("create %s: %w", DeviceName, err)
+			return fmt.Errorf("create %s: %w", netif.DeviceName, err)
 		}
 		if l, err = n.link(); err != nil || l == nil {
-			return fmt.Errorf("create %s: %w", DeviceName, errors.Join(err, errors.New("not found after create")))
+			return fmt.Errorf("create %s: %w", netif.DeviceName, errors.Join(err, errors.New("not found after create")))
 		}
 	}
 	if l.Attrs().Flags&unix.IFF_UP == 0 {
 		if err := n.h.LinkSetUp(l); err != nil {
-			return fmt.Errorf("set %s up: %w", DeviceName, err)
+			return fmt.Errorf("set %s up: %w", netif.DeviceName, err)
 		}
 	}
 	// The periodic resync calls this, without the syncer's lock: read what
@@ -97,7 +101,7 @@ func (n *Netlink) EnsureDevice() error {
 func (n *Netlink) list(l netlink.Link) ([]netip.Addr, error) {
 	as, err := n.h.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
-		return nil, fmt.Errorf("list addresses of %s: %w", DeviceName, err)
+		return nil, fmt.Errorf("list addresses of %s: %w", netif.DeviceName, err)
 	}
 	var out []netip.Addr
 	for _, a := range as {
@@ -127,7 +131,7 @@ func (n *Netlink) ListAddresses() ([]netip.Addr, error) {
 }
 
 func nlAddr(a netip.Addr) *netlink.Addr {
-	p := Prefix(a)
+	p := netif.Prefix(a)
 	na := &netlink.Addr{IPNet: netlink.NewIPNet(a.AsSlice())}
 	na.IPNet.Mask = netMask(p)
 	if a.Is6() {
@@ -155,7 +159,7 @@ func (n *Netlink) SyncAddresses(vips []netip.Addr) error {
 		return err
 	}
 	if l == nil {
-		return fmt.Errorf("sync addresses: %s does not exist", DeviceName)
+		return fmt.Errorf("sync addresses: %s does not exist", netif.DeviceName)
 	}
 	have := n.known
 	if have == nil {
@@ -164,16 +168,16 @@ func (n *Netlink) SyncAddresses(vips []netip.Addr) error {
 		}
 	}
 	n.known = nil
-	add, del := DiffAddresses(have, vips)
+	add, del := netif.DiffAddresses(have, vips)
 	var errs []error
 	for _, a := range del {
 		if err := n.h.AddrDel(l, nlAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			errs = append(errs, fmt.Errorf("remove %s from %s: %w", a, DeviceName, err))
+			errs = append(errs, fmt.Errorf("remove %s from %s: %w", a, netif.DeviceName, err))
 		}
 	}
 	for _, a := range add {
 		if err := n.h.AddrReplace(l, nlAddr(a)); err != nil {
-			errs = append(errs, fmt.Errorf("add %s to %s: %w", a, DeviceName, err))
+			errs = append(errs, fmt.Errorf("add %s to %s: %w", a, netif.DeviceName, err))
 		}
 	}
 	if len(errs) == 0 {
@@ -192,7 +196,7 @@ func (n *Netlink) DeleteDevice() error {
 		return err
 	}
 	if err := n.h.LinkDel(l); err != nil {
-		return fmt.Errorf("delete %s: %w", DeviceName, err)
+		return fmt.Errorf("delete %s: %w", netif.DeviceName, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package ipset
+package ipsetnl
 
 import (
 	"encoding/binary"
@@ -9,6 +9,8 @@ import (
 	lib "github.com/lrh3321/ipset-go"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubelvs/kubelvs/pkg/ipset"
 )
 
 // The scratch set is filled with IPSET_CMD_ADD requests that each carry
@@ -52,7 +54,7 @@ func appendIP(b []byte, typ uint16, a net.IP) []byte {
 
 // appendData appends one member as an IPSET_ATTR_DATA nest, encoded as
 // the library encodes it.
-func appendData(b []byte, e Entry, lineno uint32) []byte {
+func appendData(b []byte, e ipset.Entry, lineno uint32) []byte {
 	le := toLib(e)
 	b, d := beginNest(b, lib.IPSET_ATTR_DATA)
 	if le.IP != nil {
@@ -78,7 +80,7 @@ func appendData(b []byte, e Entry, lineno uint32) []byte {
 // appendAddMessage appends one IPSET_CMD_ADD request for es (without
 // NLM_F_EXCL: a present member is success). The kernel adds the members of
 // the IPSET_ATTR_ADT list in order and stops at the first error.
-func appendAddMessage(b []byte, set string, es []Entry, seq uint32) []byte {
+func appendAddMessage(b []byte, set string, es []ipset.Entry, seq uint32) []byte {
 	off := len(b)
 	b = binary.NativeEndian.AppendUint32(b, 0)
 	b = binary.NativeEndian.AppendUint16(b, lib.IPSET_CMD_ADD|(unix.NFNL_SUBSYS_IPSET<<8))
@@ -113,7 +115,7 @@ func hashSizeFor(n int, given uint32) uint32 {
 // sends one member per request and waits for each reply, which makes
 // filling a set of 20,000 members cost 40,000 system calls. Replace uses it
 // to fill its scratch set.
-func addEntries(set string, es []Entry) error {
+func addEntries(set string, es []ipset.Entry) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
 		return fmt.Errorf("ipset netlink socket: %w", err)

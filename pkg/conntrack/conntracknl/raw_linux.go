@@ -1,4 +1,4 @@
-package conntrack
+package conntracknl
 
 import (
 	"encoding/binary"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubelvs/kubelvs/pkg/conntrack"
 )
 
 // A minimal ctnetlink client: filtered dumps parsed down to the two tuples,
@@ -221,7 +223,7 @@ func errnoOf(data []byte) error {
 // dump runs one conntrack dump of family (with the kernel-side filter f if
 // not nil) and calls fn for each flow. An interrupted dump calls fn for what
 // it saw and returns an error wrapping netlink.ErrDumpInterrupted.
-func (c *conn) dump(family uint8, f *dumpFilter, fn func(Flow)) error {
+func (c *conn) dump(family uint8, f *dumpFilter, fn func(conntrack.Flow)) error {
 	c.wbuf = c.wbuf[:0]
 	m := c.msg(ipctnlMsgCtGet, unix.NLM_F_DUMP, family)
 	if f != nil {
@@ -327,11 +329,11 @@ func parseTuple(b []byte) (proto uint8, src, dst netip.AddrPort) {
 
 // parseFlow reads the two tuples of a conntrack message (nfgenmsg + attrs)
 // and skips every other attribute.
-func parseFlow(b []byte) (Flow, bool) {
+func parseFlow(b []byte) (conntrack.Flow, bool) {
 	if len(b) < 4 {
-		return Flow{}, false
+		return conntrack.Flow{}, false
 	}
-	var f Flow
+	var f conntrack.Flow
 	var orig, reply bool
 	attrs(b[4:], func(typ uint16, v []byte) {
 		switch typ {
@@ -358,7 +360,7 @@ func parseFlow(b []byte) (Flow, bool) {
 // succeeded. With NLM_F_ACK each request got an acknowledgement, each one
 // a recvfrom of its own (one skb each): 10,000 system calls for 10,000
 // flows, two thirds of the time of DeleteFlows in the UML guest.
-func (c *conn) deleteFlows(flows []Flow) (int, error) {
+func (c *conn) deleteFlows(flows []conntrack.Flow) (int, error) {
 	var deleted int
 	var errs []error
 	for lo := 0; lo < len(flows); lo += c.batch {
@@ -381,7 +383,7 @@ func (c *conn) deleteFlows(flows []Flow) (int, error) {
 // and the next read returns ENOBUFS: which flows failed is then unknown, so
 // deleteSome deletes the flows again, in two halves (a flow already
 // deleted now answers ENOENT, which counts as deleted).
-func (c *conn) deleteSome(flows []Flow, errs *[]error) (int, error) {
+func (c *conn) deleteSome(flows []conntrack.Flow, errs *[]error) (int, error) {
 	c.wbuf = c.wbuf[:0]
 	first := c.seq + 1
 	for _, f := range flows {

@@ -1,4 +1,4 @@
-package netif_test
+package netifnl_test
 
 import (
 	"net"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/pkg/netif"
+	"github.com/kubelvs/kubelvs/pkg/netif/netifnl"
 )
 
 // BenchmarkKernelManyVIPs shows how the cost of adding a VIP grows with
@@ -23,7 +24,7 @@ func BenchmarkKernelManyVIPs(b *testing.B) {
 	const total, step = 10000, 1000
 	vip := func(base byte, i int) netip.Addr { return netip.AddrFrom4([4]byte{10, base, byte(i >> 8), byte(i)}) }
 	for range b.N {
-		h, err := netif.New()
+		h, err := netifnl.New()
 		if err != nil {
 			b.Fatal(err)
 		}

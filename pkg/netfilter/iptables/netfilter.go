@@ -1,4 +1,7 @@
-package netfilter
+// Package iptables applies netfilter's rules with iptables-save and
+// iptables-restore (legacy or nft, as the node uses) and keeps the
+// rules' ipset members through an ipset.Interface.
+package iptables
 
 import (
 	"bytes"
@@ -9,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/netfilter"
 )
 
 // Runner runs a program with stdin and returns its stdout. Tests replace it.
@@ -35,27 +39,27 @@ func (ExecRunner) Run(stdin, name string, args ...string) (string, error) {
 type Rules struct {
 	sets    ipset.Interface
 	run     Runner
-	cfg     Config
+	cfg     netfilter.Config
 	mode    string
-	fams    []Family
+	fams    []netfilter.Family
 	mu      sync.Mutex
-	synced  map[Family]string
+	synced  map[netfilter.Family]string
 	members map[string][]ipset.Entry // per set, as last written
 }
 
 // New detects the iptables backend (unless cfg.Mode is set) and returns
 // Rules for the given families.
-func New(sets ipset.Interface, run Runner, cfg Config, fams ...Family) (*Rules, error) {
+func New(sets ipset.Interface, run Runner, cfg netfilter.Config, fams ...netfilter.Family) (*Rules, error) {
 	if cfg.MasqueradeMark == 0 {
-		cfg.MasqueradeMark = DefaultMasqueradeMark
+		cfg.MasqueradeMark = netfilter.DefaultMasqueradeMark
 	}
 	if cfg.MasqueradeMark&(cfg.MasqueradeMark-1) != 0 {
 		return nil, fmt.Errorf("masquerade mark %#x is not a single bit", cfg.MasqueradeMark)
 	}
 	if len(fams) == 0 {
-		fams = []Family{IPv4, IPv6}
+		fams = []netfilter.Family{netfilter.IPv4, netfilter.IPv6}
 	}
-	r := &Rules{sets: sets, run: run, cfg: cfg, mode: cfg.Mode, fams: fams, synced: map[Family]string{}}
+	r := &Rules{sets: sets, run: run, cfg: cfg, mode: cfg.Mode, fams: fams, synced: map[netfilter.Family]string{}}
 	if r.mode == "" {
 		r.mode = DetectMode(run)
 	}
@@ -68,9 +72,9 @@ func New(sets ipset.Interface, run Runner, cfg Config, fams ...Family) (*Rules, 
 // Mode returns "legacy" or "nft".
 func (r *Rules) Mode() string { return r.mode }
 
-func binary(mode string, f Family, tool string) string {
+func binary(mode string, f netfilter.Family, tool string) string {
 	p := "iptables"
-	if f == IPv6 {
+	if f == netfilter.IPv6 {
 		p = "ip6tables"
 	}
 	return p + "-" + mode + "-" + tool
@@ -84,7 +88,7 @@ func binary(mode string, f Family, tool string) string {
 func DetectMode(run Runner) string {
 	count := func(mode string) (int, bool) {
 		n, ok := 0, false
-		for _, f := range []Family{IPv4, IPv6} {
+		for _, f := range []netfilter.Family{netfilter.IPv4, netfilter.IPv6} {
 			out, err := run.Run("", binary(mode, f, "save"))
 			if err != nil {
 				continue
@@ -130,7 +134,7 @@ func nftWorks(run Runner) bool {
 func (r *Rules) EnsureSets() error {
 	var errs []error
 	for _, f := range r.fams {
-		for _, s := range IPSets(f) {
+		for _, s := range netfilter.IPSets(f) {
 			errs = append(errs, r.sets.EnsureSet(s))
 		}
 	}
@@ -152,7 +156,7 @@ func (r *Rules) Sync(force bool) (bool, error) {
 	}
 	wrote := false
 	for _, f := range r.fams {
-		chains := Render(f, r.cfg)
+		chains := netfilter.Render(f, r.cfg)
 		key := fmt.Sprint(chains)
 		if !force && r.synced[f] == key {
 			continue
@@ -164,7 +168,7 @@ func (r *Rules) Sync(force bool) (bool, error) {
 		if err != nil {
 			return wrote, fmt.Errorf("netfilter %s: %w", f, err)
 		}
-		in := restoreInput(chains, saved)
+		in := netfilter.RestoreInput(chains, saved)
 		if _, err := r.run.Run(in, binary(r.mode, f, "restore"), "--noflush", "-w", "5"); err != nil {
 			return wrote, fmt.Errorf("netfilter %s: restore: %w", f, err)
 		}
@@ -179,7 +183,7 @@ func (r *Rules) Sync(force bool) (bool, error) {
 func (r *Rules) loadMembers() {
 	r.members = map[string][]ipset.Entry{}
 	for _, f := range r.fams {
-		n := Sets(f)
+		n := netfilter.Sets(f)
 		for _, name := range []string{n.Masquerade, n.Restricted, n.Allowed} {
 			if es, err := r.sets.ListEntries(name); err == nil {
 				r.members[name] = es
@@ -189,17 +193,17 @@ func (r *Rules) loadMembers() {
 }
 
 // ListMembers reads what the ipsets hold, both families.
-func (r *Rules) ListMembers() (Members, error) {
-	var m Members
+func (r *Rules) ListMembers() (netfilter.Members, error) {
+	var m netfilter.Members
 	for _, f := range r.fams {
-		n := Sets(f)
+		n := netfilter.Sets(f)
 		for _, p := range []struct {
 			name string
 			into *[]ipset.Entry
 		}{{n.Masquerade, &m.Masquerade}, {n.Restricted, &m.Restricted}, {n.Allowed, &m.Allowed}} {
 			es, err := r.sets.ListEntries(p.name)
 			if err != nil {
-				return Members{}, fmt.Errorf("list %s: %w", p.name, err)
+				return netfilter.Members{}, fmt.Errorf("list %s: %w", p.name, err)
 			}
 			*p.into = append(*p.into, es...)
 		}
@@ -211,7 +215,7 @@ func (r *Rules) ListMembers() (Members, error) {
 // differences. It diffs against what it wrote last, reading the kernel only
 // the first time and after a forced Sync (a periodic resync), so a change
 // costs its own writes and not a read of every member.
-func (r *Rules) SyncMembers(m Members) error {
+func (r *Rules) SyncMembers(m netfilter.Members) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.members == nil {
@@ -219,7 +223,7 @@ func (r *Rules) SyncMembers(m Members) error {
 	}
 	var errs []error
 	for _, f := range r.fams {
-		n, fm := Sets(f), m.split(f)
+		n, fm := netfilter.Sets(f), m.Split(f)
 		for _, p := range []struct {
 			name string
 			want []ipset.Entry
@@ -251,5 +255,35 @@ func (r *Rules) SyncMembers(m Members) error {
 			}
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// Cleanup removes the kubelvs rules, chains and ipsets of every family
+// (`manager cleanup`). What other programs made stays.
+func (r *Rules) Cleanup() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, f := range r.fams {
+		saved, err := r.run.Run("", binary(r.mode, f, "save"))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("netfilter %s: %w", f, err))
+			continue
+		}
+		if in := netfilter.CleanupInput(saved); in != "" {
+			if _, err := r.run.Run(in, binary(r.mode, f, "restore"), "--noflush", "-w", "5"); err != nil {
+				errs = append(errs, fmt.Errorf("netfilter %s: remove rules: %w", f, err))
+				continue
+			}
+		}
+		// The sets can go only once no rule references them.
+		for _, s := range netfilter.IPSets(f) {
+			if err := r.sets.DestroySet(s.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		delete(r.synced, f)
+	}
+	r.members = nil
 	return errors.Join(errs...)
 }
