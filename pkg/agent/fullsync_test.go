@@ -13,6 +13,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
@@ -26,11 +27,8 @@ func TestFullSyncKeepsWhatFailedToBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var members netfilter.Members
 	s := syncer.New(syncer.Kernel{
-		IPVS: ownership.NewGuard(raw, own), Owns: own.Owns, VIPs: vips,
-		Members:     func(m netfilter.Members) error { members = m; return nil },
-		ListMembers: func() (netfilter.Members, error) { return members, nil },
+		IPVS: ownership.NewGuard(raw, own), Owns: own.Owns, VIPs: vips, Netfilter: netfiltertest.NewFake(netfilter.Config{}),
 	}, clocktesting.NewFakeClock(time.Now()), nil)
 	if err := s.Adopt(); err != nil {
 		t.Fatal(err)

@@ -64,7 +64,7 @@ func NewDirector(tb testing.TB) *Director {
 	if d.Rules, err = iptables.New(d.Sets, iptables.ExecRunner{}, netfilter.Config{}); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := d.Rules.Sync(true); err != nil {
+	if _, err := d.Rules.SyncRules(true); err != nil {
 		tb.Fatal(err)
 	}
 	if d.Conntrack, err = conntracknl.New(); err != nil {

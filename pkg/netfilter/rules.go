@@ -164,6 +164,21 @@ func RestoreInput(chains map[string][]string, saved string) string {
 	return b.String()
 }
 
+// Interface is what the syncer needs from netfilter: the constant rules, and
+// the ipset members they match. The implementation on the kernel is package
+// iptables; package netfiltertest keeps the same state in memory.
+type Interface interface {
+	// SyncRules writes the rules of every family whose rendering changed
+	// since the last successful call, or all of them when force is set
+	// (someone may have flushed the tables); it reports whether it wrote.
+	SyncRules(force bool) (bool, error)
+	// SyncMembers makes the ipsets hold exactly m, writing only the
+	// differences.
+	SyncMembers(m Members) error
+	// ListMembers reads what the ipsets hold, both families.
+	ListMembers() (Members, error)
+}
+
 // Members are the ipset members of both families.
 type Members struct {
 	Masquerade []ipset.Entry // VIP, proto, port

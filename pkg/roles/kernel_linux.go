@@ -64,7 +64,7 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := rules.Sync(true); err != nil {
+	if _, err := rules.SyncRules(true); err != nil {
 		return fail(fmt.Errorf("netfilter rules: %w", err))
 	}
 	ct, err := conntracknl.New()
@@ -78,10 +78,8 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 		Owns:         own.Owns,
 		ReleaseStale: guard.ReleaseStale,
 		VIPs:         vips,
-		Members:      rules.SyncMembers,
-		ListMembers:  rules.ListMembers,
+		Netfilter:    rules,
 		Conntrack:    ct,
-		Rules:        func(force bool) error { _, err := rules.Sync(force); return err },
 	}, closeAll, nil
 }
 

@@ -13,7 +13,6 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/desired"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest/fault"
-	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
 
@@ -21,7 +20,6 @@ import (
 // kubelvs0, conntrack, the netfilter members) may fail.
 type faultyNode struct {
 	*node
-	members fault.Injector
 }
 
 func (n *faultyNode) syncer(t *testing.T) (*Syncer, error) {
@@ -33,25 +31,13 @@ func (n *faultyNode) syncer(t *testing.T) (*Syncer, error) {
 	guard := ownership.NewGuard(n.ipvs, own)
 	s := New(Kernel{
 		IPVS: guard, Owns: own.Owns, ReleaseStale: guard.ReleaseStale, VIPs: n.vips, Conntrack: n.ct,
-		Members: func(m netfilter.Members) error {
-			if err := n.members.Check("SyncMembers"); err != nil {
-				return err
-			}
-			n.node.members = m
-			return nil
-		},
-		ListMembers: func() (netfilter.Members, error) {
-			if err := n.members.Check("ListMembers"); err != nil {
-				return netfilter.Members{}, err
-			}
-			return n.node.members, nil
-		},
+		Netfilter: n.nf,
 	}, n.clock, nil)
 	return s, s.Adopt()
 }
 
 func (n *faultyNode) injectors() []*fault.Injector {
-	return []*fault.Injector{&n.ipvs.Injector, &n.sets.Injector, &n.vips.Injector, &n.ct.Injector, &n.members}
+	return []*fault.Injector{&n.ipvs.Injector, &n.sets.Injector, &n.vips.Injector, &n.ct.Injector, &n.nf.Injector}
 }
 
 // randomGroups returns groups with random VIPs, ports and real servers,

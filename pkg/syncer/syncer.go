@@ -37,17 +37,13 @@ type Kernel struct {
 	ReleaseStale func(keep func(ipvs.Key) bool) (int, error)
 	// VIPs holds the addresses on kubelvs0.
 	VIPs netif.Interface
-	// Members replaces the netfilter ipset members (iptables.Rules.SyncMembers).
-	Members func(netfilter.Members) error
-	// ListMembers reads the ipset members (iptables.Rules.ListMembers), to
-	// keep those of VirtualServices on hold across a restart; nil or an
-	// error leaves the VIPs and ipset members as they are until it works.
-	ListMembers func() (netfilter.Members, error)
+	// Netfilter holds the rules and their ipset members (package
+	// iptables; netfiltertest in tests). ListMembers is read to keep the
+	// members of VirtualServices on hold across a restart; while it
+	// fails, the VIPs and ipset members stay as they are.
+	Netfilter netfilter.Interface
 	// Conntrack deletes stale flows; nil turns flushing off.
 	Conntrack conntrack.Interface
-	// Rules rewrites the netfilter rules (all of them when force is set);
-	// nil when another component owns them.
-	Rules func(force bool) error
 }
 
 // Syncer keeps the kernel equal to the desired groups.
@@ -365,10 +361,7 @@ func (s *Syncer) keep(claimed map[ipvs.Key]bool) error {
 	}
 	var members netfilter.Members
 	if len(keys) > 0 {
-		if s.k.ListMembers == nil {
-			return errors.New("the ipset members cannot be read")
-		}
-		cur, err := s.k.ListMembers()
+		cur, err := s.k.Netfilter.ListMembers()
 		if err != nil {
 			return err
 		}
@@ -689,7 +682,7 @@ func (s *Syncer) syncShared(force bool) error {
 		}
 	}
 	if force || !membersEqual(m, s.members) {
-		err := s.k.Members(m)
+		err := s.k.Netfilter.SyncMembers(m)
 		s.metrics.op("ipset", "sync", err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ipset members: %w", err))
@@ -734,7 +727,7 @@ func (s *Syncer) tighten(next netfilter.Members) error {
 			return nil
 		}
 	}
-	err := s.k.Members(pre)
+	err := s.k.Netfilter.SyncMembers(pre)
 	s.metrics.op("ipset", "sync", err)
 	if err != nil {
 		// Nothing of the change is written: adding a virtual server

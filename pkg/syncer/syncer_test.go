@@ -21,6 +21,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 )
@@ -28,16 +29,19 @@ import (
 // node is a fake kernel: IPVS behind the ownership guard, ipsets, kubelvs0,
 // conntrack and the netfilter members.
 type node struct {
-	ipvs    *ipvstest.Fake
-	sets    *ipsettest.Fake
-	vips    *netiftest.Fake
-	ct      *conntracktest.Fake
-	members netfilter.Members
-	clock   *clocktesting.FakeClock
+	ipvs  *ipvstest.Fake
+	sets  *ipsettest.Fake
+	vips  *netiftest.Fake
+	ct    *conntracktest.Fake
+	nf    *netfiltertest.Fake
+	clock *clocktesting.FakeClock
 }
 
+// members is what the node's ipsets hold.
+func (n *node) members() netfilter.Members { return n.nf.Members() }
+
 func newNode() *node {
-	return &node{ipvs: ipvstest.NewFake(), sets: ipsettest.NewFake(), vips: netiftest.NewFake(), ct: conntracktest.NewFake(),
+	return &node{ipvs: ipvstest.NewFake(), sets: ipsettest.NewFake(), vips: netiftest.NewFake(), ct: conntracktest.NewFake(), nf: netfiltertest.NewFake(netfilter.Config{}),
 		clock: clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 }
 
@@ -57,8 +61,7 @@ func (n *node) syncerOver(t *testing.T, raw ipvs.Interface) *Syncer {
 	}
 	s := New(Kernel{
 		IPVS: ownership.NewGuard(raw, own), Owns: own.Owns, VIPs: n.vips, Conntrack: n.ct,
-		Members:     func(m netfilter.Members) error { n.members = m; return nil },
-		ListMembers: func() (netfilter.Members, error) { return n.members, nil },
+		Netfilter: n.nf,
 	}, n.clock, nil)
 	if err := s.Adopt(); err != nil {
 		t.Fatal(err)
@@ -104,7 +107,7 @@ func (n *node) dump() string {
 	b.WriteString("# ipvs\n" + n.ipvs.Dump())
 	b.WriteString("# kubelvs0\n" + n.vips.Dump())
 	b.WriteString("# masquerade\n")
-	for _, e := range n.members.Masquerade {
+	for _, e := range n.members().Masquerade {
 		fmt.Fprintf(&b, "%s\n", e)
 	}
 	b.WriteString("# conntrack\n" + n.ct.Dump())
@@ -392,8 +395,8 @@ func TestResyncNothingChangedTouchesNothing(t *testing.T) {
 	if _, err := s.SyncAll(gs); err != nil {
 		t.Fatal(err)
 	}
-	memberWrites := 0
-	s.k.Members = func(m netfilter.Members) error { memberWrites++; n.members = m; return nil }
+	memberWrites := func() int { return n.nf.Calls("SyncMembers") }
+	membersBefore := memberWrites()
 	w, lists := n.writes(), n.ipvs.Calls("ListVirtualServers")+n.ipvs.Calls("ListRealServers")+n.ipvs.Calls("GetVirtualServer")
 	res, err := s.SyncAll(gs)
 	if err != nil {
@@ -409,14 +412,14 @@ func TestResyncNothingChangedTouchesNothing(t *testing.T) {
 	if _, err := s.SyncGroup(g); err != nil {
 		t.Fatal(err)
 	}
-	if memberWrites != 0 {
-		t.Errorf("members written %d times, want 0", memberWrites)
+	if got := memberWrites() - membersBefore; got != 0 {
+		t.Errorf("members written %d times, want 0", got)
 	}
 	if _, err := s.Verify(); err != nil {
 		t.Fatal(err)
 	}
-	if memberWrites != 1 {
-		t.Errorf("Verify wrote members %d times, want 1 (it compares with the kernel)", memberWrites)
+	if got := memberWrites() - membersBefore; got != 1 {
+		t.Errorf("Verify wrote members %d times, want 1 (it compares with the kernel)", got)
 	}
 }
 
@@ -447,11 +450,11 @@ func (e *exposure) check(op string) {
 	}
 	e.seen++
 	k := ipset.Entry{IP: e.key.Address, Protocol: uint8(e.key.Protocol), Port: e.key.Port}
-	isRestricted := slices.Contains(e.n.members.Restricted, k)
+	isRestricted := slices.Contains(e.n.members().Restricted, k)
 	if !isRestricted && e.limit != nil {
-		e.t.Errorf("after %s, %s is reachable but not restricted (members %v)", op, e.key, e.n.members)
+		e.t.Errorf("after %s, %s is reachable but not restricted (members %v)", op, e.key, e.n.members())
 	}
-	for _, a := range e.n.members.Allowed {
+	for _, a := range e.n.members().Allowed {
 		if a.IP == k.IP && a.Protocol == k.Protocol && a.Port == k.Port && e.limit != nil && !slices.Contains(e.limit, a.Net) {
 			e.t.Errorf("after %s, %s admits %s, outside %v", op, e.key, a.Net, e.limit)
 		}
@@ -462,8 +465,8 @@ func (e *exposure) check(op string) {
 	for _, r := range e.admit {
 		a := k
 		a.Net = r
-		if !slices.Contains(e.n.members.Allowed, a) {
-			e.t.Errorf("after %s, %s drops %s, which both the old and the new ranges admit (members %v)", op, e.key, r, e.n.members)
+		if !slices.Contains(e.n.members().Allowed, a) {
+			e.t.Errorf("after %s, %s drops %s, which both the old and the new ranges admit (members %v)", op, e.key, r, e.n.members())
 		}
 	}
 }
@@ -491,6 +494,16 @@ func (w watchedIPVS) DeleteVirtualServer(k ipvs.Key) error {
 func (w watchedIPVS) AddRealServer(k ipvs.Key, rs ipvs.RealServer) error {
 	defer w.after("AddRealServer")
 	return w.Fake.AddRealServer(k, rs)
+}
+
+type watchedNetfilter struct {
+	*netfiltertest.Fake
+	after func(string)
+}
+
+func (w watchedNetfilter) SyncMembers(m netfilter.Members) error {
+	defer w.after("Members")
+	return w.Fake.SyncMembers(m)
 }
 
 type watchedVIPs struct {
@@ -533,7 +546,7 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 		s := New(Kernel{
 			IPVS: ownership.NewGuard(watchedIPVS{n.ipvs, e.check}, own), Owns: own.Owns,
 			VIPs: watchedVIPs{n.vips, e.check}, Conntrack: n.ct,
-			Members: func(m netfilter.Members) error { n.members = m; e.check("Members"); return nil },
+			Netfilter: watchedNetfilter{n.nf, e.check},
 		}, n.clock, nil)
 		if err := s.Adopt(); err != nil {
 			t.Fatal(err)
@@ -572,8 +585,8 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 		if e.checks-checks < 3 {
 			t.Fatalf("%d writes checked during the delete, want the virtual server, the VIPs and the members", e.checks-checks)
 		}
-		if len(e.n.members.Restricted) != 0 || len(e.n.members.Allowed) != 0 {
-			t.Errorf("members left after delete: %v", e.n.members)
+		if len(e.n.members().Restricted) != 0 || len(e.n.members().Allowed) != 0 {
+			t.Errorf("members left after delete: %v", e.n.members())
 		}
 	})
 
@@ -607,8 +620,8 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 				t.Fatalf("%s: no write was checked", st.name)
 			}
 		}
-		if len(n.members.Restricted) != 0 || len(n.members.Allowed) != 0 {
-			t.Errorf("members left after the ranges were lifted: %v", n.members)
+		if m := n.members(); len(m.Restricted) != 0 || len(m.Allowed) != 0 {
+			t.Errorf("members left after the ranges were lifted: %v", m)
 		}
 	})
 
@@ -628,14 +641,14 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 		if _, err := s.SyncAll([]desired.Group{other}); err != nil {
 			t.Fatal(err)
 		}
-		s.k.Members = func(netfilter.Members) error { return errors.New("ipset: no buffer space") }
+		n.nf.FailAlways("SyncMembers", errors.New("ipset: no buffer space"))
 		if _, err := s.SyncGroup(restricted("r", "10.96.0.9", k, a)); err == nil || !strings.Contains(err.Error(), "no buffer space") {
 			t.Fatalf("SyncGroup with a failing ipset: err %v", err)
 		}
 		if _, err := n.ipvs.GetVirtualServer(k); err == nil {
 			t.Error("the virtual server was added although its restriction could not be")
 		}
-		s.k.Members = func(m netfilter.Members) error { n.members = m; return nil }
+		n.nf.Reset()
 		if _, err := s.SyncGroup(restricted("r", "10.96.0.9", k, a)); err != nil {
 			t.Fatal(err)
 		}

@@ -43,11 +43,9 @@ func (s *Syncer) Verify() (int, error) {
 	if err := s.k.VIPs.EnsureDevice(); err != nil {
 		errs = append(errs, fmt.Errorf("verify kubelvs0: %w", err))
 	}
-	if s.k.Rules != nil {
-		// Someone may have flushed the tables: rewrite our chains.
-		if err := s.k.Rules(true); err != nil {
-			errs = append(errs, fmt.Errorf("verify netfilter rules: %w", err))
-		}
+	// Someone may have flushed the tables: rewrite our chains.
+	if _, err := s.k.Netfilter.SyncRules(true); err != nil {
+		errs = append(errs, fmt.Errorf("verify netfilter rules: %w", err))
 	}
 	// With it, the shared state is compared with those records, which
 	// the writers keep true across concurrent changes.

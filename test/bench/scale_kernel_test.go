@@ -94,7 +94,7 @@ func openNode(b *testing.B) *node {
 	if n.rules, err = iptables.New(n.sets, iptables.ExecRunner{}, netfilter.Config{}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := n.rules.Sync(true); err != nil {
+	if _, err := n.rules.SyncRules(true); err != nil {
 		b.Fatal(err)
 	}
 	if n.ct, err = conntracknl.New(); err != nil {
@@ -148,8 +148,7 @@ func (n *node) syncer(b *testing.B) *syncer.Syncer {
 	}
 	return syncer.New(syncer.Kernel{
 		IPVS: ownership.NewGuard(n.ipvs, own), Owns: own.Owns, VIPs: n.vips,
-		Members: n.rules.SyncMembers, Conntrack: n.ct,
-		Rules: func(force bool) error { _, err := n.rules.Sync(force); return err },
+		Netfilter: n.rules, Conntrack: n.ct,
 	}, clock.RealClock{}, nil)
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
@@ -48,12 +49,11 @@ func newFakeNode(t *testing.T) *fakeNode {
 	}
 	n.k = &syncer.Kernel{
 		IPVS: ownership.NewGuard(n.ipvs, own), Owns: own.Owns, VIPs: n.vips, Conntrack: conntracktest.NewFake(),
-		Members: func(m netfilter.Members) error {
+		Netfilter: recordedNetfilter{netfiltertest.NewFake(netfilter.Config{}), func(m netfilter.Members) {
 			n.mu.Lock()
 			n.members = append(n.members, fmt.Sprint(m))
 			n.mu.Unlock()
-			return nil
-		},
+		}},
 	}
 	return n
 }
@@ -248,4 +248,19 @@ func TestAgentWithoutRBACLeavesTheKernel(t *testing.T) {
 			t.Fatalf("cleaned up %d times after its DaemonSet was deleted", n)
 		}
 	})
+}
+
+// recordedNetfilter is the fake netfilter telling written about every
+// member set it is given, after the fake took it.
+type recordedNetfilter struct {
+	*netfiltertest.Fake
+	written func(netfilter.Members)
+}
+
+func (r recordedNetfilter) SyncMembers(m netfilter.Members) error {
+	if err := r.Fake.SyncMembers(m); err != nil {
+		return err
+	}
+	r.written(m)
+	return nil
 }

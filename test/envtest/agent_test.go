@@ -24,6 +24,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
@@ -51,13 +52,12 @@ func TestAgentAndControllerAgainstAPIServer(t *testing.T) {
 	var masq []string
 	kernel := &syncer.Kernel{
 		IPVS: ownership.NewGuard(ipvsK, own), Owns: own.Owns, VIPs: vips, Conntrack: conntracktest.NewFake(),
-		Members: func(m netfilter.Members) error {
+		Netfilter: recordedNetfilter{netfiltertest.NewFake(netfilter.Config{}), func(m netfilter.Members) {
 			masq = masq[:0]
 			for _, e := range m.Masquerade {
 				masq = append(masq, e.String())
 			}
-			return nil
-		},
+		}},
 	}
 	node(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", Labels: map[string]string{"lb": "yes"}}})
 	actx, cancel := context.WithCancel(ctx)

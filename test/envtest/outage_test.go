@@ -27,6 +27,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
@@ -130,7 +131,7 @@ func TestAgentThroughAnAPIServerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	kernel := &syncer.Kernel{IPVS: ownership.NewGuard(ipvsK, own), Owns: own.Owns, VIPs: netiftest.NewFake(), Conntrack: conntracktest.NewFake(),
-		Members: func(netfilter.Members) error { return nil }}
+		Netfilter: netfiltertest.NewFake(netfilter.Config{})}
 	probe, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

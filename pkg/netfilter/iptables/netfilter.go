@@ -141,13 +141,13 @@ func (r *Rules) EnsureSets() error {
 	return errors.Join(errs...)
 }
 
-// Sync writes the rules of every family whose rendering changed since the
+// SyncRules writes the rules of every family whose rendering changed since the
 // last successful sync, or all of them when force is set (periodic resync:
 // someone may have flushed the tables). It returns whether it wrote. A
 // forced sync also reads what the ipsets hold (someone may have changed
 // them too), so that the next SyncMembers compares with the kernel without
 // reading it: the periodic resync calls this without the syncer's lock.
-func (r *Rules) Sync(force bool) (bool, error) {
+func (r *Rules) SyncRules(force bool) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if force {
@@ -287,3 +287,5 @@ func (r *Rules) Cleanup() error {
 	r.members = nil
 	return errors.Join(errs...)
 }
+
+var _ netfilter.Interface = (*Rules)(nil)

@@ -38,15 +38,15 @@ func TestSyncFixesJumpsAndSkipsUnchanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrote, err := r.Sync(false)
+	wrote, err := r.SyncRules(false)
 	if err != nil || !wrote {
 		t.Fatalf("first sync wrote=%v err=%v", wrote, err)
 	}
-	if wrote, err := r.Sync(false); err != nil || wrote {
+	if wrote, err := r.SyncRules(false); err != nil || wrote {
 		t.Errorf("unchanged sync wrote=%v err=%v, want no write", wrote, err)
 	}
 	n := len(run.calls)
-	if _, err := r.Sync(true); err != nil || len(run.calls) != n+4 {
+	if _, err := r.SyncRules(true); err != nil || len(run.calls) != n+4 {
 		t.Errorf("forced sync: err=%v, %d calls, want save+restore per family", err, len(run.calls)-n)
 	}
 	golden.Assert(t, "restore.txt", strings.Join(run.restores[:2], "---\n"))
@@ -76,7 +76,7 @@ func TestSyncMembersWritesOnlyDifferencesAndRereadsAfterForce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Sync(false); err != nil {
+	if _, err := r.SyncRules(false); err != nil {
 		t.Fatal(err)
 	}
 	e1 := ipset.Entry{IP: netip.MustParseAddr("10.96.0.1"), Protocol: ipset.ProtoTCP, Port: 80}
@@ -96,7 +96,7 @@ func TestSyncMembersWritesOnlyDifferencesAndRereadsAfterForce(t *testing.T) {
 		t.Fatalf("an unchanged sync read the kernel: %v", got)
 	}
 	// ... and the periodic forced resync repairs it.
-	if _, err := r.Sync(true); err != nil {
+	if _, err := r.SyncRules(true); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.SyncMembers(netfilter.Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {

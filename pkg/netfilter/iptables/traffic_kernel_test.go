@@ -99,11 +99,11 @@ func TestKernelRulesIdempotent(t *testing.T) {
 		t.Logf("iptables mode %s", d.Rules.Mode())
 	}
 	for i := 0; i < 3; i++ {
-		if _, err := d.Rules.Sync(true); err != nil {
+		if _, err := d.Rules.SyncRules(true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if wrote, err := d.Rules.Sync(false); err != nil || wrote {
+	if wrote, err := d.Rules.SyncRules(false); err != nil || wrote {
 		t.Errorf("unchanged sync: wrote=%v err=%v", wrote, err)
 	}
 	for _, tool := range []string{"iptables", "ip6tables"} {

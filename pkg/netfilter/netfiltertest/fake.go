@@ -1,0 +1,175 @@
+// Package netfiltertest provides a fake netfilter.Interface that keeps the
+// rules it last wrote and the ipset members per set in memory, the way
+// package iptables keeps them in the kernel, with fault injection.
+package netfiltertest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/kubelvs/kubelvs/pkg/ipset"
+	"github.com/kubelvs/kubelvs/pkg/kerneltest/fault"
+	"github.com/kubelvs/kubelvs/pkg/netfilter"
+)
+
+// Fake is in-memory netfilter state. Operation names for fault injection
+// are the method names ("SyncMembers", ...).
+type Fake struct {
+	fault.Injector
+
+	cfg  netfilter.Config
+	fams []netfilter.Family
+
+	mu      sync.Mutex
+	rules   map[netfilter.Family]string // rendered chains in the "kernel"
+	synced  map[netfilter.Family]string // as last written by SyncRules
+	sets    map[string][]ipset.Entry    // per set name, sorted
+	calls   map[string]int
+	written int // rule writes (one per family rewritten)
+}
+
+var _ netfilter.Interface = (*Fake)(nil)
+
+// NewFake returns empty netfilter state for the families (both if none),
+// rendering rules with cfg as the real implementation does.
+func NewFake(cfg netfilter.Config, fams ...netfilter.Family) *Fake {
+	if cfg.MasqueradeMark == 0 {
+		cfg.MasqueradeMark = netfilter.DefaultMasqueradeMark
+	}
+	if len(fams) == 0 {
+		fams = []netfilter.Family{netfilter.IPv4, netfilter.IPv6}
+	}
+	return &Fake{cfg: cfg, fams: fams, rules: map[netfilter.Family]string{}, synced: map[netfilter.Family]string{},
+		sets: map[string][]ipset.Entry{}, calls: map[string]int{}}
+}
+
+func (f *Fake) enter(op string) error {
+	f.mu.Lock()
+	f.calls[op]++
+	f.mu.Unlock()
+	return f.Check(op)
+}
+
+// Calls returns how many times op was called (successful or not).
+func (f *Fake) Calls(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
+}
+
+// RuleWrites returns how many times a family's rules were written.
+func (f *Fake) RuleWrites() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written
+}
+
+// FlushRules drops the rules from the "kernel", as an administrator running
+// iptables -F would; the next forced SyncRules writes them again.
+func (f *Fake) FlushRules() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.rules)
+}
+
+// HasRules reports whether the rules of every family are in place, as
+// rendered from the configuration.
+func (f *Fake) HasRules() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fam := range f.fams {
+		if f.rules[fam] != render(fam, f.cfg) {
+			return false
+		}
+	}
+	return true
+}
+
+func render(fam netfilter.Family, cfg netfilter.Config) string {
+	return fmt.Sprint(netfilter.Render(fam, cfg))
+}
+
+// SyncRules writes the rules of every family whose rendering changed since
+// the last successful call, or all of them when force is set.
+func (f *Fake) SyncRules(force bool) (bool, error) {
+	if err := f.enter("SyncRules"); err != nil {
+		return false, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	wrote := false
+	for _, fam := range f.fams {
+		key := render(fam, f.cfg)
+		if !force && f.synced[fam] == key {
+			continue
+		}
+		f.rules[fam], f.synced[fam] = key, key
+		f.written++
+		wrote = true
+	}
+	return wrote, nil
+}
+
+// SyncMembers makes the sets hold exactly m; members of a family the fake
+// was not made for are ignored, as the real rules do.
+func (f *Fake) SyncMembers(m netfilter.Members) error {
+	if err := f.enter("SyncMembers"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fam := range f.fams {
+		n, fm := netfilter.Sets(fam), m.Split(fam)
+		f.sets[n.Masquerade] = set(fm.Masquerade)
+		f.sets[n.Restricted] = set(fm.Restricted)
+		f.sets[n.Allowed] = set(fm.Allowed)
+	}
+	return nil
+}
+
+// set is es sorted, once each, as an ipset holds them.
+func set(es []ipset.Entry) []ipset.Entry {
+	out := slices.Clone(es)
+	ipset.SortEntries(out)
+	return slices.Compact(out)
+}
+
+// ListMembers returns the members of both families, each set sorted.
+func (f *Fake) ListMembers() (netfilter.Members, error) {
+	if err := f.enter("ListMembers"); err != nil {
+		return netfilter.Members{}, err
+	}
+	return f.Members(), nil
+}
+
+// Members returns what ListMembers would, without counting a call or
+// injecting a fault: for tests to look at the state.
+func (f *Fake) Members() netfilter.Members {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var m netfilter.Members
+	for _, fam := range f.fams {
+		n := netfilter.Sets(fam)
+		m.Masquerade = append(m.Masquerade, f.sets[n.Masquerade]...)
+		m.Restricted = append(m.Restricted, f.sets[n.Restricted]...)
+		m.Allowed = append(m.Allowed, f.sets[n.Allowed]...)
+	}
+	return m
+}
+
+// Dump lists the members, one "ipset SET member ENTRY" line each, sorted,
+// for golden files.
+func (f *Fake) Dump() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var lines []string
+	for name, es := range f.sets {
+		for _, e := range es {
+			lines = append(lines, "ipset "+name+" member "+e.String())
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
