@@ -17,6 +17,7 @@ mkdir -p "$OUT"
 echo "e2e: compiling the suite and the manager" >&2
 if [[ ${RACE:-0} == 1 ]]; then
 	[[ ${VM_BACKEND:-uml} == qemu ]] || { echo "e2e: RACE=1 needs VM_BACKEND=qemu" >&2; exit 2; }
+	export KUBELVS_TIMEOUT_SCALE=${KUBELVS_TIMEOUT_SCALE:-4}
 	go test -c -race -tags e2e -o "$OUT/e2e.test" ./test/e2e
 	go build -race -o "$OUT/manager" ./cmd/manager
 else

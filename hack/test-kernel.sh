@@ -32,6 +32,7 @@ RACEFLAG=()
 if [[ ${RACE:-0} == 1 ]]; then
 	[[ ${VM_BACKEND:-uml} == qemu ]] || { echo "test-kernel: RACE=1 needs VM_BACKEND=qemu" >&2; exit 2; }
 	RACEFLAG=(-race)
+	export KUBELVS_TIMEOUT_SCALE=${KUBELVS_TIMEOUT_SCALE:-4}
 fi
 echo "test-kernel: compiling ${#PKGS[@]} test binaries and the manager ${RACEFLAG[*]}" >&2
 go test -c "${RACEFLAG[@]}" -o "$OUT/" "${PKGS[@]}"

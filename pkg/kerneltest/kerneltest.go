@@ -12,7 +12,9 @@ package kerneltest
 
 import (
 	"os"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // EnvVar opts in to kernel tests.
@@ -20,6 +22,20 @@ const EnvVar = "KUBELVS_KERNEL_TESTS"
 
 // Enabled reports whether kernel tests may run.
 func Enabled() bool { return os.Getenv(EnvVar) == "1" }
+
+// ScaleEnv multiplies the kernel and e2e tests' waiting limits: the race
+// detector in the QEMU guest's software emulation runs everything several
+// times slower (hack/test-kernel.sh and hack/e2e.sh set 4 with RACE=1).
+const ScaleEnv = "KUBELVS_TIMEOUT_SCALE"
+
+// Timeout is d multiplied by $KUBELVS_TIMEOUT_SCALE (a positive number;
+// 1 when unset).
+func Timeout(d time.Duration) time.Duration {
+	if f, err := strconv.ParseFloat(os.Getenv(ScaleEnv), 64); err == nil && f > 0 {
+		return time.Duration(float64(d) * f)
+	}
+	return d
+}
 
 // Require skips the test unless kernel tests are enabled, and otherwise
 // checks after the test that foreign kernel state is unchanged.

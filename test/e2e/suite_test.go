@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -183,6 +184,7 @@ func timing(what string, since time.Time) {
 // eventually polls f until it returns nil or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
+	timeout = kerneltest.Timeout(timeout)
 	deadline := time.Now().Add(timeout)
 	for {
 		err := f()

@@ -214,6 +214,7 @@ func greet(ns *kerneltest.NS, addr netip.AddrPort) (string, error) {
 
 func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
 	t.Helper()
+	timeout = kerneltest.Timeout(timeout)
 	deadline := time.Now().Add(timeout)
 	for {
 		err := f()
