@@ -50,13 +50,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "agent":
 		err = runAgent(ctx, args[1:], stderr)
 	case "dump":
-		err = roles.Dump(stdout)
+		err = roles.Dump(ctx, stdout)
 	case "cleanup":
 		if len(args) > 1 {
 			err = fmt.Errorf("%w: cleanup takes no arguments", errUsage)
 			break
 		}
-		err = roles.Cleanup(stdout)
+		err = roles.Cleanup(ctx, stdout)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version.String())
 	case "help", "-h", "--help":

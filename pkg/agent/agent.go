@@ -162,7 +162,7 @@ func (a *Agent) Start(ctx context.Context) error {
 			return errors.New("agent: event handlers did not sync")
 		}
 	}
-	if err := a.syncer.Adopt(); err != nil {
+	if err := a.syncer.Adopt(ctx); err != nil {
 		return err
 	}
 	// Only now, with the whole picture, may owned objects nobody wants go.
@@ -398,7 +398,7 @@ func (a *Agent) periodic(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-drain.C:
-			changed, err := a.syncer.Drain()
+			changed, err := a.syncer.Drain(ctx)
 			if err != nil {
 				log.Error(err, "drain")
 			}
@@ -427,11 +427,11 @@ func (a *Agent) fullSync(ctx context.Context, verify bool) error {
 	groups, errs := groupsOf(list.Items, func(vs *lvsv1.VirtualService) (desired.Group, error) {
 		return a.build(ctx, vs, node)
 	})
-	if _, err := a.syncer.SyncAll(groups); err != nil {
+	if _, err := a.syncer.SyncAll(ctx, groups); err != nil {
 		errs = append(errs, err)
 	}
 	if verify {
-		if n, err := a.syncer.Verify(); err != nil {
+		if n, err := a.syncer.Verify(ctx); err != nil {
 			errs = append(errs, err)
 		} else if n > 0 {
 			ctrl.LoggerFrom(ctx).Info("repaired kernel drift", "repairs", n)

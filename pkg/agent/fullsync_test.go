@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -22,15 +23,16 @@ import (
 // A full sync in which one VirtualService's inputs fail to load keeps that
 // VirtualService's kernel objects: it must not remove them as unwanted.
 func TestFullSyncKeepsWhatFailedToBuild(t *testing.T) {
+	ctx := context.Background()
 	raw, sets, vips := ipvstest.NewFake(), ipsettest.NewFake(), netiftest.NewFake()
-	own, err := ownership.NewSetRecords(sets)
+	own, err := ownership.NewSetRecords(ctx, sets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := syncer.New(syncer.Kernel{
 		IPVS: ownership.NewGuard(raw, own), Owns: own.Owns, VIPs: vips, Netfilter: netfiltertest.NewFake(netfilter.Config{}),
 	}, clocktesting.NewFakeClock(time.Now()), nil)
-	if err := s.Adopt(); err != nil {
+	if err := s.Adopt(ctx); err != nil {
 		t.Fatal(err)
 	}
 	vs := func(name, vip string) lvsv1.VirtualService {
@@ -51,7 +53,7 @@ func TestFullSyncKeepsWhatFailedToBuild(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	if _, err := s.SyncAll(groups); err != nil {
+	if _, err := s.SyncAll(ctx, groups); err != nil {
 		t.Fatal(err)
 	}
 	before, beforeVIPs := raw.Dump(), vips.Dump()
@@ -66,7 +68,7 @@ func TestFullSyncKeepsWhatFailedToBuild(t *testing.T) {
 	if len(errs) != 1 || len(groups) != 2 || !groups[0].Hold {
 		t.Fatalf("groups %+v, errors %v: want a on hold and its error", groups, errs)
 	}
-	if _, err := s.SyncAll(groups); err != nil {
+	if _, err := s.SyncAll(ctx, groups); err != nil {
 		t.Fatal(err)
 	}
 	if after := raw.Dump(); after != before {

@@ -55,7 +55,7 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 			a.health.SetTargets(group, health.Config{}, nil)
 		}
 		a.forget(key)
-		_, err := a.syncer.RemoveGroup(key)
+		_, err := a.syncer.RemoveGroup(ctx, key)
 		kernelDone(err)
 		return err
 	}
@@ -76,7 +76,7 @@ func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.V
 	if !vs.DeletionTimestamp.IsZero() {
 		g = desired.Group{Name: key}
 	}
-	res, syncErr := a.syncer.SyncGroup(g)
+	res, syncErr := a.syncer.SyncGroup(ctx, g)
 	kernelDone(syncErr)
 	if a.health != nil {
 		cfg := health.ConfigFrom(vs.Spec.HealthCheck)

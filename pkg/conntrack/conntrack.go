@@ -8,6 +8,7 @@
 package conntrack
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -18,11 +19,11 @@ import (
 type Interface interface {
 	// ListFlows returns the flows whose original destination is
 	// vip:port over proto, sorted.
-	ListFlows(vip netip.Addr, proto uint8, port uint16) ([]Flow, error)
+	ListFlows(ctx context.Context, vip netip.Addr, proto uint8, port uint16) ([]Flow, error)
 	// DeleteFlows deletes, in one pass over one dump per address family,
 	// every flow matching one of the targets, and returns how many it
 	// deleted. Flows already gone count as deleted.
-	DeleteFlows(targets []Target) (int, error)
+	DeleteFlows(ctx context.Context, targets []Target) (int, error)
 	// Close releases the netlink handle.
 	Close() error
 }

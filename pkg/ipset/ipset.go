@@ -8,6 +8,7 @@
 package ipset
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -37,19 +38,19 @@ var (
 type Interface interface {
 	// EnsureSet creates the set if it does not exist. It fails with
 	// ErrMismatch if a set of that name exists with other parameters.
-	EnsureSet(s Set) error
+	EnsureSet(ctx context.Context, s Set) error
 	// DestroySet destroys the set; a set already gone is success.
-	DestroySet(name string) error
+	DestroySet(ctx context.Context, name string) error
 	// ListEntries returns the members of the set, sorted.
-	ListEntries(name string) ([]Entry, error)
+	ListEntries(ctx context.Context, name string) ([]Entry, error)
 	// AddEntry adds a member; a member already present is success.
-	AddEntry(name string, e Entry) error
+	AddEntry(ctx context.Context, name string, e Entry) error
 	// DelEntry removes a member; a member already absent is success.
-	DelEntry(name string, e Entry) error
+	DelEntry(ctx context.Context, name string, e Entry) error
 	// Replace makes the set hold exactly entries, atomically: readers see
 	// either the old or the new members, never a mix or an empty set. The
 	// set is created if missing.
-	Replace(s Set, entries []Entry) error
+	Replace(ctx context.Context, s Set, entries []Entry) error
 	// Close releases the netlink handle.
 	Close() error
 }

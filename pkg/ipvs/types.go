@@ -6,6 +6,7 @@
 package ipvs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -31,24 +32,24 @@ var (
 type Interface interface {
 	// ListVirtualServers returns every virtual server in the kernel (owned
 	// or not) in one dump, sorted by key.
-	ListVirtualServers() ([]VirtualServer, error)
+	ListVirtualServers(ctx context.Context) ([]VirtualServer, error)
 	// GetVirtualServer returns one virtual server or ErrNotFound.
-	GetVirtualServer(k Key) (VirtualServer, error)
+	GetVirtualServer(ctx context.Context, k Key) (VirtualServer, error)
 	// AddVirtualServer creates a virtual server; ErrExists if present.
-	AddVirtualServer(vs VirtualServer) error
+	AddVirtualServer(ctx context.Context, vs VirtualServer) error
 	// UpdateVirtualServer changes scheduler, flags and persistence.
-	UpdateVirtualServer(vs VirtualServer) error
+	UpdateVirtualServer(ctx context.Context, vs VirtualServer) error
 	// DeleteVirtualServer deletes a virtual server and its real servers;
 	// one already gone is success.
-	DeleteVirtualServer(k Key) error
+	DeleteVirtualServer(ctx context.Context, k Key) error
 	// ListRealServers returns the real servers of a virtual server, sorted.
-	ListRealServers(k Key) ([]RealServer, error)
+	ListRealServers(ctx context.Context, k Key) ([]RealServer, error)
 	// AddRealServer adds a real server; ErrExists if present.
-	AddRealServer(k Key, rs RealServer) error
+	AddRealServer(ctx context.Context, k Key, rs RealServer) error
 	// UpdateRealServer changes weight and forwarding method.
-	UpdateRealServer(k Key, rs RealServer) error
+	UpdateRealServer(ctx context.Context, k Key, rs RealServer) error
 	// DeleteRealServer removes a real server; one already gone is success.
-	DeleteRealServer(k Key, rk RealKey) error
+	DeleteRealServer(ctx context.Context, k Key, rk RealKey) error
 	// Close releases kernel handles.
 	Close() error
 }
@@ -60,18 +61,18 @@ type Interface interface {
 type RealServerBatcher interface {
 	// AddRealServers adds each real server to k; errs[i] is what
 	// AddRealServer(k, rss[i]) would have returned.
-	AddRealServers(k Key, rss []RealServer) (errs []error)
+	AddRealServers(ctx context.Context, k Key, rss []RealServer) (errs []error)
 }
 
 // AddRealServers adds real servers to k through i's RealServerBatcher if
 // it has one, else one AddRealServer each. errs has one entry per rss.
-func AddRealServers(i Interface, k Key, rss []RealServer) []error {
+func AddRealServers(ctx context.Context, i Interface, k Key, rss []RealServer) []error {
 	if b, ok := i.(RealServerBatcher); ok {
-		return b.AddRealServers(k, rss)
+		return b.AddRealServers(ctx, k, rss)
 	}
 	errs := make([]error, len(rss))
 	for j, rs := range rss {
-		errs[j] = i.AddRealServer(k, rs)
+		errs[j] = i.AddRealServer(ctx, k, rs)
 	}
 	return errs
 }
@@ -343,8 +344,8 @@ func SortRealServers(rs []RealServer) {
 // nil) with their real servers: one dump of the virtual servers plus one per
 // kept virtual server, which is the fewest the kernel allows (it only dumps
 // destinations of one named service).
-func List(i Interface, keep func(Key) bool) ([]Service, error) {
-	vss, err := i.ListVirtualServers()
+func List(ctx context.Context, i Interface, keep func(Key) bool) ([]Service, error) {
+	vss, err := i.ListVirtualServers(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +354,7 @@ func List(i Interface, keep func(Key) bool) ([]Service, error) {
 		if keep != nil && !keep(vs.Key()) {
 			continue
 		}
-		rss, err := i.ListRealServers(vs.Key())
+		rss, err := i.ListRealServers(ctx, vs.Key())
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted between the two dumps
 		}

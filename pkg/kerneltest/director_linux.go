@@ -1,6 +1,7 @@
 package kerneltest
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"testing"
@@ -34,14 +35,14 @@ type Director struct {
 
 // NewDirector opens every handle, creates kubelvs0, sets the sysctls and
 // writes the netfilter rules. Cleanup removes what the test programmed.
-func NewDirector(tb testing.TB) *Director {
+func NewDirector(ctx context.Context, tb testing.TB) *Director {
 	tb.Helper()
 	d := &Director{}
 	var err error
 	if d.Sets, err = ipsetnl.New(); err != nil {
 		tb.Fatal(err)
 	}
-	own, err := ownership.NewSetRecords(d.Sets)
+	own, err := ownership.NewSetRecords(ctx, d.Sets)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -53,7 +54,7 @@ func NewDirector(tb testing.TB) *Director {
 	if d.Netif, err = netifnl.New(); err != nil {
 		tb.Fatal(err)
 	}
-	if err := d.Netif.EnsureDevice(); err != nil {
+	if err := d.Netif.EnsureDevice(ctx); err != nil {
 		tb.Fatal(err)
 	}
 	var u unix.Utsname
@@ -61,10 +62,10 @@ func NewDirector(tb testing.TB) *Director {
 	if _, err := netif.ApplySysctls("/proc/sys", netif.Sysctls(unix.ByteSliceToString(u.Release[:]), true)); err != nil {
 		tb.Fatal(err)
 	}
-	if d.Rules, err = iptables.New(d.Sets, iptables.ExecRunner{}, netfilter.Config{}); err != nil {
+	if d.Rules, err = iptables.New(ctx, d.Sets, iptables.ExecRunner{}, netfilter.Config{}); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := d.Rules.SyncRules(true); err != nil {
+	if _, err := d.Rules.SyncRules(ctx, true); err != nil {
 		tb.Fatal(err)
 	}
 	if d.Conntrack, err = conntracknl.New(); err != nil {
@@ -72,12 +73,12 @@ func NewDirector(tb testing.TB) *Director {
 	}
 	tb.Cleanup(func() {
 		var errs []error
-		owned, err := ipvs.List(d.IPVS, d.IPVS.Owns)
+		owned, err := ipvs.List(ctx, d.IPVS, d.IPVS.Owns)
 		errs = append(errs, err)
 		for _, s := range owned {
-			errs = append(errs, d.IPVS.DeleteVirtualServer(s.Key()))
+			errs = append(errs, d.IPVS.DeleteVirtualServer(ctx, s.Key()))
 		}
-		errs = append(errs, d.Rules.SyncMembers(netfilter.Members{}), d.Netif.DeleteDevice())
+		errs = append(errs, d.Rules.SyncMembers(ctx, netfilter.Members{}), d.Netif.DeleteDevice(ctx))
 		if err := errors.Join(errs...); err != nil {
 			tb.Errorf("director cleanup: %v", err)
 		}
@@ -98,15 +99,15 @@ type Service struct {
 
 // Program adds the services: virtual and real servers, VIPs on kubelvs0,
 // masquerade and source-range ipset members.
-func (d *Director) Program(tb testing.TB, svcs ...Service) {
+func (d *Director) Program(ctx context.Context, tb testing.TB, svcs ...Service) {
 	tb.Helper()
 	for _, s := range svcs {
-		if err := d.IPVS.AddVirtualServer(s.VS); err != nil {
+		if err := d.IPVS.AddVirtualServer(ctx, s.VS); err != nil {
 			tb.Fatal(err)
 		}
 		masq := false
 		for _, rs := range s.RealServers {
-			if err := d.IPVS.AddRealServer(s.VS.Key(), rs); err != nil {
+			if err := d.IPVS.AddRealServer(ctx, s.VS.Key(), rs); err != nil {
 				tb.Fatal(err)
 			}
 			masq = masq || rs.Forwarding == ipvs.Masquerade
@@ -125,10 +126,10 @@ func (d *Director) Program(tb testing.TB, svcs ...Service) {
 		}
 		d.vips = append(d.vips, s.VS.Address)
 	}
-	if err := d.Netif.SyncAddresses(d.vips); err != nil {
+	if err := d.Netif.SyncAddresses(ctx, d.vips); err != nil {
 		tb.Fatal(err)
 	}
-	if err := d.Rules.SyncMembers(d.members); err != nil {
+	if err := d.Rules.SyncMembers(ctx, d.members); err != nil {
 		tb.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package kerneltest
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -12,9 +13,9 @@ import (
 // DumpVIP prints the kernel's IPVS virtual servers of one VIP, sorted, each
 // followed by its real servers with weights and forwarding, for tests that
 // compare kernel state.
-func DumpVIP(tb testing.TB, h ipvs.Interface, vip netip.Addr) string {
+func DumpVIP(ctx context.Context, tb testing.TB, h ipvs.Interface, vip netip.Addr) string {
 	tb.Helper()
-	vss, err := h.ListVirtualServers()
+	vss, err := h.ListVirtualServers(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -24,7 +25,7 @@ func DumpVIP(tb testing.TB, h ipvs.Interface, vip netip.Addr) string {
 		if v.Address != vip {
 			continue
 		}
-		rs, err := h.ListRealServers(v.Key())
+		rs, err := h.ListRealServers(ctx, v.Key())
 		if err != nil {
 			tb.Fatal(err)
 		}

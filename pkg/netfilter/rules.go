@@ -17,6 +17,7 @@
 package netfilter
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -171,12 +172,12 @@ type Interface interface {
 	// SyncRules writes the rules of every family whose rendering changed
 	// since the last successful call, or all of them when force is set
 	// (someone may have flushed the tables); it reports whether it wrote.
-	SyncRules(force bool) (bool, error)
+	SyncRules(ctx context.Context, force bool) (bool, error)
 	// SyncMembers makes the ipsets hold exactly m, writing only the
 	// differences.
-	SyncMembers(m Members) error
+	SyncMembers(ctx context.Context, m Members) error
 	// ListMembers reads what the ipsets hold, both families.
-	ListMembers() (Members, error)
+	ListMembers(ctx context.Context) (Members, error)
 }
 
 // Members are the ipset members of both families.

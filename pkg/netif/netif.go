@@ -6,6 +6,7 @@
 package netif
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -26,14 +27,14 @@ var ErrNotOwned = errors.New("interface exists and is not a kubelvs dummy")
 type Interface interface {
 	// EnsureDevice creates kubelvs0 as a dummy if missing and sets it up;
 	// the next SyncAddresses compares with what kubelvs0 holds now.
-	EnsureDevice() error
+	EnsureDevice(ctx context.Context) error
 	// ListAddresses returns the virtual addresses on kubelvs0, sorted
 	// (IPv6 link-local addresses the kernel adds itself are left out).
-	ListAddresses() ([]netip.Addr, error)
+	ListAddresses(ctx context.Context) ([]netip.Addr, error)
 	// SyncAddresses makes kubelvs0 hold exactly vips, as /32 and /128.
-	SyncAddresses(vips []netip.Addr) error
+	SyncAddresses(ctx context.Context, vips []netip.Addr) error
 	// DeleteDevice removes kubelvs0 and its addresses; gone is success.
-	DeleteDevice() error
+	DeleteDevice(ctx context.Context) error
 	// Close releases the netlink handle.
 	Close() error
 }

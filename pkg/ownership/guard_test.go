@@ -1,6 +1,7 @@
 package ownership_test
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"testing"
@@ -19,9 +20,10 @@ func vs(addr string, p ipvs.Protocol, port uint16) ipvs.VirtualServer {
 }
 
 func newGuard(t *testing.T) (*ownership.Guard, *ipvstest.Fake, *ipsettest.Fake) {
+	ctx := context.Background()
 	t.Helper()
 	k, sets := ipvstest.NewFake(), ipsettest.NewFake()
-	own, err := ownership.NewSetRecords(sets)
+	own, err := ownership.NewSetRecords(ctx, sets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,52 +31,53 @@ func newGuard(t *testing.T) (*ownership.Guard, *ipvstest.Fake, *ipsettest.Fake) 
 }
 
 func TestGuardOwnership(t *testing.T) {
+	ctx := context.Background()
 	t.Parallel()
 	g, k, sets := newGuard(t)
 	foreign := vs("10.0.0.9", ipvs.TCP, 80)
-	if err := k.AddVirtualServer(foreign); err != nil { // another program's rule
+	if err := k.AddVirtualServer(ctx, foreign); err != nil { // another program's rule
 		t.Fatal(err)
 	}
-	if err := k.AddRealServer(foreign.Key(), ipvs.RealServer{Address: netip.MustParseAddr("192.0.2.9"), Port: 80, Weight: 1}); err != nil {
+	if err := k.AddRealServer(ctx, foreign.Key(), ipvs.RealServer{Address: netip.MustParseAddr("192.0.2.9"), Port: 80, Weight: 1}); err != nil {
 		t.Fatal(err)
 	}
 
 	mine := vs("10.0.0.1", ipvs.TCP, 80)
 	mine6 := vs("fd00::1", ipvs.UDP, 53)
 	for _, v := range []ipvs.VirtualServer{mine, mine6} {
-		if err := g.AddVirtualServer(v); err != nil {
+		if err := g.AddVirtualServer(ctx, v); err != nil {
 			t.Fatal(err)
 		}
 	}
 	rs := ipvs.RealServer{Address: netip.MustParseAddr("192.0.2.1"), Port: 8080, Weight: 3, Forwarding: ipvs.Masquerade}
-	if err := g.AddRealServer(mine.Key(), rs); err != nil {
+	if err := g.AddRealServer(ctx, mine.Key(), rs); err != nil {
 		t.Fatal(err)
 	}
 
 	for name, err := range map[string]error{
-		"add":       g.AddVirtualServer(foreign),
-		"update":    g.UpdateVirtualServer(foreign),
-		"delete":    g.DeleteVirtualServer(foreign.Key()),
-		"add rs":    g.AddRealServer(foreign.Key(), rs),
-		"update rs": g.UpdateRealServer(foreign.Key(), rs),
-		"delete rs": g.DeleteRealServer(foreign.Key(), rs.Key()),
+		"add":       g.AddVirtualServer(ctx, foreign),
+		"update":    g.UpdateVirtualServer(ctx, foreign),
+		"delete":    g.DeleteVirtualServer(ctx, foreign.Key()),
+		"add rs":    g.AddRealServer(ctx, foreign.Key(), rs),
+		"update rs": g.UpdateRealServer(ctx, foreign.Key(), rs),
+		"delete rs": g.DeleteRealServer(ctx, foreign.Key(), rs.Key()),
 	} {
 		if !errors.Is(err, ipvs.ErrNotOwned) {
 			t.Errorf("%s on a foreign virtual server: got %v, want ErrNotOwned", name, err)
 		}
 	}
 	// Deleting what is gone (and not owned) is success.
-	if err := g.DeleteVirtualServer(vs("10.0.0.7", ipvs.TCP, 1).Key()); err != nil {
+	if err := g.DeleteVirtualServer(ctx, vs("10.0.0.7", ipvs.TCP, 1).Key()); err != nil {
 		t.Errorf("delete missing: %v", err)
 	}
-	owned, err := ipvs.List(g, g.Owns)
+	owned, err := ipvs.List(ctx, g, g.Owns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(owned) != 2 || !owned[0].Equal(mine) || len(owned[0].RealServers) != 1 {
 		t.Errorf("List(owned) = %v", owned)
 	}
-	if err := g.DeleteVirtualServer(mine6.Key()); err != nil {
+	if err := g.DeleteVirtualServer(ctx, mine6.Key()); err != nil {
 		t.Fatal(err)
 	}
 	golden.Assert(t, "guard.ipvs", k.Dump())
@@ -82,11 +85,12 @@ func TestGuardOwnership(t *testing.T) {
 }
 
 func TestGuardAddFailureReleasesClaim(t *testing.T) {
+	ctx := context.Background()
 	t.Parallel()
 	g, k, _ := newGuard(t)
 	k.FailNext("AddVirtualServer", nil)
 	v := vs("10.0.0.1", ipvs.SCTP, 9)
-	if err := g.AddVirtualServer(v); !errors.Is(err, fault.ErrInjected) {
+	if err := g.AddVirtualServer(ctx, v); !errors.Is(err, fault.ErrInjected) {
 		t.Fatalf("got %v, want injected fault", err)
 	}
 	if g.Owns(v.Key()) {
@@ -95,17 +99,18 @@ func TestGuardAddFailureReleasesClaim(t *testing.T) {
 }
 
 func TestOwnershipSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
 	t.Parallel()
 	sets := ipsettest.NewFake()
-	own, err := ownership.NewSetRecords(sets)
+	own, err := ownership.NewSetRecords(ctx, sets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := vs("fd00::5", ipvs.TCP, 443).Key()
-	if err := own.Claim(k); err != nil {
+	if err := own.Claim(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	again, err := ownership.NewSetRecords(sets)
+	again, err := ownership.NewSetRecords(ctx, sets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,12 +148,16 @@ type claimCounter struct {
 	claims int
 }
 
-func (c *claimCounter) Claim(k ipvs.Key) error { c.claims++; return c.Records.Claim(k) }
+func (c *claimCounter) Claim(ctx context.Context, k ipvs.Key) error {
+	c.claims++
+	return c.Records.Claim(ctx, k)
+}
 
 func newListingGuard(t *testing.T) (*ownership.Guard, *ipvstest.Fake, *claimCounter, *time.Time) {
+	ctx := context.Background()
 	t.Helper()
 	k := ipvstest.NewFake()
-	own, err := ownership.NewSetRecords(ipsettest.NewFake())
+	own, err := ownership.NewSetRecords(ctx, ipsettest.NewFake())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,13 +173,14 @@ func newListingGuard(t *testing.T) (*ownership.Guard, *ipvstest.Fake, *claimCoun
 // kernel's own add, left untouched and unclaimed, and the next attempt on
 // it is refused before any claim.
 func TestGuardListingSparesExistenceChecks(t *testing.T) {
+	ctx := context.Background()
 	t.Parallel()
 	g, k, cc, _ := newListingGuard(t)
-	if _, err := g.ListVirtualServers(); err != nil {
+	if _, err := g.ListVirtualServers(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 100 {
-		if err := g.AddVirtualServer(vs("10.0.1.1", ipvs.TCP, uint16(i+1))); err != nil {
+		if err := g.AddVirtualServer(ctx, vs("10.0.1.1", ipvs.TCP, uint16(i+1))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -180,22 +190,22 @@ func TestGuardListingSparesExistenceChecks(t *testing.T) {
 
 	foreign := vs("10.0.0.9", ipvs.TCP, 80)
 	foreign.Scheduler = "wlc"
-	if err := k.AddVirtualServer(foreign); err != nil { // after the listing
+	if err := k.AddVirtualServer(ctx, foreign); err != nil { // after the listing
 		t.Fatal(err)
 	}
 	mine := foreign
 	mine.Scheduler = "rr"
 	claims := cc.claims
-	if err := g.AddVirtualServer(mine); !errors.Is(err, ipvs.ErrNotOwned) {
+	if err := g.AddVirtualServer(ctx, mine); !errors.Is(err, ipvs.ErrNotOwned) {
 		t.Fatalf("add over a foreign virtual server: %v, want ErrNotOwned", err)
 	}
 	if g.Owns(foreign.Key()) {
 		t.Error("a refused add left a claim")
 	}
-	if got, _ := k.GetVirtualServer(foreign.Key()); !got.Equal(foreign) {
+	if got, _ := k.GetVirtualServer(ctx, foreign.Key()); !got.Equal(foreign) {
 		t.Errorf("foreign virtual server changed to %s", got)
 	}
-	if err := g.AddVirtualServer(mine); !errors.Is(err, ipvs.ErrNotOwned) {
+	if err := g.AddVirtualServer(ctx, mine); !errors.Is(err, ipvs.ErrNotOwned) {
 		t.Fatalf("second add over a foreign virtual server: %v, want ErrNotOwned", err)
 	}
 	if got := cc.claims - claims; got != 1 {
@@ -203,18 +213,18 @@ func TestGuardListingSparesExistenceChecks(t *testing.T) {
 	}
 
 	// A key the listing shows but which has gone since is asked about.
-	if err := k.DeleteVirtualServer(foreign.Key()); err != nil {
+	if err := k.DeleteVirtualServer(ctx, foreign.Key()); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.AddVirtualServer(mine); err != nil {
+	if err := g.AddVirtualServer(ctx, mine); err != nil {
 		t.Fatalf("add after the foreign virtual server left: %v", err)
 	}
 	// An own delete keeps the listing true: re-adding needs no check.
 	gets := k.Calls("GetVirtualServer")
-	if err := g.DeleteVirtualServer(mine.Key()); err != nil {
+	if err := g.DeleteVirtualServer(ctx, mine.Key()); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.AddVirtualServer(mine); err != nil {
+	if err := g.AddVirtualServer(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
 	if n := k.Calls("GetVirtualServer") - gets; n != 0 {
@@ -225,13 +235,14 @@ func TestGuardListingSparesExistenceChecks(t *testing.T) {
 // A listing older than ListingTTL is not trusted: an occasional add asks
 // for its key; one that expires during a burst of adds is taken again.
 func TestGuardListingExpires(t *testing.T) {
+	ctx := context.Background()
 	t.Parallel()
 	g, k, _, now := newListingGuard(t)
-	if _, err := g.ListVirtualServers(); err != nil {
+	if _, err := g.ListVirtualServers(ctx); err != nil {
 		t.Fatal(err)
 	}
 	*now = now.Add(ownership.DefaultListingTTL + time.Second)
-	if err := g.AddVirtualServer(vs("10.0.2.1", ipvs.TCP, 1)); err != nil {
+	if err := g.AddVirtualServer(ctx, vs("10.0.2.1", ipvs.TCP, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if n := k.Calls("GetVirtualServer"); n != 1 {
@@ -239,14 +250,14 @@ func TestGuardListingExpires(t *testing.T) {
 	}
 
 	// A burst: the listing expires after answering many checks.
-	if _, err := g.ListVirtualServers(); err != nil {
+	if _, err := g.ListVirtualServers(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 200 {
 		if i == 100 {
 			*now = now.Add(ownership.DefaultListingTTL + time.Second)
 		}
-		if err := g.AddVirtualServer(vs("10.0.3.1", ipvs.TCP, uint16(i+1))); err != nil {
+		if err := g.AddVirtualServer(ctx, vs("10.0.3.1", ipvs.TCP, uint16(i+1))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -256,10 +267,10 @@ func TestGuardListingExpires(t *testing.T) {
 
 	// ListingTTL 0: every fresh add asks.
 	g.ListingTTL = 0
-	if _, err := g.ListVirtualServers(); err != nil {
+	if _, err := g.ListVirtualServers(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.AddVirtualServer(vs("10.0.4.1", ipvs.TCP, 1)); err != nil {
+	if err := g.AddVirtualServer(ctx, vs("10.0.4.1", ipvs.TCP, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if n := k.Calls("GetVirtualServer"); n != 2 {

@@ -6,6 +6,7 @@
 package ownership
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -29,9 +30,9 @@ type Records interface {
 	// Owns reports whether kubelvs created the virtual server.
 	Owns(k ipvs.Key) bool
 	// Claim records the virtual server as kubelvs's.
-	Claim(k ipvs.Key) error
+	Claim(ctx context.Context, k ipvs.Key) error
 	// Release forgets the virtual server.
-	Release(k ipvs.Key) error
+	Release(ctx context.Context, k ipvs.Key) error
 	// Owned lists what is recorded.
 	Owned() []ipvs.Key
 }
@@ -58,13 +59,13 @@ func Sets() []ipset.Set {
 }
 
 // NewSetRecords ensures the ownership ipsets exist and loads them.
-func NewSetRecords(sets ipset.Interface) (*SetRecords, error) {
+func NewSetRecords(ctx context.Context, sets ipset.Interface) (*SetRecords, error) {
 	o := &SetRecords{sets: sets, owned: map[ipvs.Key]struct{}{}}
 	for _, s := range Sets() {
-		if err := sets.EnsureSet(s); err != nil {
+		if err := sets.EnsureSet(ctx, s); err != nil {
 			return nil, fmt.Errorf("ownership record: %w", err)
 		}
-		es, err := sets.ListEntries(s.Name)
+		es, err := sets.ListEntries(ctx, s.Name)
 		if err != nil {
 			return nil, fmt.Errorf("ownership record: %w", err)
 		}
@@ -104,9 +105,9 @@ func (o *SetRecords) Owned() []ipvs.Key {
 }
 
 // Claim records k in the ipset, then in memory.
-func (o *SetRecords) Claim(k ipvs.Key) error {
+func (o *SetRecords) Claim(ctx context.Context, k ipvs.Key) error {
 	name, e := ownershipEntry(k)
-	if err := o.sets.AddEntry(name, e); err != nil {
+	if err := o.sets.AddEntry(ctx, name, e); err != nil {
 		return fmt.Errorf("claim %s: %w", k, err)
 	}
 	o.mu.Lock()
@@ -116,9 +117,9 @@ func (o *SetRecords) Claim(k ipvs.Key) error {
 }
 
 // Release removes k from the ipset and from memory.
-func (o *SetRecords) Release(k ipvs.Key) error {
+func (o *SetRecords) Release(ctx context.Context, k ipvs.Key) error {
 	name, e := ownershipEntry(k)
-	if err := o.sets.DelEntry(name, e); err != nil {
+	if err := o.sets.DelEntry(ctx, name, e); err != nil {
 		return fmt.Errorf("release %s: %w", k, err)
 	}
 	o.mu.Lock()
@@ -190,8 +191,8 @@ func NewGuard(inner ipvs.Interface, own Records) *Guard {
 func (g *Guard) Owns(k ipvs.Key) bool { return g.own.Owns(k) }
 
 // exists reports whether the kernel holds k.
-func (g *Guard) exists(k ipvs.Key) (bool, error) {
-	_, err := g.inner.GetVirtualServer(k)
+func (g *Guard) exists(ctx context.Context, k ipvs.Key) (bool, error) {
+	_, err := g.inner.GetVirtualServer(ctx, k)
 	if errors.Is(err, ipvs.ErrNotFound) {
 		return false, nil
 	}
@@ -201,18 +202,18 @@ func (g *Guard) exists(k ipvs.Key) (bool, error) {
 // free reports whether the kernel holds no virtual server k: without a
 // request when a recent listing says so, else by asking the kernel (a key a
 // listing shows may have gone since: a listing only ever spares a check).
-func (g *Guard) free(k ipvs.Key) (bool, error) {
-	if g.listedFree(k) {
+func (g *Guard) free(ctx context.Context, k ipvs.Key) (bool, error) {
+	if g.listedFree(ctx, k) {
 		return true, nil
 	}
-	ok, err := g.exists(k)
+	ok, err := g.exists(ctx, k)
 	return !ok && err == nil, err
 }
 
 // listedFree reports whether a listing at most ListingTTL old lacks k. When
 // the listing has just expired in the middle of a burst of adds (it answered
 // relistAfter checks), it takes a new one.
-func (g *Guard) listedFree(k ipvs.Key) bool {
+func (g *Guard) listedFree(ctx context.Context, k ipvs.Key) bool {
 	if g.ListingTTL <= 0 {
 		return false
 	}
@@ -224,7 +225,7 @@ func (g *Guard) listedFree(k ipvs.Key) bool {
 	if relist {
 		// ListVirtualServers records the new listing; on error the
 		// kernel is asked for k alone.
-		_, err := g.ListVirtualServers()
+		_, err := g.ListVirtualServers(ctx)
 		usable = err == nil
 	}
 	if !usable {
@@ -256,11 +257,11 @@ func (g *Guard) noteListed(k ipvs.Key, present bool) {
 
 // requireOwned returns nil if k is owned; otherwise ErrNotOwned if it exists,
 // or ErrNotFound if it does not.
-func (g *Guard) requireOwned(k ipvs.Key) error {
+func (g *Guard) requireOwned(ctx context.Context, k ipvs.Key) error {
 	if g.own.Owns(k) {
 		return nil
 	}
-	ok, err := g.exists(k)
+	ok, err := g.exists(ctx, k)
 	switch {
 	case err != nil:
 		return err
@@ -277,14 +278,14 @@ func (g *Guard) requireOwned(k ipvs.Key) error {
 // delete could not release it; kept, it would let kubelvs take a virtual
 // server that another program creates later at that address. It returns
 // how many it released.
-func (g *Guard) ReleaseStale(keep func(ipvs.Key) bool) (int, error) {
+func (g *Guard) ReleaseStale(ctx context.Context, keep func(ipvs.Key) bool) (int, error) {
 	n := 0
 	var errs []error
 	for _, k := range g.own.Owned() {
 		if keep(k) {
 			continue
 		}
-		_, err := g.inner.GetVirtualServer(k)
+		_, err := g.inner.GetVirtualServer(ctx, k)
 		switch {
 		case err == nil:
 			continue // there: ours, adopted at the next start
@@ -292,7 +293,7 @@ func (g *Guard) ReleaseStale(keep func(ipvs.Key) bool) (int, error) {
 			errs = append(errs, err)
 			continue
 		}
-		if err := g.own.Release(k); err != nil {
+		if err := g.own.Release(ctx, k); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -303,14 +304,14 @@ func (g *Guard) ReleaseStale(keep func(ipvs.Key) bool) (int, error) {
 
 // ListVirtualServers lists all virtual servers, owned or not, and keeps
 // the listing for the existence checks of fresh adds.
-func (g *Guard) ListVirtualServers() ([]ipvs.VirtualServer, error) {
+func (g *Guard) ListVirtualServers(ctx context.Context) ([]ipvs.VirtualServer, error) {
 	if g.ListingTTL <= 0 {
-		return g.inner.ListVirtualServers()
+		return g.inner.ListVirtualServers(ctx)
 	}
 	// Taken before the dump: the listing may be older than it says, never
 	// younger.
 	at := g.now()
-	vss, err := g.inner.ListVirtualServers()
+	vss, err := g.inner.ListVirtualServers(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -325,13 +326,13 @@ func (g *Guard) ListVirtualServers() ([]ipvs.VirtualServer, error) {
 }
 
 // GetVirtualServer reads one virtual server, owned or not.
-func (g *Guard) GetVirtualServer(k ipvs.Key) (ipvs.VirtualServer, error) {
-	return g.inner.GetVirtualServer(k)
+func (g *Guard) GetVirtualServer(ctx context.Context, k ipvs.Key) (ipvs.VirtualServer, error) {
+	return g.inner.GetVirtualServer(ctx, k)
 }
 
 // ListRealServers reads the real servers of a virtual server, owned or not.
-func (g *Guard) ListRealServers(k ipvs.Key) ([]ipvs.RealServer, error) {
-	return g.inner.ListRealServers(k)
+func (g *Guard) ListRealServers(ctx context.Context, k ipvs.Key) ([]ipvs.RealServer, error) {
+	return g.inner.ListRealServers(ctx, k)
 }
 
 // Close closes the inner Interface.
@@ -342,29 +343,30 @@ func (g *Guard) Close() error { return g.inner.Close() }
 // without a record) and refuses a key another program already uses: known
 // to be there before the claim (see Guard), or found there by the kernel's
 // add.
-func (g *Guard) AddVirtualServer(vs ipvs.VirtualServer) error {
+func (g *Guard) AddVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
 	k := vs.Key()
 	fresh := !g.own.Owns(k)
 	if fresh {
-		ok, err := g.free(k)
+		ok, err := g.free(ctx, k)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return fmt.Errorf("add %s: %w", k, ipvs.ErrNotOwned)
 		}
-		if err := g.own.Claim(k); err != nil {
+		if err := g.own.Claim(ctx, k); err != nil {
 			return err
 		}
 	}
-	err := g.inner.AddVirtualServer(vs)
+	err := g.inner.AddVirtualServer(ctx, vs)
 	if err == nil || errors.Is(err, ipvs.ErrExists) {
 		g.noteListed(k, true)
 	}
 	if err != nil && fresh {
-		// Another program created it after our check, or the add failed:
-		// either way it is not ours.
-		if rerr := g.own.Release(k); rerr != nil {
+		// Another program created it after our check, or the add failed
+		// (a cancelled ctx included): either way it is not ours, and the
+		// record goes even if ctx is done.
+		if rerr := g.own.Release(context.WithoutCancel(ctx), k); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		if errors.Is(err, ipvs.ErrExists) {
@@ -375,67 +377,67 @@ func (g *Guard) AddVirtualServer(vs ipvs.VirtualServer) error {
 }
 
 // UpdateVirtualServer updates an owned virtual server.
-func (g *Guard) UpdateVirtualServer(vs ipvs.VirtualServer) error {
-	if err := g.requireOwned(vs.Key()); err != nil {
+func (g *Guard) UpdateVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
+	if err := g.requireOwned(ctx, vs.Key()); err != nil {
 		return err
 	}
-	return g.inner.UpdateVirtualServer(vs)
+	return g.inner.UpdateVirtualServer(ctx, vs)
 }
 
 // DeleteVirtualServer deletes an owned virtual server and forgets it. A key
 // that is neither owned nor present is already gone: success.
-func (g *Guard) DeleteVirtualServer(k ipvs.Key) error {
-	if err := g.requireOwned(k); err != nil {
+func (g *Guard) DeleteVirtualServer(ctx context.Context, k ipvs.Key) error {
+	if err := g.requireOwned(ctx, k); err != nil {
 		if errors.Is(err, ipvs.ErrNotFound) {
 			return nil
 		}
 		return err
 	}
-	if err := g.inner.DeleteVirtualServer(k); err != nil {
+	if err := g.inner.DeleteVirtualServer(ctx, k); err != nil {
 		return err
 	}
 	g.noteListed(k, false)
-	return g.own.Release(k)
+	return g.own.Release(ctx, k)
 }
 
 // AddRealServer adds a real server to an owned virtual server.
-func (g *Guard) AddRealServer(k ipvs.Key, rs ipvs.RealServer) error {
-	if err := g.requireOwned(k); err != nil {
+func (g *Guard) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
+	if err := g.requireOwned(ctx, k); err != nil {
 		return err
 	}
-	return g.inner.AddRealServer(k, rs)
+	return g.inner.AddRealServer(ctx, k, rs)
 }
 
 // AddRealServers adds real servers to an owned virtual server, batched when
 // the inner Interface can.
-func (g *Guard) AddRealServers(k ipvs.Key, rss []ipvs.RealServer) []error {
-	if err := g.requireOwned(k); err != nil {
+func (g *Guard) AddRealServers(ctx context.Context, k ipvs.Key, rss []ipvs.RealServer) []error {
+	if err := g.requireOwned(ctx, k); err != nil {
 		errs := make([]error, len(rss))
 		for i := range errs {
 			errs[i] = err
 		}
 		return errs
 	}
-	return ipvs.AddRealServers(g.inner, k, rss)
+	return ipvs.AddRealServers(ctx, g.inner, k, rss)
 }
 
 // UpdateRealServer updates a real server of an owned virtual server.
-func (g *Guard) UpdateRealServer(k ipvs.Key, rs ipvs.RealServer) error {
-	if err := g.requireOwned(k); err != nil {
+func (g *Guard) UpdateRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
+	if err := g.requireOwned(ctx, k); err != nil {
 		return err
 	}
-	return g.inner.UpdateRealServer(k, rs)
+	return g.inner.UpdateRealServer(ctx, k, rs)
 }
 
 // DeleteRealServer removes a real server of an owned virtual server.
-func (g *Guard) DeleteRealServer(k ipvs.Key, rk ipvs.RealKey) error {
-	if err := g.requireOwned(k); err != nil {
+func (g *Guard) DeleteRealServer(ctx context.Context, k ipvs.Key, rk ipvs.RealKey) error {
+	if err := g.requireOwned(ctx, k); err != nil {
 		if errors.Is(err, ipvs.ErrNotFound) {
 			return nil
 		}
 		return err
 	}
-	return g.inner.DeleteRealServer(k, rk)
+	return g.inner.DeleteRealServer(ctx, k, rk)
 }
 
 func sortKeys(ks []ipvs.Key) { slices.SortFunc(ks, ipvs.Key.Compare) }

@@ -60,7 +60,7 @@ type AgentOptions struct {
 	PodNamespace       string
 	// Cleanup overrides the removal of the kernel objects on uninstall
 	// (tests). Nil: Cleanup, or an error when Kernel is overridden.
-	Cleanup func(io.Writer) error
+	Cleanup func(context.Context, io.Writer) error
 	// MetricsRegistry registers the agent's metrics. Nil: controller-runtime's
 	// registry, which the metrics endpoint serves. A test that runs several
 	// agents in one process gives each its own.
@@ -88,7 +88,7 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 	k := o.Kernel
 	if k == nil {
 		log := ctrl.LoggerFrom(ctx).WithName("kernel")
-		nk, closeKernel, err := NetlinkKernel(func(msg string, err error) { log.Error(err, msg) })
+		nk, closeKernel, err := NetlinkKernel(ctx, func(msg string, err error) { log.Error(err, msg) })
 		if err != nil {
 			return err
 		}

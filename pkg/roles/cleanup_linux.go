@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,14 +18,14 @@ import (
 // virtual servers recorded in the ownership set, kubelvs0 and its VIPs, the
 // KUBELVS- netfilter chains and ipsets. Anything else stays. Run it after
 // uninstalling, with the agent stopped.
-func Cleanup(out io.Writer) error {
+func Cleanup(ctx context.Context, out io.Writer) error {
 	sets, err := ipsetnl.New()
 	if err != nil {
 		return err
 	}
 	defer sets.Close()
 	var errs []error
-	own, err := ownership.NewSetRecords(sets)
+	own, err := ownership.NewSetRecords(ctx, sets)
 	if err != nil {
 		return err
 	}
@@ -37,7 +38,7 @@ func Cleanup(out io.Writer) error {
 		g := ownership.NewGuard(nl, own)
 		n := 0
 		for _, k := range keys {
-			if err := g.DeleteVirtualServer(k); err != nil {
+			if err := g.DeleteVirtualServer(ctx, k); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -50,15 +51,15 @@ func Cleanup(out io.Writer) error {
 		return errors.Join(append(errs, err)...)
 	}
 	defer vips.Close()
-	if err := vips.DeleteDevice(); err != nil {
+	if err := vips.DeleteDevice(ctx); err != nil {
 		errs = append(errs, err)
 	} else {
 		fmt.Fprintln(out, "deleted kubelvs0")
 	}
-	rules, err := iptables.New(sets, iptables.ExecRunner{}, netfilter.Config{})
+	rules, err := iptables.New(ctx, sets, iptables.ExecRunner{}, netfilter.Config{})
 	if err != nil {
 		errs = append(errs, err)
-	} else if err := rules.Cleanup(); err != nil {
+	} else if err := rules.Cleanup(ctx); err != nil {
 		errs = append(errs, err)
 	} else {
 		fmt.Fprintf(out, "deleted the KUBELVS- chains and ipsets (iptables %s)\n", rules.Mode())
@@ -66,7 +67,7 @@ func Cleanup(out io.Writer) error {
 	if len(errs) == 0 {
 		// Last: the record of what we own, once nothing owned is left.
 		for _, s := range ownership.Sets() {
-			if err := sets.DestroySet(s.Name); err != nil {
+			if err := sets.DestroySet(ctx, s.Name); err != nil {
 				errs = append(errs, err)
 			}
 		}

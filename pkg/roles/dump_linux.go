@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"context"
 	"fmt"
 	"io"
 
@@ -14,7 +15,7 @@ import (
 // Dump prints what kubelvs programmed on this node: the IPVS virtual
 // servers it owns with their real servers (weights and connection
 // counts), and the VIPs on kubelvs0. It only reads.
-func Dump(out io.Writer) error {
+func Dump(ctx context.Context, out io.Writer) error {
 	sets, err := ipsetnl.New()
 	if err != nil {
 		return err
@@ -24,7 +25,7 @@ func Dump(out io.Writer) error {
 	// leave anything behind (e.g. after `manager cleanup`).
 	owned := map[ipvs.Key]bool{}
 	for _, s := range ownership.Sets() {
-		es, err := sets.ListEntries(s.Name)
+		es, err := sets.ListEntries(ctx, s.Name)
 		if err != nil {
 			continue // no record: nothing owned in that family
 		}
@@ -37,7 +38,7 @@ func Dump(out io.Writer) error {
 		return err
 	}
 	defer nl.Close()
-	svcs, err := ipvs.List(nl, func(k ipvs.Key) bool { return owned[k] })
+	svcs, err := ipvs.List(ctx, nl, func(k ipvs.Key) bool { return owned[k] })
 	if err != nil {
 		return err
 	}
@@ -56,7 +57,7 @@ func Dump(out io.Writer) error {
 		return err
 	}
 	defer vips.Close()
-	addrs, err := vips.ListAddresses()
+	addrs, err := vips.ListAddresses(ctx)
 	if err != nil {
 		fmt.Fprintf(out, "kubelvs0: %v\n", err)
 		return nil

@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -22,7 +23,7 @@ import (
 // conntrack, each on one long-lived netlink handle. It fails with a clear
 // message when the kernel lacks IPVS or ipset. warn hears what it could
 // work around (e.g. IPv6 sysctls on a node without IPv6).
-func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), error) {
+func NetlinkKernel(ctx context.Context, warn func(msg string, err error)) (syncer.Kernel, func(), error) {
 	var closers []func() error
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -43,7 +44,7 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 		return fail(err)
 	}
 	closers = append(closers, sets.Close)
-	own, err := ownership.NewSetRecords(sets)
+	own, err := ownership.NewSetRecords(ctx, sets)
 	if err != nil {
 		return fail(err)
 	}
@@ -60,11 +61,11 @@ func NetlinkKernel(warn func(msg string, err error)) (syncer.Kernel, func(), err
 		}
 		warn("the IPv6 sysctls could not be set, the IPv4 ones are; IPv6 VirtualServices will not work on this node", err)
 	}
-	rules, err := iptables.New(sets, iptables.ExecRunner{}, netfilter.Config{})
+	rules, err := iptables.New(ctx, sets, iptables.ExecRunner{}, netfilter.Config{})
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := rules.SyncRules(true); err != nil {
+	if _, err := rules.SyncRules(ctx, true); err != nil {
 		return fail(fmt.Errorf("netfilter rules: %w", err))
 	}
 	ct, err := conntracknl.New()

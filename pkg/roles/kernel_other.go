@@ -3,6 +3,7 @@
 package roles
 
 import (
+	"context"
 	"io"
 
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
@@ -10,12 +11,12 @@ import (
 )
 
 // NetlinkKernel fails: the agent needs Linux.
-func NetlinkKernel(func(msg string, err error)) (syncer.Kernel, func(), error) {
+func NetlinkKernel(context.Context, func(msg string, err error)) (syncer.Kernel, func(), error) {
 	return syncer.Kernel{}, nil, ipvs.ErrNoIPVS
 }
 
 // Cleanup fails: the agent needs Linux.
-func Cleanup(io.Writer) error { return ipvs.ErrNoIPVS }
+func Cleanup(context.Context, io.Writer) error { return ipvs.ErrNoIPVS }
 
 // Dump fails: the agent needs Linux.
-func Dump(io.Writer) error { return ipvs.ErrNoIPVS }
+func Dump(context.Context, io.Writer) error { return ipvs.ErrNoIPVS }

@@ -38,7 +38,7 @@ type uninstallWatch struct {
 	cfg     *rest.Config
 	cancel  context.CancelFunc
 	done    chan struct{}
-	cleanup func(io.Writer) error
+	cleanup func(context.Context, io.Writer) error
 }
 
 // startUninstallWatch starts the watch when the agent is to clean up on
@@ -54,7 +54,7 @@ func startUninstallWatch(ctx context.Context, log logr.Logger, cfg *rest.Config,
 	}
 	cleanup := o.Cleanup
 	if cleanup == nil && o.Kernel != nil {
-		cleanup = func(io.Writer) error { return errors.New("no cleanup for an injected kernel") }
+		cleanup = func(context.Context, io.Writer) error { return errors.New("no cleanup for an injected kernel") }
 	} else if cleanup == nil {
 		cleanup = Cleanup
 	}
@@ -81,7 +81,8 @@ func (u *uninstallWatch) stop(log logr.Logger) error {
 	switch {
 	case d.Cleanup:
 		log.Info("kubelvs is being uninstalled: removing every kernel object kubelvs made", "reason", d.Reason)
-		if err := u.cleanup(logWriter{log}); err != nil {
+		// Not bounded by the decision's timeout: once decided, it runs to the end.
+		if err := u.cleanup(context.Background(), logWriter{log}); err != nil {
 			return fmt.Errorf("cleanup on uninstall: %w", err)
 		}
 	case d.Err != nil:

@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -14,7 +15,7 @@ import (
 // whose drain timeout has passed. It reads the connection counters with one
 // listing per virtual server that has draining real servers (and visits no
 // other), and returns the VirtualServices whose draining set changed.
-func (s *Syncer) Drain() ([]types.NamespacedName, error) {
+func (s *Syncer) Drain(ctx context.Context) ([]types.NamespacedName, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.drainSet) > 0 {
@@ -25,7 +26,7 @@ func (s *Syncer) Drain() ([]types.NamespacedName, error) {
 	var errs []error
 	var gone []conntrack.Target
 	for k, svc := range s.drainSet {
-		rs, err := s.k.IPVS.ListRealServers(k)
+		rs, err := s.k.IPVS.ListRealServers(ctx, k)
 		s.metrics.op("real_server", "list", err)
 		if err != nil && !errors.Is(err, ipvs.ErrNotFound) {
 			errs = append(errs, fmt.Errorf("drain %s: %w", k, err))
@@ -43,7 +44,7 @@ func (s *Syncer) Drain() ([]types.NamespacedName, error) {
 				continue
 			}
 			if present {
-				err := s.k.IPVS.DeleteRealServer(k, rk)
+				err := s.k.IPVS.DeleteRealServer(ctx, k, rk)
 				s.metrics.op("real_server", "delete", err)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("delete drained real server %s of %s: %w", rk, k, err))

@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"context"
 	"fmt"
 	"math/rand"
 	"net/netip"
@@ -23,8 +24,9 @@ type faultyNode struct {
 }
 
 func (n *faultyNode) syncer(t *testing.T) (*Syncer, error) {
+	ctx := context.Background()
 	t.Helper()
-	own, err := ownership.NewSetRecords(n.sets)
+	own, err := ownership.NewSetRecords(ctx, n.sets)
 	if err != nil {
 		return nil, err
 	}
@@ -33,7 +35,7 @@ func (n *faultyNode) syncer(t *testing.T) (*Syncer, error) {
 		IPVS: guard, Owns: own.Owns, ReleaseStale: guard.ReleaseStale, VIPs: n.vips, Conntrack: n.ct,
 		Netfilter: n.nf,
 	}, n.clock, nil)
-	return s, s.Adopt()
+	return s, s.Adopt(ctx)
 }
 
 func (n *faultyNode) injectors() []*fault.Injector {
@@ -113,6 +115,7 @@ func unclaimed(gs []desired.Group) []desired.Group {
 // leaked (no virtual or real server, VIP, ipset member or ownership record
 // of a group that is gone), nothing missing, nothing duplicated.
 func TestConvergesAfterRandomFaults(t *testing.T) {
+	ctx := context.Background()
 	injected, syncs := 0, 0
 	for seed := int64(1); seed <= 20; seed++ {
 		r := rand.New(rand.NewSource(seed))
@@ -158,7 +161,7 @@ func TestConvergesAfterRandomFaults(t *testing.T) {
 					next = unclaimed(append([]desired.Group{g}, withoutName(cur, g.Name)...))
 					if len(next) > 0 && next[0].Name == g.Name {
 						cur = next
-						s.SyncGroup(g)
+						s.SyncGroup(ctx, g)
 					}
 				}
 			case op < 5: // one goes
@@ -166,16 +169,16 @@ func TestConvergesAfterRandomFaults(t *testing.T) {
 					i := r.Intn(len(cur))
 					name := cur[i].Name
 					cur = withoutName(cur, name)
-					s.RemoveGroup(name)
+					s.RemoveGroup(ctx, name)
 				}
 			case op < 7:
-				s.SyncAll(cur)
+				s.SyncAll(ctx, cur)
 			case op < 8:
 				n.clock.Step(time.Duration(r.Intn(40)) * time.Second)
-				s.Drain()
+				s.Drain(ctx)
 			case op < 9:
-				s.FlushNow()
-				s.Verify()
+				s.FlushNow(ctx)
+				s.Verify(ctx)
 			default:
 				if step%3 == 0 {
 					restart()
@@ -190,17 +193,17 @@ func TestConvergesAfterRandomFaults(t *testing.T) {
 		// Faults stop: what the agent does next (a full sync, its drains,
 		// the periodic resync's Verify) settles everything; a second
 		// Verify then finds nothing to repair.
-		if _, err := s.SyncAll(cur); err != nil {
+		if _, err := s.SyncAll(ctx, cur); err != nil {
 			t.Fatalf("seed %d: the first full sync after the faults: %v", seed, err)
 		}
 		n.clock.Step(time.Hour)
-		if _, err := s.Drain(); err != nil {
+		if _, err := s.Drain(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Verify(); err != nil {
+		if _, err := s.Verify(ctx); err != nil {
 			t.Fatalf("seed %d: Verify: %v", seed, err)
 		}
-		if repairs, err := s.Verify(); err != nil || repairs != 0 {
+		if repairs, err := s.Verify(ctx); err != nil || repairs != 0 {
 			t.Fatalf("seed %d: a second Verify: %d repairs, %v", seed, repairs, err)
 		}
 		w := want(t, cur...)

@@ -72,7 +72,7 @@ func (s *Syncer) RunFlusher(ctx context.Context) {
 			}
 		case <-retry:
 		}
-		if _, err := s.flushPass(); err != nil {
+		if _, err := s.flushPass(ctx); err != nil {
 			backoff = min(max(2*backoff, FlushRetryMin), FlushRetryMax)
 			retry = time.After(backoff)
 			continue
@@ -82,13 +82,13 @@ func (s *Syncer) RunFlusher(ctx context.Context) {
 }
 
 // FlushNow deletes the queued flows at once and returns how many it deleted.
-func (s *Syncer) FlushNow() int {
-	n, _ := s.flushPass()
+func (s *Syncer) FlushNow(ctx context.Context) int {
+	n, _ := s.flushPass(ctx)
 	return n
 }
 
 // flushPass runs one pass; a failed one keeps its targets queued.
-func (s *Syncer) flushPass() (int, error) {
+func (s *Syncer) flushPass(ctx context.Context) (int, error) {
 	s.flushMu.Lock()
 	ts := s.pending
 	s.pending, s.pendingSet = nil, nil
@@ -97,7 +97,7 @@ func (s *Syncer) flushPass() (int, error) {
 		return 0, nil
 	}
 	start := time.Now()
-	n, err := s.k.Conntrack.DeleteFlows(ts)
+	n, err := s.k.Conntrack.DeleteFlows(ctx, ts)
 	s.metrics.flushed(n, time.Since(start), err)
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()

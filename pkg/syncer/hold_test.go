@@ -31,9 +31,10 @@ func withAllowList(g desired.Group, nets ...string) desired.Group {
 
 // want is the kernel of a fresh node that programmed groups.
 func want(t *testing.T, groups ...desired.Group) *node {
+	ctx := context.Background()
 	t.Helper()
 	w := newNode()
-	if _, err := w.syncer(t).SyncAll(groups); err != nil {
+	if _, err := w.syncer(t).SyncAll(ctx, groups); err != nil {
 		t.Fatal(err)
 	}
 	return w
@@ -57,20 +58,21 @@ func hold(g desired.Group) desired.Group {
 // keeps what the kernel holds for it: through per-VirtualService syncs,
 // full syncs and a restart, while the others change around it.
 func TestHoldKeepsWhatTheKernelHas(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
 	a := withAllowList(grp("a", "10.0.0.1", web, "10.1.0.1:8080"), "192.0.2.0/24")
 	b := grp("b", "10.0.0.2", web, "10.1.0.2:8080")
-	if _, err := s.SyncAll([]desired.Group{a, b}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	sameKernel(t, "programmed", n, want(t, a, b))
 
 	before := n.writes()
-	if _, err := s.SyncGroup(hold(a)); err != nil || n.writes() != before {
+	if _, err := s.SyncGroup(ctx, hold(a)); err != nil || n.writes() != before {
 		t.Fatalf("a group on hold wrote %d times (%v)", n.writes()-before, err)
 	}
-	if _, err := s.SyncAll([]desired.Group{hold(a), b}); err != nil || n.writes() != before {
+	if _, err := s.SyncAll(ctx, []desired.Group{hold(a), b}); err != nil || n.writes() != before {
 		t.Fatalf("a full sync with a group on hold wrote %d times (%v)", n.writes()-before, err)
 	}
 	sameKernel(t, "on hold", n, want(t, a, b))
@@ -81,20 +83,20 @@ func TestHoldKeepsWhatTheKernelHas(t *testing.T) {
 	s = n.syncer(t)
 	b2 := grp("b", "10.0.0.2", web, "10.1.0.2:8080", "10.1.0.3:8080")
 	c := grp("c", "10.0.0.3", web, "10.1.0.4:8080")
-	if _, err := s.SyncAll([]desired.Group{hold(a), b2, c}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{hold(a), b2, c}); err != nil {
 		t.Fatal(err)
 	}
 	sameKernel(t, "restarted with a on hold", n, want(t, a, b2, c))
 	// b changes again, one group at a time: a's objects still stay.
 	b3 := grp("b", "10.0.0.2", web, "10.1.0.3:8080")
-	if _, err := s.SyncGroup(b3); err != nil {
+	if _, err := s.SyncGroup(ctx, b3); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SyncAll([]desired.Group{hold(a), b3, c}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{hold(a), b3, c}); err != nil {
 		t.Fatal(err)
 	}
 	n.clock.Step(time.Minute)
-	if _, err := s.Drain(); err != nil {
+	if _, err := s.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
 	n.ct = want(t).ct // the flows flushed on the way are not the point here
@@ -103,10 +105,10 @@ func TestHoldKeepsWhatTheKernelHas(t *testing.T) {
 	// a's spec is fixed, with another port: its new service comes, and the
 	// next full sync with nothing on hold removes what it no longer wants.
 	a2 := grp("a", "10.0.0.1", []ipvs.Key{{Protocol: ipvs.TCP, Port: 443}}, "10.1.0.1:8443")
-	if _, err := s.SyncGroup(a2); err != nil {
+	if _, err := s.SyncGroup(ctx, a2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SyncAll([]desired.Group{a2, b3, c}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{a2, b3, c}); err != nil {
 		t.Fatal(err)
 	}
 	n.ct = want(t).ct
@@ -116,20 +118,21 @@ func TestHoldKeepsWhatTheKernelHas(t *testing.T) {
 // A VirtualService deleted while on hold after a restart: its objects go
 // at the next full sync.
 func TestHeldThenDeletedIsRemoved(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	a := grp("a", "10.0.0.1", web, "10.1.0.1:8080")
 	b := grp("b", "10.0.0.2", web, "10.1.0.2:8080")
-	if _, err := n.syncer(t).SyncAll([]desired.Group{a, b}); err != nil {
+	if _, err := n.syncer(t).SyncAll(ctx, []desired.Group{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	s := n.syncer(t)
-	if _, err := s.SyncAll([]desired.Group{hold(a), b}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{hold(a), b}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RemoveGroup(a.Name); err != nil {
+	if _, err := s.RemoveGroup(ctx, a.Name); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SyncAll([]desired.Group{b}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{b}); err != nil {
 		t.Fatal(err)
 	}
 	n.ct = want(t).ct
@@ -139,16 +142,17 @@ func TestHeldThenDeletedIsRemoved(t *testing.T) {
 // Without a way to read the ipset members, a restart with a group on hold
 // leaves the shared state as it is and says so.
 func TestHoldWithoutMembersKeepsEverything(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	a := withAllowList(grp("a", "10.0.0.1", web, "10.1.0.1:8080"), "192.0.2.0/24")
 	b := grp("b", "10.0.0.2", web, "10.1.0.2:8080")
-	if _, err := n.syncer(t).SyncAll([]desired.Group{a, b}); err != nil {
+	if _, err := n.syncer(t).SyncAll(ctx, []desired.Group{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	s := n.syncer(t)
 	n.nf.FailAlways("ListMembers", errors.New("ipset: cannot read"))
 	before := n.writes()
-	if _, err := s.SyncAll([]desired.Group{hold(a)}); err == nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{hold(a)}); err == nil {
 		t.Fatal("no error while the shared state could not be kept")
 	}
 	if n.writes() != before {
@@ -161,12 +165,13 @@ func TestHoldWithoutMembersKeepsEverything(t *testing.T) {
 // without any other change to wake it, and a target queued twice is
 // flushed once.
 func TestFlushRetriedUntilItSucceeds(t *testing.T) {
+	ctx := context.Background()
 	defer func(lo, hi time.Duration) { FlushRetryMin, FlushRetryMax = lo, hi }(FlushRetryMin, FlushRetryMax)
 	FlushRetryMin, FlushRetryMax = time.Millisecond, 4*time.Millisecond
 	n := newNode()
 	s := n.syncer(t)
 	udp := []ipvs.Key{{Protocol: ipvs.UDP, Port: 53}}
-	if _, err := s.SyncAll([]desired.Group{grp("dns", "10.96.0.10", udp, "10.1.0.1:53", "10.1.0.2:53")}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{grp("dns", "10.96.0.10", udp, "10.1.0.1:53", "10.1.0.2:53")}); err != nil {
 		t.Fatal(err)
 	}
 	vip := netip.MustParseAddrPort("10.96.0.10:53")
@@ -179,7 +184,7 @@ func TestFlushRetriedUntilItSucceeds(t *testing.T) {
 	defer cancel()
 	done := make(chan struct{})
 	go func() { defer close(done); s.RunFlusher(ctx) }()
-	if _, err := s.SyncGroup(grp("dns", "10.96.0.10", udp, "10.1.0.1:53")); err != nil {
+	if _, err := s.SyncGroup(ctx, grp("dns", "10.96.0.10", udp, "10.1.0.1:53")); err != nil {
 		t.Fatal(err)
 	}
 	s.flush([]conntrack.Target{{Protocol: conntrack.UDP, VIP: vip, Backend: netip.MustParseAddrPort("10.1.0.2:53")}})
@@ -204,6 +209,7 @@ func TestFlushRetriedUntilItSucceeds(t *testing.T) {
 
 // While conntrack keeps failing, what waits is bounded.
 func TestFlushPendingBounded(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
 	n.ct.FailAlways("DeleteFlows", nil)
@@ -212,10 +218,10 @@ func TestFlushPendingBounded(t *testing.T) {
 		b := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 53)
 		s.flush([]conntrack.Target{{Protocol: conntrack.UDP, VIP: vip, Backend: b}, {Protocol: conntrack.UDP, VIP: vip, Backend: b}})
 		if i%10000 == 0 {
-			s.FlushNow()
+			s.FlushNow(ctx)
 		}
 	}
-	s.FlushNow()
+	s.FlushNow(ctx)
 	if len(s.pending) != MaxFlushPending || len(s.pendingSet) != MaxFlushPending {
 		t.Fatalf("%d pending (%d in the set), want %d", len(s.pending), len(s.pendingSet), MaxFlushPending)
 	}
@@ -225,29 +231,58 @@ func TestFlushPendingBounded(t *testing.T) {
 // kernel says it is not there: any other answer is uncertainty, and the
 // kernel is left as it is.
 func TestVerifyDoesNotRestoreOnUncertainty(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
 	g := grp("web", "10.96.0.10", web, "10.1.0.1:8080")
-	if _, err := s.SyncAll([]desired.Group{g}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{g}); err != nil {
 		t.Fatal(err)
 	}
 	k := key("10.96.0.10", ipvs.TCP, 80)
-	if err := n.ipvs.DeleteVirtualServer(k); err != nil { // by hand
+	if err := n.ipvs.DeleteVirtualServer(ctx, k); err != nil { // by hand
 		t.Fatal(err)
 	}
 	n.ipvs.FailNext("GetVirtualServer", errors.New("netlink: no buffer space available"))
 	adds := n.ipvs.Calls("AddVirtualServer")
-	if _, err := s.Verify(); err == nil || !strings.Contains(err.Error(), "no buffer space") {
+	if _, err := s.Verify(ctx); err == nil || !strings.Contains(err.Error(), "no buffer space") {
 		t.Fatalf("Verify: %v, want the GetVirtualServer error", err)
 	}
 	if got := n.ipvs.Calls("AddVirtualServer") - adds; got != 0 {
 		t.Fatalf("%d AddVirtualServer calls on an uncertain answer", got)
 	}
 	// A clear "not there" restores it.
-	if repairs, err := s.Verify(); err != nil || repairs == 0 {
+	if repairs, err := s.Verify(ctx); err != nil || repairs == 0 {
 		t.Fatalf("Verify: %d repairs, %v", repairs, err)
 	}
-	if _, err := n.ipvs.GetVirtualServer(k); err != nil {
+	if _, err := n.ipvs.GetVirtualServer(ctx, k); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A full sync whose context is done (the agent stopping) returns that error
+// and deletes nothing as unwanted: the groups it did not reach keep their
+// kernel objects.
+func TestSyncAllStoppedDeletesNothing(t *testing.T) {
+	n := newNode()
+	a := grp("a", "10.0.0.1", web, "10.1.0.1:8080")
+	b := grp("b", "10.0.0.2", web, "10.1.0.2:8080")
+	s := n.syncer(t)
+	if _, err := s.SyncAll(context.Background(), []desired.Group{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	before := n.dump()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.SyncAll(ctx, []desired.Group{a}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("SyncAll with a cancelled context: %v, want context.Canceled", err)
+	}
+	if got := n.dump(); got != before {
+		t.Fatalf("the stopped full sync changed the kernel:\n%s\nwant\n%s", got, before)
+	}
+	if _, err := s.SyncAll(context.Background(), []desired.Group{a}); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.dump(); got == before {
+		t.Fatal("b was not removed by the next full sync: the check above proves nothing")
 	}
 }

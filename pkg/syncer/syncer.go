@@ -7,6 +7,7 @@
 package syncer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -34,7 +35,7 @@ type Kernel struct {
 	// ReleaseStale releases the ownership records of virtual servers that
 	// are not in the kernel and that keep does not claim (ownership.Guard);
 	// nil: records are not tidied.
-	ReleaseStale func(keep func(ipvs.Key) bool) (int, error)
+	ReleaseStale func(ctx context.Context, keep func(ipvs.Key) bool) (int, error)
 	// VIPs holds the addresses on kubelvs0.
 	VIPs netif.Interface
 	// Netfilter holds the rules and their ipset members (package
@@ -174,20 +175,20 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 
 // Adopt reads the virtual servers kubelvs owns, with their real servers,
 // and the VIPs on kubelvs0, so that the first sync changes only what
-// differs. Nothing is deleted here.
-func (s *Syncer) Adopt() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.epoch++
-	all, err := s.k.IPVS.ListVirtualServers()
+// differs. Nothing is deleted here. The kernel is read without the
+// syncer's lock (a dump of every virtual server); Adopt runs before the
+// first sync, so nothing changes what it read meanwhile.
+func (s *Syncer) Adopt(ctx context.Context) error {
+	all, err := s.k.IPVS.ListVirtualServers(ctx)
 	if err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}
+	adopted := map[ipvs.Key]*service{}
 	for _, vs := range all {
 		if !s.k.Owns(vs.Key()) {
 			continue
 		}
-		rs, err := s.k.IPVS.ListRealServers(vs.Key())
+		rs, err := s.k.IPVS.ListRealServers(ctx, vs.Key())
 		if err != nil {
 			return fmt.Errorf("adopt %s: %w", vs.Key(), err)
 		}
@@ -195,15 +196,23 @@ func (s *Syncer) Adopt() error {
 		for _, r := range rs {
 			svc.reals[r.Key()] = realOf(r)
 		}
-		s.services[vs.Key()] = svc
-		s.recount(vs.Key(), svc, true)
+		adopted[vs.Key()] = svc
 	}
-	if err := s.k.VIPs.EnsureDevice(); err != nil {
+	if err := s.k.VIPs.EnsureDevice(ctx); err != nil {
 		return fmt.Errorf("adopt VIPs: %w", err)
 	}
-	if s.vips, err = s.k.VIPs.ListAddresses(); err != nil {
+	vips, err := s.k.VIPs.ListAddresses(ctx)
+	if err != nil {
 		return fmt.Errorf("adopt VIPs: %w", err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.epoch++
+	for k, svc := range adopted {
+		s.services[k] = svc
+		s.recount(k, svc, true)
+	}
+	s.vips = vips
 	return nil
 }
 
@@ -220,7 +229,7 @@ type Result struct {
 //
 // A group on hold (g.Hold) changes nothing: what the kernel holds for it
 // stays as it is.
-func (s *Syncer) SyncGroup(g desired.Group) (Result, error) {
+func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.setHeld(g.Name, g.Hold)
@@ -230,13 +239,13 @@ func (s *Syncer) SyncGroup(g desired.Group) (Result, error) {
 	s.epoch++
 	start := s.clock.Now()
 	if prev := s.groups[g.Name]; prev == nil || !membersEqual(prev.members, g.Members) {
-		if err := s.tighten(s.mergedMembers(g.Name, &g.Members)); err != nil {
+		if err := s.tighten(ctx, s.mergedMembers(g.Name, &g.Members)); err != nil {
 			s.metrics.observeSync("group", s.clock.Since(start), err)
 			return Result{Draining: s.drainingOf(g.Name)}, err
 		}
 	}
-	res, err := s.syncGroup(g)
-	if e := s.syncShared(false); e != nil {
+	res, err := s.syncGroup(ctx, g)
+	if e := s.syncShared(ctx, false); e != nil {
 		err = errors.Join(err, e)
 	}
 	s.metrics.observeSync("group", s.clock.Since(start), err)
@@ -244,8 +253,8 @@ func (s *Syncer) SyncGroup(g desired.Group) (Result, error) {
 }
 
 // RemoveGroup deletes every kernel object of a VirtualService that is gone.
-func (s *Syncer) RemoveGroup(name types.NamespacedName) (Result, error) {
-	return s.SyncGroup(desired.Group{Name: name})
+func (s *Syncer) RemoveGroup(ctx context.Context, name types.NamespacedName) (Result, error) {
+	return s.SyncGroup(ctx, desired.Group{Name: name})
 }
 
 // SyncAll syncs every group, then deletes the owned virtual servers that no
@@ -259,7 +268,7 @@ func (s *Syncer) RemoveGroup(name types.NamespacedName) (Result, error) {
 // programmed keeps its objects; one it has not (after a restart) may own
 // any adopted virtual server that no other group claims, so while there is
 // such a group nothing adopted is deleted (see keptGroup).
-func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
+func (s *Syncer) SyncAll(ctx context.Context, groups []desired.Group) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.epoch++
@@ -287,7 +296,7 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 	}
 	if unknownHold {
 		want[keptGroup] = true
-		if err := s.keep(claimed); err != nil {
+		if err := s.keep(ctx, claimed); err != nil {
 			// Without the members of what it keeps, the shared state
 			// cannot be written safely: leave it all as it is.
 			err = fmt.Errorf("keep the kernel objects of VirtualServices on hold: %w", err)
@@ -309,7 +318,7 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 		if kg := s.groups[keptGroup]; kg != nil && unknownHold {
 			next = appendMembers(next, kg.members)
 		}
-		if err := s.tighten(sortMembers(next)); err != nil {
+		if err := s.tighten(ctx, sortMembers(next)); err != nil {
 			s.metrics.observeSync("full", s.clock.Since(start), err)
 			return Result{Draining: s.drainingLocked()}, err
 		}
@@ -318,13 +327,20 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 		if g.Hold {
 			continue
 		}
-		r, err := s.syncGroup(g)
+		r, err := s.syncGroup(ctx, g)
 		total.Ops += r.Ops
 		errs = append(errs, err)
 	}
+	if err := ctx.Err(); err != nil {
+		// Stopped part way (the agent is shutting down): what is not yet
+		// synced stays as it is, and nothing is deleted as unwanted.
+		err = errors.Join(append(errs, err)...)
+		s.metrics.observeSync("full", s.clock.Since(start), err)
+		return Result{Ops: total.Ops, Draining: s.drainingLocked()}, err
+	}
 	for name := range s.groups {
 		if !want[name] {
-			r, err := s.syncGroup(desired.Group{Name: name})
+			r, err := s.syncGroup(ctx, desired.Group{Name: name})
 			total.Ops += r.Ops
 			errs = append(errs, err)
 		}
@@ -332,12 +348,12 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 	for k, svc := range s.services {
 		if svc.owner == (types.NamespacedName{}) {
 			total.Ops++
-			if err := s.deleteService(k, svc); err != nil {
+			if err := s.deleteService(ctx, k, svc); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	errs = append(errs, s.syncShared(!s.sharedChecked))
+	errs = append(errs, s.syncShared(ctx, !s.sharedChecked))
 	total.Draining = s.drainingLocked()
 	err := errors.Join(errs...)
 	s.metrics.observeSync("full", s.clock.Since(start), err)
@@ -347,7 +363,7 @@ func (s *Syncer) SyncAll(groups []desired.Group) (Result, error) {
 // keep makes keptGroup own the adopted virtual servers that neither another
 // group nor claimed (the keys the groups being synced want) claims, with
 // their VIPs and the ipset members of their keys as the kernel holds them.
-func (s *Syncer) keep(claimed map[ipvs.Key]bool) error {
+func (s *Syncer) keep(ctx context.Context, claimed map[ipvs.Key]bool) error {
 	var keys []ipvs.Key
 	for k, svc := range s.services {
 		if (svc.owner == (types.NamespacedName{}) || svc.owner == keptGroup) && !claimed[k] {
@@ -361,7 +377,7 @@ func (s *Syncer) keep(claimed map[ipvs.Key]bool) error {
 	}
 	var members netfilter.Members
 	if len(keys) > 0 {
-		cur, err := s.k.Netfilter.ListMembers()
+		cur, err := s.k.Netfilter.ListMembers(ctx)
 		if err != nil {
 			return err
 		}
@@ -410,7 +426,7 @@ func (s *Syncer) setHeld(name types.NamespacedName, hold bool) {
 	s.metrics.setHeld(len(s.held))
 }
 
-func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
+func (s *Syncer) syncGroup(ctx context.Context, g desired.Group) (Result, error) {
 	var res Result
 	var errs []error
 	prev := s.groups[g.Name]
@@ -435,7 +451,7 @@ func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
 		}
 		if svc == nil {
 			res.Ops++
-			if err := s.k.IPVS.AddVirtualServer(d.VirtualServer); err != nil {
+			if err := s.k.IPVS.AddVirtualServer(ctx, d.VirtualServer); err != nil {
 				s.metrics.op("virtual_server", "add", err)
 				errs = append(errs, fmt.Errorf("add virtual server %s: %w", k, err))
 				continue
@@ -445,7 +461,7 @@ func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
 			s.services[k] = svc
 		} else if !svc.vs.Equal(d.VirtualServer) {
 			res.Ops++
-			err := s.k.IPVS.UpdateVirtualServer(d.VirtualServer)
+			err := s.k.IPVS.UpdateVirtualServer(ctx, d.VirtualServer)
 			s.metrics.op("virtual_server", "update", err)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("update virtual server %s: %w", k, err))
@@ -455,7 +471,7 @@ func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
 		}
 		svc.owner = g.Name
 		svc.flushTCP = g.FlushTCP
-		n, err := s.syncReals(svc, d, g.DrainTimeout, now)
+		n, err := s.syncReals(ctx, svc, d, g.DrainTimeout, now)
 		s.recount(k, svc, true)
 		res.Ops += n
 		errs = append(errs, err)
@@ -464,7 +480,7 @@ func (s *Syncer) syncGroup(g desired.Group) (Result, error) {
 		for _, k := range prev.keys {
 			if svc := s.services[k]; svc != nil && !wanted[k] && svc.owner == g.Name {
 				res.Ops++
-				errs = append(errs, s.deleteService(k, svc))
+				errs = append(errs, s.deleteService(ctx, k, svc))
 			}
 		}
 	}
@@ -524,7 +540,7 @@ func (s *Syncer) unchanged(prev *group, g desired.Group) bool {
 }
 
 // syncReals brings the real servers of one programmed service to d.
-func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Duration, now time.Time) (int, error) {
+func (s *Syncer) syncReals(ctx context.Context, svc *service, d desired.Service, drainTimeout time.Duration, now time.Time) (int, error) {
 	ops := 0
 	var errs []error
 	k := svc.vs.Key()
@@ -540,7 +556,7 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 			continue
 		case cur != realOf(r.RealServer):
 			ops++
-			err := s.k.IPVS.UpdateRealServer(k, r.RealServer)
+			err := s.k.IPVS.UpdateRealServer(ctx, k, r.RealServer)
 			s.metrics.op("real_server", "update", err)
 			if errors.Is(err, ipvs.ErrNotFound) {
 				// Gone from the kernel (an earlier write failed, or
@@ -559,10 +575,10 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 	}
 	if len(adds) > 0 {
 		ops += len(adds)
-		for i, err := range ipvs.AddRealServers(s.k.IPVS, k, adds) {
+		for i, err := range ipvs.AddRealServers(ctx, s.k.IPVS, k, adds) {
 			r := adds[i]
 			if errors.Is(err, ipvs.ErrExists) {
-				err = s.k.IPVS.UpdateRealServer(k, r)
+				err = s.k.IPVS.UpdateRealServer(ctx, k, r)
 			}
 			s.metrics.op("real_server", "add", err)
 			if err != nil {
@@ -582,7 +598,7 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 		}
 		if k.Protocol == ipvs.UDP || drainTimeout <= 0 {
 			ops++
-			err := s.k.IPVS.DeleteRealServer(k, rk)
+			err := s.k.IPVS.DeleteRealServer(ctx, k, rk)
 			s.metrics.op("real_server", "delete", err)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("delete real server %s of %s: %w", rk, k, err))
@@ -598,7 +614,7 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 			ops++
 			quiet := cur
 			quiet.weight = 0
-			err := s.k.IPVS.UpdateRealServer(k, quiet.server(rk))
+			err := s.k.IPVS.UpdateRealServer(ctx, k, quiet.server(rk))
 			s.metrics.op("real_server", "update", err)
 			if errors.Is(err, ipvs.ErrNotFound) {
 				// Already gone: nothing to drain.
@@ -622,8 +638,8 @@ func (s *Syncer) syncReals(svc *service, d desired.Service, drainTimeout time.Du
 
 // deleteService deletes an owned virtual server; its real servers go with
 // it, and so do their UDP flows.
-func (s *Syncer) deleteService(k ipvs.Key, svc *service) error {
-	err := s.k.IPVS.DeleteVirtualServer(k)
+func (s *Syncer) deleteService(ctx context.Context, k ipvs.Key, svc *service) error {
+	err := s.k.IPVS.DeleteVirtualServer(ctx, k)
 	s.metrics.op("virtual_server", "delete", err)
 	if err != nil {
 		return fmt.Errorf("delete virtual server %s: %w", k, err)
@@ -651,7 +667,7 @@ func target(k ipvs.Key, rk ipvs.RealKey) conntrack.Target {
 // syncShared writes the VIPs and ipset members that all groups together
 // want, if they changed (or always, when force is set: the writers then
 // compare with the kernel).
-func (s *Syncer) syncShared(force bool) error {
+func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 	if !force && !s.sharedDirty {
 		s.metrics.setProgrammed(len(s.services), s.realCount())
 		return nil
@@ -673,7 +689,7 @@ func (s *Syncer) syncShared(force bool) error {
 	// place before anything was added).
 	var errs []error
 	if force || !slices.Equal(vips, s.vips) {
-		err := s.k.VIPs.SyncAddresses(vips)
+		err := s.k.VIPs.SyncAddresses(ctx, vips)
 		s.metrics.op("vip", "sync", err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("VIPs: %w", err))
@@ -682,7 +698,7 @@ func (s *Syncer) syncShared(force bool) error {
 		}
 	}
 	if force || !membersEqual(m, s.members) {
-		err := s.k.Netfilter.SyncMembers(m)
+		err := s.k.Netfilter.SyncMembers(ctx, m)
 		s.metrics.op("ipset", "sync", err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ipset members: %w", err))
@@ -714,7 +730,7 @@ func (s *Syncer) syncShared(force bool) error {
 // syncShared writes next itself after the VIPs. Until the first full sync
 // has compared the shared state with the kernel, what the ipsets hold is
 // not known here and next is written as it is.
-func (s *Syncer) tighten(next netfilter.Members) error {
+func (s *Syncer) tighten(ctx context.Context, next netfilter.Members) error {
 	pre := next
 	if s.sharedChecked {
 		cur := s.members
@@ -727,7 +743,7 @@ func (s *Syncer) tighten(next netfilter.Members) error {
 			return nil
 		}
 	}
-	err := s.k.Netfilter.SyncMembers(pre)
+	err := s.k.Netfilter.SyncMembers(ctx, pre)
 	s.metrics.op("ipset", "sync", err)
 	if err != nil {
 		// Nothing of the change is written: adding a virtual server
@@ -736,7 +752,7 @@ func (s *Syncer) tighten(next netfilter.Members) error {
 	}
 	s.members = pre
 	if !s.sharedChecked {
-		s.sharedDirty = true // syncShared(force) still checks them all
+		s.sharedDirty = true // syncShared(ctx, force) still checks them all
 	}
 	return nil
 }

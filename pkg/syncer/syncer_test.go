@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -54,8 +55,9 @@ func (n *node) syncer(t *testing.T) *Syncer {
 // syncerOver is syncer with the IPVS calls going through raw (a wrapper of
 // the node's fake).
 func (n *node) syncerOver(t *testing.T, raw ipvs.Interface) *Syncer {
+	ctx := context.Background()
 	t.Helper()
-	own, err := ownership.NewSetRecords(n.sets)
+	own, err := ownership.NewSetRecords(ctx, n.sets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +65,7 @@ func (n *node) syncerOver(t *testing.T, raw ipvs.Interface) *Syncer {
 		IPVS: ownership.NewGuard(raw, own), Owns: own.Owns, VIPs: n.vips, Conntrack: n.ct,
 		Netfilter: n.nf,
 	}, n.clock, nil)
-	if err := s.Adopt(); err != nil {
+	if err := s.Adopt(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { checkCounts(t, s) })
@@ -138,23 +140,24 @@ func grp(name, vip string, ports []ipvs.Key, reals ...string) desired.Group {
 var web = []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}, {Protocol: ipvs.UDP, Port: 53}}
 
 func TestSyncDrainFlushAndRestart(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	// A service someone else made (kube-proxy, keepalived...): never touched.
 	foreign := ipvs.VirtualServer{Address: netip.MustParseAddr("10.96.0.1"), Protocol: ipvs.TCP, Port: 443, Scheduler: "wlc"}
-	if err := n.ipvs.AddVirtualServer(foreign); err != nil {
+	if err := n.ipvs.AddVirtualServer(ctx, foreign); err != nil {
 		t.Fatal(err)
 	}
 	s := n.syncer(t)
 
 	g := grp("web", "10.96.0.10", web, "10.1.0.1:8080", "10.1.0.2:8080")
-	if _, err := s.SyncAll([]desired.Group{g}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{g}); err != nil {
 		t.Fatal(err)
 	}
 	golden.Assert(t, "1-programmed"+".golden", n.dump())
 
 	// Nothing changed: no kernel writes at all.
 	before := n.writes()
-	if r, err := s.SyncGroup(g); err != nil || r.Ops != 0 || n.writes() != before {
+	if r, err := s.SyncGroup(ctx, g); err != nil || r.Ops != 0 || n.writes() != before {
 		t.Fatalf("an unchanged group wrote: %+v %v (%d writes)", r, err, n.writes()-before)
 	}
 
@@ -171,65 +174,66 @@ func TestSyncDrainFlushAndRestart(t *testing.T) {
 	}
 	g = grp("web", "10.96.0.10", web, "10.1.0.1:8080")
 	before = n.writes()
-	r, err := s.SyncGroup(g)
+	r, err := s.SyncGroup(ctx, g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Ops != 2 || n.writes()-before != 2 || r.Draining != 1 {
 		t.Fatalf("removing one endpoint: %+v, %d writes; want 2 (TCP to weight 0, UDP deleted) and 1 draining", r, n.writes()-before)
 	}
-	if deleted := s.FlushNow(); deleted != 1 {
+	if deleted := s.FlushNow(ctx); deleted != 1 {
 		t.Fatalf("flushed %d flows, want the 1 of the removed UDP backend", deleted)
 	}
 	golden.Assert(t, "2-draining"+".golden", n.dump())
 
 	// An established TCP connection keeps it until the timeout.
-	if gone, err := s.Drain(); err != nil || len(gone) != 0 {
+	if gone, err := s.Drain(ctx); err != nil || len(gone) != 0 {
 		t.Fatalf("drained with a live connection: %v %v", gone, err)
 	}
 	// A restart in the middle of the drain adopts everything without writing.
 	s = n.syncer(t)
 	before = n.writes()
-	if r, err := s.SyncAll([]desired.Group{g}); err != nil || n.writes() != before {
+	if r, err := s.SyncAll(ctx, []desired.Group{g}); err != nil || n.writes() != before {
 		t.Fatalf("restart wrote %d times (%+v, %v)", n.writes()-before, r, err)
 	}
 	n.clock.Step(31 * time.Second)
-	if gone, err := s.Drain(); err != nil || len(gone) != 1 {
+	if gone, err := s.Drain(ctx); err != nil || len(gone) != 1 {
 		t.Fatalf("drain timeout: %v %v", gone, err)
 	}
 	golden.Assert(t, "3-drained"+".golden", n.dump())
 
 	// The VirtualService is deleted: its objects go, the foreign one stays.
-	if _, err := s.RemoveGroup(g.Name); err != nil {
+	if _, err := s.RemoveGroup(ctx, g.Name); err != nil {
 		t.Fatal(err)
 	}
-	if deleted := s.FlushNow(); deleted != 1 {
+	if deleted := s.FlushNow(ctx); deleted != 1 {
 		t.Fatalf("flushed %d flows of the deleted UDP service, want 1", deleted)
 	}
 	golden.Assert(t, "4-removed"+".golden", n.dump())
 }
 
 func TestDrainEndsWhenConnectionsEnd(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
-	if _, err := s.SyncAll([]desired.Group{grp("web", "10.96.0.10", tcp, "10.1.0.1:80", "10.1.0.2:80")}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{grp("web", "10.96.0.10", tcp, "10.1.0.1:80", "10.1.0.2:80")}); err != nil {
 		t.Fatal(err)
 	}
 	k, rk := key("10.96.0.10", ipvs.TCP, 80), ipvs.RealKey{Address: netip.MustParseAddr("10.1.0.2"), Port: 80}
 	if err := n.ipvs.SetConns(k, rk, 0, 2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SyncGroup(grp("web", "10.96.0.10", tcp, "10.1.0.1:80")); err != nil {
+	if _, err := s.SyncGroup(ctx, grp("web", "10.96.0.10", tcp, "10.1.0.1:80")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Drain(); err != nil || !strings.Contains(n.ipvs.Dump(), "10.1.0.2:80 w=0") {
+	if _, err := s.Drain(ctx); err != nil || !strings.Contains(n.ipvs.Dump(), "10.1.0.2:80 w=0") {
 		t.Fatalf("inactive connections keep it draining: %v\n%s", err, n.ipvs.Dump())
 	}
 	if err := n.ipvs.SetConns(k, rk, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Drain(); err != nil || strings.Contains(n.ipvs.Dump(), "10.1.0.2") {
+	if _, err := s.Drain(ctx); err != nil || strings.Contains(n.ipvs.Dump(), "10.1.0.2") {
 		t.Fatalf("no connections left: deleted at once: %v\n%s", err, n.ipvs.Dump())
 	}
 	checkCounts(t, s)
@@ -237,9 +241,9 @@ func TestDrainEndsWhenConnectionsEnd(t *testing.T) {
 	if err := n.ipvs.SetConns(k, ipvs.RealKey{Address: netip.MustParseAddr("10.1.0.1"), Port: 80}, 3, 0); err != nil {
 		t.Fatal(err)
 	}
-	s.SyncGroup(grp("web", "10.96.0.10", tcp))
+	s.SyncGroup(ctx, grp("web", "10.96.0.10", tcp))
 	adds := n.ipvs.Calls("AddRealServer")
-	if _, err := s.SyncGroup(grp("web", "10.96.0.10", tcp, "10.1.0.1:80")); err != nil {
+	if _, err := s.SyncGroup(ctx, grp("web", "10.96.0.10", tcp, "10.1.0.1:80")); err != nil {
 		t.Fatal(err)
 	}
 	if n.ipvs.Calls("AddRealServer") != adds || !strings.Contains(n.ipvs.Dump(), "10.1.0.1:80 w=1") || s.Draining(types.NamespacedName{Namespace: "ns", Name: "web"}) != 0 {
@@ -248,21 +252,22 @@ func TestDrainEndsWhenConnectionsEnd(t *testing.T) {
 }
 
 func TestStaleOwnedDeletedOnlyByFullSync(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
-	if _, err := s.SyncAll([]desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80")}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80")}); err != nil {
 		t.Fatal(err)
 	}
 	// Restart; "b" was deleted while the agent was down.
 	s = n.syncer(t)
-	if _, err := s.SyncGroup(grp("a", "10.96.0.1", tcp, "10.1.0.1:80")); err != nil {
+	if _, err := s.SyncGroup(ctx, grp("a", "10.96.0.1", tcp, "10.1.0.1:80")); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(n.ipvs.Dump(), "10.96.0.2") {
 		t.Fatal("a group sync deleted an adopted service before the caches were known complete")
 	}
-	if _, err := s.SyncAll([]desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80")}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80")}); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(n.ipvs.Dump(), "10.96.0.2") || strings.Contains(n.vips.Dump(), "10.96.0.2") {
@@ -271,19 +276,20 @@ func TestStaleOwnedDeletedOnlyByFullSync(t *testing.T) {
 }
 
 func TestVerifyRepairsDrift(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
 	g := grp("web", "10.96.0.10", web, "10.1.0.1:8080", "10.1.0.2:8080")
-	if _, err := s.SyncAll([]desired.Group{g}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{g}); err != nil {
 		t.Fatal(err)
 	}
 	want := n.dump()
 	// By hand: a real server deleted, another's weight changed, a virtual server deleted.
 	k := key("10.96.0.10", ipvs.TCP, 80)
-	_ = n.ipvs.DeleteRealServer(k, ipvs.RealKey{Address: netip.MustParseAddr("10.1.0.1"), Port: 8080})
-	_ = n.ipvs.UpdateRealServer(k, ipvs.RealServer{Address: netip.MustParseAddr("10.1.0.2"), Port: 8080, Weight: 7})
-	_ = n.ipvs.DeleteVirtualServer(key("10.96.0.10", ipvs.UDP, 53))
-	repairs, err := s.Verify()
+	_ = n.ipvs.DeleteRealServer(ctx, k, ipvs.RealKey{Address: netip.MustParseAddr("10.1.0.1"), Port: 8080})
+	_ = n.ipvs.UpdateRealServer(ctx, k, ipvs.RealServer{Address: netip.MustParseAddr("10.1.0.2"), Port: 8080, Weight: 7})
+	_ = n.ipvs.DeleteVirtualServer(ctx, key("10.96.0.10", ipvs.UDP, 53))
+	repairs, err := s.Verify(ctx)
 	// The virtual server and its two real servers, one real server, one weight.
 	if err != nil || repairs != 5 {
 		t.Fatalf("repairs %d (%v), want 5", repairs, err)
@@ -291,24 +297,25 @@ func TestVerifyRepairsDrift(t *testing.T) {
 	if got := n.dump(); got != want {
 		t.Fatalf("after repair:\n%s\nwant:\n%s", got, want)
 	}
-	if repairs, err := s.Verify(); err != nil || repairs != 0 {
+	if repairs, err := s.Verify(ctx); err != nil || repairs != 0 {
 		t.Fatalf("second verify repaired %d (%v)", repairs, err)
 	}
 }
 
 func TestErrorsDoNotBlockOthersAndConverge(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
 	groups := []desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80"), grp("c", "10.96.0.3", tcp, "10.1.0.3:80")}
 	n.ipvs.FailNext("AddRealServer", errors.New("injected"))
-	if _, err := s.SyncAll(groups); err == nil || !strings.Contains(err.Error(), "injected") {
+	if _, err := s.SyncAll(ctx, groups); err == nil || !strings.Contains(err.Error(), "injected") {
 		t.Fatalf("the error must surface: %v", err)
 	}
 	if c := strings.Count(n.ipvs.Dump(), "->"); c != 2 {
 		t.Fatalf("the other groups must be programmed, have %d real servers:\n%s", c, n.ipvs.Dump())
 	}
-	if _, err := s.SyncAll(groups); err != nil {
+	if _, err := s.SyncAll(ctx, groups); err != nil {
 		t.Fatal(err)
 	}
 	if c := strings.Count(n.ipvs.Dump(), "->"); c != 3 {
@@ -318,30 +325,31 @@ func TestErrorsDoNotBlockOthersAndConverge(t *testing.T) {
 	n.ipvs.FailRandomly(0.3, 7)
 	groups = append(groups, grp("d", "10.96.0.4", web, "10.1.0.4:80", "10.1.0.5:80"))
 	for i := 0; i < 50; i++ {
-		s.SyncAll(groups)
+		s.SyncAll(ctx, groups)
 	}
 	n.ipvs.Reset()
-	if _, err := s.SyncAll(groups); err != nil {
+	if _, err := s.SyncAll(ctx, groups); err != nil {
 		t.Fatal(err)
 	}
-	if repairs, err := s.Verify(); err != nil || repairs != 0 {
+	if repairs, err := s.Verify(ctx); err != nil || repairs != 0 {
 		t.Fatalf("state after random faults differs from the kernel: %d repairs (%v)", repairs, err)
 	}
 }
 
 func TestConflictWinnerTakesOverInPlace(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
-	if _, err := s.SyncGroup(grp("newer", "10.96.0.1", tcp, "10.1.0.1:80")); err != nil {
+	if _, err := s.SyncGroup(ctx, grp("newer", "10.96.0.1", tcp, "10.1.0.1:80")); err != nil {
 		t.Fatal(err)
 	}
 	before := n.ipvs.Calls("DeleteVirtualServer") + n.ipvs.Calls("AddVirtualServer")
-	if _, err := s.SyncGroup(grp("older", "10.96.0.1", tcp, "10.1.0.9:80")); err != nil {
+	if _, err := s.SyncGroup(ctx, grp("older", "10.96.0.1", tcp, "10.1.0.9:80")); err != nil {
 		t.Fatal(err)
 	}
 	// The loser's next sync no longer wants the key: it must not delete it.
-	if _, err := s.SyncGroup(desired.Group{Name: types.NamespacedName{Namespace: "ns", Name: "newer"}}); err != nil {
+	if _, err := s.SyncGroup(ctx, desired.Group{Name: types.NamespacedName{Namespace: "ns", Name: "newer"}}); err != nil {
 		t.Fatal(err)
 	}
 	if after := n.ipvs.Calls("DeleteVirtualServer") + n.ipvs.Calls("AddVirtualServer"); after != before {
@@ -355,6 +363,7 @@ func TestConflictWinnerTakesOverInPlace(t *testing.T) {
 // TestOneEndpointChangeAmongThousand is the cost of a change: proportional
 // to the change, not to the number of VirtualServices.
 func TestOneEndpointChangeAmongThousand(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
@@ -363,14 +372,14 @@ func TestOneEndpointChangeAmongThousand(t *testing.T) {
 		vip := netip.AddrFrom4([4]byte{10, 96, byte(i / 250), byte(i%250 + 1)}).String()
 		groups = append(groups, grp(fmt.Sprintf("vs-%d", i), vip, tcp, "10.1.0.1:80", "10.1.0.2:80", "10.1.0.3:80"))
 	}
-	if _, err := s.SyncAll(groups); err != nil {
+	if _, err := s.SyncAll(ctx, groups); err != nil {
 		t.Fatal(err)
 	}
 	before := n.writes()
 	reads := n.ipvs.Calls("ListVirtualServers") + n.ipvs.Calls("ListRealServers") + n.ipvs.Calls("GetVirtualServer")
 	changed := groups[500]
 	changed.Services[0].Reals = append(changed.Services[0].Reals, desired.Real{RealServer: ipvs.RealServer{Address: netip.MustParseAddr("10.1.0.4"), Port: 80, Weight: 1}})
-	r, err := s.SyncGroup(changed)
+	r, err := s.SyncGroup(ctx, changed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,6 +394,7 @@ func TestOneEndpointChangeAmongThousand(t *testing.T) {
 // A full sync when nothing changed neither writes nor reads the kernel, and
 // a real-server change does not rewrite the shared VIPs and members.
 func TestResyncNothingChangedTouchesNothing(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
 	var gs []desired.Group
@@ -392,13 +402,13 @@ func TestResyncNothingChangedTouchesNothing(t *testing.T) {
 		vip := fmt.Sprintf("10.96.0.%d", i+1)
 		gs = append(gs, grp(fmt.Sprintf("vs%d", i), vip, []ipvs.Key{key(vip, ipvs.TCP, 80)}, "10.1.0.1:8080", "10.1.0.2:8080"))
 	}
-	if _, err := s.SyncAll(gs); err != nil {
+	if _, err := s.SyncAll(ctx, gs); err != nil {
 		t.Fatal(err)
 	}
 	memberWrites := func() int { return n.nf.Calls("SyncMembers") }
 	membersBefore := memberWrites()
 	w, lists := n.writes(), n.ipvs.Calls("ListVirtualServers")+n.ipvs.Calls("ListRealServers")+n.ipvs.Calls("GetVirtualServer")
-	res, err := s.SyncAll(gs)
+	res, err := s.SyncAll(ctx, gs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,13 +419,13 @@ func TestResyncNothingChangedTouchesNothing(t *testing.T) {
 		t.Errorf("resync read IPVS %d times, want 0", got)
 	}
 	g := grp("vs7", "10.96.0.8", []ipvs.Key{key("10.96.0.8", ipvs.TCP, 80)}, "10.1.0.1:8080", "10.1.0.3:8080")
-	if _, err := s.SyncGroup(g); err != nil {
+	if _, err := s.SyncGroup(ctx, g); err != nil {
 		t.Fatal(err)
 	}
 	if got := memberWrites() - membersBefore; got != 0 {
 		t.Errorf("members written %d times, want 0", got)
 	}
-	if _, err := s.Verify(); err != nil {
+	if _, err := s.Verify(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := memberWrites() - membersBefore; got != 1 {
@@ -440,11 +450,12 @@ type exposure struct {
 
 func (e *exposure) check(op string) {
 	e.t.Helper()
+	ctx := context.Background()
 	e.checks++
-	if _, err := e.n.ipvs.GetVirtualServer(e.key); err != nil {
+	if _, err := e.n.ipvs.GetVirtualServer(ctx, e.key); err != nil {
 		return
 	}
-	vips, _ := e.n.vips.ListAddresses()
+	vips, _ := e.n.vips.ListAddresses(ctx)
 	if !slices.Contains(vips, e.key.Address) {
 		return
 	}
@@ -476,24 +487,24 @@ type watchedIPVS struct {
 	after func(string)
 }
 
-func (w watchedIPVS) AddVirtualServer(vs ipvs.VirtualServer) error {
+func (w watchedIPVS) AddVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
 	defer w.after("AddVirtualServer")
-	return w.Fake.AddVirtualServer(vs)
+	return w.Fake.AddVirtualServer(ctx, vs)
 }
 
-func (w watchedIPVS) UpdateVirtualServer(vs ipvs.VirtualServer) error {
+func (w watchedIPVS) UpdateVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
 	defer w.after("UpdateVirtualServer")
-	return w.Fake.UpdateVirtualServer(vs)
+	return w.Fake.UpdateVirtualServer(ctx, vs)
 }
 
-func (w watchedIPVS) DeleteVirtualServer(k ipvs.Key) error {
+func (w watchedIPVS) DeleteVirtualServer(ctx context.Context, k ipvs.Key) error {
 	defer w.after("DeleteVirtualServer")
-	return w.Fake.DeleteVirtualServer(k)
+	return w.Fake.DeleteVirtualServer(ctx, k)
 }
 
-func (w watchedIPVS) AddRealServer(k ipvs.Key, rs ipvs.RealServer) error {
+func (w watchedIPVS) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
 	defer w.after("AddRealServer")
-	return w.Fake.AddRealServer(k, rs)
+	return w.Fake.AddRealServer(ctx, k, rs)
 }
 
 type watchedNetfilter struct {
@@ -501,9 +512,9 @@ type watchedNetfilter struct {
 	after func(string)
 }
 
-func (w watchedNetfilter) SyncMembers(m netfilter.Members) error {
+func (w watchedNetfilter) SyncMembers(ctx context.Context, m netfilter.Members) error {
 	defer w.after("Members")
-	return w.Fake.SyncMembers(m)
+	return w.Fake.SyncMembers(ctx, m)
 }
 
 type watchedVIPs struct {
@@ -511,9 +522,9 @@ type watchedVIPs struct {
 	after func(string)
 }
 
-func (w watchedVIPs) SyncAddresses(vips []netip.Addr) error {
+func (w watchedVIPs) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
 	defer w.after("SyncAddresses")
-	return w.Fake.SyncAddresses(vips)
+	return w.Fake.SyncAddresses(ctx, vips)
 }
 
 // restricted is grp with sourceRanges on its one port.
@@ -534,12 +545,13 @@ func restricted(name, vip string, port ipvs.Key, ranges ...netip.Prefix) desired
 // and its ipset members being written (on create, on a change of ranges, on
 // delete and on a cold full sync), and an ipset failure writes none of it.
 func TestSourceRangesBeforeTraffic(t *testing.T) {
+	ctx := context.Background()
 	a, b := netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24")
 	k := key("10.96.0.9", ipvs.TCP, 80)
 	start := func(t *testing.T) (*node, *exposure, *Syncer) {
 		n := newNode()
 		e := &exposure{t: t, n: n, key: k}
-		own, err := ownership.NewSetRecords(n.sets)
+		own, err := ownership.NewSetRecords(ctx, n.sets)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -548,7 +560,7 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 			VIPs: watchedVIPs{n.vips, e.check}, Conntrack: n.ct,
 			Netfilter: watchedNetfilter{n.nf, e.check},
 		}, n.clock, nil)
-		if err := s.Adopt(); err != nil {
+		if err := s.Adopt(ctx); err != nil {
 			t.Fatal(err)
 		}
 		return n, e, s
@@ -557,11 +569,11 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 
 	t.Run("create-change-delete", func(t *testing.T) {
 		_, e, s := start(t)
-		if _, err := s.SyncAll([]desired.Group{other}); err != nil {
+		if _, err := s.SyncAll(ctx, []desired.Group{other}); err != nil {
 			t.Fatal(err)
 		}
 		e.limit = []netip.Prefix{a}
-		if _, err := s.SyncGroup(restricted("r", "10.96.0.9", k, a)); err != nil {
+		if _, err := s.SyncGroup(ctx, restricted("r", "10.96.0.9", k, a)); err != nil {
 			t.Fatal(err)
 		}
 		if e.seen == 0 {
@@ -570,7 +582,7 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 		// While the ranges move from a to b, a source is admitted only if
 		// one of them admits it.
 		e.limit = []netip.Prefix{a, b}
-		if _, err := s.SyncGroup(restricted("r", "10.96.0.9", k, b)); err != nil {
+		if _, err := s.SyncGroup(ctx, restricted("r", "10.96.0.9", k, b)); err != nil {
 			t.Fatal(err)
 		}
 		e.limit = []netip.Prefix{b}
@@ -579,7 +591,7 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 		// lifted before the virtual server went, the check after that
 		// write would have found it reachable by everyone.
 		checks := e.checks
-		if _, err := s.RemoveGroup(types.NamespacedName{Namespace: "ns", Name: "r"}); err != nil {
+		if _, err := s.RemoveGroup(ctx, types.NamespacedName{Namespace: "ns", Name: "r"}); err != nil {
 			t.Fatal(err)
 		}
 		if e.checks-checks < 3 {
@@ -593,7 +605,7 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 	t.Run("ranges-added-widened-lifted-never-drop-admitted-sources", func(t *testing.T) {
 		n, e, s := start(t)
 		open := grp("r", "10.96.0.9", []ipvs.Key{k}, "10.1.0.1:8080")
-		if _, err := s.SyncAll([]desired.Group{other, open}); err != nil {
+		if _, err := s.SyncAll(ctx, []desired.Group{other, open}); err != nil {
 			t.Fatal(err)
 		}
 		steps := []struct {
@@ -613,7 +625,7 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 		for _, st := range steps {
 			e.limit, e.admit = st.limit, st.admit
 			seen := e.seen
-			if _, err := s.SyncGroup(st.g); err != nil {
+			if _, err := s.SyncGroup(ctx, st.g); err != nil {
 				t.Fatalf("%s: %v", st.name, err)
 			}
 			if e.seen == seen {
@@ -628,7 +640,7 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 	t.Run("cold-full-sync", func(t *testing.T) {
 		_, e, s := start(t)
 		e.limit = []netip.Prefix{a}
-		if _, err := s.SyncAll([]desired.Group{other, restricted("r", "10.96.0.9", k, a)}); err != nil {
+		if _, err := s.SyncAll(ctx, []desired.Group{other, restricted("r", "10.96.0.9", k, a)}); err != nil {
 			t.Fatal(err)
 		}
 		if e.seen == 0 {
@@ -638,21 +650,21 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 
 	t.Run("ipset-failure-writes-nothing", func(t *testing.T) {
 		n, _, s := start(t)
-		if _, err := s.SyncAll([]desired.Group{other}); err != nil {
+		if _, err := s.SyncAll(ctx, []desired.Group{other}); err != nil {
 			t.Fatal(err)
 		}
 		n.nf.FailAlways("SyncMembers", errors.New("ipset: no buffer space"))
-		if _, err := s.SyncGroup(restricted("r", "10.96.0.9", k, a)); err == nil || !strings.Contains(err.Error(), "no buffer space") {
+		if _, err := s.SyncGroup(ctx, restricted("r", "10.96.0.9", k, a)); err == nil || !strings.Contains(err.Error(), "no buffer space") {
 			t.Fatalf("SyncGroup with a failing ipset: err %v", err)
 		}
-		if _, err := n.ipvs.GetVirtualServer(k); err == nil {
+		if _, err := n.ipvs.GetVirtualServer(ctx, k); err == nil {
 			t.Error("the virtual server was added although its restriction could not be")
 		}
 		n.nf.Reset()
-		if _, err := s.SyncGroup(restricted("r", "10.96.0.9", k, a)); err != nil {
+		if _, err := s.SyncGroup(ctx, restricted("r", "10.96.0.9", k, a)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := n.ipvs.GetVirtualServer(k); err != nil {
+		if _, err := n.ipvs.GetVirtualServer(ctx, k); err != nil {
 			t.Errorf("after the ipsets recover: %v", err)
 		}
 	})
@@ -666,8 +678,8 @@ type listHook struct {
 	once func()
 }
 
-func (l *listHook) ListRealServers(k ipvs.Key) ([]ipvs.RealServer, error) {
-	rs, err := l.Fake.ListRealServers(k)
+func (l *listHook) ListRealServers(ctx context.Context, k ipvs.Key) ([]ipvs.RealServer, error) {
+	rs, err := l.Fake.ListRealServers(ctx, k)
 	if f := l.once; k == l.key && f != nil {
 		l.once = nil
 		f()
@@ -679,25 +691,26 @@ func (l *listHook) ListRealServers(k ipvs.Key) ([]ipvs.RealServer, error) {
 // lock, so a change can land in between; it must not take the stale
 // listing for drift (re-adding what the change added, or deleting it).
 func TestVerifyDuringAChange(t *testing.T) {
+	ctx := context.Background()
 	n := newNode()
 	k := key("10.96.0.9", ipvs.TCP, 80)
 	hook := &listHook{Fake: n.ipvs, key: k}
 	s := n.syncerOver(t, hook)
-	if _, err := s.SyncAll([]desired.Group{grp("a", "10.96.0.9", []ipvs.Key{k}, "10.1.0.1:8080")}); err != nil {
+	if _, err := s.SyncAll(ctx, []desired.Group{grp("a", "10.96.0.9", []ipvs.Key{k}, "10.1.0.1:8080")}); err != nil {
 		t.Fatal(err)
 	}
 	var changeErr error
 	hook.once = func() {
-		_, changeErr = s.SyncGroup(grp("a", "10.96.0.9", []ipvs.Key{k}, "10.1.0.1:8080", "10.1.0.2:8080"))
+		_, changeErr = s.SyncGroup(ctx, grp("a", "10.96.0.9", []ipvs.Key{k}, "10.1.0.1:8080", "10.1.0.2:8080"))
 	}
-	repairs, err := s.Verify()
+	repairs, err := s.Verify(ctx)
 	if hook.once != nil {
 		t.Fatal("the change never ran during Verify")
 	}
 	if err != nil || changeErr != nil || repairs != 0 {
 		t.Fatalf("Verify with a change in between: %d repairs, err %v (change: %v); want 0 repairs, no error", repairs, err, changeErr)
 	}
-	if rs, _ := n.ipvs.ListRealServers(k); len(rs) != 2 {
+	if rs, _ := n.ipvs.ListRealServers(ctx, k); len(rs) != 2 {
 		t.Fatalf("kernel holds %v, want the two real servers of the change", rs)
 	}
 }

@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -14,8 +15,8 @@ import (
 // takes the syncer's lock one virtual server at a time and reads the VIPs
 // and ipsets without it: changes keep flowing while it walks thousands of
 // them. It returns the number of repairs.
-func (s *Syncer) Verify() (int, error) {
-	all, err := s.k.IPVS.ListVirtualServers()
+func (s *Syncer) Verify(ctx context.Context) (int, error) {
+	all, err := s.k.IPVS.ListVirtualServers(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("verify: %w", err)
 	}
@@ -33,29 +34,29 @@ func (s *Syncer) Verify() (int, error) {
 	repairs := 0
 	var errs []error
 	for _, k := range keys {
-		n, err := s.verifyOne(k, inKernel)
+		n, err := s.verifyOne(ctx, k, inKernel)
 		repairs += n
 		errs = append(errs, err)
 	}
 	// Without the lock: these exec iptables and read kubelvs0 and the
 	// ipsets into their writers' records (thousands of entries), and
 	// touch nothing of the syncer's.
-	if err := s.k.VIPs.EnsureDevice(); err != nil {
+	if err := s.k.VIPs.EnsureDevice(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("verify kubelvs0: %w", err))
 	}
 	// Someone may have flushed the tables: rewrite our chains.
-	if _, err := s.k.Netfilter.SyncRules(true); err != nil {
+	if _, err := s.k.Netfilter.SyncRules(ctx, true); err != nil {
 		errs = append(errs, fmt.Errorf("verify netfilter rules: %w", err))
 	}
 	// With it, the shared state is compared with those records, which
 	// the writers keep true across concurrent changes.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	errs = append(errs, s.syncShared(true))
+	errs = append(errs, s.syncShared(ctx, true))
 	if s.k.ReleaseStale != nil {
 		// Records of virtual servers that a failed add or delete left
 		// behind; the ones the syncer programs stay.
-		n, err := s.k.ReleaseStale(func(k ipvs.Key) bool { return s.services[k] != nil })
+		n, err := s.k.ReleaseStale(ctx, func(k ipvs.Key) bool { return s.services[k] != nil })
 		repairs += n
 		errs = append(errs, err)
 	}
@@ -66,7 +67,7 @@ func (s *Syncer) Verify() (int, error) {
 var errStale = errors.New("listing taken before a sync")
 
 // verifyOne repairs one programmed virtual server and its real servers.
-func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer) (int, error) {
+func (s *Syncer) verifyOne(ctx context.Context, k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer) (int, error) {
 	// The real servers are listed without the lock (a netlink dump, the
 	// costly part), and the listing is used only if no sync ran meanwhile;
 	// otherwise it is taken again under the lock.
@@ -81,7 +82,7 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 	var listed []ipvs.RealServer
 	var listErr error
 	if ok {
-		listed, listErr = s.k.IPVS.ListRealServers(k)
+		listed, listErr = s.k.IPVS.ListRealServers(ctx, k)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -96,7 +97,7 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 	if !ok {
 		// Added since the dump? Ask before re-adding, and re-add only on
 		// a clear answer that it is not there.
-		cur, err := s.k.IPVS.GetVirtualServer(k)
+		cur, err := s.k.IPVS.GetVirtualServer(ctx, k)
 		switch {
 		case err == nil:
 			kv, ok = cur, true
@@ -109,14 +110,14 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 	switch {
 	case !ok:
 		repairs++
-		err := s.k.IPVS.AddVirtualServer(svc.vs)
+		err := s.k.IPVS.AddVirtualServer(ctx, svc.vs)
 		s.metrics.op("virtual_server", "add", err)
 		if err != nil {
 			return repairs, fmt.Errorf("restore virtual server %s: %w", k, err)
 		}
 	case !kv.Equal(svc.vs):
 		repairs++
-		err := s.k.IPVS.UpdateVirtualServer(svc.vs)
+		err := s.k.IPVS.UpdateVirtualServer(ctx, svc.vs)
 		s.metrics.op("virtual_server", "update", err)
 		if err != nil {
 			return repairs, fmt.Errorf("restore virtual server %s: %w", k, err)
@@ -126,7 +127,7 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 	if ok {
 		rs, err := listed, listErr
 		if errors.Is(err, errStale) {
-			rs, err = s.k.IPVS.ListRealServers(k)
+			rs, err = s.k.IPVS.ListRealServers(ctx, k)
 		}
 		if err != nil {
 			return repairs, fmt.Errorf("verify %s: %w", k, err)
@@ -145,7 +146,7 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 		repairs++
 		var err error
 		if present {
-			err = s.k.IPVS.UpdateRealServer(k, want)
+			err = s.k.IPVS.UpdateRealServer(ctx, k, want)
 			s.metrics.op("real_server", "update", err)
 		} else {
 			if _, draining := svc.draining[rk]; draining {
@@ -154,7 +155,7 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 				delete(svc.reals, rk)
 				continue
 			}
-			err = s.k.IPVS.AddRealServer(k, want)
+			err = s.k.IPVS.AddRealServer(ctx, k, want)
 			s.metrics.op("real_server", "add", err)
 		}
 		if err != nil {
@@ -164,7 +165,7 @@ func (s *Syncer) verifyOne(k ipvs.Key, inKernel map[ipvs.Key]ipvs.VirtualServer)
 	for rk := range have {
 		if _, ok := svc.reals[rk]; !ok {
 			repairs++
-			err := s.k.IPVS.DeleteRealServer(k, rk)
+			err := s.k.IPVS.DeleteRealServer(ctx, k, rk)
 			s.metrics.op("real_server", "delete", err)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("remove stray real server %s of %s: %w", rk, k, err))

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"sync/atomic"
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
@@ -13,49 +14,49 @@ type countIPVS struct {
 	reads, writes atomic.Int64
 }
 
-func (c *countIPVS) ListVirtualServers() ([]ipvs.VirtualServer, error) {
+func (c *countIPVS) ListVirtualServers(ctx context.Context) ([]ipvs.VirtualServer, error) {
 	c.reads.Add(1)
-	return c.Interface.ListVirtualServers()
+	return c.Interface.ListVirtualServers(ctx)
 }
 
-func (c *countIPVS) GetVirtualServer(k ipvs.Key) (ipvs.VirtualServer, error) {
+func (c *countIPVS) GetVirtualServer(ctx context.Context, k ipvs.Key) (ipvs.VirtualServer, error) {
 	c.reads.Add(1)
-	return c.Interface.GetVirtualServer(k)
+	return c.Interface.GetVirtualServer(ctx, k)
 }
 
-func (c *countIPVS) ListRealServers(k ipvs.Key) ([]ipvs.RealServer, error) {
+func (c *countIPVS) ListRealServers(ctx context.Context, k ipvs.Key) ([]ipvs.RealServer, error) {
 	c.reads.Add(1)
-	return c.Interface.ListRealServers(k)
+	return c.Interface.ListRealServers(ctx, k)
 }
 
-func (c *countIPVS) AddVirtualServer(vs ipvs.VirtualServer) error {
+func (c *countIPVS) AddVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
 	c.writes.Add(1)
-	return c.Interface.AddVirtualServer(vs)
+	return c.Interface.AddVirtualServer(ctx, vs)
 }
 
-func (c *countIPVS) UpdateVirtualServer(vs ipvs.VirtualServer) error {
+func (c *countIPVS) UpdateVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
 	c.writes.Add(1)
-	return c.Interface.UpdateVirtualServer(vs)
+	return c.Interface.UpdateVirtualServer(ctx, vs)
 }
 
-func (c *countIPVS) DeleteVirtualServer(k ipvs.Key) error {
+func (c *countIPVS) DeleteVirtualServer(ctx context.Context, k ipvs.Key) error {
 	c.writes.Add(1)
-	return c.Interface.DeleteVirtualServer(k)
+	return c.Interface.DeleteVirtualServer(ctx, k)
 }
 
-func (c *countIPVS) AddRealServer(k ipvs.Key, rs ipvs.RealServer) error {
+func (c *countIPVS) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
 	c.writes.Add(1)
-	return c.Interface.AddRealServer(k, rs)
+	return c.Interface.AddRealServer(ctx, k, rs)
 }
 
-func (c *countIPVS) UpdateRealServer(k ipvs.Key, rs ipvs.RealServer) error {
+func (c *countIPVS) UpdateRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
 	c.writes.Add(1)
-	return c.Interface.UpdateRealServer(k, rs)
+	return c.Interface.UpdateRealServer(ctx, k, rs)
 }
 
-func (c *countIPVS) DeleteRealServer(k ipvs.Key, rk ipvs.RealKey) error {
+func (c *countIPVS) DeleteRealServer(ctx context.Context, k ipvs.Key, rk ipvs.RealKey) error {
 	c.writes.Add(1)
-	return c.Interface.DeleteRealServer(k, rk)
+	return c.Interface.DeleteRealServer(ctx, k, rk)
 }
 
 // countSets counts ipset requests: reads are listings, writes are member
@@ -66,34 +67,34 @@ type countSets struct {
 	reads, writes atomic.Int64
 }
 
-func (c *countSets) EnsureSet(s ipset.Set) error {
+func (c *countSets) EnsureSet(ctx context.Context, s ipset.Set) error {
 	c.writes.Add(1)
-	return c.Interface.EnsureSet(s)
+	return c.Interface.EnsureSet(ctx, s)
 }
 
-func (c *countSets) DestroySet(name string) error {
+func (c *countSets) DestroySet(ctx context.Context, name string) error {
 	c.writes.Add(1)
-	return c.Interface.DestroySet(name)
+	return c.Interface.DestroySet(ctx, name)
 }
 
-func (c *countSets) ListEntries(name string) ([]ipset.Entry, error) {
+func (c *countSets) ListEntries(ctx context.Context, name string) ([]ipset.Entry, error) {
 	c.reads.Add(1)
-	return c.Interface.ListEntries(name)
+	return c.Interface.ListEntries(ctx, name)
 }
 
-func (c *countSets) AddEntry(name string, e ipset.Entry) error {
+func (c *countSets) AddEntry(ctx context.Context, name string, e ipset.Entry) error {
 	c.writes.Add(1)
-	return c.Interface.AddEntry(name, e)
+	return c.Interface.AddEntry(ctx, name, e)
 }
 
-func (c *countSets) DelEntry(name string, e ipset.Entry) error {
+func (c *countSets) DelEntry(ctx context.Context, name string, e ipset.Entry) error {
 	c.writes.Add(1)
-	return c.Interface.DelEntry(name, e)
+	return c.Interface.DelEntry(ctx, name, e)
 }
 
-func (c *countSets) Replace(s ipset.Set, es []ipset.Entry) error {
+func (c *countSets) Replace(ctx context.Context, s ipset.Set, es []ipset.Entry) error {
 	c.writes.Add(int64(len(es)) + 3)
-	return c.Interface.Replace(s, es)
+	return c.Interface.Replace(ctx, s, es)
 }
 
 // counts is a snapshot of the counters.
@@ -113,7 +114,7 @@ func (c counts) sub(o counts) counts {
 func (c counts) Writes() int64 { return c.IPVSWrites + c.SetWrites + c.AddrEvents }
 
 // AddRealServers counts one write per real server and keeps the batch.
-func (c *countIPVS) AddRealServers(k ipvs.Key, rss []ipvs.RealServer) []error {
+func (c *countIPVS) AddRealServers(ctx context.Context, k ipvs.Key, rss []ipvs.RealServer) []error {
 	c.writes.Add(int64(len(rss)))
-	return ipvs.AddRealServers(c.Interface, k, rss)
+	return ipvs.AddRealServers(ctx, c.Interface, k, rss)
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -75,6 +76,7 @@ type node struct {
 }
 
 func openNode(b *testing.B) *node {
+	ctx := context.Background()
 	n := &node{flowsMade: map[int]bool{}}
 	raw, err := ipvsnl.New()
 	if err != nil {
@@ -88,13 +90,13 @@ func openNode(b *testing.B) *node {
 	if n.vips, err = netifnl.New(); err != nil {
 		b.Fatal(err)
 	}
-	if err := n.vips.EnsureDevice(); err != nil {
+	if err := n.vips.EnsureDevice(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if n.rules, err = iptables.New(n.sets, iptables.ExecRunner{}, netfilter.Config{}); err != nil {
+	if n.rules, err = iptables.New(ctx, n.sets, iptables.ExecRunner{}, netfilter.Config{}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := n.rules.SyncRules(true); err != nil {
+	if _, err := n.rules.SyncRules(ctx, true); err != nil {
 		b.Fatal(err)
 	}
 	if n.ct, err = conntracknl.New(); err != nil {
@@ -142,7 +144,8 @@ func (n *node) counts() counts {
 // loaded from the kernel, the guard, kubelvs0, the netfilter members and
 // conntrack, wired as pkg/roles wires them.
 func (n *node) syncer(b *testing.B) *syncer.Syncer {
-	own, err := ownership.NewSetRecords(n.sets)
+	ctx := context.Background()
+	own, err := ownership.NewSetRecords(ctx, n.sets)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -308,14 +311,15 @@ func runSize(b *testing.B, size int) Size {
 // runKubelvsCold is scenario 1 for kubelvs on the identical IPVS rule set:
 // a new agent's syncer adopts (reads the kernel) and syncs everything.
 func runKubelvsCold(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(string, ...any)) {
+	ctx := context.Background()
 	n := openNode(b)
 	defer n.close()
 	c0, start := n.counts(), time.Now()
 	s := n.syncer(b)
-	if err := s.Adopt(); err != nil {
+	if err := s.Adopt(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := s.SyncAll(groups(svcs, false)); err != nil {
+	if _, err := s.SyncAll(ctx, groups(svcs, false)); err != nil {
 		b.Fatal(err)
 	}
 	d := time.Since(start)
@@ -324,6 +328,7 @@ func runKubelvsCold(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(strin
 }
 
 func runKubelvs(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(string, ...any)) {
+	ctx := context.Background()
 	n := openNode(b)
 	size := len(svcs)
 	var d time.Duration
@@ -337,10 +342,10 @@ func runKubelvs(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(string, .
 	gs := append(groups(svcs, true), dnsGroup())
 	c0, start := n.counts(), time.Now()
 	s := n.syncer(b)
-	if err := s.Adopt(); err != nil {
+	if err := s.Adopt(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := s.SyncAll(gs); err != nil {
+	if _, err := s.SyncAll(ctx, gs); err != nil {
 		b.Fatal(err)
 	}
 	d = time.Since(start)
@@ -350,7 +355,7 @@ func runKubelvs(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(string, .
 	// Scenario 2: nothing changed.
 	time.Sleep(200 * time.Millisecond) // let address events of the cold sync arrive
 	c0, start = n.counts(), time.Now()
-	if _, err := s.SyncAll(gs); err != nil {
+	if _, err := s.SyncAll(ctx, gs); err != nil {
 		b.Fatal(err)
 	}
 	d = time.Since(start)
@@ -371,7 +376,7 @@ func runKubelvs(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(string, .
 		g.Services = []desired.Service{{VirtualServer: g.Services[0].VirtualServer, Reals: reals}}
 		gs[j] = g
 		start = time.Now()
-		if _, err := s.SyncGroup(g); err != nil {
+		if _, err := s.SyncGroup(ctx, g); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(start))
@@ -413,7 +418,7 @@ func runKubelvs(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(string, .
 			g.Services = []desired.Service{{VirtualServer: g.Services[0].VirtualServer, Reals: reals}}
 			gs[j] = g
 			t := time.Now()
-			if _, err := s.SyncGroup(g); err != nil {
+			if _, err := s.SyncGroup(ctx, g); err != nil {
 				b.Error(err)
 				return
 			}
@@ -422,7 +427,7 @@ func runKubelvs(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(string, .
 		}
 	}()
 	start = time.Now()
-	_, err := s.Verify()
+	_, err := s.Verify(ctx)
 	d = time.Since(start)
 	close(stop)
 	<-changed
@@ -437,11 +442,11 @@ func runKubelvs(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(string, .
 	// Scenario 4: one UDP real server leaves while 100,000 flows exist.
 	n.makeFlows(b)
 	start = time.Now()
-	if _, err := s.SyncGroup(dnsGroup(removedReal)); err != nil {
+	if _, err := s.SyncGroup(ctx, dnsGroup(removedReal)); err != nil {
 		b.Fatal(err)
 	}
 	synced := time.Since(start)
-	deleted := s.FlushNow()
+	deleted := s.FlushNow(ctx)
 	total := time.Since(start)
 	n.flowsMade[removedReal] = false
 	sz.Conntrack = Flush{Flows: flowsTotal, Deleted: deleted, RealServers: 1,
@@ -457,24 +462,24 @@ func runKubelvs(b *testing.B, svcs []ipvs.Service, sz *Size, logf func(string, .
 	for i := range es {
 		es[i] = ipset.Entry{IP: netip.AddrFrom4([4]byte{10, 206, byte(i >> 8), byte(i)}), Protocol: ipset.ProtoTCP, Port: uint16(80 + i%2)}
 	}
-	if err := n.rawSets.EnsureSet(set); err != nil {
+	if err := n.rawSets.EnsureSet(ctx, set); err != nil {
 		b.Fatal(err)
 	}
 	start = time.Now()
-	if err := n.rawSets.Replace(set, es); err != nil {
+	if err := n.rawSets.Replace(ctx, set, es); err != nil {
 		b.Fatal(err)
 	}
 	sz.IPSet = Timing{Seconds: time.Since(start).Seconds(), Note: "Replace: build a scratch set, swap, destroy"}
-	if got, err := n.rawSets.ListEntries(set.Name); err != nil || len(got) != setMembers {
+	if got, err := n.rawSets.ListEntries(ctx, set.Name); err != nil || len(got) != setMembers {
 		b.Fatalf("ipset holds %d members (%v)", len(got), err)
 	}
-	if err := n.rawSets.DestroySet(set.Name); err != nil {
+	if err := n.rawSets.DestroySet(ctx, set.Name); err != nil {
 		b.Fatal(err)
 	}
 	logf("ipset replace %.3f s", sz.IPSet.Seconds)
 
 	// Leave the table as found: the agent's cleanup path.
-	if _, err := s.SyncAll(nil); err != nil {
+	if _, err := s.SyncAll(ctx, nil); err != nil {
 		b.Fatal(err)
 	}
 }

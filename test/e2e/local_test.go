@@ -141,8 +141,9 @@ func (l *local) Client(t *testing.T) Client   { return &nsClient{ns: l.newNS(t, 
 func (l *local) Outsider(t *testing.T) Client { return &nsClient{ns: l.newNS(t, true)} }
 
 func (l *local) KernelDump(t *testing.T, vip netip.Addr) string {
+	ctx := context.Background()
 	t.Helper()
-	return kerneltest.DumpVIP(t, l.ipvs, vip)
+	return kerneltest.DumpVIP(ctx, t, l.ipvs, vip)
 }
 
 // Can: the local driver installs kubelvs itself, so it may uninstall it;

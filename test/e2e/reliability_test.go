@@ -332,7 +332,7 @@ func crashMidSync(t *testing.T, l *local) {
 	}
 	defer h.Close()
 	ours := func() (map[netip.Addr]int, error) { // VIP → real servers
-		vss, err := h.ListVirtualServers()
+		vss, err := h.ListVirtualServers(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -341,7 +341,7 @@ func crashMidSync(t *testing.T, l *local) {
 			if a := v.Address.As4(); a[0] != 10 || a[1] != 234 {
 				continue
 			}
-			rs, err := h.ListRealServers(v.Key())
+			rs, err := h.ListRealServers(ctx, v.Key())
 			if err != nil {
 				return nil, err
 			}
@@ -449,7 +449,7 @@ func crashMidSync(t *testing.T, l *local) {
 		t.Fatal(err)
 	}
 	defer sets.Close()
-	records, err := sets.ListEntries(ownership.SetV4)
+	records, err := sets.ListEntries(ctx, ownership.SetV4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +464,7 @@ func crashMidSync(t *testing.T, l *local) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	addrs, err := dev.ListAddresses()
+	addrs, err := dev.ListAddresses(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,9 +41,10 @@ type fakeNode struct {
 }
 
 func newFakeNode(t *testing.T) *fakeNode {
+	ctx := context.Background()
 	t.Helper()
 	n := &fakeNode{ipvs: ipvstest.NewFake(), vips: netiftest.NewFake()}
-	own, err := ownership.NewSetRecords(ipsettest.NewFake())
+	own, err := ownership.NewSetRecords(ctx, ipsettest.NewFake())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,7 @@ func TestAgentWithoutRBACLeavesTheKernel(t *testing.T) {
 			var cleanups atomic.Int32
 			stop := runFakeAgent(t, id, node, roles.AgentOptions{
 				HealthProbeBindAddress: probe, CleanupOnUninstall: true, PodName: pod.Name, PodNamespace: ns,
-				Cleanup: func(io.Writer) error { cleanups.Add(1); return nil },
+				Cleanup: func(context.Context, io.Writer) error { cleanups.Add(1); return nil },
 			})
 			eventually(t, 30*time.Second, "the API server refused the agent's list of "+c.refused+" twice", func() error {
 				if n := refused.Load(); n < 2 {
@@ -220,7 +221,7 @@ func TestAgentWithoutRBACLeavesTheKernel(t *testing.T) {
 		var cleanups atomic.Int32
 		stop := runFakeAgent(t, id, node, roles.AgentOptions{
 			HealthProbeBindAddress: probe, CleanupOnUninstall: true, PodName: pod.Name, PodNamespace: ns,
-			Cleanup: func(io.Writer) error { cleanups.Add(1); return nil },
+			Cleanup: func(context.Context, io.Writer) error { cleanups.Add(1); return nil },
 		})
 		eventually(t, 30*time.Second, "the API server refused the agent", func() error {
 			if refused.Load() == 0 {
@@ -257,8 +258,8 @@ type recordedNetfilter struct {
 	written func(netfilter.Members)
 }
 
-func (r recordedNetfilter) SyncMembers(m netfilter.Members) error {
-	if err := r.Fake.SyncMembers(m); err != nil {
+func (r recordedNetfilter) SyncMembers(ctx context.Context, m netfilter.Members) error {
+	if err := r.Fake.SyncMembers(ctx, m); err != nil {
 		return err
 	}
 	r.written(m)

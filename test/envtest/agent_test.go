@@ -45,7 +45,7 @@ func endpoints(addrs ...string) []discoveryv1.Endpoint {
 func TestAgentAndControllerAgainstAPIServer(t *testing.T) {
 	ctx := context.Background()
 	ipvsK, sets, vips := ipvstest.NewFake(), ipsettest.NewFake(), netiftest.NewFake()
-	own, err := ownership.NewSetRecords(sets)
+	own, err := ownership.NewSetRecords(ctx, sets)
 	if err != nil {
 		t.Fatal(err)
 	}

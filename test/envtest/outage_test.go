@@ -126,7 +126,7 @@ func TestAgentThroughAnAPIServerOutage(t *testing.T) {
 	acfg.TLSClientConfig.ServerName = api.Hostname()
 
 	ipvsK, sets := ipvstest.NewFake(), ipsettest.NewFake()
-	own, err := ownership.NewSetRecords(sets)
+	own, err := ownership.NewSetRecords(ctx, sets)
 	if err != nil {
 		t.Fatal(err)
 	}

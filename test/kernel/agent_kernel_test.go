@@ -229,9 +229,9 @@ func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
 }
 
 // kernelDump lists the kernel's IPVS table for one VIP.
-func kernelDump(t testing.TB, h ipvs.Interface, vip netip.Addr) string {
+func kernelDump(ctx context.Context, t testing.TB, h ipvs.Interface, vip netip.Addr) string {
 	t.Helper()
-	return kerneltest.DumpVIP(t, h, vip)
+	return kerneltest.DumpVIP(ctx, t, h, vip)
 }
 
 func endpointsOf(nss ...*kerneltest.NS) []discoveryv1.Endpoint {
@@ -352,12 +352,12 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 		want += fmt.Sprintf("  -> %s\n", ipvs.RealServer{Address: ns.IP(false), Port: 5353, Weight: 1})
 	}
 	waitFor(t, 20*time.Second, "removed backends drained or deleted", func() error {
-		if d := kernelDump(t, h, vip); d != want {
+		if d := kernelDump(ctx, t, h, vip); d != want {
 			return fmt.Errorf("kernel:\n%s\nwant:\n%s", d, want)
 		}
 		return nil
 	})
-	t.Logf("after removing %s (TCP) and %s (UDP):\n%s", tcpBackend, udpBackend, kernelDump(t, h, vip))
+	t.Logf("after removing %s (TCP) and %s (UDP):\n%s", tcpBackend, udpBackend, kernelDump(ctx, t, h, vip))
 
 	// No new connection goes to a removed backend...
 	for i := 0; i < 10; i++ {
@@ -388,7 +388,7 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 
 	// Restart the agent: the established connection survives, and the
 	// kernel is not rewritten (nothing deleted and re-added).
-	before := kernelDump(t, h, vip)
+	before := kernelDump(ctx, t, h, vip)
 	agent.stop(t)
 	if r, err := established.ping("agent down"); err != nil || r != tcpBackend+": agent down" {
 		t.Fatalf("connection broken while the agent is down: %q %v", r, err)
@@ -407,7 +407,7 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 		}
 		return fmt.Errorf("nodes %+v", cur.Status.Nodes)
 	})
-	if after := kernelDump(t, h, vip); after != before {
+	if after := kernelDump(ctx, t, h, vip); after != before {
 		t.Fatalf("restart changed the kernel:\n--- before\n%s--- after\n%s", before, after)
 	}
 	if r, err := established.ping("agent back"); err != nil || r != tcpBackend+": agent back" {
@@ -418,7 +418,7 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 	established.c.Close()
 	rs := netip.AddrPortFrom(backends[tcpBackend].IP(false), 8080).String()
 	waitFor(t, 45*time.Second, "drained real server deleted", func() error {
-		rss, err := h.ListRealServers(tcpKey)
+		rss, err := h.ListRealServers(ctx, tcpKey)
 		if err != nil {
 			return err
 		}
@@ -435,7 +435,7 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "VirtualService removed from the kernel", func() error {
-		if d := kernelDump(t, h, vip); d != "" {
+		if d := kernelDump(ctx, t, h, vip); d != "" {
 			return fmt.Errorf("\n%s", d)
 		}
 		return nil
@@ -471,7 +471,7 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 		t.Fatalf("manager cleanup: %v\n%s", err, out)
 	}
 	t.Logf("manager cleanup:\n%s", out)
-	if d := kernelDump(t, h, vip2); d != "" {
+	if d := kernelDump(ctx, t, h, vip2); d != "" {
 		t.Fatalf("cleanup left IPVS state:\n%s", d)
 	}
 	if _, err := netlink.LinkByName("kubelvs0"); err == nil {

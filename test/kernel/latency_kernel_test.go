@@ -308,7 +308,8 @@ func parallel(tb testing.TB, n int, f func(i int) error) {
 func isLatVIP(a netip.Addr) bool { return netip.MustParsePrefix("10.97.0.0/16").Contains(a) }
 
 func countVirtualServers(tb testing.TB, h ipvs.Interface) int {
-	vss, err := h.ListVirtualServers()
+	ctx := context.Background()
+	vss, err := h.ListVirtualServers(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -326,6 +327,7 @@ func countVirtualServers(tb testing.TB, h ipvs.Interface) int {
 // virtual servers every second and reads real servers only once all are
 // there, then only of those still short.
 func waitKernel(tb testing.TB, h ipvs.Interface, start time.Time, n, rs int) time.Duration {
+	ctx := context.Background()
 	tb.Helper()
 	waitFor(tb, 30*time.Minute, "virtual servers in the kernel", func() error {
 		if got := countVirtualServers(tb, h); got != n {
@@ -341,7 +343,7 @@ func waitKernel(tb testing.TB, h ipvs.Interface, start time.Time, n, rs int) tim
 	waitFor(tb, 30*time.Minute, "real servers in the kernel", func() error {
 		var still []int
 		for _, i := range short {
-			r, err := h.ListRealServers(ipvs.Key{Address: latVIP(i), Protocol: ipvs.TCP, Port: 80})
+			r, err := h.ListRealServers(ctx, ipvs.Key{Address: latVIP(i), Protocol: ipvs.TCP, Port: 80})
 			if err != nil || len(r) != rs {
 				still = append(still, i)
 			}
@@ -497,10 +499,11 @@ func waitStatusReported(tb testing.TB, c client.Client, n, total int, pause time
 // of key with a weight, and returns how many reads it took; after 30 s it
 // fails with what (the sample) and the kernel's table for the VIP.
 func waitRealServer(tb testing.TB, h ipvs.Interface, key ipvs.Key, want ipvs.RealKey, poll time.Duration, what string) int {
+	ctx := context.Background()
 	tb.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for polls := 1; ; polls++ {
-		rss, err := h.ListRealServers(key)
+		rss, err := h.ListRealServers(ctx, key)
 		if err != nil {
 			tb.Fatalf("%s: list real servers of %s: %v", what, key, err)
 		}
@@ -508,7 +511,7 @@ func waitRealServer(tb testing.TB, h ipvs.Interface, key ipvs.Key, want ipvs.Rea
 			return polls
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("%s: %s not a real server of %s after 30s:\n%s", what, want, key, kernelDump(tb, h, key.Address))
+			tb.Fatalf("%s: %s not a real server of %s after 30s:\n%s", what, want, key, kernelDump(ctx, tb, h, key.Address))
 		}
 		time.Sleep(poll)
 	}

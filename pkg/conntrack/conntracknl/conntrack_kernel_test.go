@@ -1,6 +1,7 @@
 package conntracknl_test
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"os"
@@ -23,8 +24,9 @@ import (
 // deletion and shows that datagram is lost: the flush is what prevents the
 // black hole.
 func TestKernelStaleUDPFlows(t *testing.T) {
+	ctx := context.Background()
 	kerneltest.Require(t)
-	d := kerneltest.NewDirector(t)
+	d := kerneltest.NewDirector(ctx, t)
 	client := kerneltest.NewNS(t, 1, true)
 	b1, b2 := kerneltest.NewNS(t, 2, false), kerneltest.NewNS(t, 4, false)
 	be1, be2 := netip.AddrPortFrom(b1.IP(false), 5353), netip.AddrPortFrom(b2.IP(false), 5353)
@@ -36,7 +38,7 @@ func TestKernelStaleUDPFlows(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			vs := ipvs.VirtualServer{Address: netip.MustParseAddr("10.96.0.20"), Protocol: ipvs.UDP, Port: uint16(53 + i), Scheduler: "rr"}
 			vip := netip.AddrPortFrom(vs.Address, vs.Port)
-			d.Program(t, kerneltest.Service{VS: vs, RealServers: []ipvs.RealServer{
+			d.Program(ctx, t, kerneltest.Service{VS: vs, RealServers: []ipvs.RealServer{
 				{Address: be1.Addr(), Port: be1.Port(), Weight: 1},
 				{Address: be2.Addr(), Port: be2.Port(), Weight: 1},
 			}})
@@ -54,7 +56,7 @@ func TestKernelStaleUDPFlows(t *testing.T) {
 			if len(onB1) == 0 || len(onB1) == 6 {
 				t.Fatalf("rr put %d of 6 clients on b1; want both real servers used", len(onB1))
 			}
-			flows, err := d.Conntrack.ListFlows(vs.Address, conntrack.UDP, vs.Port)
+			flows, err := d.Conntrack.ListFlows(ctx, vs.Address, conntrack.UDP, vs.Port)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -69,13 +71,13 @@ func TestKernelStaleUDPFlows(t *testing.T) {
 			// the experiment (sysctl 0 around the deletion, 1 again before
 			// the datagram) so only our flush can make the difference.
 			setSysctl(t, "net/ipv4/vs/expire_nodest_conn", "0")
-			err = d.IPVS.DeleteRealServer(vs.Key(), ipvs.RealKey{Address: be1.Addr(), Port: be1.Port()})
+			err = d.IPVS.DeleteRealServer(ctx, vs.Key(), ipvs.RealKey{Address: be1.Addr(), Port: be1.Port()})
 			setSysctl(t, "net/ipv4/vs/expire_nodest_conn", "1")
 			if err != nil {
 				t.Fatal(err)
 			}
 			if flush {
-				n, err := d.Conntrack.DeleteFlows([]conntrack.Target{{Protocol: conntrack.UDP, VIP: vip, Backend: be1}})
+				n, err := d.Conntrack.DeleteFlows(ctx, []conntrack.Target{{Protocol: conntrack.UDP, VIP: vip, Backend: be1}})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -111,6 +113,7 @@ func setSysctl(t *testing.T, path, v string) {
 // BenchmarkKernelDeleteFlows deletes the flows of one real server (10,000)
 // among 100,000 flows, created through ctnetlink rather than traffic.
 func BenchmarkKernelDeleteFlows(b *testing.B) {
+	ctx := context.Background()
 	kerneltest.Require(b)
 	if err := os.WriteFile("/proc/sys/net/netfilter/nf_conntrack_max", []byte("400000"), 0); err != nil {
 		b.Fatal(err)
@@ -149,7 +152,7 @@ func BenchmarkKernelDeleteFlows(b *testing.B) {
 		b.StopTimer()
 		create()
 		b.StartTimer()
-		n, err := ct.DeleteFlows([]conntrack.Target{{Protocol: conntrack.UDP, VIP: vip, Backend: backend(3)}})
+		n, err := ct.DeleteFlows(ctx, []conntrack.Target{{Protocol: conntrack.UDP, VIP: vip, Backend: backend(3)}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -161,7 +164,7 @@ func BenchmarkKernelDeleteFlows(b *testing.B) {
 		for k := range all {
 			all[k] = conntrack.Target{Protocol: conntrack.UDP, VIP: vip, Backend: backend(k)}
 		}
-		if _, err := ct.DeleteFlows(all); err != nil {
+		if _, err := ct.DeleteFlows(ctx, all); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

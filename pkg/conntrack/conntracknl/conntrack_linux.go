@@ -4,6 +4,7 @@
 package conntracknl
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -86,7 +87,10 @@ func (n *Netlink) dumpFiltered(family uint8, f *dumpFilter, fn func(conntrack.Fl
 
 // ListFlows dumps the vip:port flows over proto (the kernel filters the
 // dump) and returns them sorted.
-func (n *Netlink) ListFlows(vip netip.Addr, proto uint8, port uint16) ([]conntrack.Flow, error) {
+func (n *Netlink) ListFlows(ctx context.Context, vip netip.Addr, proto uint8, port uint16) ([]conntrack.Flow, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.c == nil {
@@ -140,7 +144,10 @@ func filtersFor(targets []conntrack.Target) []*dumpFilter {
 // flow is checked against the targets again here) and deletes them in
 // batches. An interrupted dump (the table changed under it) still deletes
 // what it saw and is reported, so the caller retries later.
-func (n *Netlink) DeleteFlows(targets []conntrack.Target) (int, error) {
+func (n *Netlink) DeleteFlows(ctx context.Context, targets []conntrack.Target) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	if len(targets) == 0 {
 		return 0, nil
 	}

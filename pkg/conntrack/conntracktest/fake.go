@@ -4,6 +4,7 @@
 package conntracktest
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"sync"
@@ -57,7 +58,10 @@ func (f *Fake) Add(flows ...conntrack.Flow) {
 }
 
 // ListFlows returns the flows to vip:port over proto.
-func (f *Fake) ListFlows(vip netip.Addr, proto uint8, port uint16) ([]conntrack.Flow, error) {
+func (f *Fake) ListFlows(ctx context.Context, vip netip.Addr, proto uint8, port uint16) ([]conntrack.Flow, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	f.count("ListFlows")
 	if err := f.Check("ListFlows"); err != nil {
 		return nil, err
@@ -76,7 +80,10 @@ func (f *Fake) ListFlows(vip netip.Addr, proto uint8, port uint16) ([]conntrack.
 }
 
 // DeleteFlows removes the flows matching the targets.
-func (f *Fake) DeleteFlows(targets []conntrack.Target) (int, error) {
+func (f *Fake) DeleteFlows(ctx context.Context, targets []conntrack.Target) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	f.count("DeleteFlows")
 	if err := f.Check("DeleteFlows"); err != nil {
 		return 0, err

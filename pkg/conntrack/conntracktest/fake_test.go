@@ -1,6 +1,7 @@
 package conntracktest_test
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 
@@ -14,6 +15,7 @@ func flow(proto uint8, client, vip, backend string) conntrack.Flow {
 }
 
 func TestDeleteFlowsMatchesOnlyTargets(t *testing.T) {
+	ctx := context.Background()
 	t.Parallel()
 	gone := flow(conntrack.UDP, "10.0.0.5:4000", "10.96.0.10:53", "10.99.2.2:5353")
 	goneAnyPort := flow(conntrack.UDP, "[fd00::5]:4000", "[fd96::10]:53", "[fd99::2]:9999")
@@ -24,7 +26,7 @@ func TestDeleteFlowsMatchesOnlyTargets(t *testing.T) {
 		flow(conntrack.UDP, "10.0.0.5:4004", "10.96.0.10:53", "10.99.2.2:5354"), // other backend port
 	}
 	f := conntracktest.NewFake(append([]conntrack.Flow{gone, goneAnyPort}, kept...)...)
-	n, err := f.DeleteFlows([]conntrack.Target{
+	n, err := f.DeleteFlows(ctx, []conntrack.Target{
 		{Protocol: conntrack.UDP, VIP: gone.OrigDst, Backend: gone.ReplySrc},
 		{Protocol: conntrack.UDP, VIP: goneAnyPort.OrigDst, Backend: netip.AddrPortFrom(goneAnyPort.ReplySrc.Addr(), 0)},
 	})
@@ -38,7 +40,7 @@ func TestDeleteFlowsMatchesOnlyTargets(t *testing.T) {
 	if got, want := f.Dump(), want.Dump(); got != want {
 		t.Errorf("table after delete:\n%s\nwant:\n%s", got, want)
 	}
-	got, err := f.ListFlows(netip.MustParseAddr("10.96.0.10"), conntrack.UDP, 53)
+	got, err := f.ListFlows(ctx, netip.MustParseAddr("10.96.0.10"), conntrack.UDP, 53)
 	if err != nil {
 		t.Fatal(err)
 	}

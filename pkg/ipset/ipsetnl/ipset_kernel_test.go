@@ -1,6 +1,7 @@
 package ipsetnl_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 )
 
 func newHandle(tb testing.TB, sets ...string) *ipsetnl.Netlink {
+	ctx := context.Background()
 	tb.Helper()
 	kerneltest.Require(tb)
 	h, err := ipsetnl.New()
@@ -23,7 +25,7 @@ func newHandle(tb testing.TB, sets ...string) *ipsetnl.Netlink {
 	}
 	tb.Cleanup(func() {
 		for _, s := range sets {
-			if err := h.DestroySet(s); err != nil {
+			if err := h.DestroySet(ctx, s); err != nil {
 				tb.Error(err)
 			}
 		}
@@ -33,6 +35,7 @@ func newHandle(tb testing.TB, sets ...string) *ipsetnl.Netlink {
 }
 
 func TestKernelSetLifecycle(t *testing.T) {
+	ctx := context.Background()
 	h := newHandle(t, "KUBELVS-T-IP", "KUBELVS-T-IPPORT6", "KUBELVS-T-IPPORTNET", "KUBELVS-T-NET")
 	cases := []struct {
 		set     ipset.Set
@@ -53,7 +56,7 @@ func TestKernelSetLifecycle(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.set.Name, func(t *testing.T) {
 			for i := 0; i < 2; i++ { // ensuring twice is fine
-				if err := h.EnsureSet(c.set); err != nil {
+				if err := h.EnsureSet(ctx, c.set); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -62,17 +65,17 @@ func TestKernelSetLifecycle(t *testing.T) {
 			if c.set.Type == ipset.HashIPPortNet {
 				other.Type = ipset.HashIP
 			}
-			if err := h.EnsureSet(other); !errors.Is(err, ipset.ErrMismatch) {
+			if err := h.EnsureSet(ctx, other); !errors.Is(err, ipset.ErrMismatch) {
 				t.Errorf("ensure with another type: got %v, want ErrMismatch", err)
 			}
 			for _, e := range slices.Concat(c.entries, c.entries) { // adding twice is fine
-				if err := h.AddEntry(c.set.Name, e); err != nil {
+				if err := h.AddEntry(ctx, c.set.Name, e); err != nil {
 					t.Fatal(err)
 				}
 			}
 			expect(t, h, c.set.Name, c.entries)
 			for _, e := range []ipset.Entry{c.entries[0], c.entries[0]} { // deleting twice is fine
-				if err := h.DelEntry(c.set.Name, e); err != nil {
+				if err := h.DelEntry(ctx, c.set.Name, e); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -82,8 +85,9 @@ func TestKernelSetLifecycle(t *testing.T) {
 }
 
 func expect(t *testing.T, h *ipsetnl.Netlink, name string, want []ipset.Entry) {
+	ctx := context.Background()
 	t.Helper()
-	got, err := h.ListEntries(name)
+	got, err := h.ListEntries(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,21 +99,22 @@ func expect(t *testing.T, h *ipsetnl.Netlink, name string, want []ipset.Entry) {
 }
 
 func TestKernelForeignSetUntouchable(t *testing.T) {
+	ctx := context.Background()
 	h := newHandle(t)
 	e := ipset.Entry{IP: netip.MustParseAddr("10.250.0.1"), Protocol: ipset.ProtoTCP, Port: 80}
 	for name, err := range map[string]error{
-		"add":     h.AddEntry(kerneltest.ForeignSet, ipset.Entry{IP: netip.MustParseAddr("10.9.9.9"), Protocol: ipset.ProtoTCP, Port: 1}),
-		"del":     h.DelEntry(kerneltest.ForeignSet, e),
-		"destroy": h.DestroySet(kerneltest.ForeignSet),
-		"replace": h.Replace(ipset.Set{Name: kerneltest.ForeignSet, Type: ipset.HashIPPort, Family: ipset.IPv4}, nil),
-		"ensure":  h.EnsureSet(ipset.Set{Name: kerneltest.ForeignSet, Type: ipset.HashIPPort, Family: ipset.IPv4}),
+		"add":     h.AddEntry(ctx, kerneltest.ForeignSet, ipset.Entry{IP: netip.MustParseAddr("10.9.9.9"), Protocol: ipset.ProtoTCP, Port: 1}),
+		"del":     h.DelEntry(ctx, kerneltest.ForeignSet, e),
+		"destroy": h.DestroySet(ctx, kerneltest.ForeignSet),
+		"replace": h.Replace(ctx, ipset.Set{Name: kerneltest.ForeignSet, Type: ipset.HashIPPort, Family: ipset.IPv4}, nil),
+		"ensure":  h.EnsureSet(ctx, ipset.Set{Name: kerneltest.ForeignSet, Type: ipset.HashIPPort, Family: ipset.IPv4}),
 	} {
 		if !errors.Is(err, ipset.ErrNotOwned) {
 			t.Errorf("%s on %s: got %v, want ErrNotOwned", name, kerneltest.ForeignSet, err)
 		}
 	}
 	// Reading is harmless and allowed.
-	if got, err := h.ListEntries(kerneltest.ForeignSet); err != nil || len(got) != 2 {
+	if got, err := h.ListEntries(ctx, kerneltest.ForeignSet); err != nil || len(got) != 2 {
 		t.Errorf("list foreign set: %v, %v", got, err)
 	}
 }
@@ -127,10 +132,11 @@ func generation(g, n int) []ipset.Entry {
 // own netlink socket dumps it in a loop; every dump must be one whole
 // generation, never empty, partial or mixed.
 func TestKernelReplaceIsAtomic(t *testing.T) {
+	ctx := context.Background()
 	s := ipset.Set{Name: "KUBELVS-T-SWAP", Type: ipset.HashIPPort, Family: ipset.IPv4}
 	h := newHandle(t, s.Name)
 	const n, gens = 500, 15
-	if err := h.Replace(s, generation(0, n)); err != nil {
+	if err := h.Replace(ctx, s, generation(0, n)); err != nil {
 		t.Fatal(err)
 	}
 	reader, err := ipsetnl.New()
@@ -145,7 +151,7 @@ func TestKernelReplaceIsAtomic(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for !stop.Load() {
-			got, err := reader.ListEntries(s.Name)
+			got, err := reader.ListEntries(ctx, s.Name)
 			if err != nil {
 				t.Errorf("reader: %v", err)
 				return
@@ -167,7 +173,7 @@ func TestKernelReplaceIsAtomic(t *testing.T) {
 	// a bound) until the reader has overlapped enough of them.
 	g := 1
 	for ; g <= gens || (reads.Load() < gens/3 && g < 100*gens); g++ {
-		if err := h.Replace(s, generation(g%(gens+1), n)); err != nil {
+		if err := h.Replace(ctx, s, generation(g%(gens+1), n)); err != nil {
 			t.Error(err)
 			break
 		}
@@ -184,20 +190,21 @@ func TestKernelReplaceIsAtomic(t *testing.T) {
 const benchMembers = 20000
 
 func BenchmarkKernelIPSetAdd20000(b *testing.B) {
+	ctx := context.Background()
 	s := ipset.Set{Name: "KUBELVS-B-ADD", Type: ipset.HashIPPort, Family: ipset.IPv4}
 	h := newHandle(b, s.Name)
 	es := generation(1, benchMembers)
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		if err := h.DestroySet(s.Name); err != nil {
+		if err := h.DestroySet(ctx, s.Name); err != nil {
 			b.Fatal(err)
 		}
-		if err := h.EnsureSet(s); err != nil {
+		if err := h.EnsureSet(ctx, s); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
 		for _, e := range es {
-			if err := h.AddEntry(s.Name, e); err != nil {
+			if err := h.AddEntry(ctx, s.Name, e); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -206,10 +213,11 @@ func BenchmarkKernelIPSetAdd20000(b *testing.B) {
 }
 
 func BenchmarkKernelIPSetReplace20000(b *testing.B) {
+	ctx := context.Background()
 	s := ipset.Set{Name: "KUBELVS-B-REPLACE", Type: ipset.HashIPPort, Family: ipset.IPv4}
 	h := newHandle(b, s.Name)
 	for i := 0; i < b.N; i++ {
-		if err := h.Replace(s, generation(i, benchMembers)); err != nil {
+		if err := h.Replace(ctx, s, generation(i, benchMembers)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -217,14 +225,15 @@ func BenchmarkKernelIPSetReplace20000(b *testing.B) {
 }
 
 func BenchmarkKernelIPSetList20000(b *testing.B) {
+	ctx := context.Background()
 	s := ipset.Set{Name: "KUBELVS-B-LIST", Type: ipset.HashIPPort, Family: ipset.IPv4}
 	h := newHandle(b, s.Name)
-	if err := h.Replace(s, generation(0, benchMembers)); err != nil {
+	if err := h.Replace(ctx, s, generation(0, benchMembers)); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		got, err := h.ListEntries(s.Name)
+		got, err := h.ListEntries(ctx, s.Name)
 		if err != nil || len(got) != benchMembers {
 			b.Fatalf("list: %d members, %v", len(got), err)
 		}
@@ -237,6 +246,7 @@ func BenchmarkKernelIPSetList20000(b *testing.B) {
 // admit nobody. That is why desired.Build writes 0.0.0.0/0 (::/0) as its
 // two /1 halves, which the kernel holds as they are.
 func TestKernelZeroPrefixIsNotHeldAndHalvesAre(t *testing.T) {
+	ctx := context.Background()
 	for _, c := range []struct {
 		fam       ipset.Family
 		vip, zero string
@@ -247,14 +257,14 @@ func TestKernelZeroPrefixIsNotHeldAndHalvesAre(t *testing.T) {
 		{ipset.IPv6, "fd00::10", "::/0", [2]string{"::/1", "8000::/1"}, "KUBELVS-T-ZERO6"},
 	} {
 		h := newHandle(t, c.name)
-		if err := h.EnsureSet(ipset.Set{Name: c.name, Type: ipset.HashIPPortNet, Family: c.fam}); err != nil {
+		if err := h.EnsureSet(ctx, ipset.Set{Name: c.name, Type: ipset.HashIPPortNet, Family: c.fam}); err != nil {
 			t.Fatal(err)
 		}
 		e := ipset.Entry{IP: netip.MustParseAddr(c.vip), Protocol: 6, Port: 80}
 		zero := e
 		zero.Net = netip.MustParsePrefix(c.zero)
-		if err := h.AddEntry(c.name, zero); err == nil {
-			got, err := h.ListEntries(c.name)
+		if err := h.AddEntry(ctx, c.name, zero); err == nil {
+			got, err := h.ListEntries(ctx, c.name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -262,7 +272,7 @@ func TestKernelZeroPrefixIsNotHeldAndHalvesAre(t *testing.T) {
 				t.Errorf("%s is held as it is; desired.ipsetNets could write it so", c.zero)
 			}
 			for _, g := range got {
-				if err := h.DelEntry(c.name, g); err != nil {
+				if err := h.DelEntry(ctx, c.name, g); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -271,12 +281,12 @@ func TestKernelZeroPrefixIsNotHeldAndHalvesAre(t *testing.T) {
 		for _, half := range c.halves {
 			a := e
 			a.Net = netip.MustParsePrefix(half)
-			if err := h.AddEntry(c.name, a); err != nil {
+			if err := h.AddEntry(ctx, c.name, a); err != nil {
 				t.Fatalf("%s: %v", half, err)
 			}
 			want = append(want, a)
 		}
-		got, err := h.ListEntries(c.name)
+		got, err := h.ListEntries(ctx, c.name)
 		ipset.SortEntries(got)
 		if err != nil || !slices.Equal(got, want) {
 			t.Fatalf("%s: %v (%v), want %v", c.name, got, err, want)

@@ -3,6 +3,7 @@
 package ipsetnl
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -84,7 +85,10 @@ func (n *Netlink) create(s ipset.Set) error {
 // EnsureSet creates the set, or checks the existing one is compatible: the
 // kernel accepts a create of an identical existing set (no NLM_F_EXCL) and
 // refuses any other with EEXIST, so this is one round trip.
-func (n *Netlink) EnsureSet(s ipset.Set) error {
+func (n *Netlink) EnsureSet(ctx context.Context, s ipset.Set) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -100,7 +104,10 @@ func (n *Netlink) EnsureSet(s ipset.Set) error {
 }
 
 // DestroySet destroys an owned set; a missing set is success.
-func (n *Netlink) DestroySet(name string) error {
+func (n *Netlink) DestroySet(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := ipset.CheckOwned(name); err != nil {
 		return err
 	}
@@ -112,7 +119,10 @@ func (n *Netlink) DestroySet(name string) error {
 }
 
 // ListEntries dumps the set's members, sorted.
-func (n *Netlink) ListEntries(name string) ([]ipset.Entry, error) {
+func (n *Netlink) ListEntries(ctx context.Context, name string) ([]ipset.Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	var res *lib.Sets
 	err := n.do(func() (err error) { res, err = n.h.List(name); return err })
 	if err != nil {
@@ -134,7 +144,10 @@ func (n *Netlink) ListEntries(name string) ([]ipset.Entry, error) {
 }
 
 // AddEntry adds a member to an owned set; a present member is success.
-func (n *Netlink) AddEntry(name string, e ipset.Entry) error {
+func (n *Netlink) AddEntry(ctx context.Context, name string, e ipset.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := ipset.CheckOwned(name); err != nil {
 		return err
 	}
@@ -147,7 +160,10 @@ func (n *Netlink) AddEntry(name string, e ipset.Entry) error {
 }
 
 // DelEntry removes a member from an owned set; an absent member is success.
-func (n *Netlink) DelEntry(name string, e ipset.Entry) error {
+func (n *Netlink) DelEntry(ctx context.Context, name string, e ipset.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := ipset.CheckOwned(name); err != nil {
 		return err
 	}
@@ -171,31 +187,34 @@ func TempName(name string) string {
 
 // Replace fills a scratch set, swaps it with the live one (the kernel swaps
 // the two names atomically) and destroys the scratch set.
-func (n *Netlink) Replace(s ipset.Set, entries []ipset.Entry) error {
+func (n *Netlink) Replace(ctx context.Context, s ipset.Set, entries []ipset.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := s.Validate(); err != nil {
 		return err
 	}
 	tmp := s
 	tmp.Name = TempName(s.Name)
 	tmp.HashSize = hashSizeFor(len(entries), s.HashSize)
-	if err := n.DestroySet(tmp.Name); err != nil {
+	if err := n.DestroySet(ctx, tmp.Name); err != nil {
 		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
 	}
-	if err := n.EnsureSet(tmp); err != nil {
+	if err := n.EnsureSet(ctx, tmp); err != nil {
 		return fmt.Errorf("replace ipset %s: %w", s.Name, err)
 	}
 	// A scratch set left behind is reported with the failure: the next
 	// Replace destroys it first.
 	if err := n.do(func() error { return addEntries(tmp.Name, entries) }); err != nil {
-		return fmt.Errorf("replace ipset %s: %w", s.Name, errors.Join(err, n.DestroySet(tmp.Name)))
+		return fmt.Errorf("replace ipset %s: %w", s.Name, errors.Join(err, n.DestroySet(ctx, tmp.Name)))
 	}
-	if err := n.EnsureSet(s); err != nil {
-		return fmt.Errorf("replace ipset %s: %w", s.Name, errors.Join(err, n.DestroySet(tmp.Name)))
+	if err := n.EnsureSet(ctx, s); err != nil {
+		return fmt.Errorf("replace ipset %s: %w", s.Name, errors.Join(err, n.DestroySet(ctx, tmp.Name)))
 	}
 	if err := n.swap(tmp.Name, s.Name); err != nil {
-		return fmt.Errorf("replace ipset %s: swap: %w", s.Name, errors.Join(err, n.DestroySet(tmp.Name)))
+		return fmt.Errorf("replace ipset %s: swap: %w", s.Name, errors.Join(err, n.DestroySet(ctx, tmp.Name)))
 	}
-	if err := n.DestroySet(tmp.Name); err != nil {
+	if err := n.DestroySet(ctx, tmp.Name); err != nil {
 		return fmt.Errorf("replace ipset %s: the swap is done, but the scratch set %s stays: %w", s.Name, tmp.Name, err)
 	}
 	return nil

@@ -4,6 +4,7 @@
 package ipsettest
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -45,7 +46,10 @@ func (f *Fake) AddForeignSet(s ipset.Set, entries ...ipset.Entry) {
 }
 
 // EnsureSet creates the set or checks the existing one matches.
-func (f *Fake) EnsureSet(s ipset.Set) error {
+func (f *Fake) EnsureSet(ctx context.Context, s ipset.Set) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.Check("EnsureSet"); err != nil {
 		return err
 	}
@@ -69,7 +73,10 @@ func (f *Fake) ensure(s ipset.Set) error {
 }
 
 // DestroySet removes an owned set; missing is success.
-func (f *Fake) DestroySet(name string) error {
+func (f *Fake) DestroySet(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.Check("DestroySet"); err != nil {
 		return err
 	}
@@ -83,7 +90,10 @@ func (f *Fake) DestroySet(name string) error {
 }
 
 // ListEntries returns the sorted members.
-func (f *Fake) ListEntries(name string) ([]ipset.Entry, error) {
+func (f *Fake) ListEntries(ctx context.Context, name string) ([]ipset.Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if err := f.Check("ListEntries"); err != nil {
 		return nil, err
 	}
@@ -106,7 +116,10 @@ func (s *set) sorted() []ipset.Entry {
 }
 
 // AddEntry adds a member to an existing owned set.
-func (f *Fake) AddEntry(name string, e ipset.Entry) error {
+func (f *Fake) AddEntry(ctx context.Context, name string, e ipset.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.Check("AddEntry"); err != nil {
 		return err
 	}
@@ -124,7 +137,10 @@ func (f *Fake) AddEntry(name string, e ipset.Entry) error {
 }
 
 // DelEntry removes a member; absent member or set is success.
-func (f *Fake) DelEntry(name string, e ipset.Entry) error {
+func (f *Fake) DelEntry(ctx context.Context, name string, e ipset.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.Check("DelEntry"); err != nil {
 		return err
 	}
@@ -140,7 +156,10 @@ func (f *Fake) DelEntry(name string, e ipset.Entry) error {
 }
 
 // Replace swaps in the new members under one lock, as the kernel swap does.
-func (f *Fake) Replace(s ipset.Set, entries []ipset.Entry) error {
+func (f *Fake) Replace(ctx context.Context, s ipset.Set, entries []ipset.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.Check("Replace"); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package ipvsnl_test
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"syscall"
@@ -15,15 +16,16 @@ import (
 // result as AddRealServer would: a present real server is ErrExists, the
 // others are added with their weight and forwarding method.
 func TestKernelAddRealServersBatched(t *testing.T) {
+	ctx := context.Background()
 	g := newKernelGuard(t)
 	vs := ipvs.VirtualServer{Address: netip.MustParseAddr("10.210.0.1"), Protocol: ipvs.TCP, Port: 80, Scheduler: "wrr"}
-	if err := g.AddVirtualServer(vs); err != nil {
+	if err := g.AddVirtualServer(ctx, vs); err != nil {
 		t.Fatal(err)
 	}
 	rs := func(last byte, w int, f ipvs.Forwarding) ipvs.RealServer {
 		return ipvs.RealServer{Address: netip.AddrFrom4([4]byte{10, 211, 0, last}), Port: 8080, Weight: w, Forwarding: f}
 	}
-	if err := g.AddRealServer(vs.Key(), rs(1, 1, ipvs.Masquerade)); err != nil {
+	if err := g.AddRealServer(ctx, vs.Key(), rs(1, 1, ipvs.Masquerade)); err != nil {
 		t.Fatal(err)
 	}
 	var want []ipvs.RealServer
@@ -34,7 +36,7 @@ func TestKernelAddRealServersBatched(t *testing.T) {
 		batch = append(batch, r)
 		want = append(want, r)
 	}
-	errs := g.AddRealServers(vs.Key(), batch)
+	errs := g.AddRealServers(ctx, vs.Key(), batch)
 	if len(errs) != len(batch) || !errors.Is(errs[0], ipvs.ErrExists) {
 		t.Fatalf("first result %v, want ErrExists", errs[0])
 	}
@@ -43,7 +45,7 @@ func TestKernelAddRealServersBatched(t *testing.T) {
 			t.Fatalf("real server %d: %v", i+1, err)
 		}
 	}
-	got, err := g.ListRealServers(vs.Key())
+	got, err := g.ListRealServers(ctx, vs.Key())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +61,7 @@ func TestKernelAddRealServersBatched(t *testing.T) {
 	}
 	// A virtual server kubelvs does not own is refused for every entry.
 	other := ipvs.Key{Address: netip.MustParseAddr("10.210.0.2"), Protocol: ipvs.TCP, Port: 80}
-	for _, err := range g.AddRealServers(other, batch[:2]) {
+	for _, err := range g.AddRealServers(ctx, other, batch[:2]) {
 		if !errors.Is(err, ipvs.ErrNotFound) {
 			t.Errorf("add to a missing virtual server: %v, want ErrNotFound", err)
 		}
@@ -70,9 +72,10 @@ func TestKernelAddRealServersBatched(t *testing.T) {
 // the others must still come back, each to its own real server: a failure
 // first, in the middle, last in a send and last of all.
 func TestKernelAddRealServersReportsEachFailure(t *testing.T) {
+	ctx := context.Background()
 	g := newKernelGuard(t)
 	vs := ipvs.VirtualServer{Address: netip.MustParseAddr("10.210.1.1"), Protocol: ipvs.TCP, Port: 80, Scheduler: "wrr"}
-	if err := g.AddVirtualServer(vs); err != nil {
+	if err := g.AddVirtualServer(ctx, vs); err != nil {
 		t.Fatal(err)
 	}
 	var batch []ipvs.RealServer
@@ -85,7 +88,7 @@ func TestKernelAddRealServersReportsEachFailure(t *testing.T) {
 		bad[i] = nil
 	}
 	batch[6] = batch[4] // a duplicate in the same send: the second is ErrExists
-	errs := g.AddRealServers(vs.Key(), batch)
+	errs := g.AddRealServers(ctx, vs.Key(), batch)
 	if len(errs) != len(batch) {
 		t.Fatalf("%d results for %d real servers", len(errs), len(batch))
 	}
@@ -104,7 +107,7 @@ func TestKernelAddRealServersReportsEachFailure(t *testing.T) {
 			t.Errorf("real server %d: %v", i, err)
 		}
 	}
-	got, err := g.ListRealServers(vs.Key())
+	got, err := g.ListRealServers(ctx, vs.Key())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +115,7 @@ func TestKernelAddRealServersReportsEachFailure(t *testing.T) {
 		t.Errorf("%d real servers in the kernel, want %d", len(got), want)
 	}
 	// All of a send failing: every failure is reported.
-	for i, err := range g.AddRealServers(vs.Key(), batch[1:5]) {
+	for i, err := range g.AddRealServers(ctx, vs.Key(), batch[1:5]) {
 		if !errors.Is(err, ipvs.ErrExists) {
 			t.Errorf("re-adding real server %d: %v, want ErrExists", i+1, err)
 		}
@@ -124,8 +127,9 @@ func TestKernelAddRealServersReportsEachFailure(t *testing.T) {
 // kernel's add fails, the claim is released, and the foreign virtual server
 // and its real servers are left exactly as they were, also on a second try.
 func TestKernelForeignAfterListingRefused(t *testing.T) {
+	ctx := context.Background()
 	g := newKernelGuard(t)
-	if _, err := g.ListVirtualServers(); err != nil {
+	if _, err := g.ListVirtualServers(ctx); err != nil {
 		t.Fatal(err)
 	}
 	other, err := ipvsnl.New() // another program: no guard, no ownership
@@ -134,31 +138,31 @@ func TestKernelForeignAfterListingRefused(t *testing.T) {
 	}
 	defer other.Close()
 	foreign := ipvs.VirtualServer{Address: netip.MustParseAddr("10.210.2.1"), Protocol: ipvs.TCP, Port: 443, Scheduler: "wlc"}
-	if err := other.AddVirtualServer(foreign); err != nil {
+	if err := other.AddVirtualServer(ctx, foreign); err != nil {
 		t.Fatal(err)
 	}
-	defer other.DeleteVirtualServer(foreign.Key())
+	defer other.DeleteVirtualServer(ctx, foreign.Key())
 	frs := ipvs.RealServer{Address: netip.MustParseAddr("10.211.2.1"), Port: 443, Weight: 5}
-	if err := other.AddRealServer(foreign.Key(), frs); err != nil {
+	if err := other.AddRealServer(ctx, foreign.Key(), frs); err != nil {
 		t.Fatal(err)
 	}
-	before := kerneltest.DumpVIP(t, other, foreign.Address)
+	before := kerneltest.DumpVIP(ctx, t, other, foreign.Address)
 
 	mine := foreign
 	mine.Scheduler = "rr"
 	for try := range 2 {
-		if err := g.AddVirtualServer(mine); !errors.Is(err, ipvs.ErrNotOwned) {
+		if err := g.AddVirtualServer(ctx, mine); !errors.Is(err, ipvs.ErrNotOwned) {
 			t.Fatalf("try %d: add over a foreign virtual server: %v, want ErrNotOwned", try, err)
 		}
 		if g.Owns(mine.Key()) {
 			t.Fatalf("try %d: the refused key is recorded as owned", try)
 		}
-		for _, err := range g.AddRealServers(mine.Key(), []ipvs.RealServer{{Address: netip.MustParseAddr("10.211.2.2"), Port: 443, Weight: 1}}) {
+		for _, err := range g.AddRealServers(ctx, mine.Key(), []ipvs.RealServer{{Address: netip.MustParseAddr("10.211.2.2"), Port: 443, Weight: 1}}) {
 			if !errors.Is(err, ipvs.ErrNotOwned) {
 				t.Errorf("try %d: real servers for a foreign virtual server: %v, want ErrNotOwned", try, err)
 			}
 		}
-		if after := kerneltest.DumpVIP(t, other, foreign.Address); after != before {
+		if after := kerneltest.DumpVIP(ctx, t, other, foreign.Address); after != before {
 			t.Errorf("try %d: foreign virtual server changed:\n--- before\n%s--- after\n%s", try, before, after)
 		}
 	}

@@ -1,6 +1,7 @@
 package ipvsnl
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -255,7 +256,7 @@ func (n *Netlink) addService(vs ipvs.VirtualServer) error {
 // AddRealServers adds real servers to one virtual server, up to maxBatch
 // requests per system call. errs[i] is what AddRealServer would have
 // returned for rss[i].
-func (n *Netlink) AddRealServers(k ipvs.Key, rss []ipvs.RealServer) []error {
+func (n *Netlink) AddRealServers(ctx context.Context, k ipvs.Key, rss []ipvs.RealServer) []error {
 	errs := make([]error, len(rss))
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -266,6 +267,9 @@ func (n *Netlink) AddRealServers(k ipvs.Key, rss []ipvs.RealServer) []error {
 			}
 		}
 		return errs
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(0, err)
 	}
 	b, err := n.batchLocked()
 	if err != nil {

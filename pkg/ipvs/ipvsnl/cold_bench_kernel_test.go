@@ -1,6 +1,7 @@
 package ipvsnl_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -19,12 +20,12 @@ import (
 
 // coldSync programs svcs the way the syncer does on a cold start: per
 // virtual server an add through the guard, then its real servers together.
-func coldSync(g *ownership.Guard, svcs []ipvs.Service) error {
+func coldSync(ctx context.Context, g *ownership.Guard, svcs []ipvs.Service) error {
 	for _, s := range svcs {
-		if err := g.AddVirtualServer(s.VirtualServer); err != nil {
+		if err := g.AddVirtualServer(ctx, s.VirtualServer); err != nil {
 			return err
 		}
-		if err := errors.Join(ipvs.AddRealServers(g, s.Key(), s.RealServers)...); err != nil {
+		if err := errors.Join(ipvs.AddRealServers(ctx, g, s.Key(), s.RealServers)...); err != nil {
 			return err
 		}
 	}
@@ -38,6 +39,7 @@ func coldSync(g *ownership.Guard, svcs []ipvs.Service) error {
 // set on stdin, and kube-proxy's request-at-a-time pattern. Compare
 // contenders within one run: absolute figures in a guest vary by 2x.
 func BenchmarkKernelColdSync(b *testing.B) {
+	ctx := context.Background()
 	kerneltest.Require(b)
 	svcs := benchRuleSet()
 	size := fmt.Sprintf("%dx%d", benchServices, benchReals)
@@ -64,7 +66,7 @@ func BenchmarkKernelColdSync(b *testing.B) {
 				return err
 			}
 			defer sets.Close()
-			own, err := ownership.NewSetRecords(sets)
+			own, err := ownership.NewSetRecords(ctx, sets)
 			if err != nil {
 				return err
 			}
@@ -75,16 +77,16 @@ func BenchmarkKernelColdSync(b *testing.B) {
 			g := ownership.NewGuard(raw, own)
 			defer g.Close()
 			// What the syncer's Adopt does first.
-			if _, err := g.ListVirtualServers(); err != nil {
+			if _, err := g.ListVirtualServers(ctx); err != nil {
 				return err
 			}
-			if err := coldSync(g, svcs); err != nil {
+			if err := coldSync(ctx, g, svcs); err != nil {
 				return err
 			}
 			// What a listing of the whole table costs (a guard takes a
 			// new one when a burst of adds outlives its listing).
 			start := time.Now()
-			_, err = g.ListVirtualServers()
+			_, err = g.ListVirtualServers(ctx)
 			listing += time.Since(start)
 			return err
 		})

@@ -1,6 +1,7 @@
 package ipvsnl_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -29,12 +30,13 @@ var benchServices = func() int {
 func benchRuleSet() []ipvs.Service { return kerneltest.RuleSet(benchServices, benchReals) }
 
 func program(b *testing.B, g *ownership.Guard, svcs []ipvs.Service) {
+	ctx := context.Background()
 	for _, s := range svcs {
-		if err := g.AddVirtualServer(s.VirtualServer); err != nil {
+		if err := g.AddVirtualServer(ctx, s.VirtualServer); err != nil {
 			b.Fatal(err)
 		}
 		for _, rs := range s.RealServers {
-			if err := g.AddRealServer(s.Key(), rs); err != nil {
+			if err := g.AddRealServer(ctx, s.Key(), rs); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -42,8 +44,9 @@ func program(b *testing.B, g *ownership.Guard, svcs []ipvs.Service) {
 }
 
 func unprogram(b *testing.B, g *ownership.Guard, svcs []ipvs.Service) {
+	ctx := context.Background()
 	for _, s := range svcs {
-		if err := g.DeleteVirtualServer(s.Key()); err != nil {
+		if err := g.DeleteVirtualServer(ctx, s.Key()); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -54,6 +57,7 @@ func unprogram(b *testing.B, g *ownership.Guard, svcs []ipvs.Service) {
 // does), listing it back with every real server, deleting it, and, as the
 // baseline, `ipvsadm -R` restoring the identical rule set.
 func BenchmarkKernelIPVS(b *testing.B) {
+	ctx := context.Background()
 	g := newKernelGuard(b)
 	svcs := benchRuleSet()
 	perRule := func(b *testing.B) {
@@ -72,12 +76,12 @@ func BenchmarkKernelIPVS(b *testing.B) {
 		perRule(b)
 	})
 	b.Run(fmt.Sprintf("list-%dx%d", benchServices, benchReals), func(b *testing.B) {
-		if vs, err := g.ListVirtualServers(); err != nil || len(vs) < benchServices {
+		if vs, err := g.ListVirtualServers(ctx); err != nil || len(vs) < benchServices {
 			program(b, g, svcs) // run on its own (-bench filter)
 		}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			got, err := ipvs.List(g, g.Owns)
+			got, err := ipvs.List(ctx, g, g.Owns)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,6 +1,7 @@
 package ipvsnl_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -16,13 +17,14 @@ import (
 // newKernelGuard returns a guarded IPVS handle on the real kernel; its
 // cleanup deletes whatever the test left owned.
 func newKernelGuard(tb testing.TB) *ownership.Guard {
+	ctx := context.Background()
 	tb.Helper()
 	kerneltest.Require(tb)
 	sets, err := ipsetnl.New()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	own, err := ownership.NewSetRecords(sets)
+	own, err := ownership.NewSetRecords(ctx, sets)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -33,7 +35,7 @@ func newKernelGuard(tb testing.TB) *ownership.Guard {
 	g := ownership.NewGuard(raw, own)
 	tb.Cleanup(func() {
 		for _, k := range own.Owned() {
-			if err := g.DeleteVirtualServer(k); err != nil {
+			if err := g.DeleteVirtualServer(ctx, k); err != nil {
 				tb.Error(err)
 			}
 		}
@@ -44,6 +46,7 @@ func newKernelGuard(tb testing.TB) *ownership.Guard {
 }
 
 func TestKernelVirtualServerLifecycle(t *testing.T) {
+	ctx := context.Background()
 	g := newKernelGuard(t)
 	port := uint16(1000)
 	for _, addr := range []string{"10.96.7.1", "fd96::7:1"} {
@@ -55,7 +58,7 @@ func TestKernelVirtualServerLifecycle(t *testing.T) {
 					vs.Flags = ipvs.FlagFallback
 				}
 				t.Run(vs.String(), func(t *testing.T) {
-					if err := g.AddVirtualServer(vs); err != nil {
+					if err := g.AddVirtualServer(ctx, vs); err != nil {
 						t.Fatal(err)
 					}
 					expectVS(t, g, vs)
@@ -63,17 +66,17 @@ func TestKernelVirtualServerLifecycle(t *testing.T) {
 					up.Scheduler = ipvs.Schedulers[(i+1)%len(ipvs.Schedulers)]
 					up.Flags = ipvs.FlagPort | ipvs.FlagFallback
 					up.Timeout, up.NetmaskBits = 300, up.Address.BitLen()/2
-					if err := g.UpdateVirtualServer(up); err != nil {
+					if err := g.UpdateVirtualServer(ctx, up); err != nil {
 						t.Fatal(err)
 					}
 					expectVS(t, g, up)
-					if err := g.DeleteVirtualServer(vs.Key()); err != nil {
+					if err := g.DeleteVirtualServer(ctx, vs.Key()); err != nil {
 						t.Fatal(err)
 					}
-					if _, err := g.GetVirtualServer(vs.Key()); !errors.Is(err, ipvs.ErrNotFound) {
+					if _, err := g.GetVirtualServer(ctx, vs.Key()); !errors.Is(err, ipvs.ErrNotFound) {
 						t.Errorf("after delete: got %v, want ErrNotFound", err)
 					}
-					if err := g.DeleteVirtualServer(vs.Key()); err != nil {
+					if err := g.DeleteVirtualServer(ctx, vs.Key()); err != nil {
 						t.Errorf("deleting a deleted virtual server: %v", err)
 					}
 				})
@@ -83,8 +86,9 @@ func TestKernelVirtualServerLifecycle(t *testing.T) {
 }
 
 func expectVS(t *testing.T, g *ownership.Guard, want ipvs.VirtualServer) {
+	ctx := context.Background()
 	t.Helper()
-	got, err := g.GetVirtualServer(want.Key())
+	got, err := g.GetVirtualServer(ctx, want.Key())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,13 +98,14 @@ func expectVS(t *testing.T, g *ownership.Guard, want ipvs.VirtualServer) {
 }
 
 func TestKernelRealServerLifecycle(t *testing.T) {
+	ctx := context.Background()
 	g := newKernelGuard(t)
 	for _, fam := range []struct{ vip, rs string }{{"10.96.8.1", "10.97.0.%d"}, {"fd96::8:1", "fd97::%d"}} {
 		vs := ipvs.VirtualServer{Address: netip.MustParseAddr(fam.vip), Protocol: ipvs.TCP, Port: 80, Scheduler: "wrr", Timeout: 60, NetmaskBits: 24}
 		if vs.Address.Is6() {
 			vs.NetmaskBits = 64
 		}
-		if err := g.AddVirtualServer(vs); err != nil {
+		if err := g.AddVirtualServer(ctx, vs); err != nil {
 			t.Fatal(err)
 		}
 		var want []ipvs.RealServer
@@ -109,10 +114,10 @@ func TestKernelRealServerLifecycle(t *testing.T) {
 			if fwd != ipvs.Masquerade {
 				rs.Port = 80 // DR and tunnel cannot change the port
 			}
-			if err := g.AddRealServer(vs.Key(), rs); err != nil {
+			if err := g.AddRealServer(ctx, vs.Key(), rs); err != nil {
 				t.Fatal(err)
 			}
-			if err := g.AddRealServer(vs.Key(), rs); !errors.Is(err, ipvs.ErrExists) {
+			if err := g.AddRealServer(ctx, vs.Key(), rs); !errors.Is(err, ipvs.ErrExists) {
 				t.Errorf("adding %s twice: got %v, want ErrExists", rs, err)
 			}
 			want = append(want, rs)
@@ -122,23 +127,23 @@ func TestKernelRealServerLifecycle(t *testing.T) {
 		want[0].Weight, want[0].Forwarding = 0, ipvs.Tunnel
 		want[1].Weight = 7
 		for _, rs := range want[:2] {
-			if err := g.UpdateRealServer(vs.Key(), rs); err != nil {
+			if err := g.UpdateRealServer(ctx, vs.Key(), rs); err != nil {
 				t.Fatal(err)
 			}
 		}
 		expectRS(t, g, vs.Key(), want)
 		for _, rs := range want {
-			if err := g.DeleteRealServer(vs.Key(), rs.Key()); err != nil {
+			if err := g.DeleteRealServer(ctx, vs.Key(), rs.Key()); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := g.DeleteRealServer(vs.Key(), want[0].Key()); err != nil {
+		if err := g.DeleteRealServer(ctx, vs.Key(), want[0].Key()); err != nil {
 			t.Errorf("deleting a deleted real server: %v", err)
 		}
 		expectRS(t, g, vs.Key(), nil)
 		expectVS(t, g, vs)
 	}
-	all, err := ipvs.List(g, g.Owns)
+	all, err := ipvs.List(ctx, g, g.Owns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,8 +153,9 @@ func TestKernelRealServerLifecycle(t *testing.T) {
 }
 
 func expectRS(t *testing.T, g *ownership.Guard, k ipvs.Key, want []ipvs.RealServer) {
+	ctx := context.Background()
 	t.Helper()
-	got, err := g.ListRealServers(k)
+	got, err := g.ListRealServers(ctx, k)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,8 +171,9 @@ func expectRS(t *testing.T, g *ownership.Guard, k ipvs.Key, want []ipvs.RealServ
 }
 
 func TestKernelForeignVirtualServersUntouchable(t *testing.T) {
+	ctx := context.Background()
 	g := newKernelGuard(t)
-	all, err := g.ListVirtualServers()
+	all, err := g.ListVirtualServers(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,11 +187,11 @@ func TestKernelForeignVirtualServersUntouchable(t *testing.T) {
 		up := vs
 		up.Scheduler = "rr"
 		for name, err := range map[string]error{
-			"add":       g.AddVirtualServer(vs),
-			"update":    g.UpdateVirtualServer(up),
-			"delete":    g.DeleteVirtualServer(vs.Key()),
-			"add rs":    g.AddRealServer(vs.Key(), rs),
-			"delete rs": g.DeleteRealServer(vs.Key(), ipvs.RealKey{Address: netip.MustParseAddr("10.251.0.1"), Port: 8080}),
+			"add":       g.AddVirtualServer(ctx, vs),
+			"update":    g.UpdateVirtualServer(ctx, up),
+			"delete":    g.DeleteVirtualServer(ctx, vs.Key()),
+			"add rs":    g.AddRealServer(ctx, vs.Key(), rs),
+			"delete rs": g.DeleteRealServer(ctx, vs.Key(), ipvs.RealKey{Address: netip.MustParseAddr("10.251.0.1"), Port: 8080}),
 		} {
 			if !errors.Is(err, ipvs.ErrNotOwned) {
 				t.Errorf("%s %s: got %v, want ErrNotOwned", name, vs, err)

@@ -5,6 +5,7 @@
 package ipvsnl
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -212,7 +213,10 @@ func fromDest(d *moby.Destination) ipvs.RealServer {
 }
 
 // ListVirtualServers dumps all services in one request.
-func (n *Netlink) ListVirtualServers() ([]ipvs.VirtualServer, error) {
+func (n *Netlink) ListVirtualServers(ctx context.Context) ([]ipvs.VirtualServer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	var svcs []*moby.Service
 	if err := n.do(func(h *moby.Handle) (err error) { svcs, err = h.GetServices(); return err }); err != nil {
 		return nil, fmt.Errorf("list virtual servers: %w", err)
@@ -228,7 +232,10 @@ func (n *Netlink) ListVirtualServers() ([]ipvs.VirtualServer, error) {
 }
 
 // GetVirtualServer reads one service.
-func (n *Netlink) GetVirtualServer(k ipvs.Key) (ipvs.VirtualServer, error) {
+func (n *Netlink) GetVirtualServer(ctx context.Context, k ipvs.Key) (ipvs.VirtualServer, error) {
+	if err := ctx.Err(); err != nil {
+		return ipvs.VirtualServer{}, err
+	}
 	var s *moby.Service
 	err := n.do(func(h *moby.Handle) (err error) { s, err = h.GetService(keyService(k)); return err })
 	if err != nil {
@@ -240,7 +247,10 @@ func (n *Netlink) GetVirtualServer(k ipvs.Key) (ipvs.VirtualServer, error) {
 
 // AddVirtualServer creates a service (through the batch socket: the add
 // is on the path of every new virtual server).
-func (n *Netlink) AddVirtualServer(vs ipvs.VirtualServer) error {
+func (n *Netlink) AddVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := vs.Validate(); err != nil {
 		return err
 	}
@@ -251,7 +261,10 @@ func (n *Netlink) AddVirtualServer(vs ipvs.VirtualServer) error {
 }
 
 // UpdateVirtualServer edits a service.
-func (n *Netlink) UpdateVirtualServer(vs ipvs.VirtualServer) error {
+func (n *Netlink) UpdateVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := vs.Validate(); err != nil {
 		return err
 	}
@@ -262,7 +275,10 @@ func (n *Netlink) UpdateVirtualServer(vs ipvs.VirtualServer) error {
 }
 
 // DeleteVirtualServer deletes a service; a missing one is success.
-func (n *Netlink) DeleteVirtualServer(k ipvs.Key) error {
+func (n *Netlink) DeleteVirtualServer(ctx context.Context, k ipvs.Key) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	err := n.do(func(h *moby.Handle) error { return h.DelService(keyService(k)) })
 	if err != nil && !errors.Is(err, ipvs.ErrNotFound) {
 		return fmt.Errorf("delete virtual server %s: %w", k, err)
@@ -271,7 +287,10 @@ func (n *Netlink) DeleteVirtualServer(k ipvs.Key) error {
 }
 
 // ListRealServers dumps the destinations of one service.
-func (n *Netlink) ListRealServers(k ipvs.Key) ([]ipvs.RealServer, error) {
+func (n *Netlink) ListRealServers(ctx context.Context, k ipvs.Key) ([]ipvs.RealServer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	var ds []*moby.Destination
 	if err := n.do(func(h *moby.Handle) (err error) { ds, err = h.GetDestinations(keyService(k)); return err }); err != nil {
 		return nil, fmt.Errorf("list real servers of %s: %w", k, err)
@@ -285,7 +304,10 @@ func (n *Netlink) ListRealServers(k ipvs.Key) ([]ipvs.RealServer, error) {
 }
 
 // AddRealServer adds a destination.
-func (n *Netlink) AddRealServer(k ipvs.Key, rs ipvs.RealServer) error {
+func (n *Netlink) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	d, err := toDest(rs)
 	if err != nil {
 		return err
@@ -297,7 +319,10 @@ func (n *Netlink) AddRealServer(k ipvs.Key, rs ipvs.RealServer) error {
 }
 
 // UpdateRealServer edits a destination.
-func (n *Netlink) UpdateRealServer(k ipvs.Key, rs ipvs.RealServer) error {
+func (n *Netlink) UpdateRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	d, err := toDest(rs)
 	if err != nil {
 		return err
@@ -309,7 +334,10 @@ func (n *Netlink) UpdateRealServer(k ipvs.Key, rs ipvs.RealServer) error {
 }
 
 // DeleteRealServer deletes a destination; a missing one is success.
-func (n *Netlink) DeleteRealServer(k ipvs.Key, rk ipvs.RealKey) error {
+func (n *Netlink) DeleteRealServer(ctx context.Context, k ipvs.Key, rk ipvs.RealKey) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	d := &moby.Destination{Address: net.IP(rk.Address.AsSlice()), Port: rk.Port, AddressFamily: family(rk.Address)}
 	err := n.do(func(h *moby.Handle) error { return h.DelDestination(keyService(k), d) })
 	if err != nil && !errors.Is(err, ipvs.ErrNotFound) {

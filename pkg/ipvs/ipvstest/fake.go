@@ -4,6 +4,7 @@
 package ipvstest
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -50,7 +51,10 @@ func (f *Fake) enter(op string) error {
 }
 
 // ListVirtualServers returns every virtual server, sorted.
-func (f *Fake) ListVirtualServers() ([]ipvs.VirtualServer, error) {
+func (f *Fake) ListVirtualServers(ctx context.Context) ([]ipvs.VirtualServer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if err := f.enter("ListVirtualServers"); err != nil {
 		return nil, err
 	}
@@ -65,7 +69,10 @@ func (f *Fake) ListVirtualServers() ([]ipvs.VirtualServer, error) {
 }
 
 // GetVirtualServer returns one virtual server.
-func (f *Fake) GetVirtualServer(k ipvs.Key) (ipvs.VirtualServer, error) {
+func (f *Fake) GetVirtualServer(ctx context.Context, k ipvs.Key) (ipvs.VirtualServer, error) {
+	if err := ctx.Err(); err != nil {
+		return ipvs.VirtualServer{}, err
+	}
 	if err := f.enter("GetVirtualServer"); err != nil {
 		return ipvs.VirtualServer{}, err
 	}
@@ -79,7 +86,10 @@ func (f *Fake) GetVirtualServer(k ipvs.Key) (ipvs.VirtualServer, error) {
 }
 
 // AddVirtualServer adds a virtual server.
-func (f *Fake) AddVirtualServer(vs ipvs.VirtualServer) error {
+func (f *Fake) AddVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.enter("AddVirtualServer"); err != nil {
 		return err
 	}
@@ -96,7 +106,10 @@ func (f *Fake) AddVirtualServer(vs ipvs.VirtualServer) error {
 }
 
 // UpdateVirtualServer replaces a virtual server's settings.
-func (f *Fake) UpdateVirtualServer(vs ipvs.VirtualServer) error {
+func (f *Fake) UpdateVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.enter("UpdateVirtualServer"); err != nil {
 		return err
 	}
@@ -114,7 +127,10 @@ func (f *Fake) UpdateVirtualServer(vs ipvs.VirtualServer) error {
 }
 
 // DeleteVirtualServer deletes a virtual server; missing is success.
-func (f *Fake) DeleteVirtualServer(k ipvs.Key) error {
+func (f *Fake) DeleteVirtualServer(ctx context.Context, k ipvs.Key) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.enter("DeleteVirtualServer"); err != nil {
 		return err
 	}
@@ -125,7 +141,10 @@ func (f *Fake) DeleteVirtualServer(k ipvs.Key) error {
 }
 
 // ListRealServers returns the real servers of a virtual server, sorted.
-func (f *Fake) ListRealServers(k ipvs.Key) ([]ipvs.RealServer, error) {
+func (f *Fake) ListRealServers(ctx context.Context, k ipvs.Key) ([]ipvs.RealServer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if err := f.enter("ListRealServers"); err != nil {
 		return nil, err
 	}
@@ -170,17 +189,26 @@ func (f *Fake) realServer(op string, k ipvs.Key, rs ipvs.RealServer, wantExist b
 }
 
 // AddRealServer adds a real server.
-func (f *Fake) AddRealServer(k ipvs.Key, rs ipvs.RealServer) error {
+func (f *Fake) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	return f.realServer("AddRealServer", k, rs, false)
 }
 
 // UpdateRealServer changes a real server's weight and forwarding.
-func (f *Fake) UpdateRealServer(k ipvs.Key, rs ipvs.RealServer) error {
+func (f *Fake) UpdateRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	return f.realServer("UpdateRealServer", k, rs, true)
 }
 
 // DeleteRealServer removes a real server; missing is success.
-func (f *Fake) DeleteRealServer(k ipvs.Key, rk ipvs.RealKey) error {
+func (f *Fake) DeleteRealServer(ctx context.Context, k ipvs.Key, rk ipvs.RealKey) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.enter("DeleteRealServer"); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ package iptables
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -17,15 +18,15 @@ import (
 
 // Runner runs a program with stdin and returns its stdout. Tests replace it.
 type Runner interface {
-	Run(stdin, name string, args ...string) (string, error)
+	Run(ctx context.Context, stdin, name string, args ...string) (string, error)
 }
 
 // ExecRunner runs programs with os/exec.
 type ExecRunner struct{}
 
-// Run executes name with args.
-func (ExecRunner) Run(stdin, name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
+// Run executes name with args; ctx being done kills it.
+func (ExecRunner) Run(ctx context.Context, stdin, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -42,14 +43,22 @@ type Rules struct {
 	cfg     netfilter.Config
 	mode    string
 	fams    []netfilter.Family
-	mu      sync.Mutex
-	synced  map[netfilter.Family]string
-	members map[string][]ipset.Entry // per set, as last written
+
+	// rulesMu serialises the rule writes (iptables-save and -restore
+	// execs) and guards synced. membersMu guards the members record and
+	// is never held across an exec or a listing of every set, so
+	// SyncMembers, which runs under the syncer's lock, never waits for a
+	// rule write or a reload.
+	rulesMu   sync.Mutex
+	synced    map[netfilter.Family]string
+	membersMu sync.Mutex
+	members   map[string][]ipset.Entry // per set, as last written or read
+	gen       uint64                   // bumped by every change of members
 }
 
 // New detects the iptables backend (unless cfg.Mode is set) and returns
 // Rules for the given families.
-func New(sets ipset.Interface, run Runner, cfg netfilter.Config, fams ...netfilter.Family) (*Rules, error) {
+func New(ctx context.Context, sets ipset.Interface, run Runner, cfg netfilter.Config, fams ...netfilter.Family) (*Rules, error) {
 	if cfg.MasqueradeMark == 0 {
 		cfg.MasqueradeMark = netfilter.DefaultMasqueradeMark
 	}
@@ -61,7 +70,7 @@ func New(sets ipset.Interface, run Runner, cfg netfilter.Config, fams ...netfilt
 	}
 	r := &Rules{sets: sets, run: run, cfg: cfg, mode: cfg.Mode, fams: fams, synced: map[netfilter.Family]string{}}
 	if r.mode == "" {
-		r.mode = DetectMode(run)
+		r.mode = DetectMode(ctx, run)
 	}
 	if r.mode != "legacy" && r.mode != "nft" {
 		return nil, fmt.Errorf("iptables mode %q: want legacy or nft", r.mode)
@@ -85,11 +94,11 @@ func binary(mode string, f netfilter.Family, tool string) string {
 // components' rules live there and both must agree on the packet path);
 // with no rules anywhere, nft if it works (e.g. not on UML guests, whose
 // kernel lacks nf_tables), else legacy.
-func DetectMode(run Runner) string {
+func DetectMode(ctx context.Context, run Runner) string {
 	count := func(mode string) (int, bool) {
 		n, ok := 0, false
 		for _, f := range []netfilter.Family{netfilter.IPv4, netfilter.IPv6} {
-			out, err := run.Run("", binary(mode, f, "save"))
+			out, err := run.Run(ctx, "", binary(mode, f, "save"))
 			if err != nil {
 				continue
 			}
@@ -109,7 +118,7 @@ func DetectMode(run Runner) string {
 		return "legacy"
 	case nft > legacy:
 		return "nft"
-	case nftOK && nftWorks(run):
+	case nftOK && nftWorks(ctx, run):
 		return "nft"
 	case legacyOK:
 		return "legacy"
@@ -120,22 +129,25 @@ func DetectMode(run Runner) string {
 // nftWorks checks that the kernel takes nf_tables rules: iptables-nft-save
 // and -L succeed even on kernels without nf_tables (User-Mode Linux guests),
 // where only writing fails. It creates and deletes an empty chain of ours.
-func nftWorks(run Runner) bool {
+func nftWorks(ctx context.Context, run Runner) bool {
 	const probe = "KUBELVS-PROBE"
-	if _, err := run.Run("", "iptables-nft", "-w", "5", "-t", "filter", "-N", probe); err != nil {
+	if _, err := run.Run(ctx, "", "iptables-nft", "-w", "5", "-t", "filter", "-N", probe); err != nil {
 		return false
 	}
-	_, _ = run.Run("", "iptables-nft", "-w", "5", "-t", "filter", "-X", probe)
+	_, _ = run.Run(ctx, "", "iptables-nft", "-w", "5", "-t", "filter", "-X", probe)
 	return true
 }
 
 // EnsureSets creates the ipsets the rules reference (they must exist before
 // iptables accepts a rule naming them).
-func (r *Rules) EnsureSets() error {
+func (r *Rules) EnsureSets(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var errs []error
 	for _, f := range r.fams {
 		for _, s := range netfilter.IPSets(f) {
-			errs = append(errs, r.sets.EnsureSet(s))
+			errs = append(errs, r.sets.EnsureSet(ctx, s))
 		}
 	}
 	return errors.Join(errs...)
@@ -147,12 +159,14 @@ func (r *Rules) EnsureSets() error {
 // forced sync also reads what the ipsets hold (someone may have changed
 // them too), so that the next SyncMembers compares with the kernel without
 // reading it: the periodic resync calls this without the syncer's lock.
-func (r *Rules) SyncRules(force bool) (bool, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+func (r *Rules) SyncRules(ctx context.Context, force bool) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	r.rulesMu.Lock()
+	defer r.rulesMu.Unlock()
 	if force {
-		r.members = nil
-		defer r.loadMembers()
+		defer r.loadMembers(ctx)
 	}
 	wrote := false
 	for _, f := range r.fams {
@@ -161,15 +175,15 @@ func (r *Rules) SyncRules(force bool) (bool, error) {
 		if !force && r.synced[f] == key {
 			continue
 		}
-		if err := r.EnsureSets(); err != nil {
+		if err := r.EnsureSets(ctx); err != nil {
 			return wrote, fmt.Errorf("netfilter %s: %w", f, err)
 		}
-		saved, err := r.run.Run("", binary(r.mode, f, "save"))
+		saved, err := r.run.Run(ctx, "", binary(r.mode, f, "save"))
 		if err != nil {
 			return wrote, fmt.Errorf("netfilter %s: %w", f, err)
 		}
 		in := netfilter.RestoreInput(chains, saved)
-		if _, err := r.run.Run(in, binary(r.mode, f, "restore"), "--noflush", "-w", "5"); err != nil {
+		if _, err := r.run.Run(ctx, in, binary(r.mode, f, "restore"), "--noflush", "-w", "5"); err != nil {
 			return wrote, fmt.Errorf("netfilter %s: restore: %w", f, err)
 		}
 		r.synced[f] = key
@@ -178,22 +192,40 @@ func (r *Rules) SyncRules(force bool) (bool, error) {
 	return wrote, nil
 }
 
-// loadMembers records what the ipsets hold. A set that cannot be read
-// stays unknown, and SyncMembers reads it.
-func (r *Rules) loadMembers() {
-	r.members = map[string][]ipset.Entry{}
-	for _, f := range r.fams {
-		n := netfilter.Sets(f)
-		for _, name := range []string{n.Masquerade, n.Restricted, n.Allowed} {
-			if es, err := r.sets.ListEntries(name); err == nil {
-				r.members[name] = es
+// loadMembers records what the ipsets hold. The sets are read without
+// membersMu; the reading replaces the record only if no SyncMembers changed
+// the sets meanwhile (else it is read again, up to three times; the next
+// forced sync tries again). A set that cannot be read becomes unknown, and
+// SyncMembers reads it.
+func (r *Rules) loadMembers(ctx context.Context) {
+	for range 3 {
+		r.membersMu.Lock()
+		gen := r.gen
+		r.membersMu.Unlock()
+		loaded := map[string][]ipset.Entry{}
+		for _, f := range r.fams {
+			n := netfilter.Sets(f)
+			for _, name := range []string{n.Masquerade, n.Restricted, n.Allowed} {
+				if es, err := r.sets.ListEntries(ctx, name); err == nil {
+					loaded[name] = es
+				}
 			}
 		}
+		r.membersMu.Lock()
+		if r.gen == gen {
+			r.members = loaded
+			r.membersMu.Unlock()
+			return
+		}
+		r.membersMu.Unlock()
 	}
 }
 
 // ListMembers reads what the ipsets hold, both families.
-func (r *Rules) ListMembers() (netfilter.Members, error) {
+func (r *Rules) ListMembers(ctx context.Context) (netfilter.Members, error) {
+	if err := ctx.Err(); err != nil {
+		return netfilter.Members{}, err
+	}
 	var m netfilter.Members
 	for _, f := range r.fams {
 		n := netfilter.Sets(f)
@@ -201,7 +233,7 @@ func (r *Rules) ListMembers() (netfilter.Members, error) {
 			name string
 			into *[]ipset.Entry
 		}{{n.Masquerade, &m.Masquerade}, {n.Restricted, &m.Restricted}, {n.Allowed, &m.Allowed}} {
-			es, err := r.sets.ListEntries(p.name)
+			es, err := r.sets.ListEntries(ctx, p.name)
 			if err != nil {
 				return netfilter.Members{}, fmt.Errorf("list %s: %w", p.name, err)
 			}
@@ -213,11 +245,16 @@ func (r *Rules) ListMembers() (netfilter.Members, error) {
 
 // SyncMembers makes the ipsets hold exactly m, adding and deleting only the
 // differences. It diffs against what it wrote last, reading the kernel only
-// the first time and after a forced Sync (a periodic resync), so a change
-// costs its own writes and not a read of every member.
-func (r *Rules) SyncMembers(m netfilter.Members) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// the first time, after a forced SyncRules (a periodic resync) and after a
+// failed write, so a change costs its own writes and not a read of every
+// member. It never waits for a rule write or a reload (see rulesMu).
+func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.membersMu.Lock()
+	defer r.membersMu.Unlock()
+	r.gen++
 	if r.members == nil {
 		r.members = map[string][]ipset.Entry{}
 	}
@@ -231,7 +268,7 @@ func (r *Rules) SyncMembers(m netfilter.Members) error {
 			have, known := r.members[p.name]
 			if !known {
 				var err error
-				if have, err = r.sets.ListEntries(p.name); err != nil {
+				if have, err = r.sets.ListEntries(ctx, p.name); err != nil {
 					errs = append(errs, err)
 					continue
 				}
@@ -239,12 +276,12 @@ func (r *Rules) SyncMembers(m netfilter.Members) error {
 			add, del := ipset.Diff(have, p.want)
 			failed := false
 			for _, e := range add {
-				if err := r.sets.AddEntry(p.name, e); err != nil {
+				if err := r.sets.AddEntry(ctx, p.name, e); err != nil {
 					errs, failed = append(errs, err), true
 				}
 			}
 			for _, e := range del {
-				if err := r.sets.DelEntry(p.name, e); err != nil {
+				if err := r.sets.DelEntry(ctx, p.name, e); err != nil {
 					errs, failed = append(errs, err), true
 				}
 			}
@@ -260,31 +297,37 @@ func (r *Rules) SyncMembers(m netfilter.Members) error {
 
 // Cleanup removes the kubelvs rules, chains and ipsets of every family
 // (`manager cleanup`). What other programs made stays.
-func (r *Rules) Cleanup() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+func (r *Rules) Cleanup(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.rulesMu.Lock()
+	defer r.rulesMu.Unlock()
 	var errs []error
 	for _, f := range r.fams {
-		saved, err := r.run.Run("", binary(r.mode, f, "save"))
+		saved, err := r.run.Run(ctx, "", binary(r.mode, f, "save"))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("netfilter %s: %w", f, err))
 			continue
 		}
 		if in := netfilter.CleanupInput(saved); in != "" {
-			if _, err := r.run.Run(in, binary(r.mode, f, "restore"), "--noflush", "-w", "5"); err != nil {
+			if _, err := r.run.Run(ctx, in, binary(r.mode, f, "restore"), "--noflush", "-w", "5"); err != nil {
 				errs = append(errs, fmt.Errorf("netfilter %s: remove rules: %w", f, err))
 				continue
 			}
 		}
 		// The sets can go only once no rule references them.
 		for _, s := range netfilter.IPSets(f) {
-			if err := r.sets.DestroySet(s.Name); err != nil {
+			if err := r.sets.DestroySet(ctx, s.Name); err != nil {
 				errs = append(errs, err)
 			}
 		}
 		delete(r.synced, f)
 	}
+	r.membersMu.Lock()
 	r.members = nil
+	r.gen++
+	r.membersMu.Unlock()
 	return errors.Join(errs...)
 }
 

@@ -1,9 +1,11 @@
 package iptables
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kubelvs/kubelvs/internal/golden"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
@@ -18,7 +20,7 @@ type fakeRunner struct {
 	calls    []string
 }
 
-func (f *fakeRunner) Run(stdin, name string, args ...string) (string, error) {
+func (f *fakeRunner) Run(_ context.Context, stdin, name string, args ...string) (string, error) {
 	f.calls = append(f.calls, name+" "+strings.Join(args, " "))
 	if strings.HasSuffix(name, "-restore") {
 		f.restores = append(f.restores, name+"\n"+stdin)
@@ -27,6 +29,7 @@ func (f *fakeRunner) Run(stdin, name string, args ...string) (string, error) {
 }
 
 func TestSyncFixesJumpsAndSkipsUnchanged(t *testing.T) {
+	ctx := context.Background()
 	t.Parallel()
 	run := &fakeRunner{saved: map[string]string{
 		// INPUT lacks its jump, PREROUTING has it twice, others' rules stay.
@@ -34,19 +37,19 @@ func TestSyncFixesJumpsAndSkipsUnchanged(t *testing.T) {
 			"-A PREROUTING -j KUBELVS-PREROUTING\n-A PREROUTING -j KUBELVS-PREROUTING\n-A OUTPUT -j KUBELVS-OUTPUT\n-A POSTROUTING -j KUBELVS-POSTROUTING\nCOMMIT\n",
 	}}
 	sets := ipsettest.NewFake()
-	r, err := New(sets, run, netfilter.Config{Mode: "legacy"}, netfilter.IPv4, netfilter.IPv6)
+	r, err := New(ctx, sets, run, netfilter.Config{Mode: "legacy"}, netfilter.IPv4, netfilter.IPv6)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrote, err := r.SyncRules(false)
+	wrote, err := r.SyncRules(ctx, false)
 	if err != nil || !wrote {
 		t.Fatalf("first sync wrote=%v err=%v", wrote, err)
 	}
-	if wrote, err := r.SyncRules(false); err != nil || wrote {
+	if wrote, err := r.SyncRules(ctx, false); err != nil || wrote {
 		t.Errorf("unchanged sync wrote=%v err=%v, want no write", wrote, err)
 	}
 	n := len(run.calls)
-	if _, err := r.SyncRules(true); err != nil || len(run.calls) != n+4 {
+	if _, err := r.SyncRules(ctx, true); err != nil || len(run.calls) != n+4 {
 		t.Errorf("forced sync: err=%v, %d calls, want save+restore per family", err, len(run.calls)-n)
 	}
 	golden.Assert(t, "restore.txt", strings.Join(run.restores[:2], "---\n"))
@@ -63,46 +66,103 @@ func TestDetectMode(t *testing.T) {
 		"nft has rules":    {map[string]string{"iptables-legacy-save": "", "ip6tables-nft-save": "-A INPUT -j X\n"}, "nft"},
 		"empty: nft":       {map[string]string{}, "nft"},
 	} {
-		if got := DetectMode(&fakeRunner{saved: tc.saved}); got != tc.want {
+		if got := DetectMode(context.Background(), &fakeRunner{saved: tc.saved}); got != tc.want {
 			t.Errorf("%s: DetectMode = %s, want %s", name, got, tc.want)
 		}
 	}
 }
 
 func TestSyncMembersWritesOnlyDifferencesAndRereadsAfterForce(t *testing.T) {
+	ctx := context.Background()
 	t.Parallel()
 	sets := ipsettest.NewFake()
-	r, err := New(sets, &fakeRunner{}, netfilter.Config{Mode: "legacy"}, netfilter.IPv4)
+	r, err := New(ctx, sets, &fakeRunner{}, netfilter.Config{Mode: "legacy"}, netfilter.IPv4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.SyncRules(false); err != nil {
+	if _, err := r.SyncRules(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	e1 := ipset.Entry{IP: netip.MustParseAddr("10.96.0.1"), Protocol: ipset.ProtoTCP, Port: 80}
 	e2 := ipset.Entry{IP: netip.MustParseAddr("10.96.0.2"), Protocol: ipset.ProtoUDP, Port: 53}
-	if err := r.SyncMembers(netfilter.Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
+	if err := r.SyncMembers(ctx, netfilter.Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
 		t.Fatal(err)
 	}
 	// Someone deletes a member behind our back: the next ordinary sync
 	// works from what it wrote (no kernel read per change) ...
-	if err := sets.DelEntry("KUBELVS-MASQ", e1); err != nil {
+	if err := sets.DelEntry(ctx, "KUBELVS-MASQ", e1); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.SyncMembers(netfilter.Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
+	if err := r.SyncMembers(ctx, netfilter.Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := sets.ListEntries("KUBELVS-MASQ"); len(got) != 1 {
+	if got, _ := sets.ListEntries(ctx, "KUBELVS-MASQ"); len(got) != 1 {
 		t.Fatalf("an unchanged sync read the kernel: %v", got)
 	}
 	// ... and the periodic forced resync repairs it.
-	if _, err := r.SyncRules(true); err != nil {
+	if _, err := r.SyncRules(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.SyncMembers(netfilter.Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
+	if err := r.SyncMembers(ctx, netfilter.Members{Masquerade: []ipset.Entry{e1, e2}}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := sets.ListEntries("KUBELVS-MASQ"); len(got) != 2 {
+	if got, _ := sets.ListEntries(ctx, "KUBELVS-MASQ"); len(got) != 2 {
 		t.Fatalf("after a forced resync the members are %v, want both", got)
+	}
+}
+
+// blockingRunner holds every iptables-restore until released.
+type blockingRunner struct {
+	fakeRunner
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingRunner) Run(ctx context.Context, stdin, name string, args ...string) (string, error) {
+	if strings.HasSuffix(name, "-restore") {
+		b.entered <- struct{}{}
+		<-b.release
+	}
+	return b.fakeRunner.Run(ctx, stdin, name, args...)
+}
+
+// While a forced rule write is in its exec (iptables-restore can wait for
+// the xtables lock for seconds), SyncMembers, which the syncer calls under
+// its own lock, goes ahead instead of waiting for it; and the members read
+// back after the rule write do not undo what SyncMembers wrote meanwhile.
+func TestSyncMembersDoesNotWaitForARuleWrite(t *testing.T) {
+	ctx := context.Background()
+	sets := ipsettest.NewFake()
+	run := &blockingRunner{entered: make(chan struct{}), release: make(chan struct{})}
+	r, err := New(ctx, sets, run, netfilter.Config{Mode: "legacy"}, netfilter.IPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { _, err := r.SyncRules(ctx, true); done <- err }()
+	<-run.entered // the rule write is in its exec
+	e := ipset.Entry{IP: netip.MustParseAddr("10.96.0.1"), Protocol: ipset.ProtoTCP, Port: 80}
+	synced := make(chan error)
+	go func() { synced <- r.SyncMembers(ctx, netfilter.Members{Masquerade: []ipset.Entry{e}}) }()
+	select {
+	case err := <-synced:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		close(run.release)
+		t.Fatal("SyncMembers waited for the rule write's exec")
+	}
+	close(run.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The record the forced write reloaded includes e: removing it deletes
+	// it from the kernel (a stale record without e would skip the delete).
+	if err := r.SyncMembers(ctx, netfilter.Members{}); err != nil {
+		t.Fatal(err)
+	}
+	if es, err := sets.ListEntries(ctx, netfilter.Sets(netfilter.IPv4).Masquerade); err != nil || len(es) != 0 {
+		t.Fatalf("masquerade set holds %v (%v), want nothing", es, err)
 	}
 }

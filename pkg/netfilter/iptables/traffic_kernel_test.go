@@ -1,6 +1,7 @@
 package iptables_test
 
 import (
+	"context"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -23,8 +24,9 @@ const (
 // servers have no route back to the clients, so every answer proves the
 // masquerade rule.
 func TestKernelTraffic(t *testing.T) {
+	ctx := context.Background()
 	kerneltest.Require(t)
-	d := kerneltest.NewDirector(t)
+	d := kerneltest.NewDirector(ctx, t)
 	inside := kerneltest.NewNS(t, 1, true)
 	backend := kerneltest.NewNS(t, 2, false)
 	outside := kerneltest.NewNS(t, 3, true)
@@ -37,7 +39,7 @@ func TestKernelTraffic(t *testing.T) {
 		be := netip.AddrPortFrom(backend.IP(v6), 8080)
 		backend.Serve(t, "backend-"+be.String(), be)
 		rs := []ipvs.RealServer{{Address: be.Addr(), Port: be.Port(), Weight: 1, Forwarding: ipvs.Masquerade}}
-		d.Program(t,
+		d.Program(ctx, t,
 			kerneltest.Service{VS: ipvs.VirtualServer{Address: vip, Protocol: ipvs.TCP, Port: 80, Scheduler: "rr"}, RealServers: rs},
 			kerneltest.Service{VS: ipvs.VirtualServer{Address: vip, Protocol: ipvs.UDP, Port: 53, Scheduler: "wrr"}, RealServers: rs},
 			kerneltest.Service{VS: ipvs.VirtualServer{Address: restricted, Protocol: ipvs.TCP, Port: 80, Scheduler: "rr"}, RealServers: rs,
@@ -64,10 +66,10 @@ func TestKernelTraffic(t *testing.T) {
 				set = netfilter.Sets(netfilter.IPv6).Masquerade
 			}
 			e := ipset.Entry{IP: vip, Protocol: ipset.ProtoTCP, Port: 80}
-			if err := d.Sets.DelEntry(set, e); err != nil {
+			if err := d.Sets.DelEntry(ctx, set, e); err != nil {
 				t.Fatal(err)
 			}
-			defer d.Sets.AddEntry(set, e)
+			defer d.Sets.AddEntry(ctx, set, e)
 			if got, err := inside.TCPGet(netip.AddrPortFrom(vip, 80), drop); err == nil {
 				t.Errorf("answered %q without masquerade: the test does not prove the rule", got)
 			}
@@ -93,17 +95,18 @@ func TestKernelTraffic(t *testing.T) {
 // TestKernelRulesIdempotent syncs repeatedly and checks each jump exists
 // exactly once and the KUBELVS- chains hold only their rules.
 func TestKernelRulesIdempotent(t *testing.T) {
+	ctx := context.Background()
 	kerneltest.Require(t)
-	d := kerneltest.NewDirector(t)
+	d := kerneltest.NewDirector(ctx, t)
 	if d.Rules.Mode() != "legacy" {
 		t.Logf("iptables mode %s", d.Rules.Mode())
 	}
 	for i := 0; i < 3; i++ {
-		if _, err := d.Rules.SyncRules(true); err != nil {
+		if _, err := d.Rules.SyncRules(ctx, true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if wrote, err := d.Rules.SyncRules(false); err != nil || wrote {
+	if wrote, err := d.Rules.SyncRules(ctx, false); err != nil || wrote {
 		t.Errorf("unchanged sync: wrote=%v err=%v", wrote, err)
 	}
 	for _, tool := range []string{"iptables", "ip6tables"} {

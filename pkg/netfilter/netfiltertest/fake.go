@@ -4,6 +4,7 @@
 package netfiltertest
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -93,7 +94,10 @@ func render(fam netfilter.Family, cfg netfilter.Config) string {
 
 // SyncRules writes the rules of every family whose rendering changed since
 // the last successful call, or all of them when force is set.
-func (f *Fake) SyncRules(force bool) (bool, error) {
+func (f *Fake) SyncRules(ctx context.Context, force bool) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	if err := f.enter("SyncRules"); err != nil {
 		return false, err
 	}
@@ -114,7 +118,10 @@ func (f *Fake) SyncRules(force bool) (bool, error) {
 
 // SyncMembers makes the sets hold exactly m; members of a family the fake
 // was not made for are ignored, as the real rules do.
-func (f *Fake) SyncMembers(m netfilter.Members) error {
+func (f *Fake) SyncMembers(ctx context.Context, m netfilter.Members) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.enter("SyncMembers"); err != nil {
 		return err
 	}
@@ -137,7 +144,10 @@ func set(es []ipset.Entry) []ipset.Entry {
 }
 
 // ListMembers returns the members of both families, each set sorted.
-func (f *Fake) ListMembers() (netfilter.Members, error) {
+func (f *Fake) ListMembers(ctx context.Context) (netfilter.Members, error) {
+	if err := ctx.Err(); err != nil {
+		return netfilter.Members{}, err
+	}
 	if err := f.enter("ListMembers"); err != nil {
 		return netfilter.Members{}, err
 	}

@@ -1,6 +1,7 @@
 package netifnl_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -18,19 +19,20 @@ import (
 )
 
 func TestKernelDeviceAndAddresses(t *testing.T) {
+	ctx := context.Background()
 	kerneltest.Require(t)
 	h, err := netifnl.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := h.DeleteDevice(); err != nil {
+		if err := h.DeleteDevice(ctx); err != nil {
 			t.Error(err)
 		}
 		h.Close()
 	})
 	for i := 0; i < 2; i++ {
-		if err := h.EnsureDevice(); err != nil {
+		if err := h.EnsureDevice(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -43,10 +45,10 @@ func TestKernelDeviceAndAddresses(t *testing.T) {
 	}
 	all := []netip.Addr{netip.MustParseAddr("10.96.0.1"), netip.MustParseAddr("10.96.0.2"), netip.MustParseAddr("fd96::1"), netip.MustParseAddr("fd96::2")}
 	for _, want := range [][]netip.Addr{all, {all[1], all[3]}, {all[0], all[2]}, nil} {
-		if err := h.SyncAddresses(want); err != nil {
+		if err := h.SyncAddresses(ctx, want); err != nil {
 			t.Fatal(err)
 		}
-		got, err := h.ListAddresses()
+		got, err := h.ListAddresses(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,30 +67,31 @@ func TestKernelDeviceAndAddresses(t *testing.T) {
 	// A sync works from what it wrote last (no dump of every VIP per
 	// change); EnsureDevice, which the periodic resync calls, makes the
 	// next sync read the kernel and repair what someone removed by hand.
-	if err := h.SyncAddresses(all); err != nil {
+	if err := h.SyncAddresses(ctx, all); err != nil {
 		t.Fatal(err)
 	}
 	if err := netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.96.0.1"), Mask: net.CIDRMask(32, 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.SyncAddresses(all); err != nil {
+	if err := h.SyncAddresses(ctx, all); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := h.ListAddresses(); len(got) != 3 {
+	if got, _ := h.ListAddresses(ctx); len(got) != 3 {
 		t.Fatalf("an unchanged sync read the kernel: %v", got)
 	}
-	if err := h.EnsureDevice(); err != nil {
+	if err := h.EnsureDevice(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.SyncAddresses(all); err != nil {
+	if err := h.SyncAddresses(ctx, all); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := h.ListAddresses(); fmt.Sprint(got) != fmt.Sprint(all) {
+	if got, _ := h.ListAddresses(ctx); fmt.Sprint(got) != fmt.Sprint(all) {
 		t.Fatalf("after the resync kubelvs0 holds %v, want %v", got, all)
 	}
 }
 
 func TestKernelForeignDeviceUntouched(t *testing.T) {
+	ctx := context.Background()
 	kerneltest.Require(t)
 	// Another program's non-dummy interface called kubelvs0.
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: netif.DeviceName}}
@@ -102,9 +105,9 @@ func TestKernelForeignDeviceUntouched(t *testing.T) {
 	}
 	defer h.Close()
 	for name, err := range map[string]error{
-		"ensure": h.EnsureDevice(),
-		"sync":   h.SyncAddresses([]netip.Addr{netip.MustParseAddr("10.96.0.1")}),
-		"delete": h.DeleteDevice(),
+		"ensure": h.EnsureDevice(ctx),
+		"sync":   h.SyncAddresses(ctx, []netip.Addr{netip.MustParseAddr("10.96.0.1")}),
+		"delete": h.DeleteDevice(ctx),
 	} {
 		if !errors.Is(err, netif.ErrNotOwned) {
 			t.Errorf("%s with a foreign bridge named kubelvs0: got %v, want ErrNotOwned", name, err)

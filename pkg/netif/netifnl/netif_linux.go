@@ -3,6 +3,7 @@
 package netifnl
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -66,7 +67,10 @@ func (n *Netlink) link() (netlink.Link, error) {
 }
 
 // EnsureDevice creates kubelvs0 if missing and sets it up.
-func (n *Netlink) EnsureDevice() error {
+func (n *Netlink) EnsureDevice(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.known = nil
@@ -120,7 +124,10 @@ func (n *Netlink) list(l netlink.Link) ([]netip.Addr, error) {
 }
 
 // ListAddresses returns the VIPs on kubelvs0 (none if it does not exist).
-func (n *Netlink) ListAddresses() ([]netip.Addr, error) {
+func (n *Netlink) ListAddresses(ctx context.Context) ([]netip.Addr, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	l, err := n.link()
@@ -151,7 +158,10 @@ func netMask(p netip.Prefix) []byte {
 }
 
 // SyncAddresses adds missing VIPs and removes the others.
-func (n *Netlink) SyncAddresses(vips []netip.Addr) error {
+func (n *Netlink) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	l, err := n.link()
@@ -187,7 +197,10 @@ func (n *Netlink) SyncAddresses(vips []netip.Addr) error {
 }
 
 // DeleteDevice removes kubelvs0.
-func (n *Netlink) DeleteDevice() error {
+func (n *Netlink) DeleteDevice(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.known = nil

@@ -1,6 +1,7 @@
 package netifnl_test
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"testing"
@@ -20,6 +21,7 @@ import (
 // as local routes (type local in table local, no address) on another
 // dummy device. It logs the time of each step of 1,000.
 func BenchmarkKernelManyVIPs(b *testing.B) {
+	ctx := context.Background()
 	kerneltest.Require(b)
 	const total, step = 10000, 1000
 	vip := func(base byte, i int) netip.Addr { return netip.AddrFrom4([4]byte{10, base, byte(i >> 8), byte(i)}) }
@@ -28,7 +30,7 @@ func BenchmarkKernelManyVIPs(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := h.EnsureDevice(); err != nil {
+		if err := h.EnsureDevice(ctx); err != nil {
 			b.Fatal(err)
 		}
 		var vips []netip.Addr
@@ -38,14 +40,14 @@ func BenchmarkKernelManyVIPs(b *testing.B) {
 				vips = append(vips, vip(98, i))
 			}
 			t := time.Now()
-			if err := h.SyncAddresses(vips); err != nil {
+			if err := h.SyncAddresses(ctx, vips); err != nil {
 				b.Fatal(err)
 			}
 			steps = append(steps, time.Since(t))
 		}
 		b.Logf("addresses on %s, per 1,000 added: %v", netif.DeviceName, steps)
 		t := time.Now()
-		if err := h.DeleteDevice(); err != nil {
+		if err := h.DeleteDevice(ctx); err != nil {
 			b.Fatal(err)
 		}
 		b.Logf("delete %s with %d addresses: %s", netif.DeviceName, total, time.Since(t))

@@ -3,6 +3,7 @@
 package netiftest
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -30,7 +31,10 @@ var _ netif.Interface = (*Fake)(nil)
 func NewFake() *Fake { return &Fake{addrs: map[netip.Addr]struct{}{}} }
 
 // EnsureDevice creates the device and sets it up.
-func (f *Fake) EnsureDevice() error {
+func (f *Fake) EnsureDevice(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.Check("EnsureDevice"); err != nil {
 		return err
 	}
@@ -41,7 +45,10 @@ func (f *Fake) EnsureDevice() error {
 }
 
 // ListAddresses returns the sorted VIPs.
-func (f *Fake) ListAddresses() ([]netip.Addr, error) {
+func (f *Fake) ListAddresses(ctx context.Context) ([]netip.Addr, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if err := f.Check("ListAddresses"); err != nil {
 		return nil, err
 	}
@@ -60,7 +67,10 @@ func (f *Fake) sorted() []netip.Addr {
 }
 
 // SyncAddresses makes the device hold exactly vips.
-func (f *Fake) SyncAddresses(vips []netip.Addr) error {
+func (f *Fake) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.Check("SyncAddresses"); err != nil {
 		return err
 	}
@@ -77,7 +87,10 @@ func (f *Fake) SyncAddresses(vips []netip.Addr) error {
 }
 
 // DeleteDevice removes the device and its addresses.
-func (f *Fake) DeleteDevice() error {
+func (f *Fake) DeleteDevice(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := f.Check("DeleteDevice"); err != nil {
 		return err
 	}
