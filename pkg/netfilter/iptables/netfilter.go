@@ -38,11 +38,11 @@ func (ExecRunner) Run(ctx context.Context, stdin, name string, args ...string) (
 
 // Rules keeps the kubelvs netfilter rules and their ipsets in place.
 type Rules struct {
-	sets    ipset.Interface
-	run     Runner
-	cfg     netfilter.Config
-	mode    string
-	fams    []netfilter.Family
+	sets ipset.Interface
+	run  Runner
+	cfg  netfilter.Config
+	mode string
+	fams []netfilter.Family
 
 	// rulesMu serialises the rule writes (iptables-save and -restore
 	// execs) and guards synced. membersMu guards the members record and
