@@ -51,7 +51,7 @@ manifests: test-bins ## Generate the CRD and RBAC manifests into config/.
 	hack/gen-install.sh
 
 .PHONY: verify
-verify: test-bins ## Fail when generated files are stale, an import rule of ARCHITECTURE.md is broken, code is not gofmt'ed, or go vet complains.
+verify: test-bins lint ## Fail when generated files are stale, an import rule of ARCHITECTURE.md is broken, code is not gofmt'ed, go vet or golangci-lint complains.
 	hack/verify-generated.sh
 	hack/gen-install.sh --check
 	hack/verify-imports.sh

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -25,6 +26,10 @@ import (
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/vsstatus"
 )
+
+// statusRetry is how soon a status patch refused for a conflict is tried
+// again on a fresh read.
+const statusRetry = 200 * time.Millisecond
 
 // VirtualServiceReconciler sets Accepted, Conflicted, Programmed and Ready
 // on VirtualServices and records Events when they change for the worse.
@@ -82,7 +87,9 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	if err := r.Client.Status().Patch(ctx, &vs, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			return ctrl.Result{Requeue: true}, nil
+			// Changed or deleted meanwhile: read it again soon (the watch
+			// event of that change queues it too).
+			return ctrl.Result{RequeueAfter: statusRetry}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("patch status: %w", err)
 	}

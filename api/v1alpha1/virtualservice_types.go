@@ -552,7 +552,3 @@ type VirtualServiceList struct {
 	// Items are the VirtualServices.
 	Items []VirtualService `json:"items"`
 }
-
-func init() { //nolint:gochecknoinits // scheme registration is the kubebuilder convention
-	SchemeBuilder.Register(&VirtualService{}, &VirtualServiceList{})
-}

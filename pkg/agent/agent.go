@@ -47,7 +47,7 @@ type Options struct {
 	// status; large clusters may turn it off.
 	ReportStatus bool
 	// Workers is how many VirtualServices are synced at once (default 4).
-	// The kernel writes are serialised by the syncer and take about a
+	// The kernel writes are serialized by the syncer and take about a
 	// millisecond; what workers overlap is the status write, an API round
 	// trip, so that a change never waits behind another VirtualService's
 	// status write.

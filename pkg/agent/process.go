@@ -135,7 +135,7 @@ func (a *Agent) report(ctx context.Context, vs *lvsv1.VirtualService, g desired.
 	}
 	// Record the entry before writing it: the watch event of this very
 	// write can reach needsSync before Apply returns, and must be
-	// recognised as ours rather than queue another sync.
+	// recognized as ours rather than queue another sync.
 	a.mu.Lock()
 	a.reported[key] = st
 	a.mu.Unlock()

@@ -87,7 +87,7 @@ func WithRegisterer(reg prometheus.Registerer) Option {
 }
 
 // WithSleep replaces the wait between probes of a target; sleep returns
-// false to end the loop and must honour ctx. Tests pass one that returns at
+// false to end the loop and must honor ctx. Tests pass one that returns at
 // once so loops run back to back, paced only by a scripted Prober (with a
 // Config.Timeout long enough that a waiting fake never times out).
 func WithSleep(sleep func(ctx context.Context, d time.Duration) bool) Option {
@@ -293,7 +293,7 @@ func (m *Manager) loop(ctx context.Context, t Target, p *probe, c Config, done c
 
 func (m *Manager) record(ctx context.Context, t Target, p *probe, c Config, err error) {
 	m.mu.Lock()
-	// Cancelled under m.mu by SetTargets: the result belongs to a target or
+	// Canceled under m.mu by SetTargets: the result belongs to a target or
 	// config that no longer exists.
 	if ctx.Err() != nil {
 		m.mu.Unlock()

@@ -235,7 +235,7 @@ func TestManagerSetTargets(t *testing.T) {
 	if got := h.metric(t, "kubelvs_health_check_unhealthy_targets", ""); got != 0 {
 		t.Errorf("unhealthy gauge = %v after removing the unhealthy target", got)
 	}
-	// The probe cancelled by the removal is not a result.
+	// The probe canceled by the removal is not a result.
 	if got := h.metric(t, "kubelvs_health_checks_total", "failure"); got != float64(len(bScript)) {
 		t.Errorf("failures = %v after removal, want the %d scripted", got, len(bScript))
 	}

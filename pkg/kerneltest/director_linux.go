@@ -58,7 +58,7 @@ func NewDirector(ctx context.Context, tb testing.TB) *Director {
 		tb.Fatal(err)
 	}
 	var u unix.Utsname
-	unix.Uname(&u)
+	_ = unix.Uname(&u)
 	if _, err := netif.ApplySysctls("/proc/sys", netif.Sysctls(unix.ByteSliceToString(u.Release[:]), true)); err != nil {
 		tb.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func NewNS(tb testing.TB, index int, defaultRoute bool) *NS {
 	}
 	tb.Cleanup(func() {
 		if l, err := netlink.LinkByName(host); err == nil {
-			netlink.LinkDel(l)
+			_ = netlink.LinkDel(l)
 		}
 		n.h.Close()
 	})

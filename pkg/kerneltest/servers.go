@@ -35,7 +35,7 @@ func (n *NS) Serve(tb testing.TB, name string, addr netip.AddrPort) {
 			if err != nil {
 				return
 			}
-			c.Write([]byte(name))
+			_, _ = c.Write([]byte(name))
 			c.Close()
 		}
 	}()
@@ -46,7 +46,7 @@ func (n *NS) Serve(tb testing.TB, name string, addr netip.AddrPort) {
 			if err != nil {
 				return
 			}
-			pc.WriteTo([]byte(name), from)
+			_, _ = pc.WriteTo([]byte(name), from)
 		}
 	}()
 }
@@ -63,7 +63,7 @@ func (n *NS) TCPGet(addr netip.AddrPort, timeout time.Duration) (string, error) 
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
+	_ = c.SetDeadline(time.Now().Add(timeout))
 	b, err := io.ReadAll(c)
 	return string(b), err
 }
@@ -95,7 +95,7 @@ func (u *UDPClient) Ask(addr netip.AddrPort, timeout time.Duration) (string, err
 	if _, err := u.c.WriteToUDPAddrPort([]byte("ping"), addr); err != nil {
 		return "", err
 	}
-	u.c.SetReadDeadline(time.Now().Add(timeout))
+	_ = u.c.SetReadDeadline(time.Now().Add(timeout))
 	buf := make([]byte, 1500)
 	n, from, err := u.c.ReadFromUDPAddrPort(buf)
 	if err != nil {

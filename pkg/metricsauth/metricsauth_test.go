@@ -48,14 +48,14 @@ func TestCacheTTLs(t *testing.T) {
 		t.Fatalf("%d TokenReviews, want 2 (one per token)", r.authn)
 	}
 	now = now.Add(authnDenyTTL + time.Second)
-	c.Authenticate(ctx, "good")
-	c.Authenticate(ctx, "bad")
+	_, _, _ = c.Authenticate(ctx, "good")
+	_, _, _ = c.Authenticate(ctx, "bad")
 	if r.authn != 3 {
 		t.Fatalf("%d TokenReviews after the refusal's TTL, want 3 (the refusal asked again)", r.authn)
 	}
 	u := authnv1.UserInfo{Username: "sa:good"}
-	c.Authorize(ctx, u, "get", "/metrics")
-	c.Authorize(ctx, u, "get", "/metrics")
+	_, _, _ = c.Authorize(ctx, u, "get", "/metrics")
+	_, _, _ = c.Authorize(ctx, u, "get", "/metrics")
 	if r.authz != 1 {
 		t.Fatalf("%d SubjectAccessReviews, want 1", r.authz)
 	}

@@ -364,7 +364,7 @@ func (g *Guard) AddVirtualServer(ctx context.Context, vs ipvs.VirtualServer) err
 	}
 	if err != nil && fresh {
 		// Another program created it after our check, or the add failed
-		// (a cancelled ctx included): either way it is not ours, and the
+		// (a canceled ctx included): either way it is not ours, and the
 		// record goes even if ctx is done.
 		if rerr := g.own.Release(context.WithoutCancel(ctx), k); rerr != nil {
 			err = errors.Join(err, rerr)

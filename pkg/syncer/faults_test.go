@@ -161,7 +161,7 @@ func TestConvergesAfterRandomFaults(t *testing.T) {
 					next = unclaimed(append([]desired.Group{g}, withoutName(cur, g.Name)...))
 					if len(next) > 0 && next[0].Name == g.Name {
 						cur = next
-						s.SyncGroup(ctx, g)
+						_, _ = s.SyncGroup(ctx, g)
 					}
 				}
 			case op < 5: // one goes
@@ -169,16 +169,16 @@ func TestConvergesAfterRandomFaults(t *testing.T) {
 					i := r.Intn(len(cur))
 					name := cur[i].Name
 					cur = withoutName(cur, name)
-					s.RemoveGroup(ctx, name)
+					_, _ = s.RemoveGroup(ctx, name)
 				}
 			case op < 7:
-				s.SyncAll(ctx, cur)
+				_, _ = s.SyncAll(ctx, cur)
 			case op < 8:
 				n.clock.Step(time.Duration(r.Intn(40)) * time.Second)
-				s.Drain(ctx)
+				_, _ = s.Drain(ctx)
 			case op < 9:
 				s.FlushNow(ctx)
-				s.Verify(ctx)
+				_, _ = s.Verify(ctx)
 			default:
 				if step%3 == 0 {
 					restart()

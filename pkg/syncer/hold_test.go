@@ -274,7 +274,7 @@ func TestSyncAllStoppedDeletesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := s.SyncAll(ctx, []desired.Group{a}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("SyncAll with a cancelled context: %v, want context.Canceled", err)
+		t.Fatalf("SyncAll with a canceled context: %v, want context.Canceled", err)
 	}
 	if got := n.dump(); got != before {
 		t.Fatalf("the stopped full sync changed the kernel:\n%s\nwant\n%s", got, before)

@@ -96,32 +96,32 @@ var keptGroup = types.NamespacedName{Name: "(kept while VirtualServices are on h
 type service struct {
 	owner    types.NamespacedName // zero while adopted and not yet claimed
 	vs       ipvs.VirtualServer
-	reals    map[ipvs.RealKey]real
+	reals    map[ipvs.RealKey]realServer
 	draining map[ipvs.RealKey]time.Time // deadline
 	flushTCP bool
 	// counted is what the syncer's totals hold of this service.
 	counted struct{ reals, draining int }
 }
 
-// real is what the syncer remembers of a programmed real server besides its
+// realServer is what the syncer remembers of a programmed real server besides its
 // key: a map slot of 40 bytes instead of 96 for the whole RealServer with
 // its connection counters, which matters at 100,000 real servers.
-type real struct {
+type realServer struct {
 	weight int32
 	fwd    ipvs.Forwarding
 }
 
-func realOf(r ipvs.RealServer) real { return real{weight: int32(r.Weight), fwd: r.Forwarding} }
+func realOf(r ipvs.RealServer) realServer { return realServer{weight: int32(r.Weight), fwd: r.Forwarding} }
 
 // server returns the real server as written to the kernel.
-func (r real) server(k ipvs.RealKey) ipvs.RealServer {
+func (r realServer) server(k ipvs.RealKey) ipvs.RealServer {
 	return ipvs.RealServer{Address: k.Address, Port: k.Port, Weight: int(r.weight), Forwarding: r.fwd}
 }
 
 // newService returns a service with no real servers; draining is made
 // when the first one drains.
 func newService(vs ipvs.VirtualServer) *service {
-	return &service{vs: vs, reals: map[ipvs.RealKey]real{}}
+	return &service{vs: vs, reals: map[ipvs.RealKey]realServer{}}
 }
 
 // drain marks a real server as draining until deadline.

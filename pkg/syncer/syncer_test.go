@@ -241,7 +241,7 @@ func TestDrainEndsWhenConnectionsEnd(t *testing.T) {
 	if err := n.ipvs.SetConns(k, ipvs.RealKey{Address: netip.MustParseAddr("10.1.0.1"), Port: 80}, 3, 0); err != nil {
 		t.Fatal(err)
 	}
-	s.SyncGroup(ctx, grp("web", "10.96.0.10", tcp))
+	_, _ = s.SyncGroup(ctx, grp("web", "10.96.0.10", tcp))
 	adds := n.ipvs.Calls("AddRealServer")
 	if _, err := s.SyncGroup(ctx, grp("web", "10.96.0.10", tcp, "10.1.0.1:80")); err != nil {
 		t.Fatal(err)
@@ -325,7 +325,7 @@ func TestErrorsDoNotBlockOthersAndConverge(t *testing.T) {
 	n.ipvs.FailRandomly(0.3, 7)
 	groups = append(groups, grp("d", "10.96.0.4", web, "10.1.0.4:80", "10.1.0.5:80"))
 	for i := 0; i < 50; i++ {
-		s.SyncAll(ctx, groups)
+		_, _ = s.SyncAll(ctx, groups)
 	}
 	n.ipvs.Reset()
 	if _, err := s.SyncAll(ctx, groups); err != nil {

@@ -57,7 +57,7 @@ type Timing struct {
 	Note string `json:"note,omitempty"`
 }
 
-// Latency summarises many samples, milliseconds.
+// Latency summarizes many samples, milliseconds.
 type Latency struct {
 	Samples []float64 `json:"samples_ms"`
 	P50     float64   `json:"p50_ms"`

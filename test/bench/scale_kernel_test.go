@@ -206,7 +206,7 @@ func procStatusMiB(field string) float64 {
 
 func machine() Machine {
 	var u unix.Utsname
-	unix.Uname(&u)
+	_ = unix.Uname(&u)
 	m := Machine{
 		Guest: os.Getenv("KUBELVS_BENCH_GUEST"), Kernel: unix.ByteSliceToString(u.Release[:]),
 		CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Host: os.Getenv("KUBELVS_BENCH_HOST"),

@@ -74,16 +74,16 @@ func TestExamplesAreAcceptedWithDefaults(t *testing.T) {
 	}
 
 	// A VirtualService that names almost nothing gets the documented defaults.
-	min := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "minimal", Namespace: "default"}, Spec: lvsv1.VirtualServiceSpec{
+	minimal := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "minimal", Namespace: "default"}, Spec: lvsv1.VirtualServiceSpec{
 		Addresses: []lvsv1.IPAddress{"10.96.1.1"},
 		Ports:     []lvsv1.VirtualServicePort{{Port: 80}},
 		Backends:  lvsv1.Backends{ServiceRef: &lvsv1.ServiceReference{Name: "web"}},
 	}}
-	if err := k8s.Create(ctx, min); err != nil {
+	if err := k8s.Create(ctx, minimal); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = k8s.Delete(ctx, min) })
-	s := min.Spec
+	t.Cleanup(func() { _ = k8s.Delete(ctx, minimal) })
+	s := minimal.Spec
 	if s.Scheduler != lvsv1.SchedulerRoundRobin || s.Forwarding != lvsv1.ForwardingMasquerade || s.Ports[0].Protocol != lvsv1.ProtocolTCP ||
 		s.TrafficPolicy != lvsv1.TrafficPolicyCluster || s.Drain == nil || s.Drain.TimeoutSeconds != 60 {
 		t.Fatalf("defaults not applied: %+v", s)

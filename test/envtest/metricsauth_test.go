@@ -59,7 +59,7 @@ func TestMetricsNeedAuthenticationAndAuthorization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := filter(logr.Discard(), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "kubelvs_up 1\n") }))
+	h, err := filter(logr.Discard(), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "kubelvs_up 1\n") }))
 	if err != nil {
 		t.Fatal(err)
 	}

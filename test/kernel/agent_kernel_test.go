@@ -178,7 +178,7 @@ func dial(t testing.TB, ns *kerneltest.NS, addr netip.AddrPort) (*conn, string) 
 	}
 	cc := &conn{c: c, rd: bufio.NewReader(c)}
 	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	hello, err := cc.rd.ReadString('\n')
 	if err != nil {
 		t.Fatalf("greeting over %s: %v", addr, err)
@@ -188,7 +188,7 @@ func dial(t testing.TB, ns *kerneltest.NS, addr netip.AddrPort) (*conn, string) 
 
 // ping sends a line over the established connection and returns the answer.
 func (c *conn) ping(msg string) (string, error) {
-	c.c.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = c.c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := fmt.Fprintf(c.c, "%s\n", msg); err != nil {
 		return "", err
 	}
@@ -207,7 +207,7 @@ func greet(ns *kerneltest.NS, addr netip.AddrPort) (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	s, err := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSpace(s), err
 }

@@ -90,7 +90,7 @@ func (f *Prober) Probe(ctx context.Context, t health.Target, c health.Config) er
 	s.calls++
 	s.last = c
 	for {
-		// Checked under f.mu so a cancelled probe never consumes a result
+		// Checked under f.mu so a canceled probe never consumes a result
 		// meant for the loop that replaced it.
 		if err := ctx.Err(); err != nil {
 			f.mu.Unlock()

@@ -34,7 +34,7 @@ func appendAttr(b []byte, typ uint16, data ...byte) []byte {
 func beginNest(b []byte, typ uint16) ([]byte, int) {
 	off := len(b)
 	b = binary.NativeEndian.AppendUint16(b, 0)
-	return binary.NativeEndian.AppendUint16(b, typ|uint16(nl.NLA_F_NESTED)), off
+	return binary.NativeEndian.AppendUint16(b, typ|nl.NLA_F_NESTED), off
 }
 
 func endNest(b []byte, off int) []byte {
@@ -45,9 +45,9 @@ func endNest(b []byte, off int) []byte {
 func appendIP(b []byte, typ uint16, a net.IP) []byte {
 	b, n := beginNest(b, typ)
 	if a4 := a.To4(); a4 != nil {
-		b = appendAttr(b, uint16(nl.NLA_F_NET_BYTEORDER|nl.IPSET_ATTR_IPADDR_IPV4), a4...)
+		b = appendAttr(b, nl.NLA_F_NET_BYTEORDER|nl.IPSET_ATTR_IPADDR_IPV4, a4...)
 	} else {
-		b = appendAttr(b, uint16(nl.NLA_F_NET_BYTEORDER|nl.IPSET_ATTR_IPADDR_IPV6), a.To16()...)
+		b = appendAttr(b, nl.NLA_F_NET_BYTEORDER|nl.IPSET_ATTR_IPADDR_IPV6, a.To16()...)
 	}
 	return endNest(b, n)
 }
@@ -71,9 +71,9 @@ func appendData(b []byte, e ipset.Entry, lineno uint32) []byte {
 	}
 	if le.Port != nil {
 		b = appendAttr(b, lib.IPSET_ATTR_PROTO, *le.Protocol)
-		b = appendAttr(b, uint16(lib.IPSET_ATTR_PORT|nl.NLA_F_NET_BYTEORDER), byte(*le.Port>>8), byte(*le.Port))
+		b = appendAttr(b, lib.IPSET_ATTR_PORT|nl.NLA_F_NET_BYTEORDER, byte(*le.Port>>8), byte(*le.Port))
 	}
-	b = appendAttr(b, uint16(lib.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER), binary.BigEndian.AppendUint32(nil, lineno)...)
+	b = appendAttr(b, lib.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER, binary.BigEndian.AppendUint32(nil, lineno)...)
 	return endNest(b, d)
 }
 
@@ -91,7 +91,7 @@ func appendAddMessage(b []byte, set string, es []ipset.Entry, seq uint32) []byte
 	b = appendAttr(b, lib.IPSET_ATTR_PROTOCOL, lib.IPSET_PROTOCOL)
 	b = appendAttr(b, lib.IPSET_ATTR_SETNAME, append([]byte(set), 0)...)
 	// The kernel requires a line number beside an IPSET_ATTR_ADT list.
-	b = appendAttr(b, uint16(lib.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER), 0, 0, 0, 0)
+	b = appendAttr(b, lib.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER, 0, 0, 0, 0)
 	b, adt := beginNest(b, lib.IPSET_ATTR_ADT)
 	for i, e := range es {
 		b = appendData(b, e, uint32(i+1))

@@ -141,7 +141,7 @@ func TestKernelForeignAfterListingRefused(t *testing.T) {
 	if err := other.AddVirtualServer(ctx, foreign); err != nil {
 		t.Fatal(err)
 	}
-	defer other.DeleteVirtualServer(ctx, foreign.Key())
+	defer func() { _ = other.DeleteVirtualServer(ctx, foreign.Key()) }()
 	frs := ipvs.RealServer{Address: netip.MustParseAddr("10.211.2.1"), Port: 443, Weight: 5}
 	if err := other.AddRealServer(ctx, foreign.Key(), frs); err != nil {
 		t.Fatal(err)

@@ -44,7 +44,7 @@ type Rules struct {
 	mode string
 	fams []netfilter.Family
 
-	// rulesMu serialises the rule writes (iptables-save and -restore
+	// rulesMu serializes the rule writes (iptables-save and -restore
 	// execs) and guards synced. membersMu guards the members record and
 	// is never held across an exec or a listing of every set, so
 	// SyncMembers, which runs under the syncer's lock, never waits for a

@@ -69,7 +69,7 @@ func TestKernelTraffic(t *testing.T) {
 			if err := d.Sets.DelEntry(ctx, set, e); err != nil {
 				t.Fatal(err)
 			}
-			defer d.Sets.AddEntry(ctx, set, e)
+			defer func() { _ = d.Sets.AddEntry(ctx, set, e) }()
 			if got, err := inside.TCPGet(netip.AddrPortFrom(vip, 80), drop); err == nil {
 				t.Errorf("answered %q without masquerade: the test does not prove the rule", got)
 			}

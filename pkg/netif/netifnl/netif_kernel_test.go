@@ -98,7 +98,7 @@ func TestKernelForeignDeviceUntouched(t *testing.T) {
 	if err := netlink.LinkAdd(br); err != nil {
 		t.Fatal(err)
 	}
-	defer netlink.LinkDel(br)
+	defer func() { _ = netlink.LinkDel(br) }()
 	h, err := netifnl.New()
 	if err != nil {
 		t.Fatal(err)

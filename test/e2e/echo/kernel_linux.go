@@ -91,9 +91,7 @@ func AddForeign() error {
 	if err := DeleteForeign(); err != nil {
 		return err
 	}
-	return withHandles(func(h *moby.Handle, sets *lib.Handle) error {
-		return addForeign(h, sets)
-	})
+	return withHandles(addForeign)
 }
 
 func addForeign(h *moby.Handle, sets *lib.Handle) error {
