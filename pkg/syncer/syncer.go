@@ -111,7 +111,9 @@ type realServer struct {
 	fwd    ipvs.Forwarding
 }
 
-func realOf(r ipvs.RealServer) realServer { return realServer{weight: int32(r.Weight), fwd: r.Forwarding} }
+func realOf(r ipvs.RealServer) realServer {
+	return realServer{weight: int32(r.Weight), fwd: r.Forwarding}
+}
 
 // server returns the real server as written to the kernel.
 func (r realServer) server(k ipvs.RealKey) ipvs.RealServer {
