@@ -102,8 +102,16 @@ func (n *Netlink) EnsureDevice(ctx context.Context) error {
 	return nil
 }
 
+// dumpAttempts bounds the retries of an address dump that the kernel
+// interrupted: addresses changed while it ran, as when the kernel adds
+// kubelvs0's IPv6 link-local address right after the device comes up.
+const dumpAttempts = 5
+
 func (n *Netlink) list(l netlink.Link) ([]netip.Addr, error) {
 	as, err := n.h.AddrList(l, netlink.FAMILY_ALL)
+	for i := 1; i < dumpAttempts && errors.Is(err, netlink.ErrDumpInterrupted); i++ {
+		as, err = n.h.AddrList(l, netlink.FAMILY_ALL)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of %s: %w", netif.DeviceName, err)
 	}
