@@ -84,6 +84,18 @@ var _ manager.Runnable = (*Agent)(nil)
 // New wires the agent into mgr: cache indexes now, event handlers and the
 // sync loop when the manager starts it. hm may be nil (no health checks).
 func New(ctx context.Context, mgr manager.Manager, s *syncer.Syncer, hm *health.Manager, o Options) (*Agent, error) {
+	a, err := newAgent(mgr.GetClient(), s, hm, o)
+	if err != nil {
+		return nil, err
+	}
+	a.mgr = mgr
+	return a, nil
+}
+
+// newAgent returns an agent that reads through c (the manager's cache in
+// the binary, a fake client in the script tests) and has no informers of
+// its own: its event handlers are called by whoever watches.
+func newAgent(c client.Client, s *syncer.Syncer, hm *health.Manager, o Options) (*Agent, error) {
 	if o.NodeName == "" {
 		return nil, errors.New("agent: node name is empty")
 	}
@@ -97,7 +109,7 @@ func New(ctx context.Context, mgr manager.Manager, s *syncer.Syncer, hm *health.
 		o.Workers = 4
 	}
 	a := &Agent{
-		opts: o, client: mgr.GetClient(), mgr: mgr, syncer: s, health: hm,
+		opts: o, client: c, syncer: s, health: hm,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "kubelvs-agent"}),
@@ -162,15 +174,9 @@ func (a *Agent) Start(ctx context.Context) error {
 			return errors.New("agent: event handlers did not sync")
 		}
 	}
-	if err := a.syncer.Adopt(ctx); err != nil {
+	if err := a.firstSync(ctx); err != nil {
 		return err
 	}
-	// Only now, with the whole picture, may owned objects nobody wants go.
-	if err := a.fullSync(ctx, false); err != nil {
-		log.Error(err, "first full sync had errors; retrying per VirtualService")
-	}
-	a.ready.Store(true)
-	log.Info("first full sync done", "node", a.opts.NodeName)
 
 	var wg sync.WaitGroup
 	run := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
@@ -189,177 +195,20 @@ func (a *Agent) Start(ctx context.Context) error {
 	return nil
 }
 
-// watch registers the event handlers that queue VirtualServices.
-func (a *Agent) watch(ctx context.Context) error {
-	c := a.mgr.GetCache()
-	vsInf, err := c.GetInformer(ctx, &lvsv1.VirtualService{})
-	if err != nil {
-		return fmt.Errorf("watch VirtualServices: %w", err)
-	}
-	onVS := func(obj any) {
-		vs, ok := obj.(*lvsv1.VirtualService)
-		if !ok {
-			return
-		}
-		a.event(types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name})
-		// Whoever shares a key may win or lose it now.
-		for _, k := range vs.ServiceKeys() {
-			for _, r := range a.byKey.lookup(k) {
-				a.event(r)
-			}
-		}
-	}
-	indexVS := func(old, cur any) {
-		name := objectName(old, cur)
-		a.byKey.update(name, old, cur)
-		a.byRef.update(name, old, cur)
-	}
-	reg, err := vsInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { indexVS(nil, obj); onVS(obj) },
-		DeleteFunc: func(obj any) {
-			obj = finalState(obj)
-			indexVS(obj, nil)
-			onVS(obj)
-		},
-		UpdateFunc: func(old, cur any) {
-			indexVS(old, cur)
-			if o, ok := old.(*lvsv1.VirtualService); ok && !a.needsSync(o, cur) {
-				return // a status write (often our own): nothing to program
-			}
-			onVS(old)
-			onVS(cur)
-		},
-	})
-	if err != nil {
+// firstSync adopts what the kernel holds and syncs every VirtualService
+// once, queueing them all for their status and health targets. Only now,
+// with the whole picture, may owned objects nobody wants go.
+func (a *Agent) firstSync(ctx context.Context) error {
+	if err := a.syncer.Adopt(ctx); err != nil {
 		return err
 	}
-	a.handlers = append(a.handlers, reg)
-
-	sliceInf, err := c.GetInformer(ctx, &discoveryv1.EndpointSlice{})
-	if err != nil {
-		return fmt.Errorf("watch EndpointSlices: %w", err)
+	log := ctrl.LoggerFrom(ctx)
+	if err := a.fullSync(ctx, false); err != nil {
+		log.Error(err, "first full sync had errors; retrying per VirtualService")
 	}
-	// onSlice indexes a slice's change and queues the VirtualServices of
-	// the Service it belonged to and the one it belongs to now.
-	onSlice := func(old, cur any) {
-		a.slicesOf.update(objectName(old, cur), old, cur)
-		var svcs []serviceRef
-		for _, o := range []any{old, cur} {
-			for _, svc := range sliceService(o) {
-				if !slices.Contains(svcs, svc) {
-					svcs = append(svcs, svc)
-				}
-			}
-		}
-		for _, svc := range svcs {
-			for _, vs := range a.byRef.lookup(svc) {
-				a.event(vs)
-			}
-		}
-	}
-	reg, err = sliceInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { onSlice(nil, obj) },
-		DeleteFunc: func(obj any) { onSlice(finalState(obj), nil) },
-		UpdateFunc: onSlice,
-	})
-	if err != nil {
-		return err
-	}
-	a.handlers = append(a.handlers, reg)
-
-	nodeInf, err := c.GetInformer(ctx, &corev1.Node{})
-	if err != nil {
-		return fmt.Errorf("watch Nodes: %w", err)
-	}
-	_, err = nodeInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(old, cur any) {
-			o, ok1 := old.(*corev1.Node)
-			n, ok2 := cur.(*corev1.Node)
-			if ok1 && ok2 && n.Name == a.opts.NodeName && !equalLabels(o.Labels, n.Labels) {
-				a.queueAll(ctx)
-			}
-		},
-	})
-	return err
-}
-
-// objectName is the name of the object an event handler got (cur, or old
-// when it was deleted).
-func objectName(old, cur any) types.NamespacedName {
-	for _, o := range []any{cur, old} {
-		if m, ok := o.(client.Object); ok {
-			return types.NamespacedName{Namespace: m.GetNamespace(), Name: m.GetName()}
-		}
-	}
-	return types.NamespacedName{}
-}
-
-// finalState unwraps the last known state of a deleted object whose
-// deletion the watch missed.
-func finalState(obj any) any {
-	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-		return d.Obj
-	}
-	return obj
-}
-
-// needsSync tells whether an update of a VirtualService can change what
-// this node programs or reports: a new generation (spec), deletion, or this
-// node's status entry differing from what the agent last wrote (someone
-// else's write removed it). Status-only updates, including the agent's own
-// reports and the controller's conditions, are skipped.
-func (a *Agent) needsSync(old *lvsv1.VirtualService, cur any) bool {
-	vs, ok := cur.(*lvsv1.VirtualService)
-	if !ok || old.Generation != vs.Generation || !vs.DeletionTimestamp.IsZero() {
-		return true
-	}
-	key := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
-	a.mu.Lock()
-	last, reported := a.reported[key]
-	a.mu.Unlock()
-	switch {
-	case !a.opts.ReportStatus:
-		return false
-	case !reported:
-		return true // not reported yet: let the sync report
-	default:
-		return !a.mine(vs, last)
-	}
-}
-
-func equalLabels(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if bv, ok := b[k]; !ok || bv != v {
-			return false
-		}
-	}
-	return true
-}
-
-// queueAllRetry is how long queueAll waits to try a failed List again.
-var queueAllRetry = time.Second
-
-// queueAll queues every VirtualService after an event that concerns them
-// all (the node's labels changed).
-func (a *Agent) queueAll(ctx context.Context) {
-	var list lvsv1.VirtualServiceList
-	if err := a.client.List(ctx, &list); err != nil {
-		// Which VirtualServices select the node now is not known: say so,
-		// and try again rather than wait for the periodic resync.
-		ctrl.LoggerFrom(ctx).Error(err, "cannot list VirtualServices after the node's labels changed; retrying", "in", queueAllRetry)
-		time.AfterFunc(queueAllRetry, func() {
-			if ctx.Err() == nil {
-				a.queueAll(ctx)
-			}
-		})
-		return
-	}
-	for i := range list.Items {
-		a.event(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
-	}
+	a.ready.Store(true)
+	log.Info("first full sync done", "node", a.opts.NodeName)
+	return nil
 }
 
 // rivals lists the other VirtualServices that claim one of vs's keys.
@@ -398,18 +247,24 @@ func (a *Agent) periodic(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-drain.C:
-			changed, err := a.syncer.Drain(ctx)
-			if err != nil {
-				log.Error(err, "drain")
-			}
-			for _, n := range changed {
-				a.queue.Add(n) // its status counts changed
-			}
+			a.drain(ctx)
 		case <-resync.C:
 			if err := a.fullSync(ctx, true); err != nil {
 				log.Error(err, "periodic resync")
 			}
 		}
+	}
+}
+
+// drain deletes the drained real servers and queues the VirtualServices
+// whose status counts changed.
+func (a *Agent) drain(ctx context.Context) {
+	changed, err := a.syncer.Drain(ctx)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "drain")
+	}
+	for _, n := range changed {
+		a.queue.Add(n)
 	}
 }
 
