@@ -11,6 +11,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
+// Updating reports whether the test run was asked to rewrite its golden
+// files (-update), for tests that keep expected output elsewhere than in
+// testdata/<file> (e.g. inside txtar archives).
+func Updating() bool { return *update }
+
 // Assert fails t unless got equals the file testdata/<file>.
 func Assert(t testing.TB, file, got string) {
 	t.Helper()
