@@ -1,12 +1,9 @@
 package agent
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -21,15 +18,6 @@ import (
 	"golang.org/x/tools/txtar"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	"k8s.io/apimachinery/pkg/types"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	toolscache "k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -85,14 +73,6 @@ func TestScripts(t *testing.T) {
 
 // scriptNode is the node the agent of a script runs as.
 const scriptNode = "node-1"
-
-var scriptScheme = func() *runtime.Scheme {
-	s := runtime.NewScheme()
-	utilruntime.Must(corev1.AddToScheme(s))
-	utilruntime.Must(discoveryv1.AddToScheme(s))
-	utilruntime.Must(lvsv1.AddToScheme(s))
-	return s
-}()
 
 type script struct {
 	t       *testing.T
@@ -231,148 +211,6 @@ func (s *script) run(at string, cmd []string) error {
 		return s.expect(at, args[0], got)
 	}
 	return fmt.Errorf("unknown command %q", cmd[0])
-}
-
-// objects decodes the objects of an archive file, strictly (an unknown
-// field is a mistake in the script).
-func (s *script) objects(name string) ([]client.Object, error) {
-	i := s.file(name)
-	if i < 0 {
-		return nil, fmt.Errorf("no file %s in the archive", name)
-	}
-	dec := serializer.NewCodecFactory(scriptScheme, serializer.EnableStrict).UniversalDeserializer()
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(s.ar.Files[i].Data)))
-	var out []client.Object
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		obj, _, err := dec.Decode(doc, nil, nil)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		o, ok := obj.(client.Object)
-		if !ok {
-			return nil, fmt.Errorf("%s: a %T is not an object", name, obj)
-		}
-		out = append(out, o)
-	}
-}
-
-// apply stores obj as the API server would and, once the agent runs, hands
-// it to the agent's handler as its informer would, after the transform the
-// agent's cache applies.
-func (s *script) apply(obj client.Object) error {
-	switch o := obj.(type) {
-	case *lvsv1.VirtualService:
-		if _, err := TransformVirtualService(scriptNode)(o); err != nil {
-			return err
-		}
-	case *discoveryv1.EndpointSlice:
-		if _, err := TransformEndpointSlice(o); err != nil {
-			return err
-		}
-	case *corev1.Node:
-	default:
-		return fmt.Errorf("a %T is not an input of the agent", obj)
-	}
-	old := obj.DeepCopyObject().(client.Object)
-	err := s.client.Get(s.ctx, client.ObjectKeyFromObject(obj), old)
-	if apierrors.IsNotFound(err) {
-		if ts := obj.GetCreationTimestamp(); ts.IsZero() {
-			obj.SetCreationTimestamp(metav1.NewTime(s.clock.Now()))
-		}
-		s.created++
-		obj.SetUID(types.UID(fmt.Sprintf("uid-%d", s.created)))
-		obj.SetGeneration(1)
-		if err := s.client.Create(s.ctx, obj); err != nil {
-			return err
-		}
-		cur, err := s.stored(obj)
-		if err == nil && s.agent != nil {
-			s.handlers(obj).OnAdd(cur, false)
-		}
-		return err
-	}
-	if err != nil {
-		return err
-	}
-	obj.SetUID(old.GetUID())
-	obj.SetResourceVersion(old.GetResourceVersion())
-	obj.SetCreationTimestamp(old.GetCreationTimestamp())
-	obj.SetGeneration(old.GetGeneration())
-	if vs, ok := obj.(*lvsv1.VirtualService); ok && !equality.Semantic.DeepEqual(vs.Spec, old.(*lvsv1.VirtualService).Spec) {
-		vs.Generation++
-	}
-	if err := s.client.Update(s.ctx, obj); err != nil {
-		return err
-	}
-	cur, err := s.stored(obj)
-	if err == nil && s.agent != nil {
-		s.handlers(obj).OnUpdate(old, cur)
-	}
-	return err
-}
-
-// stored reads obj back as the API server holds it now.
-func (s *script) stored(obj client.Object) (client.Object, error) {
-	cur := obj.DeepCopyObject().(client.Object)
-	return cur, s.client.Get(s.ctx, client.ObjectKeyFromObject(obj), cur)
-}
-
-// delete deletes vs/NS/NAME, slice/NS/NAME or node/NAME.
-func (s *script) delete(ref string) error {
-	parts := strings.Split(ref, "/")
-	var obj client.Object
-	switch parts[0] {
-	case "vs":
-		obj = &lvsv1.VirtualService{}
-	case "slice":
-		obj = &discoveryv1.EndpointSlice{}
-	case "node":
-		obj = &corev1.Node{}
-	default:
-		return fmt.Errorf("unknown kind %q (vs, slice, node)", parts[0])
-	}
-	var key client.ObjectKey
-	switch len(parts) {
-	case 2:
-		key.Name = parts[1]
-	case 3:
-		key.Namespace, key.Name = parts[1], parts[2]
-	default:
-		return fmt.Errorf("%q is not KIND/[NAMESPACE/]NAME", ref)
-	}
-	if err := s.client.Get(s.ctx, key, obj); err != nil {
-		return err
-	}
-	if err := s.client.Delete(s.ctx, obj); err != nil {
-		return err
-	}
-	if s.agent != nil {
-		s.handlers(obj).OnDelete(obj)
-	}
-	return nil
-}
-
-// handlers are the agent's event handlers of obj's kind.
-func (s *script) handlers(obj client.Object) toolscache.ResourceEventHandler {
-	switch obj.(type) {
-	case *lvsv1.VirtualService:
-		return s.agent.vsEvents()
-	case *discoveryv1.EndpointSlice:
-		return s.agent.sliceEvents()
-	case *corev1.Node:
-		return s.agent.nodeEvents(s.ctx)
-	}
-	return nil
 }
 
 // start starts an agent as Start does once its caches have synced: every
