@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"strings"
 
 	"k8s.io/utils/clock"
@@ -32,8 +33,8 @@ func newFakeKernel() *fakeKernel {
 
 // syncer returns a syncer over the kernel, wired as the agent role wires
 // the real one; the caller adopts.
-func (k *fakeKernel) syncer(clk clock.PassiveClock) (*syncer.Syncer, error) {
-	own, err := ownership.NewSetRecords(k.sets)
+func (k *fakeKernel) syncer(ctx context.Context, clk clock.PassiveClock) (*syncer.Syncer, error) {
+	own, err := ownership.NewSetRecords(ctx, k.sets)
 	if err != nil {
 		return nil, err
 	}

@@ -217,7 +217,7 @@ func (s *script) run(at string, cmd []string) error {
 // object through the handlers (the informers' initial lists), then the
 // first full sync. Its workers run only in sync.
 func (s *script) start() error {
-	sy, err := s.kernel.syncer(s.clock)
+	sy, err := s.kernel.syncer(s.ctx, s.clock)
 	if err != nil {
 		return err
 	}
