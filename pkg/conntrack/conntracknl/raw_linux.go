@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/kubelvs/kubelvs/internal/nlattr"
 	"github.com/kubelvs/kubelvs/pkg/conntrack"
 )
 
@@ -49,7 +50,6 @@ const (
 	filterProtoSport = 1 << 4
 	filterProtoDport = 1 << 5
 
-	nlaNested   = 0x8000
 	nlaTypeMask = 0x3fff
 
 	// errReplySize is what one error reply to a delete request costs in
@@ -110,42 +110,27 @@ func (c *conn) setBatch() {
 
 func (c *conn) close() { unix.Close(c.fd) }
 
-// msg appends a request header and nfgenmsg to c.wbuf and returns its offset.
+// msg appends a request header and nfgenmsg to c.wbuf and returns its
+// offset. The encoding is nlattr's, shared with the IPVS and ipset batches.
 func (c *conn) msg(typ uint16, flags uint16, family uint8) int {
 	c.seq++
-	off := len(c.wbuf)
-	c.wbuf = binary.NativeEndian.AppendUint32(c.wbuf, 0) // length, set by end
-	c.wbuf = binary.NativeEndian.AppendUint16(c.wbuf, unix.NFNL_SUBSYS_CTNETLINK<<8|typ)
-	c.wbuf = binary.NativeEndian.AppendUint16(c.wbuf, unix.NLM_F_REQUEST|flags)
-	c.wbuf = binary.NativeEndian.AppendUint32(c.wbuf, c.seq)
-	c.wbuf = binary.NativeEndian.AppendUint32(c.wbuf, 0)
+	var off int
+	c.wbuf, off = nlattr.Begin(c.wbuf, unix.NFNL_SUBSYS_CTNETLINK<<8|typ, unix.NLM_F_REQUEST|flags, c.seq)
 	c.wbuf = append(c.wbuf, family, unix.NFNETLINK_V0, 0, 0)
 	return off
 }
 
-func (c *conn) end(off int) {
-	binary.NativeEndian.PutUint32(c.wbuf[off:], uint32(len(c.wbuf)-off))
-}
+func (c *conn) end(off int) { c.wbuf = nlattr.End(c.wbuf, off) }
 
-func (c *conn) attr(typ uint16, data []byte) {
-	c.wbuf = binary.NativeEndian.AppendUint16(c.wbuf, uint16(4+len(data)))
-	c.wbuf = binary.NativeEndian.AppendUint16(c.wbuf, typ)
-	c.wbuf = append(c.wbuf, data...)
-	for len(c.wbuf)%4 != 0 {
-		c.wbuf = append(c.wbuf, 0)
-	}
-}
+func (c *conn) attr(typ uint16, data []byte) { c.wbuf = nlattr.Attr(c.wbuf, typ, data...) }
 
 func (c *conn) nest(typ uint16) int {
-	off := len(c.wbuf)
-	c.wbuf = append(c.wbuf, 0, 0, 0, 0)
-	binary.NativeEndian.PutUint16(c.wbuf[off+2:], typ|nlaNested)
+	var off int
+	c.wbuf, off = nlattr.BeginNest(c.wbuf, typ)
 	return off
 }
 
-func (c *conn) endNest(off int) {
-	binary.NativeEndian.PutUint16(c.wbuf[off:], uint16(len(c.wbuf)-off))
-}
+func (c *conn) endNest(off int) { c.wbuf = nlattr.EndNest(c.wbuf, off) }
 
 // ipAttr appends ap's address as the v4 or v6 attribute; an invalid
 // AddrPort is left out.

@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/kubelvs/kubelvs/internal/nlattr"
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 )
 
@@ -21,84 +22,57 @@ const (
 	msgsPerSend   = 4
 )
 
-func appendAttr(b []byte, typ uint16, data ...byte) []byte {
-	b = binary.NativeEndian.AppendUint16(b, uint16(4+len(data)))
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = append(b, data...)
-	for len(b)%4 != 0 {
-		b = append(b, 0)
-	}
-	return b
-}
-
-func beginNest(b []byte, typ uint16) ([]byte, int) {
-	off := len(b)
-	b = binary.NativeEndian.AppendUint16(b, 0)
-	return binary.NativeEndian.AppendUint16(b, typ|nl.NLA_F_NESTED), off
-}
-
-func endNest(b []byte, off int) []byte {
-	binary.NativeEndian.PutUint16(b[off:], uint16(len(b)-off))
-	return b
-}
-
 func appendIP(b []byte, typ uint16, a net.IP) []byte {
-	b, n := beginNest(b, typ)
+	b, n := nlattr.BeginNest(b, typ)
 	if a4 := a.To4(); a4 != nil {
-		b = appendAttr(b, nl.NLA_F_NET_BYTEORDER|nl.IPSET_ATTR_IPADDR_IPV4, a4...)
+		b = nlattr.Attr(b, nl.NLA_F_NET_BYTEORDER|nl.IPSET_ATTR_IPADDR_IPV4, a4...)
 	} else {
-		b = appendAttr(b, nl.NLA_F_NET_BYTEORDER|nl.IPSET_ATTR_IPADDR_IPV6, a.To16()...)
+		b = nlattr.Attr(b, nl.NLA_F_NET_BYTEORDER|nl.IPSET_ATTR_IPADDR_IPV6, a.To16()...)
 	}
-	return endNest(b, n)
+	return nlattr.EndNest(b, n)
 }
 
 // appendData appends one member as an IPSET_ATTR_DATA nest, encoded as
 // the library encodes it.
 func appendData(b []byte, e ipset.Entry, lineno uint32) []byte {
 	le := toLib(e)
-	b, d := beginNest(b, lib.IPSET_ATTR_DATA)
+	b, d := nlattr.BeginNest(b, lib.IPSET_ATTR_DATA)
 	if le.IP != nil {
 		b = appendIP(b, nl.IPSET_ATTR_IP, le.IP)
 	}
 	if le.CIDR != 0 {
-		b = appendAttr(b, lib.IPSET_ATTR_CIDR, le.CIDR)
+		b = nlattr.Attr(b, lib.IPSET_ATTR_CIDR, le.CIDR)
 	}
 	if le.IP2 != nil {
 		b = appendIP(b, nl.IPSET_ATTR_IP2, le.IP2)
 	}
 	if le.CIDR2 != 0 {
-		b = appendAttr(b, lib.IPSET_ATTR_CIDR2, le.CIDR2)
+		b = nlattr.Attr(b, lib.IPSET_ATTR_CIDR2, le.CIDR2)
 	}
 	if le.Port != nil {
-		b = appendAttr(b, lib.IPSET_ATTR_PROTO, *le.Protocol)
-		b = appendAttr(b, lib.IPSET_ATTR_PORT|nl.NLA_F_NET_BYTEORDER, byte(*le.Port>>8), byte(*le.Port))
+		b = nlattr.Attr(b, lib.IPSET_ATTR_PROTO, *le.Protocol)
+		b = nlattr.Attr(b, lib.IPSET_ATTR_PORT|nl.NLA_F_NET_BYTEORDER, byte(*le.Port>>8), byte(*le.Port))
 	}
-	b = appendAttr(b, lib.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER, binary.BigEndian.AppendUint32(nil, lineno)...)
-	return endNest(b, d)
+	b = nlattr.Attr(b, lib.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER, binary.BigEndian.AppendUint32(nil, lineno)...)
+	return nlattr.EndNest(b, d)
 }
 
 // appendAddMessage appends one IPSET_CMD_ADD request for es (without
 // NLM_F_EXCL: a present member is success). The kernel adds the members of
 // the IPSET_ATTR_ADT list in order and stops at the first error.
 func appendAddMessage(b []byte, set string, es []ipset.Entry, seq uint32) []byte {
-	off := len(b)
-	b = binary.NativeEndian.AppendUint32(b, 0)
-	b = binary.NativeEndian.AppendUint16(b, lib.IPSET_CMD_ADD|(unix.NFNL_SUBSYS_IPSET<<8))
-	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK)
-	b = binary.NativeEndian.AppendUint32(b, seq)
-	b = binary.NativeEndian.AppendUint32(b, 0)
+	b, off := nlattr.Begin(b, lib.IPSET_CMD_ADD|(unix.NFNL_SUBSYS_IPSET<<8), unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq)
 	b = append(b, unix.AF_INET, nl.NFNETLINK_V0, 0, 0)
-	b = appendAttr(b, lib.IPSET_ATTR_PROTOCOL, lib.IPSET_PROTOCOL)
-	b = appendAttr(b, lib.IPSET_ATTR_SETNAME, append([]byte(set), 0)...)
+	b = nlattr.Attr(b, lib.IPSET_ATTR_PROTOCOL, lib.IPSET_PROTOCOL)
+	b = nlattr.Attr(b, lib.IPSET_ATTR_SETNAME, append([]byte(set), 0)...)
 	// The kernel requires a line number beside an IPSET_ATTR_ADT list.
-	b = appendAttr(b, lib.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER, 0, 0, 0, 0)
-	b, adt := beginNest(b, lib.IPSET_ATTR_ADT)
+	b = nlattr.Attr(b, lib.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER, 0, 0, 0, 0)
+	b, adt := nlattr.BeginNest(b, lib.IPSET_ATTR_ADT)
 	for i, e := range es {
 		b = appendData(b, e, uint32(i+1))
 	}
-	b = endNest(b, adt)
-	binary.NativeEndian.PutUint32(b[off:], uint32(len(b)-off))
-	return b
+	b = nlattr.EndNest(b, adt)
+	return nlattr.End(b, off)
 }
 
 // hashSizeFor sizes a scratch set's hash for n members, so that the kernel

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/kubelvs/kubelvs/internal/nlattr"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 )
 
@@ -78,30 +79,10 @@ func openBatchSocket() (*batchSocket, error) {
 
 func (b *batchSocket) close() { unix.Close(b.fd) }
 
-// appendAttr appends one netlink attribute (4-byte aligned).
-func appendAttr(buf []byte, typ uint16, data []byte) []byte {
-	l := 4 + len(data)
-	buf = binary.NativeEndian.AppendUint16(buf, uint16(l))
-	buf = binary.NativeEndian.AppendUint16(buf, typ)
-	buf = append(buf, data...)
-	for ; l%4 != 0; l++ {
-		buf = append(buf, 0)
-	}
-	return buf
-}
-
-func u16(v uint16) []byte  { return binary.NativeEndian.AppendUint16(nil, v) }
-func u32(v uint32) []byte  { return binary.NativeEndian.AppendUint32(nil, v) }
-func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
-
 // nested appends an attribute whose payload f writes.
 func nested(buf []byte, typ uint16, f func([]byte) []byte) []byte {
-	start := len(buf)
-	buf = append(buf, 0, 0, 0, 0)
-	buf = f(buf)
-	binary.NativeEndian.PutUint16(buf[start:], uint16(len(buf)-start))
-	binary.NativeEndian.PutUint16(buf[start+2:], typ|unix.NLA_F_NESTED)
-	return buf
+	buf, off := nlattr.BeginNest(buf, typ)
+	return nlattr.EndNest(f(buf), off)
 }
 
 // request appends one generic netlink request of the IPVS family whose
@@ -109,26 +90,18 @@ func nested(buf []byte, typ uint16, f func([]byte) []byte) []byte {
 // acknowledgement: the kernel then answers only if the request fails, and
 // exchange asks one for the last request of a send.
 func (b *batchSocket) request(buf []byte, cmd uint8, f func([]byte) []byte) []byte {
-	start := len(buf)
 	b.seq++
-	b.lastReq = start
-	buf = append(buf, make([]byte, unix.NLMSG_HDRLEN)...)
+	buf, b.lastReq = nlattr.Begin(buf, b.family, unix.NLM_F_REQUEST, b.seq)
 	buf = append(buf, (&nl.Genlmsg{Command: cmd, Version: 1}).Serialize()...)
-	buf = f(buf)
-	h := buf[start:]
-	binary.NativeEndian.PutUint32(h[0:], uint32(len(buf)-start))
-	binary.NativeEndian.PutUint16(h[4:], b.family)
-	binary.NativeEndian.PutUint16(h[6:], unix.NLM_F_REQUEST)
-	binary.NativeEndian.PutUint32(h[8:], b.seq)
-	return buf
+	return nlattr.End(f(buf), b.lastReq)
 }
 
 // appendServiceKey appends the attributes that name the service k.
 func appendServiceKey(buf []byte, k ipvs.Key) []byte {
-	buf = appendAttr(buf, ipvsSvcAttrAF, u16(family(k.Address)))
-	buf = appendAttr(buf, ipvsSvcAttrProto, u16(uint16(k.Protocol)))
-	buf = appendAttr(buf, ipvsSvcAttrAddr, k.Address.AsSlice())
-	return appendAttr(buf, ipvsSvcAttrPort, be16(k.Port))
+	buf = nlattr.Attr(buf, ipvsSvcAttrAF, nlattr.U16(family(k.Address))...)
+	buf = nlattr.Attr(buf, ipvsSvcAttrProto, nlattr.U16(uint16(k.Protocol))...)
+	buf = nlattr.Attr(buf, ipvsSvcAttrAddr, k.Address.AsSlice()...)
+	return nlattr.Attr(buf, ipvsSvcAttrPort, nlattr.BE16(k.Port)...)
 }
 
 // appendNewService appends one IPVS_CMD_NEW_SERVICE request, with the
@@ -138,11 +111,11 @@ func (b *batchSocket) appendNewService(buf []byte, vs ipvs.VirtualServer) []byte
 	return b.request(buf, ipvsCmdNewService, func(buf []byte) []byte {
 		return nested(buf, ipvsCmdAttrService, func(buf []byte) []byte {
 			buf = appendServiceKey(buf, vs.Key())
-			buf = appendAttr(buf, ipvsSvcAttrSched, append([]byte(s.SchedName), 0))
+			buf = nlattr.Attr(buf, ipvsSvcAttrSched, append([]byte(s.SchedName), 0)...)
 			// struct ip_vs_flags: the flags, and the mask of those to set.
-			buf = appendAttr(buf, ipvsSvcAttrFlags, append(u32(s.Flags), u32(^uint32(0))...))
-			buf = appendAttr(buf, ipvsSvcAttrTimeout, u32(s.Timeout))
-			return appendAttr(buf, ipvsSvcAttrNetmask, u32(s.Netmask))
+			buf = nlattr.Attr(buf, ipvsSvcAttrFlags, append(nlattr.U32(s.Flags), nlattr.U32(^uint32(0))...)...)
+			buf = nlattr.Attr(buf, ipvsSvcAttrTimeout, nlattr.U32(s.Timeout)...)
+			return nlattr.Attr(buf, ipvsSvcAttrNetmask, nlattr.U32(s.Netmask)...)
 		})
 	})
 }
@@ -153,12 +126,12 @@ func (b *batchSocket) appendNewDest(buf []byte, k ipvs.Key, rs ipvs.RealServer, 
 	return b.request(buf, ipvsCmdNewDest, func(buf []byte) []byte {
 		buf = nested(buf, ipvsCmdAttrService, func(buf []byte) []byte { return appendServiceKey(buf, k) })
 		return nested(buf, ipvsCmdAttrDest, func(buf []byte) []byte {
-			buf = appendAttr(buf, ipvsDestAttrAddr, rs.Address.AsSlice())
-			buf = appendAttr(buf, ipvsDestAttrPort, be16(rs.Port))
-			buf = appendAttr(buf, ipvsDestAttrFwd, u32(fwd))
-			buf = appendAttr(buf, ipvsDestAttrWeight, u32(uint32(rs.Weight)))
-			buf = appendAttr(buf, ipvsDestAttrUpper, u32(0))
-			return appendAttr(buf, ipvsDestAttrLower, u32(0))
+			buf = nlattr.Attr(buf, ipvsDestAttrAddr, rs.Address.AsSlice()...)
+			buf = nlattr.Attr(buf, ipvsDestAttrPort, nlattr.BE16(rs.Port)...)
+			buf = nlattr.Attr(buf, ipvsDestAttrFwd, nlattr.U32(fwd)...)
+			buf = nlattr.Attr(buf, ipvsDestAttrWeight, nlattr.U32(uint32(rs.Weight))...)
+			buf = nlattr.Attr(buf, ipvsDestAttrUpper, nlattr.U32(0)...)
+			return nlattr.Attr(buf, ipvsDestAttrLower, nlattr.U32(0)...)
 		})
 	})
 }
@@ -173,8 +146,7 @@ func (b *batchSocket) appendNewDest(buf []byte, k ipvs.Key, rs ipvs.RealServer, 
 // request (plus one per failure).
 func (b *batchSocket) exchange(buf []byte, first uint32, n int) ([]error, error) {
 	last := first + uint32(n) - 1
-	h := buf[b.lastReq:]
-	binary.NativeEndian.PutUint16(h[6:], binary.NativeEndian.Uint16(h[6:])|unix.NLM_F_ACK)
+	nlattr.AddFlags(buf, b.lastReq, unix.NLM_F_ACK)
 	if err := unix.Sendto(b.fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, err
 	}

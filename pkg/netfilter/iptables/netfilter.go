@@ -243,8 +243,14 @@ func (r *Rules) ListMembers(ctx context.Context) (netfilter.Members, error) {
 	return m, nil
 }
 
+// replaceAbove is the number of changes to one set from which SyncMembers
+// fills a scratch set in batches and swaps it in (ipset.Interface.Replace)
+// rather than adding and deleting member by member: 20,000 members take
+// 18-27 ms that way (BENCHMARKS.md), and the swap is atomic.
+const replaceAbove = 256
+
 // SyncMembers makes the ipsets hold exactly m, adding and deleting only the
-// differences. It diffs against what it wrote last, reading the kernel only
+// differences (replacing a set whole when they are many). It diffs against what it wrote last, reading the kernel only
 // the first time, after a forced SyncRules (a periodic resync) and after a
 // failed write, so a change costs its own writes and not a read of every
 // member. It never waits for a rule write or a reload (see rulesMu).
@@ -261,6 +267,10 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 	var errs []error
 	for _, f := range r.fams {
 		n, fm := netfilter.Sets(f), m.Split(f)
+		specs := map[string]ipset.Set{}
+		for _, s := range netfilter.IPSets(f) {
+			specs[s.Name] = s
+		}
 		for _, p := range []struct {
 			name string
 			want []ipset.Entry
@@ -274,6 +284,17 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 				}
 			}
 			add, del := ipset.Diff(have, p.want)
+			if len(add)+len(del) >= replaceAbove {
+				// Many changes (a first boot, a large allow-list): one
+				// atomic swap, batched, instead of a request per member.
+				if err := r.sets.Replace(ctx, specs[p.name], p.want); err != nil {
+					errs = append(errs, err)
+					delete(r.members, p.name)
+				} else {
+					r.members[p.name] = append([]ipset.Entry(nil), p.want...)
+				}
+				continue
+			}
 			failed := false
 			for _, e := range add {
 				if err := r.sets.AddEntry(ctx, p.name, e); err != nil {

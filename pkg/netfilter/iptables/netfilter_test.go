@@ -3,6 +3,7 @@ package iptables
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +166,59 @@ func TestSyncMembersDoesNotWaitForARuleWrite(t *testing.T) {
 	if es, err := sets.ListEntries(ctx, netfilter.Sets(netfilter.IPv4).Masquerade); err != nil || len(es) != 0 {
 		t.Fatalf("masquerade set holds %v (%v), want nothing", es, err)
 	}
+}
+
+// Many changes to one set are one Replace (a scratch set filled in batches
+// and swapped in); a few are single adds and deletes; both leave the set
+// holding exactly what was asked.
+func TestSyncMembersReplacesASetWithManyChanges(t *testing.T) {
+	ctx := context.Background()
+	sets := &countingSets{Fake: ipsettest.NewFake()}
+	r, err := New(ctx, sets, &fakeRunner{}, netfilter.Config{Mode: "legacy"}, netfilter.IPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.EnsureSets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	many := make([]ipset.Entry, replaceAbove+10)
+	for i := range many {
+		many[i] = ipset.Entry{IP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), Protocol: ipset.ProtoTCP, Port: 80}
+	}
+	ipset.SortEntries(many)
+	masq := netfilter.Sets(netfilter.IPv4).Masquerade
+	check := func(step string, want []ipset.Entry, replaces, adds int) {
+		t.Helper()
+		if err := r.SyncMembers(ctx, netfilter.Members{Masquerade: want}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := sets.ListEntries(ctx, masq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) || (len(want) > 0 && (got[0] != want[0] || got[len(got)-1] != want[len(want)-1])) {
+			t.Fatalf("%s: set holds %d members, want %d", step, len(got), len(want))
+		}
+		if sets.replaces != replaces || sets.adds != adds {
+			t.Fatalf("%s: %d replaces and %d adds, want %d and %d", step, sets.replaces, sets.adds, replaces, adds)
+		}
+	}
+	check("first write of many", many, 1, 0)
+	check("one more", append(slices.Clone(many), ipset.Entry{IP: netip.MustParseAddr("10.97.0.1"), Protocol: ipset.ProtoTCP, Port: 80}), 1, 1)
+	check("all gone", nil, 2, 1)
+}
+
+type countingSets struct {
+	*ipsettest.Fake
+	replaces, adds int
+}
+
+func (c *countingSets) Replace(ctx context.Context, s ipset.Set, es []ipset.Entry) error {
+	c.replaces++
+	return c.Fake.Replace(ctx, s, es)
+}
+
+func (c *countingSets) AddEntry(ctx context.Context, name string, e ipset.Entry) error {
+	c.adds++
+	return c.Fake.AddEntry(ctx, name, e)
 }
