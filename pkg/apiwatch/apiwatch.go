@@ -180,15 +180,6 @@ func (e *FailingError) Error() string {
 	return "watches failing for " + e.For.Round(time.Second).String() + ": " + strings.Join(e.Resources, ", ")
 }
 
-// WatchErrorHandler records what the reflector sees (the refusals Wrap
-// passes on), then logs as client-go's default handler would.
-func (t *Tracker) WatchErrorHandler(resource string) toolscache.WatchErrorHandlerWithContext {
-	return func(ctx context.Context, r *toolscache.Reflector, err error) {
-		t.Failed(resource, err)
-		toolscache.DefaultWatchErrorHandler(ctx, r, err)
-	}
-}
-
 // Wrap returns lw with its List and Watch retried in place while they fail
 // for a reason that passes.
 func (t *Tracker) Wrap(lw toolscache.ListerWatcher, resource string) toolscache.ListerWatcher {
@@ -225,7 +216,7 @@ func retry[T any](ctx context.Context, t *Tracker, resource string, call func() 
 			return v, nil
 		}
 		if !Passes(err) || ctx.Err() != nil {
-			return v, err // the reflector handles it (and WatchErrorHandler records it)
+			return v, err // the reflector handles it (the agent's watch error handler records it)
 		}
 		t.Failed(resource, err)
 		d := RetryMin + rand.N(RetryMax-RetryMin+1)

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 
@@ -44,22 +43,6 @@ func (n *Netlink) Close() error {
 		n.c = nil
 	}
 	return nil
-}
-
-func addrPort(ip net.IP, port uint16) netip.AddrPort {
-	a, _ := netip.AddrFromSlice(ip)
-	return netip.AddrPortFrom(a.Unmap(), port)
-}
-
-// FromNetlink converts a library flow.
-func FromNetlink(f *netlink.ConntrackFlow) conntrack.Flow {
-	return conntrack.Flow{
-		Protocol: f.Forward.Protocol,
-		OrigSrc:  addrPort(f.Forward.SrcIP, f.Forward.SrcPort),
-		OrigDst:  addrPort(f.Forward.DstIP, f.Forward.DstPort),
-		ReplySrc: addrPort(f.Reverse.SrcIP, f.Reverse.SrcPort),
-		ReplyDst: addrPort(f.Reverse.DstIP, f.Reverse.DstPort),
-	}
 }
 
 func familyOf(a netip.Addr) netlink.InetFamily {
