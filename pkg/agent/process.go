@@ -107,8 +107,7 @@ func (a *Agent) report(ctx context.Context, vs *lvsv1.VirtualService, g desired.
 			msgs = append(msgs, syncErr.Error())
 		}
 		msgs = append(msgs, g.Problems...)
-		counts := g.Counts
-		counts.Draining += int32(draining)
+		counts := lvsv1.BackendCounts{Total: g.Counts.Total, Ready: g.Counts.Ready, Draining: g.Counts.Draining + int32(draining)}
 		st = lvsv1.NodeStatus{
 			Node: a.opts.NodeName, ObservedGeneration: vs.Generation, Programmed: len(msgs) == 0,
 			Message: truncate(strings.Join(msgs, "; "), 1024), Backends: counts,

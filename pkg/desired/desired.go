@@ -67,8 +67,7 @@ type HealthTarget struct {
 
 // Group is the kernel state of one VirtualService on this node.
 type Group struct {
-	Name       types.NamespacedName
-	Generation int64
+	Name types.NamespacedName
 	// Selected is false when the node selector excludes this node; the
 	// group is then empty.
 	Selected bool
@@ -79,10 +78,11 @@ type Group struct {
 	DrainTimeout time.Duration
 	// FlushTCP asks for conntrack flushes of removed TCP real servers too.
 	FlushTCP bool
-	// HealthTargets are the real servers to probe when HealthCheck is set.
-	HealthCheck   *lvsv1.HealthCheck
+	// HealthTargets are the real servers to probe when the VirtualService
+	// has a health check.
 	HealthTargets []HealthTarget
-	Counts        lvsv1.BackendCounts
+	// Counts are the backends for the status report.
+	Counts Counts
 	// Problems are reasons part of the spec could not be programmed.
 	Problems []string
 	// Hold is set when what this VirtualService should be is not known
@@ -92,13 +92,17 @@ type Group struct {
 	Hold bool
 }
 
+// Counts are a VirtualService's backends on this node.
+type Counts struct {
+	Total, Ready, Draining int32
+}
+
 // Build computes the group of one VirtualService.
 func Build(in Input) Group {
 	vs := in.VS
 	g := Group{
-		Name:       types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name},
-		Generation: vs.Generation,
-		Selected:   selects(vs.Spec.NodeSelector, in.Node.Labels),
+		Name:     types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name},
+		Selected: selects(vs.Spec.NodeSelector, in.Node.Labels),
 	}
 	if errs := validation.VirtualService(vs); len(errs) > 0 {
 		// Refused: nothing of it reaches the kernel. What an earlier,
@@ -117,11 +121,10 @@ func Build(in Input) Group {
 		g.DrainTimeout = time.Duration(d.TimeoutSeconds) * time.Second
 		g.FlushTCP = d.FlushTCPConntrack
 	} else {
-		g.DrainTimeout = 60 * time.Second
+		g.DrainTimeout = lvsv1.DefaultDrainTimeoutSeconds * time.Second
 	}
-	g.HealthCheck = vs.Spec.HealthCheck
 
-	fwd, err := ipvs.ParseForwarding(string(orDefault(vs.Spec.Forwarding, lvsv1.ForwardingMasquerade)))
+	fwd, err := ipvs.ParseForwarding(string(orDefault(vs.Spec.Forwarding, lvsv1.DefaultForwarding)))
 	if err != nil {
 		g.Problems = append(g.Problems, err.Error())
 		return g
@@ -135,7 +138,7 @@ func Build(in Input) Group {
 		}
 		flags |= fl
 	}
-	sched := string(orDefault(vs.Spec.Scheduler, lvsv1.SchedulerRoundRobin))
+	sched := string(orDefault(vs.Spec.Scheduler, lvsv1.DefaultScheduler))
 
 	reals := map[netip.Addr]Real{} // distinct backend addresses, for the counts
 	probes := map[HealthTarget]bool{}
@@ -148,7 +151,7 @@ func Build(in Input) Group {
 		}
 		addr = addr.Unmap()
 		for _, p := range vs.Spec.Ports {
-			proto := orDefault(p.Protocol, lvsv1.ProtocolTCP)
+			proto := orDefault(p.Protocol, lvsv1.DefaultProtocol)
 			if in.Lost[lvsv1.ServiceKey{Address: addr, Port: p.Port, Protocol: proto}] {
 				continue
 			}
@@ -248,7 +251,7 @@ func realServers(in Input, vip netip.Addr, p lvsv1.VirtualServicePort, proto lvs
 		case p.TargetPort != nil && p.TargetPort.Type == intstr.Int:
 			port = p.TargetPort.IntVal
 		}
-		w := int32(1)
+		w := int32(lvsv1.DefaultStaticWeight)
 		if b.Weight != nil {
 			w = *b.Weight
 		}
@@ -398,7 +401,7 @@ func dedupe(ss []string) []string {
 // Dump renders a group for golden tests, one line per object.
 func (g Group) Dump() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "group %s gen=%d selected=%t drain=%s flushTCP=%t", g.Name, g.Generation, g.Selected, g.DrainTimeout, g.FlushTCP)
+	fmt.Fprintf(&b, "group %s selected=%t drain=%s flushTCP=%t", g.Name, g.Selected, g.DrainTimeout, g.FlushTCP)
 	if g.Hold {
 		b.WriteString(" hold")
 	}

@@ -11,14 +11,14 @@ import (
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 )
 
-// Defaults mirror the CRD defaults, so a HealthCheck built in code (or read
-// from an object the API server did not default) behaves like one applied
-// with kubectl.
+// Defaults are the API's (api/v1alpha1/defaults.go), so a HealthCheck built
+// in code (or read from an object the API server did not default) behaves
+// like one applied with kubectl.
 const (
-	DefaultInterval = 5 * time.Second
-	DefaultTimeout  = 2 * time.Second
-	DefaultRise     = 2
-	DefaultFall     = 3
+	DefaultInterval = lvsv1.DefaultHealthIntervalSeconds * time.Second
+	DefaultTimeout  = lvsv1.DefaultHealthTimeoutSeconds * time.Second
+	DefaultRise     = lvsv1.DefaultHealthRise
+	DefaultFall     = lvsv1.DefaultHealthFall
 )
 
 // Protocols a Config can name; they are the CRD's values so no mapping is
