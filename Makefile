@@ -90,8 +90,10 @@ fuzz: ## Run every fuzz target for FUZZTIME (10s): desired-state building, the c
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; go test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME); done
 
 .PHONY: test-race
-test-race: test-bins test-bins-floor ## Unit tests and envtest suites under the race detector (the kernel tier under -race, in the QEMU guest, is not built yet).
+test-race: test-bins test-bins-floor ## Everything under the race detector: unit tests and envtest suites on the host, then the kernel tier and the e2e suite in a QEMU guest (the race runtime does not run in User-Mode Linux; software emulation: slow).
 	KUBELVS_REQUIRE_ENVTEST=1 KUBEBUILDER_ASSETS=$(TEST_BINS) KUBELVS_FLOOR_ASSETS=$(FLOOR_BINS) go test -race $(GO_TEST_FLAGS) ./...
+	RACE=1 VM_BACKEND=qemu VM_MEM=4096 KERNEL_TEST_OUT=$(HOME)/.cache/kubelvs/race-kernel hack/test-kernel.sh -test.timeout 120m
+	RACE=1 VM_BACKEND=qemu VM_MEM=4096 E2E_OUT=$(HOME)/.cache/kubelvs/race-e2e hack/e2e.sh -test.timeout 150m
 
 .PHONY: soak
 soak: test-bins ## Long reliability runs: 5 min of backend churn and ten 60 s API server outages under TCP and UDP traffic in the guest kernel, and ten outages against envtest.

@@ -7,7 +7,9 @@
 #     moby/ipvs, ipset-go or os/exec: they run the same on any host, and
 #     their tests need no kernel;
 #   - only the agent's wiring (pkg/roles), cmd/ and kernel-test helpers
-#     import the implementations (the *nl packages and netfilter/iptables).
+#     import the implementations (the *nl packages and netfilter/iptables);
+#   - the API types (api/v1alpha1) link nothing of this module and no
+#     client library beyond apimachinery.
 #
 # Exit status 1 names every package that breaks a rule and what it links.
 set -euo pipefail
@@ -42,6 +44,11 @@ while read -r pkg imports; do
 		fi
 	done
 done < <(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./...)
+bad=$(go list -deps ./api/v1alpha1 | grep -E '^(sigs\.k8s\.io/controller-runtime|k8s\.io/client-go|github\.com/kubelvs/kubelvs/pkg)(/|$)' || true)
+if [[ -n $bad ]]; then
+	echo "verify-imports: api/v1alpha1 links more than apimachinery:" $bad >&2
+	fail=1
+fi
 if ((fail)); then
 	exit 1
 fi
