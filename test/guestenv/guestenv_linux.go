@@ -40,6 +40,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/pkg/roles"
 )
 
@@ -257,7 +258,7 @@ func (p *Proc) signal(sig syscall.Signal) error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return p.err
-	case <-time.After(60 * time.Second):
+	case <-time.After(kerneltest.Timeout(60 * time.Second)):
 		_ = cmd.Process.Kill()
 		<-exited
 		return fmt.Errorf("%s did not stop within 60s", p.Name)
@@ -320,7 +321,7 @@ func (e *Env) startAPIServer() error {
 	e.env = &envtest.Environment{
 		CRDDirectoryPaths:        []string{filepath.Join(e.Root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing:    true,
-		ControlPlaneStartTimeout: 3 * time.Minute,
+		ControlPlaneStartTimeout: kerneltest.Timeout(3 * time.Minute),
 	}
 	e.env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", addr)
 	e.env.ControlPlane.Etcd = &envtest.Etcd{}
@@ -487,7 +488,7 @@ func (e *Env) AgentReady() error {
 			addr = "127.0.0.1" + v[strings.LastIndex(v, ":"):]
 		}
 	}
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(kerneltest.Timeout(90 * time.Second))
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err == nil {
