@@ -2,6 +2,7 @@ package kerneltest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -26,6 +27,9 @@ func DumpVIP(ctx context.Context, tb testing.TB, h ipvs.Interface, vip netip.Add
 			continue
 		}
 		rs, err := h.ListRealServers(ctx, v.Key())
+		if errors.Is(err, ipvs.ErrNotFound) {
+			continue // deleted between the two dumps
+		}
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -295,6 +295,14 @@ func (n *Netlink) ListRealServers(ctx context.Context, k ipvs.Key) ([]ipvs.RealS
 	if err := n.do(func(h *moby.Handle) (err error) { ds, err = h.GetDestinations(keyService(k)); return err }); err != nil {
 		return nil, fmt.Errorf("list real servers of %s: %w", k, err)
 	}
+	if len(ds) == 0 {
+		// The kernel answers a dump of the destinations of a service that
+		// does not exist with none, not with an error: tell an empty
+		// virtual server from a missing one.
+		if _, err := n.GetVirtualServer(ctx, k); err != nil {
+			return nil, fmt.Errorf("list real servers of %s: %w", k, err)
+		}
+	}
 	out := make([]ipvs.RealServer, 0, len(ds))
 	for _, d := range ds {
 		out = append(out, fromDest(d))
