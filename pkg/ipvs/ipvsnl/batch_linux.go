@@ -252,6 +252,10 @@ func (n *Netlink) AddRealServers(ctx context.Context, k ipvs.Key, rss []ipvs.Rea
 		buf, first := b.buf[:0], b.seq+1
 		idx := make([]int, 0, hi-lo) // requests sent, by index into rss
 		for i := lo; i < hi; i++ {
+			if err := checkFamily(k, rss[i]); err != nil {
+				errs[i] = err
+				continue
+			}
 			f, ok := fwdToKernel[rss[i].Forwarding]
 			if !ok {
 				errs[i] = fmt.Errorf("real server %s: unknown forwarding %s", rss[i].Key(), rss[i].Forwarding)

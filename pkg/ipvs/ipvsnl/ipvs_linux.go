@@ -180,6 +180,19 @@ var fwdToKernel = map[ipvs.Forwarding]uint32{
 	ipvs.Tunnel:      moby.ConnectionFlagTunnel,
 }
 
+// checkFamily refuses a real server of the other address family than its
+// virtual server's. Neither moby/ipvs nor the batch socket sends the
+// destination's family (IPVS_DEST_ATTR_ADDR_FAMILY), so the kernel would
+// read the address as one of the virtual server's family: an IPv6 real
+// server of an IPv4 virtual server became the IPv4 address of its first
+// four bytes.
+func checkFamily(k ipvs.Key, rs ipvs.RealServer) error {
+	if rs.Address.Is4() != k.Address.Is4() {
+		return fmt.Errorf("real server %s of %s: not of the virtual server's address family", rs.Key(), k)
+	}
+	return nil
+}
+
 func toDest(rs ipvs.RealServer) (*moby.Destination, error) {
 	f, ok := fwdToKernel[rs.Forwarding]
 	if !ok {
@@ -316,6 +329,9 @@ func (n *Netlink) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealSer
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := checkFamily(k, rs); err != nil {
+		return err
+	}
 	d, err := toDest(rs)
 	if err != nil {
 		return err
@@ -329,6 +345,9 @@ func (n *Netlink) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealSer
 // UpdateRealServer edits a destination.
 func (n *Netlink) UpdateRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkFamily(k, rs); err != nil {
 		return err
 	}
 	d, err := toDest(rs)
