@@ -101,8 +101,19 @@ func (f *Fake) AddVirtualServer(ctx context.Context, vs ipvs.VirtualServer) erro
 	if _, ok := f.services[vs.Key()]; ok {
 		return fmt.Errorf("add virtual server %s: %w", vs, ipvs.ErrExists)
 	}
-	f.services[vs.Key()] = &service{vs: vs, rss: map[ipvs.RealKey]ipvs.RealServer{}}
+	f.services[vs.Key()] = &service{vs: stored(vs), rss: map[ipvs.RealKey]ipvs.RealServer{}}
 	return nil
+}
+
+// stored is vs as the kernel keeps it and reads it back: a persistence
+// netmask only with persistence, resolved to a prefix length.
+func stored(vs ipvs.VirtualServer) ipvs.VirtualServer {
+	if vs.Timeout == 0 {
+		vs.NetmaskBits = 0
+	} else {
+		vs.NetmaskBits = vs.Netmask()
+	}
+	return vs
 }
 
 // UpdateVirtualServer replaces a virtual server's settings.
@@ -122,7 +133,7 @@ func (f *Fake) UpdateVirtualServer(ctx context.Context, vs ipvs.VirtualServer) e
 	if !ok {
 		return fmt.Errorf("update virtual server %s: %w", vs, ipvs.ErrNotFound)
 	}
-	s.vs = vs
+	s.vs = stored(vs)
 	return nil
 }
 
@@ -166,8 +177,26 @@ func (s *service) sorted() []ipvs.RealServer {
 	return out
 }
 
+// refused returns the error the kernel (with ipvsnl) gives a real server it
+// cannot hold: a negative weight (ERANGE), an unknown forwarding method, an
+// address of the other family than the virtual server's.
+func refused(op string, k ipvs.Key, rs ipvs.RealServer) error {
+	switch {
+	case rs.Weight < 0:
+		return fmt.Errorf("%s %s to %s: weight out of range", op, rs, k)
+	case rs.Forwarding > ipvs.Tunnel:
+		return fmt.Errorf("%s %s to %s: unknown forwarding %s", op, rs, k, rs.Forwarding)
+	case rs.Address.Is4() != k.Address.Is4():
+		return fmt.Errorf("%s %s to %s: not of the virtual server's address family", op, rs, k)
+	}
+	return nil
+}
+
 func (f *Fake) realServer(op string, k ipvs.Key, rs ipvs.RealServer, wantExist bool) error {
 	if err := f.enter(op); err != nil {
+		return err
+	}
+	if err := refused(op, k, rs); err != nil {
 		return err
 	}
 	f.mu.Lock()
