@@ -153,10 +153,13 @@ func (n *Netlink) AddEntry(ctx context.Context, name string, e ipset.Entry) erro
 	}
 	le := toLib(e)
 	err := n.do(func() error { return n.h.Add(name, &le) })
-	if err != nil && !isCode(err, lib.IPSET_ERR_EXIST) {
-		return fmt.Errorf("add %s to ipset %s: %w", e, name, err)
+	switch {
+	case err == nil || isCode(err, lib.IPSET_ERR_EXIST):
+		return nil
+	case isNotExist(err):
+		return fmt.Errorf("add %s to ipset %s: %w: %w", e, name, ipset.ErrNotFound, err)
 	}
-	return nil
+	return fmt.Errorf("add %s to ipset %s: %w", e, name, err)
 }
 
 // DelEntry removes a member from an owned set; an absent member is success.
