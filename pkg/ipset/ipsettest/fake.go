@@ -61,9 +61,12 @@ func (f *Fake) EnsureSet(ctx context.Context, s ipset.Set) error {
 	return f.ensure(s)
 }
 
+// ensure creates s, or accepts a set of that name and type that exists.
+// The hash size is not compared, as the kernel does not: a set's grows
+// with its members.
 func (f *Fake) ensure(s ipset.Set) error {
 	if cur, ok := f.sets[s.Name]; ok {
-		if !cur.desc.Equal(s) {
+		if cur.desc.Type != s.Type || cur.desc.Family != s.Family {
 			return fmt.Errorf("ensure ipset %s: %w", s, ipset.ErrMismatch)
 		}
 		return nil
@@ -115,6 +118,22 @@ func (s *set) sorted() []ipset.Entry {
 	return out
 }
 
+// held returns e as the kernel holds it in s (prefixes masked), or an error
+// for an entry of the other family, which the kernel refuses.
+func (s *set) held(e ipset.Entry) (ipset.Entry, error) {
+	a := e.IP
+	if s.desc.Type == ipset.HashNet {
+		a = e.Net.Addr()
+	}
+	if a.Is4() != (s.desc.Family == ipset.IPv4) {
+		return e, fmt.Errorf("%s is not of the family of ipset %s", e, s.desc)
+	}
+	if e.Net.IsValid() {
+		e.Net = e.Net.Masked()
+	}
+	return e, nil
+}
+
 // AddEntry adds a member to an existing owned set.
 func (f *Fake) AddEntry(ctx context.Context, name string, e ipset.Entry) error {
 	if err := ctx.Err(); err != nil {
@@ -131,6 +150,10 @@ func (f *Fake) AddEntry(ctx context.Context, name string, e ipset.Entry) error {
 	s, ok := f.sets[name]
 	if !ok {
 		return fmt.Errorf("add %s to ipset %s: %w", e, name, ipset.ErrNotFound)
+	}
+	e, err := s.held(e)
+	if err != nil {
+		return fmt.Errorf("add to ipset %s: %w", name, err)
 	}
 	s.members[e] = struct{}{}
 	return nil
@@ -150,7 +173,9 @@ func (f *Fake) DelEntry(ctx context.Context, name string, e ipset.Entry) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s, ok := f.sets[name]; ok {
-		delete(s.members, e)
+		if e, err := s.held(e); err == nil {
+			delete(s.members, e)
+		}
 	}
 	return nil
 }
@@ -168,14 +193,23 @@ func (f *Fake) Replace(ctx context.Context, s ipset.Set, entries []ipset.Entry) 
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	_, exists := f.sets[s.Name]
 	if err := f.ensure(s); err != nil {
 		return err
 	}
+	st := f.sets[s.Name]
 	m := make(map[ipset.Entry]struct{}, len(entries))
 	for _, e := range entries {
+		e, err := st.held(e)
+		if err != nil {
+			if !exists {
+				delete(f.sets, s.Name)
+			}
+			return fmt.Errorf("replace ipset %s: %w", s.Name, err)
+		}
 		m[e] = struct{}{}
 	}
-	f.sets[s.Name].members = m
+	st.members = m
 	return nil
 }
 
