@@ -212,11 +212,20 @@ func (c *conn) dump(family uint8, f *dumpFilter, fn func(conntrack.Flow)) error 
 	c.wbuf = c.wbuf[:0]
 	m := c.msg(ipctnlMsgCtGet, unix.NLM_F_DUMP, family)
 	if f != nil {
+		// The kernel's filter compares IPv6 addresses inverted
+		// (!ipv6_addr_cmp in ctnetlink_filter_match_tuple, from 5.8 to
+		// at least 6.1, the guest's): a filter on the VIP returns every
+		// flow but the VIP's. IPv6 dumps filter on protocol and ports
+		// only, and the caller checks the addresses of each flow.
+		ipDst, ipSrc := uint32(filterIPDst), uint32(filterIPSrc)
+		if family == unix.AF_INET6 {
+			ipDst, ipSrc = 0, 0
+		}
 		c.tuple(ctaTupleOrig, f.proto, netip.AddrPort{}, f.vip)
-		of, rf := uint32(filterIPDst|filterProtoNum|filterProtoDport), uint32(0)
+		of, rf := ipDst|filterProtoNum|filterProtoDport, uint32(0)
 		if f.backend.IsValid() {
 			c.tuple(ctaTupleReply, f.proto, f.backend, netip.AddrPort{})
-			rf = filterIPSrc | filterProtoNum
+			rf = ipSrc | filterProtoNum
 			if f.backend.Port() != 0 {
 				rf |= filterProtoSport
 			}
