@@ -68,7 +68,7 @@ func (f *Fake) ListFlows(ctx context.Context, vip netip.Addr, proto uint8, port 
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	want := netip.AddrPortFrom(vip, port)
+	want := netip.AddrPortFrom(vip.Unmap(), port)
 	var out []conntrack.Flow
 	for fl := range f.flows {
 		if fl.Protocol == proto && fl.OrigDst == want {
