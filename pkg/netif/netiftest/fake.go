@@ -23,12 +23,44 @@ type Fake struct {
 	exists bool
 	up     bool
 	addrs  map[netip.Addr]struct{}
+	// foreign is the kind of another program's interface named kubelvs0
+	// ("" when there is none).
+	foreign string
 }
 
 var _ netif.Interface = (*Fake)(nil)
 
 // NewFake returns a host without kubelvs0.
 func NewFake() *Fake { return &Fake{addrs: map[netip.Addr]struct{}{}} }
+
+// AddForeignDevice makes kubelvs0 another program's interface of the given
+// kind (a "bridge", say), replacing kubelvs's: every call then fails with
+// netif.ErrNotOwned, as on the kernel, until RemoveForeignDevice.
+func (f *Fake) AddForeignDevice(kind string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.foreign = kind
+	f.exists, f.up, f.addrs = false, false, map[netip.Addr]struct{}{}
+}
+
+// RemoveForeignDevice removes another program's kubelvs0 and returns its
+// kind ("" if there was none).
+func (f *Fake) RemoveForeignDevice() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	kind := f.foreign
+	f.foreign = ""
+	return kind
+}
+
+// owned returns netif.ErrNotOwned when kubelvs0 is another program's.
+// f.mu is held.
+func (f *Fake) owned() error {
+	if f.foreign != "" {
+		return fmt.Errorf("%s (type %s): %w", netif.DeviceName, f.foreign, netif.ErrNotOwned)
+	}
+	return nil
+}
 
 // EnsureDevice creates the device and sets it up.
 func (f *Fake) EnsureDevice(ctx context.Context) error {
@@ -40,6 +72,9 @@ func (f *Fake) EnsureDevice(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.owned(); err != nil {
+		return err
+	}
 	f.exists, f.up = true, true
 	return nil
 }
@@ -54,6 +89,9 @@ func (f *Fake) ListAddresses(ctx context.Context) ([]netip.Addr, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.owned(); err != nil {
+		return nil, err
+	}
 	return f.sorted(), nil
 }
 
@@ -76,6 +114,9 @@ func (f *Fake) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.owned(); err != nil {
+		return err
+	}
 	if !f.exists {
 		return fmt.Errorf("sync addresses: %s does not exist", netif.DeviceName)
 	}
@@ -96,6 +137,9 @@ func (f *Fake) DeleteDevice(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.owned(); err != nil {
+		return err
+	}
 	f.exists, f.up, f.addrs = false, false, map[netip.Addr]struct{}{}
 	return nil
 }
@@ -107,6 +151,9 @@ func (f *Fake) Close() error { return nil }
 func (f *Fake) Dump() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.foreign != "" {
+		return netif.DeviceName + " " + f.foreign + " (not kubelvs's)\n"
+	}
 	if !f.exists {
 		return netif.DeviceName + " absent\n"
 	}
