@@ -275,6 +275,7 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 			name string
 			want []ipset.Entry
 		}{{n.Masquerade, fm.Masquerade}, {n.Restricted, fm.Restricted}, {n.Allowed, fm.Allowed}} {
+			p.want = held(p.want)
 			have, known := r.members[p.name]
 			if !known {
 				var err error
@@ -309,11 +310,26 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 			if failed {
 				delete(r.members, p.name) // unknown state: read it next time
 			} else {
-				r.members[p.name] = append([]ipset.Entry(nil), p.want...)
+				r.members[p.name] = p.want
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// held returns es as the ipsets hold them, prefixes masked: the record of
+// what was written must match what a forced SyncRules reads back, or the
+// next SyncMembers would delete the member it means to keep (adding
+// 10.0.0.1/8, which is there as 10.0.0.0/8, then deleting 10.0.0.0/8).
+func held(es []ipset.Entry) []ipset.Entry {
+	out := make([]ipset.Entry, len(es))
+	for i, e := range es {
+		if e.Net.IsValid() {
+			e.Net = e.Net.Masked()
+		}
+		out[i] = e
+	}
+	return out
 }
 
 // Cleanup removes the kubelvs rules, chains and ipsets of every family
