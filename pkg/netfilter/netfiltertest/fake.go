@@ -136,9 +136,14 @@ func (f *Fake) SyncMembers(ctx context.Context, m netfilter.Members) error {
 	return nil
 }
 
-// set is es sorted, once each, as an ipset holds them.
+// set is es as an ipset holds them: prefixes masked, sorted, once each.
 func set(es []ipset.Entry) []ipset.Entry {
 	out := slices.Clone(es)
+	for i := range out {
+		if out[i].Net.IsValid() {
+			out[i].Net = out[i].Net.Masked()
+		}
+	}
 	ipset.SortEntries(out)
 	return slices.Compact(out)
 }
