@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 gen=${CONTROLLER_GEN:-${K8S_TEST_BINS_DIR:-$HOME/.cache/k8s-test-bins}/controller-gen}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cp -r go.mod go.sum api controllers pkg "$tmp/"
+cp -r go.mod go.sum api controllers pkg internal "$tmp/"
 mkdir -p "$tmp/config/crd/bases" "$tmp/config/rbac/controller" "$tmp/config/rbac/agent"
 (
 	cd "$tmp"
