@@ -57,6 +57,12 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 		a.forget(key)
 		_, err := a.syncer.RemoveGroup(ctx, key)
 		kernelDone(err)
+		if err == nil && a.syncer.Keeping() {
+			// It may have been on hold since a restart, with its kernel
+			// objects kept unclaimed: a full sync releases what nothing
+			// claims any more, at once rather than at the next resync.
+			err = a.fullSync(ctx, false)
+		}
 		return err
 	}
 	node, err := a.node(ctx)

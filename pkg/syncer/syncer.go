@@ -218,6 +218,17 @@ func (s *Syncer) Adopt(ctx context.Context) error {
 	return nil
 }
 
+// Keeping reports whether the syncer keeps, since a restart, kernel objects
+// that no VirtualService claims because one on hold may own them (see
+// keptGroup). Only a full sync can release them: the agent runs one when a
+// VirtualService is deleted meanwhile, since that one may have been the
+// owner.
+func (s *Syncer) Keeping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.groups[keptGroup] != nil
+}
+
 // Result tells what a sync did.
 type Result struct {
 	// Ops is the number of kernel writes.
