@@ -23,4 +23,6 @@ const (
 	DefaultHealthTimeoutSeconds  = 2
 	DefaultHealthRise            = 2
 	DefaultHealthFall            = 3
+
+	DefaultPoolAutoAssign = true
 )

@@ -10,27 +10,37 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// TestDefaultsMatchTheCRD reads every default of the generated CRD's
-// schema and compares it with the constant the code applies.
+// TestDefaultsMatchTheCRD reads every default of the generated CRDs'
+// schemas and compares it with the constant the code applies.
 func TestDefaultsMatchTheCRD(t *testing.T) {
-	want := map[string]string{
-		"spec.scheduler":                    string(DefaultScheduler),
-		"spec.forwarding":                   string(DefaultForwarding),
-		"spec.trafficPolicy":                string(DefaultTrafficPolicy),
-		"spec.ports[].protocol":             string(DefaultProtocol),
-		"spec.backends.static[].weight":     fmt.Sprint(DefaultStaticWeight),
-		"spec.drain":                        fmt.Sprintf("map[timeoutSeconds:%d]", DefaultDrainTimeoutSeconds),
-		"spec.drain.timeoutSeconds":         fmt.Sprint(DefaultDrainTimeoutSeconds),
-		"spec.persistence.timeoutSeconds":   fmt.Sprint(DefaultPersistenceTimeoutSeconds),
-		"spec.persistence.ipv4PrefixLength": fmt.Sprint(DefaultIPv4PrefixLength),
-		"spec.persistence.ipv6PrefixLength": fmt.Sprint(DefaultIPv6PrefixLength),
-		"spec.healthCheck.protocol":         string(DefaultHealthProtocol),
-		"spec.healthCheck.intervalSeconds":  fmt.Sprint(DefaultHealthIntervalSeconds),
-		"spec.healthCheck.timeoutSeconds":   fmt.Sprint(DefaultHealthTimeoutSeconds),
-		"spec.healthCheck.rise":             fmt.Sprint(DefaultHealthRise),
-		"spec.healthCheck.fall":             fmt.Sprint(DefaultHealthFall),
+	for file, want := range map[string]map[string]string{
+		"lvs.kubelvs.io_virtualservices.yaml": {
+			"spec.scheduler":                    string(DefaultScheduler),
+			"spec.forwarding":                   string(DefaultForwarding),
+			"spec.trafficPolicy":                string(DefaultTrafficPolicy),
+			"spec.ports[].protocol":             string(DefaultProtocol),
+			"spec.backends.static[].weight":     fmt.Sprint(DefaultStaticWeight),
+			"spec.drain":                        fmt.Sprintf("map[timeoutSeconds:%d]", DefaultDrainTimeoutSeconds),
+			"spec.drain.timeoutSeconds":         fmt.Sprint(DefaultDrainTimeoutSeconds),
+			"spec.persistence.timeoutSeconds":   fmt.Sprint(DefaultPersistenceTimeoutSeconds),
+			"spec.persistence.ipv4PrefixLength": fmt.Sprint(DefaultIPv4PrefixLength),
+			"spec.persistence.ipv6PrefixLength": fmt.Sprint(DefaultIPv6PrefixLength),
+			"spec.healthCheck.protocol":         string(DefaultHealthProtocol),
+			"spec.healthCheck.intervalSeconds":  fmt.Sprint(DefaultHealthIntervalSeconds),
+			"spec.healthCheck.timeoutSeconds":   fmt.Sprint(DefaultHealthTimeoutSeconds),
+			"spec.healthCheck.rise":             fmt.Sprint(DefaultHealthRise),
+			"spec.healthCheck.fall":             fmt.Sprint(DefaultHealthFall),
+		},
+		"lvs.kubelvs.io_addresspools.yaml": {
+			"spec.autoAssign": fmt.Sprint(DefaultPoolAutoAssign),
+		},
+	} {
+		t.Run(file, func(t *testing.T) { checkDefaults(t, "../../config/crd/bases/"+file, want) })
 	}
-	b, err := os.ReadFile("../../config/crd/bases/lvs.kubelvs.io_virtualservices.yaml")
+}
+
+func checkDefaults(t *testing.T, file string, want map[string]string) {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 // Package v1alpha1 holds the lvs.kubelvs.io/v1alpha1 API: the VirtualService
 // kind that describes one IPVS virtual service (its addresses, ports,
-// scheduler, forwarding method and backends) for every node that matches it.
+// scheduler, forwarding method and backends) for every node that matches it,
+// and the cluster-scoped AddressPool kind: addresses an administrator owns
+// and the namespaces that may use them.
 //
 // +kubebuilder:object:generate=true
 // +groupName=lvs.kubelvs.io
@@ -26,7 +28,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &VirtualService{}, &VirtualServiceList{})
+	s.AddKnownTypes(GroupVersion, &VirtualService{}, &VirtualServiceList{}, &AddressPool{}, &AddressPoolList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }
