@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/test/corpus"
 )
 
 const (
@@ -142,6 +143,92 @@ func TestShippedCRDOnOldestSupportedKubernetes(t *testing.T) {
 			t.Fatalf("no cause names %s with %q; the API server said: %v", tc.field, tc.msg, err)
 		})
 	}
+
+	t.Run("addresspool", func(t *testing.T) { addressPools(ctx, t, k8s) })
+}
+
+// addressPools checks the AddressPool CRD on the floor: a pool is stored,
+// one refusal per kind of rule (each CEL function its rules call), and the
+// API server agrees with validation.AddressPool on the whole parity sweep
+// (1.31's IP and CIDR functions differ from later ones: containsCIDR does
+// not mask, which the rules avoid).
+func addressPools(ctx context.Context, t *testing.T, k8s client.Client) {
+	p := &lvsv1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "floor"}, Spec: corpus.ValidPoolSpec()}
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatalf("create a valid AddressPool: %v", err)
+	}
+	if p.Spec.AutoAssign == nil || !*p.Spec.AutoAssign {
+		t.Errorf("autoAssign %v, want true", p.Spec.AutoAssign)
+	}
+	rng := func(first, last string) func(s *lvsv1.AddressPoolSpec) {
+		return func(s *lvsv1.AddressPoolSpec) {
+			s.Ranges = []lvsv1.AddressRange{{First: lvsv1.IPAddress(first), Last: lvsv1.IPAddress(last)}}
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(s *lvsv1.AddressPoolSpec)
+		field  string
+		msg    string
+	}{
+		{"cidr().masked", func(s *lvsv1.AddressPoolSpec) { s.CIDRs[0] = "192.0.2.1/24" }, "spec.cidrs[0]", "no bits set"},
+		{"containsIP in a reserved network", func(s *lvsv1.AddressPoolSpec) { s.CIDRs[0] = "127.1.0.0/16" }, "spec.cidrs[0]", "unicast"},
+		{"containsIP around a reserved network", func(s *lvsv1.AddressPoolSpec) { s.CIDRs[1] = "fe00::/7" }, "spec.cidrs[1]", "unicast"},
+		{"ip().family of a range", rng("198.51.100.1", "2001:db8::1"), "spec.ranges[0]", "same IP family"},
+		{"IPv4 order (split, int)", rng("10.0.0.10", "10.0.0.9"), "spec.ranges[0]", "first must not be after last"},
+		{"IPv6 order (replace, filter, indexOf, charAt)", rng("2001:db8::10", "2001:db8::9"), "spec.ranges[0]", "first must not be after last"},
+		{"IPv4 span", rng("126.0.0.1", "128.0.0.1"), "spec.ranges[0]", "127.0.0.0/8"},
+		{"IPv6 span", rng("::2", "::1:0:0:1"), "spec.ranges[0]", "::ffff:0:0/96"},
+		{"avoid isIP or isCIDR", func(s *lvsv1.AddressPoolSpec) { s.Avoid[0] = "gateway" }, "spec.avoid[0]", "IP address or a CIDR"},
+		{"label key indexOf", func(s *lvsv1.AddressPoolSpec) {
+			s.NamespaceSelector.MatchExpressions[0].Key = lvsv1.LabelKey(strings.Repeat("p", 254) + "/x")
+		}, "spec.namespaceSelector.matchExpressions[0].key", "253"},
+	} {
+		t.Run("rejects/"+tc.name, func(t *testing.T) {
+			spec := corpus.ValidPoolSpec()
+			tc.mutate(&spec)
+			err := k8s.Create(ctx, &lvsv1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "bad"}, Spec: spec}, client.DryRunAll)
+			if !causeNames(err, tc.field, tc.msg) {
+				t.Fatalf("no cause names %s with %q; the API server said: %v", tc.field, tc.msg, err)
+			}
+		})
+	}
+	t.Run("corpus", func(t *testing.T) {
+		refused, stored := corpus.AddressPools()
+		for _, tc := range refused {
+			spec := corpus.ValidPoolSpec()
+			tc.Mutate(&spec)
+			err := k8s.Create(ctx, &lvsv1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "bad"}, Spec: spec}, client.DryRunAll)
+			if !causeNames(err, tc.Field, tc.Msg) {
+				t.Errorf("%s: no cause names %s with %q; the API server said: %.1000v", tc.Name, tc.Field, tc.Msg, err)
+			}
+		}
+		for _, tc := range stored {
+			spec := corpus.ValidPoolSpec()
+			tc.Mutate(&spec)
+			if err := k8s.Create(ctx, &lvsv1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "stored"}, Spec: spec}, client.DryRunAll); err != nil {
+				t.Errorf("%s: the API server refuses it (%v): move it to the API-refused cases of test/corpus", tc.Name, err)
+			}
+		}
+	})
+	t.Run("parity", func(t *testing.T) {
+		corpus.CheckPoolParity(t, func(p *lvsv1.AddressPool) error { return k8s.Create(ctx, p, client.DryRunAll) }, apierrors.IsInvalid)
+	})
+}
+
+// causeNames reports whether err is an Invalid error with a cause of
+// field whose message has msg.
+func causeNames(err error, field, msg string) bool {
+	var se *apierrors.StatusError
+	if !errors.As(err, &se) || !apierrors.IsInvalid(err) || se.ErrStatus.Details == nil {
+		return false
+	}
+	for _, c := range se.ErrStatus.Details.Causes {
+		if c.Field == field && strings.Contains(c.Message, msg) {
+			return true
+		}
+	}
+	return false
 }
 
 // validSpec is a dual-stack VirtualService with a static backend, so that
