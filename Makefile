@@ -82,10 +82,10 @@ test-unit: test-bins test-bins-floor ## Unit tests and envtest suites (a real ku
 # package's testdata/fuzz/ (commit them: they become regression cases of
 # `go test`).
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./pkg/desired:FuzzBuild ./pkg/conntrack/conntracknl:FuzzParseFlow ./pkg/ipset/ipsetnl:FuzzEntryRoundTrip
+FUZZ_TARGETS := ./pkg/desired:FuzzBuild ./pkg/conntrack/conntracknl:FuzzParseFlow ./pkg/ipset/ipsetnl:FuzzEntryRoundTrip ./pkg/pools:FuzzNew
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target for FUZZTIME (10s): desired-state building, the conntrack parser, ipset entries.
+fuzz: ## Run every fuzz target for FUZZTIME (10s): desired-state building, the conntrack parser, ipset entries, address pools.
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; go test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME); done
 

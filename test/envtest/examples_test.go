@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/pools"
 )
 
 func TestExamplesAreAcceptedWithDefaults(t *testing.T) {
@@ -23,6 +24,7 @@ func TestExamplesAreAcceptedWithDefaults(t *testing.T) {
 		t.Fatalf("want at least 5 examples, found %v (%v)", files, err)
 	}
 	created := map[string]*lvsv1.VirtualService{}
+	var stored []*lvsv1.AddressPool // the example pools
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
 		if err != nil {
@@ -32,8 +34,10 @@ func TestExamplesAreAcceptedWithDefaults(t *testing.T) {
 		if err := yaml.Unmarshal(raw, &u.Object); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: u.GetNamespace()}}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
+		if ns := u.GetNamespace(); ns != "" {
+			if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
 		}
 		t.Cleanup(func() {
 			if err := k8s.Delete(ctx, u); err != nil && !apierrors.IsNotFound(err) {
@@ -43,6 +47,14 @@ func TestExamplesAreAcceptedWithDefaults(t *testing.T) {
 		if err := k8s.Create(ctx, u); err != nil {
 			t.Fatalf("%s rejected: %v", f, err)
 		}
+		if u.GetKind() == "AddressPool" {
+			var p lvsv1.AddressPool
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(u), &p); err != nil {
+				t.Fatal(err)
+			}
+			stored = append(stored, &p)
+			continue
+		}
 		var vs lvsv1.VirtualService
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(u), &vs); err != nil {
 			t.Fatal(err)
@@ -50,6 +62,31 @@ func TestExamplesAreAcceptedWithDefaults(t *testing.T) {
 		spec, _ := yaml.Marshal(vs.Spec)
 		t.Logf("%s as stored, defaults applied:\n%s", filepath.Base(f), spec)
 		created[vs.Name] = &vs
+	}
+
+	// The example pool lets every example VirtualService's namespace, with
+	// the labels the API server gave it, use its addresses.
+	var ps []*pools.Pool
+	for _, ap := range stored {
+		p, err := pools.New(ap)
+		if err != nil {
+			t.Fatalf("the API server stored an AddressPool validation refuses: %v", err)
+		}
+		if p.AutoAssign {
+			t.Errorf("pool %s: autoAssign true, the example says false", p.Name)
+		}
+		ps = append(ps, p)
+	}
+	for _, vs := range created {
+		var ns corev1.Namespace
+		if err := k8s.Get(ctx, client.ObjectKey{Name: vs.Namespace}, &ns); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range vs.Spec.Addresses {
+			if pools.Find(ps, ns.Name, ns.Labels, mustAddr(string(a))) == nil {
+				t.Errorf("no example AddressPool lets namespace %s (labels %v) use %s", ns.Name, ns.Labels, a)
+			}
+		}
 	}
 
 	// Defaults the examples leave out, as the API server filled them in.

@@ -1,0 +1,217 @@
+// Package pools answers what the controller and the agents will ask of
+// AddressPools: does a pool hold an address (one it does not avoid), and
+// which pools admit a namespace. A pool is parsed once into sorted,
+// disjoint ranges with the avoided addresses taken out, and a compiled
+// namespace selector; a lookup is a binary search. It is pure: no I/O.
+//
+// An AddressPool that validation.AddressPool refuses is no Pool: New
+// returns its errors, and a caller that skips it admits nothing from it.
+package pools
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/validation"
+)
+
+// Range is every address from First to Last, both included, of one family.
+type Range struct {
+	First, Last netip.Addr
+}
+
+// String renders the range as first-last, or one address.
+func (r Range) String() string {
+	if r.First == r.Last {
+		return r.First.String()
+	}
+	return r.First.String() + "-" + r.Last.String()
+}
+
+// Pool is a valid AddressPool, ready for lookups.
+type Pool struct {
+	// Name of the AddressPool.
+	Name string
+	// AutoAssign is spec.autoAssign, defaulted.
+	AutoAssign bool
+
+	ranges   []Range // sorted, disjoint, not adjacent, avoided addresses taken out
+	selector labels.Selector
+}
+
+// New parses an AddressPool. It refuses what validation.AddressPool
+// refuses, with those errors.
+func New(ap *lvsv1.AddressPool) (*Pool, error) {
+	if errs := validation.AddressPool(ap); len(errs) > 0 {
+		return nil, fmt.Errorf("AddressPool %s: %w", ap.Name, errs.ToAggregate())
+	}
+	var blocks, avoid []Range
+	for _, c := range ap.Spec.CIDRs {
+		p, err := validation.PoolCIDR(string(c))
+		if err != nil {
+			return nil, fmt.Errorf("AddressPool %s: cidr %s: %w", ap.Name, c, err)
+		}
+		blocks = append(blocks, prefixRange(p))
+	}
+	for _, r := range ap.Spec.Ranges {
+		f, l, err := validation.PoolRange(string(r.First), string(r.Last))
+		if err != nil {
+			return nil, fmt.Errorf("AddressPool %s: range %s-%s: %w", ap.Name, r.First, r.Last, err)
+		}
+		blocks = append(blocks, Range{f, l})
+	}
+	for _, a := range ap.Spec.Avoid {
+		p, err := validation.AddressOrCIDR(string(a))
+		if err != nil {
+			return nil, fmt.Errorf("AddressPool %s: avoid %s: %w", ap.Name, a, err)
+		}
+		avoid = append(avoid, prefixRange(p))
+	}
+	sel, err := metav1.LabelSelectorAsSelector(ap.Spec.NamespaceSelector.AsMetav1())
+	if err != nil {
+		return nil, fmt.Errorf("AddressPool %s: namespaceSelector: %w", ap.Name, err)
+	}
+	auto := lvsv1.DefaultPoolAutoAssign
+	if a := ap.Spec.AutoAssign; a != nil {
+		auto = *a
+	}
+	return &Pool{Name: ap.Name, AutoAssign: auto, ranges: subtract(merge(blocks), merge(avoid)), selector: sel}, nil
+}
+
+// Contains reports whether the pool holds a and does not avoid it. An
+// IPv4-mapped IPv6 address is taken as its IPv4 address, and a zone is
+// ignored.
+func (p *Pool) Contains(a netip.Addr) bool {
+	a = a.Unmap().WithZone("")
+	i := sort.Search(len(p.ranges), func(i int) bool { return !p.ranges[i].Last.Less(a) })
+	return i < len(p.ranges) && !a.Less(p.ranges[i].First) && p.ranges[i].First.Is4() == a.Is4()
+}
+
+// Admits reports whether the pool's namespaceSelector selects the
+// namespace with these labels. The namespace's name counts as its label
+// kubernetes.io/metadata.name, which the API server sets on every
+// namespace, whether or not nsLabels has it.
+func (p *Pool) Admits(namespace string, nsLabels map[string]string) bool {
+	if p.selector.Empty() {
+		return true
+	}
+	return p.selector.Matches(withName(namespace, nsLabels))
+}
+
+// Ranges returns the addresses the pool can give: its CIDRs and ranges,
+// merged and sorted (IPv4 first), without the avoided addresses.
+func (p *Pool) Ranges() []Range { return slices.Clone(p.ranges) }
+
+// String renders the pool's name and ranges.
+func (p *Pool) String() string {
+	rs := make([]string, len(p.ranges))
+	for i, r := range p.ranges {
+		rs[i] = r.String()
+	}
+	return fmt.Sprintf("%s[%s]", p.Name, strings.Join(rs, ","))
+}
+
+// Admitting returns the pools that admit the namespace, in their order.
+func Admitting(pools []*Pool, namespace string, nsLabels map[string]string) []*Pool {
+	l := withName(namespace, nsLabels)
+	var out []*Pool
+	for _, p := range pools {
+		if p.selector.Empty() || p.selector.Matches(l) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Find returns the first of pools that admits the namespace and holds a,
+// or nil: nil means the namespace may not use a.
+func Find(pools []*Pool, namespace string, nsLabels map[string]string, a netip.Addr) *Pool {
+	l := withName(namespace, nsLabels)
+	for _, p := range pools {
+		if p.Contains(a) && (p.selector.Empty() || p.selector.Matches(l)) {
+			return p
+		}
+	}
+	return nil
+}
+
+// withName returns nsLabels with kubernetes.io/metadata.name set to the
+// namespace's name, copying only when it must.
+func withName(namespace string, nsLabels map[string]string) labels.Set {
+	if v, ok := nsLabels[corev1.LabelMetadataName]; ok && v == namespace {
+		return nsLabels
+	}
+	l := make(labels.Set, len(nsLabels)+1)
+	for k, v := range nsLabels {
+		l[k] = v
+	}
+	l[corev1.LabelMetadataName] = namespace
+	return l
+}
+
+// prefixRange returns the first and last address of a network.
+func prefixRange(p netip.Prefix) Range {
+	first := p.Masked().Addr()
+	b := first.AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ := netip.AddrFromSlice(b)
+	return Range{first, last}
+}
+
+// merge sorts ranges and joins those that overlap or touch.
+func merge(rs []Range) []Range {
+	slices.SortFunc(rs, func(a, b Range) int { return a.First.Compare(b.First) })
+	var out []Range
+	for _, r := range rs {
+		if n := len(out); n > 0 {
+			cur := &out[n-1]
+			next := cur.Last.Next() // invalid after the last address of a family
+			if cur.Last.Is4() == r.First.Is4() && (!cur.Last.Less(r.First) || r.First == next) {
+				if cur.Last.Less(r.Last) {
+					cur.Last = r.Last
+				}
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// subtract returns what of rs (sorted, disjoint) is not in avoid (sorted,
+// disjoint).
+func subtract(rs, avoid []Range) []Range {
+	var out []Range
+	for _, r := range rs {
+		first := r.First
+		for _, a := range avoid {
+			if a.First.Is4() != r.First.Is4() || a.Last.Less(first) {
+				continue // another family, or before what is left of r
+			}
+			if r.Last.Less(a.First) {
+				break // after r
+			}
+			if first.Less(a.First) {
+				out = append(out, Range{first, a.First.Prev()})
+			}
+			first = a.Last.Next()
+			if !first.IsValid() || r.Last.Less(first) {
+				break // the rest of r is avoided
+			}
+		}
+		if first.IsValid() && !r.Last.Less(first) && first.Is4() == r.First.Is4() {
+			out = append(out, Range{first, r.Last})
+		}
+	}
+	return out
+}
