@@ -1,6 +1,9 @@
-// Package floor installs the CRD that the Helm chart ships on the oldest
+// Package floor installs the CRDs that the Helm chart ships on the oldest
 // kube-apiserver that charts/kubelvs/Chart.yaml claims to support (its
-// kubeVersion), so that the claim is tested rather than assumed.
+// kubeVersion), so that the claim is tested rather than assumed. The
+// AddressPool's rules, which lean on string functions and on IP and CIDR
+// functions whose behavior changed after 1.31 (containsCIDR), also get
+// their whole corpus and parity sweep (test/corpus) there.
 //
 // Creating a CRD compiles its CEL rules against the API server's environment
 // for new expressions, which offers a library only from the minor version
