@@ -104,7 +104,7 @@ type LabelSelector struct {
 	// MatchLabels are labels an object must have with exactly these values.
 	// At most 32; keys of at most 317 characters. The syntax of a key is
 	// too costly for the CRD's rules (a map key has no length the cost
-	// estimate can use); the controller and the agents check it.
+	// estimate can use): kubelvs checks it itself (pkg/validation).
 	//
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -14,10 +15,10 @@ import (
 )
 
 // PoolParitySpecs are thousands of AddressPools that differ from
-// ValidPoolSpec in one address field: ranges of every pair of a set of
-// addresses (edges of the non-unicast networks, and random addresses whose
-// zero groups put "::" anywhere), and one CIDR or one avoided entry each
-// of a list of good and bad ones.
+// ValidPoolSpec in one field: ranges of every pair of a set of addresses
+// (edges of the non-unicast networks, and random addresses whose zero
+// groups put "::" anywhere); one CIDR or one avoided entry each of a list
+// of good and bad ones; a label key or value of the namespace selector.
 func PoolParitySpecs() []lvsv1.AddressPoolSpec {
 	rnd := rand.New(rand.NewPCG(13, 1))
 	addrs := []string{
@@ -71,15 +72,34 @@ func PoolParitySpecs() []lvsv1.AddressPoolSpec {
 		s.Avoid = []lvsv1.AddressOrCIDR{lvsv1.AddressOrCIDR(a)}
 		specs = append(specs, s)
 	}
+	// Label keys of matchExpressions and label values (matchLabels keys are
+	// the one thing only validation checks).
+	labelStrings := []string{
+		"team", "a", "A_b.c-9", "example.com/team", "kubernetes.io/metadata.name", "", "-team", "team-", "te am", "a/b/c",
+		"/team", "example.com/", "Example.com/team", "exa_mple.com/team", "example..com/team", ".example.com/team",
+		strings.Repeat("n", 63), strings.Repeat("n", 64), "p/" + strings.Repeat("n", 63), strings.Repeat("p", 253) + "/n",
+		strings.Repeat("p", 254) + "/n", strings.Repeat("p.", 126) + "p/n", "a\nb", "é",
+	}
+	for _, l := range labelStrings {
+		s := ValidPoolSpec()
+		s.NamespaceSelector.MatchExpressions[0].Key = lvsv1.LabelKey(l)
+		specs = append(specs, s)
+		s = ValidPoolSpec()
+		s.NamespaceSelector.MatchExpressions[0].Values = []lvsv1.LabelValue{lvsv1.LabelValue(l)}
+		specs = append(specs, s)
+		s = ValidPoolSpec()
+		s.NamespaceSelector.MatchLabels = map[string]lvsv1.LabelValue{"team": lvsv1.LabelValue(l)}
+		specs = append(specs, s)
+	}
 	return specs
 }
 
 // CheckPoolParity sends every PoolParitySpecs pool to create (a dry-run
 // create on an API server: nil if it accepts, an Invalid error if it
 // refuses, anything else fails the test) and to validation.AddressPool,
-// and fails t where they disagree: the CRD's rules for addresses and
-// validation's must be the same (the one rule only validation checks is
-// about label keys).
+// and fails t where they disagree: the CRD's rules and validation's must
+// be the same (the one rule only validation checks, the syntax of
+// matchLabels keys, is not swept).
 func CheckPoolParity(t *testing.T, create func(*lvsv1.AddressPool) error, isInvalid func(error) bool) {
 	t.Helper()
 	specs := PoolParitySpecs()
