@@ -5,6 +5,12 @@
 //   - masquerade: packets to a Masquerade-forwarded VIP,proto:port (ipset
 //     KUBELVS-MASQ) are marked in nat PREROUTING/OUTPUT and masqueraded in
 //     POSTROUTING, so real servers answer through this node;
+//   - hairpin: a VIP,proto:port whose real servers are all on this node
+//     (trafficPolicy Local) is not in KUBELVS-MASQ, so its backends see the
+//     client's address; only packets to it from one of its own real servers
+//     (KUBELVS-HAIRPIN, hash:ip,port,net: VIP,proto:port,real server) are
+//     marked in PREROUTING, because a real server scheduled to itself would
+//     drop a packet from its own address;
 //   - source ranges: one rule in filter INPUT (which runs before IPVS's
 //     LOCAL_IN hook) drops packets to a restricted VIP,proto:port
 //     (KUBELVS-RESTRICTED) unless VIP,proto:port,source is allowed
@@ -53,6 +59,7 @@ type SetNames struct {
 	Masquerade string // hash:ip,port: VIP,proto:port forwarded with Masquerade
 	Restricted string // hash:ip,port: VIP,proto:port that have sourceRanges
 	Allowed    string // hash:ip,port,net: VIP,proto:port,allowed source range
+	Hairpin    string // hash:ip,port,net: VIP,proto:port,real server of a VIP:port not in Masquerade
 }
 
 // Sets returns the set names of a family.
@@ -65,6 +72,7 @@ func Sets(f Family) SetNames {
 		Masquerade: "KUBELVS-MASQ" + sfx,
 		Restricted: "KUBELVS-RESTRICTED" + sfx,
 		Allowed:    "KUBELVS-ALLOWED" + sfx,
+		Hairpin:    "KUBELVS-HAIRPIN" + sfx,
 	}
 }
 
@@ -79,6 +87,7 @@ func IPSets(f Family) []ipset.Set {
 		{Name: n.Masquerade, Type: ipset.HashIPPort, Family: fam},
 		{Name: n.Restricted, Type: ipset.HashIPPort, Family: fam},
 		{Name: n.Allowed, Type: ipset.HashIPPortNet, Family: fam},
+		{Name: n.Hairpin, Type: ipset.HashIPPortNet, Family: fam},
 	}
 }
 
@@ -112,6 +121,7 @@ func Render(f Family, cfg Config) map[string][]string {
 			":KUBELVS-OUTPUT - [0:0]",
 			":KUBELVS-POSTROUTING - [0:0]",
 			fmt.Sprintf(`-A KUBELVS-PREROUTING -m set --match-set %s dst,dst -m comment --comment "kubelvs: masquerade" -j MARK --set-xmark %s`, n.Masquerade, mark),
+			fmt.Sprintf(`-A KUBELVS-PREROUTING -m set --match-set %s dst,dst,src -m comment --comment "kubelvs: masquerade a real server calling its own VIP" -j MARK --set-xmark %s`, n.Hairpin, mark),
 			fmt.Sprintf(`-A KUBELVS-OUTPUT -m set --match-set %s dst,dst -m comment --comment "kubelvs: masquerade" -j MARK --set-xmark %s`, n.Masquerade, mark),
 			// Clear the bit before masquerading so a packet that comes back
 			// through this host is not masqueraded twice.
@@ -185,6 +195,7 @@ type Members struct {
 	Masquerade []ipset.Entry // VIP, proto, port
 	Restricted []ipset.Entry // VIP, proto, port
 	Allowed    []ipset.Entry // VIP, proto, port, Net
+	Hairpin    []ipset.Entry // VIP, proto, port, Net (a real server's address)
 }
 
 // Split returns the members of one family.
@@ -198,5 +209,5 @@ func (m Members) Split(f Family) Members {
 		}
 		return out
 	}
-	return Members{keep(m.Masquerade), keep(m.Restricted), keep(m.Allowed)}
+	return Members{keep(m.Masquerade), keep(m.Restricted), keep(m.Allowed), keep(m.Hairpin)}
 }

@@ -205,7 +205,7 @@ func (r *Rules) loadMembers(ctx context.Context) {
 		loaded := map[string][]ipset.Entry{}
 		for _, f := range r.fams {
 			n := netfilter.Sets(f)
-			for _, name := range []string{n.Masquerade, n.Restricted, n.Allowed} {
+			for _, name := range []string{n.Masquerade, n.Restricted, n.Allowed, n.Hairpin} {
 				if es, err := r.sets.ListEntries(ctx, name); err == nil {
 					loaded[name] = es
 				}
@@ -232,7 +232,7 @@ func (r *Rules) ListMembers(ctx context.Context) (netfilter.Members, error) {
 		for _, p := range []struct {
 			name string
 			into *[]ipset.Entry
-		}{{n.Masquerade, &m.Masquerade}, {n.Restricted, &m.Restricted}, {n.Allowed, &m.Allowed}} {
+		}{{n.Masquerade, &m.Masquerade}, {n.Restricted, &m.Restricted}, {n.Allowed, &m.Allowed}, {n.Hairpin, &m.Hairpin}} {
 			es, err := r.sets.ListEntries(ctx, p.name)
 			if err != nil {
 				return netfilter.Members{}, fmt.Errorf("list %s: %w", p.name, err)
@@ -274,7 +274,7 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 		for _, p := range []struct {
 			name string
 			want []ipset.Entry
-		}{{n.Masquerade, fm.Masquerade}, {n.Restricted, fm.Restricted}, {n.Allowed, fm.Allowed}} {
+		}{{n.Masquerade, fm.Masquerade}, {n.Restricted, fm.Restricted}, {n.Allowed, fm.Allowed}, {n.Hairpin, fm.Hairpin}} {
 			p.want = held(p.want)
 			have, known := r.members[p.name]
 			if !known {

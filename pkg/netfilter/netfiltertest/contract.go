@@ -86,7 +86,7 @@ func (e *env) expect(t *testing.T, want netfilter.Members) {
 	for _, l := range []struct {
 		name      string
 		got, want []ipset.Entry
-	}{{"masquerade", got.Masquerade, want.Masquerade}, {"restricted", got.Restricted, want.Restricted}, {"allowed", got.Allowed, want.Allowed}} {
+	}{{"masquerade", got.Masquerade, want.Masquerade}, {"restricted", got.Restricted, want.Restricted}, {"allowed", got.Allowed, want.Allowed}, {"hairpin", got.Hairpin, want.Hairpin}} {
 		w := slices.Clone(l.want)
 		ipset.SortEntries(w)
 		if !slices.Equal(l.got, slices.Compact(w)) {
@@ -144,6 +144,7 @@ func membersRoundTrip(t *testing.T, e *env) {
 		Restricted: []ipset.Entry{v6b, v4},
 		Allowed: []ipset.Entry{allowed(v6b, "2001:db8:c3::/48"), allowed(v4, "192.0.2.0/24"),
 			allowed(v4, "198.51.100.7/32"), allowed(v6b, "::/1"), allowed(v6b, "8000::/1")},
+		Hairpin: []ipset.Entry{allowed(v4b, "10.99.1.2/32"), allowed(v6, "fd99:1::2/128"), allowed(v4b, "10.99.2.2/32")},
 	}
 	onlyV6 := both.Split(netfilter.IPv6)
 	onlyV4 := both.Split(netfilter.IPv4)
@@ -151,6 +152,7 @@ func membersRoundTrip(t *testing.T, e *env) {
 		Masquerade: []ipset.Entry{v4, v6b},
 		Restricted: []ipset.Entry{v4b},
 		Allowed:    []ipset.Entry{allowed(v4b, "192.0.2.0/25"), allowed(v4, "192.0.2.0/24")},
+		Hairpin:    []ipset.Entry{allowed(v4b, "10.99.2.2/32"), allowed(v4b, "10.99.3.2/32")},
 	}
 	for _, c := range []struct {
 		name string

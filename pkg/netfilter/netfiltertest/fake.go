@@ -132,6 +132,7 @@ func (f *Fake) SyncMembers(ctx context.Context, m netfilter.Members) error {
 		f.sets[n.Masquerade] = set(fm.Masquerade)
 		f.sets[n.Restricted] = set(fm.Restricted)
 		f.sets[n.Allowed] = set(fm.Allowed)
+		f.sets[n.Hairpin] = set(fm.Hairpin)
 	}
 	return nil
 }
@@ -170,6 +171,7 @@ func (f *Fake) Members() netfilter.Members {
 		m.Masquerade = append(m.Masquerade, f.sets[n.Masquerade]...)
 		m.Restricted = append(m.Restricted, f.sets[n.Restricted]...)
 		m.Allowed = append(m.Allowed, f.sets[n.Allowed]...)
+		m.Hairpin = append(m.Hairpin, f.sets[n.Hairpin]...)
 	}
 	return m
 }
