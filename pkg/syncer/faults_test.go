@@ -43,7 +43,7 @@ func (n *faultyNode) injectors() []*fault.Injector {
 }
 
 // randomGroups returns groups with random VIPs, ports and real servers,
-// some restricted; names g0..g(n-1).
+// some with trafficPolicy Local, some restricted; names g0..g(n-1).
 func randomGroups(r *rand.Rand, n int) []desired.Group {
 	var gs []desired.Group
 	for i := range n {
@@ -62,6 +62,9 @@ func randomGroups(r *rand.Rand, n int) []desired.Group {
 		}
 		g := grp(fmt.Sprintf("g%d", i), netip.AddrFrom4([4]byte{10, 96, 0, byte(1 + r.Intn(30))}).String(), ports, reals...)
 		g.Services = dedupeServices(g.Services)
+		if r.Intn(3) == 0 {
+			g = asLocal(g)
+		}
 		if r.Intn(3) == 0 {
 			g = withAllowList(g, fmt.Sprintf("192.0.%d.0/24", r.Intn(4)))
 		}

@@ -61,7 +61,9 @@ func TestHoldKeepsWhatTheKernelHas(t *testing.T) {
 	ctx := context.Background()
 	n := newNode()
 	s := n.syncer(t)
-	a := withAllowList(grp("a", "10.0.0.1", web, "10.1.0.1:8080"), "192.0.2.0/24")
+	// a has every kind of member: an allow-list and, as trafficPolicy
+	// Local gives, hairpin members (b and c masquerade).
+	a := withAllowList(asLocal(grp("a", "10.0.0.1", web, "10.1.0.1:8080")), "192.0.2.0/24")
 	b := grp("b", "10.0.0.2", web, "10.1.0.2:8080")
 	if _, err := s.SyncAll(ctx, []desired.Group{a, b}); err != nil {
 		t.Fatal(err)
@@ -78,8 +80,8 @@ func TestHoldKeepsWhatTheKernelHas(t *testing.T) {
 	sameKernel(t, "on hold", n, want(t, a, b))
 
 	// Restart while a is on hold: the new agent never saw a's objects as
-	// a's, yet keeps them (services, VIP, allow-list), while b changes and
-	// c comes.
+	// a's, yet keeps them (services, VIP, allow-list, hairpin members),
+	// while b changes and c comes.
 	s = n.syncer(t)
 	b2 := grp("b", "10.0.0.2", web, "10.1.0.2:8080", "10.1.0.3:8080")
 	c := grp("c", "10.0.0.3", web, "10.1.0.4:8080")

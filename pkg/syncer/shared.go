@@ -74,16 +74,21 @@ func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 // members that make the change safe to apply: every restricted VIP:port of
 // both what the ipsets hold and next, with next's source ranges, and the
 // current ranges of a VIP:port whose restriction next lifts; every
-// masquerade entry of both. A virtual server that gets sourceRanges is thus
-// never reachable from outside them, not even for the moment between its
-// VIP coming up and its members being written, and one that loses them (or
-// goes away) stays restricted until its virtual server and VIP changes are
-// done. A VIP:port restricted in both gets next's ranges at once: it is
-// reachable before and after, so the order of the IPVS writes does not
-// matter to it, and a source both admit is never dropped on the way.
-// syncShared writes next itself after the VIPs. Until the first full sync
-// has compared the shared state with the kernel, what the ipsets hold is
-// not known here and next is written as it is.
+// masquerade and hairpin entry of both. A virtual server that gets
+// sourceRanges is thus never reachable from outside them, not even for the
+// moment between its VIP coming up and its members being written, and one
+// that loses them (or goes away) stays restricted until its virtual server
+// and VIP changes are done. A VIP:port restricted in both gets next's
+// ranges at once: it is reachable before and after, so the order of the
+// IPVS writes does not matter to it, and a source both admit is never
+// dropped on the way. Likewise no real server takes traffic it could not
+// answer unmasqueraded: a VIP:port that turns from trafficPolicy Local to
+// Cluster is masqueraded before its remote real servers are added, one
+// that turns Local stays masqueraded until they are gone, and a real
+// server's hairpin entry is there before it is. syncShared writes next
+// itself after the VIPs. Until the first full sync has compared the shared
+// state with the kernel, what the ipsets hold is not known here and next
+// is written as it is.
 func (s *Syncer) tighten(ctx context.Context, next netfilter.Members) error {
 	pre := next
 	if s.sharedChecked {
@@ -92,6 +97,7 @@ func (s *Syncer) tighten(ctx context.Context, next netfilter.Members) error {
 			Masquerade: union(cur.Masquerade, next.Masquerade),
 			Restricted: union(cur.Restricted, next.Restricted),
 			Allowed:    union(next.Allowed, lifted(cur, next)),
+			Hairpin:    union(cur.Hairpin, next.Hairpin),
 		}
 		if membersEqual(pre, cur) {
 			return nil
@@ -130,6 +136,7 @@ func appendMembers(m, o netfilter.Members) netfilter.Members {
 	m.Masquerade = append(m.Masquerade, o.Masquerade...)
 	m.Restricted = append(m.Restricted, o.Restricted...)
 	m.Allowed = append(m.Allowed, o.Allowed...)
+	m.Hairpin = append(m.Hairpin, o.Hairpin...)
 	return m
 }
 
@@ -137,7 +144,7 @@ func appendMembers(m, o netfilter.Members) netfilter.Members {
 // VirtualServices may name the same VIP:port while one of them is
 // conflicted), so that lists compare equal when the sets are.
 func sortMembers(m netfilter.Members) netfilter.Members {
-	for _, es := range []*[]ipset.Entry{&m.Masquerade, &m.Restricted, &m.Allowed} {
+	for _, es := range []*[]ipset.Entry{&m.Masquerade, &m.Restricted, &m.Allowed, &m.Hairpin} {
 		ipset.SortEntries(*es)
 		*es = slices.Compact(*es)
 	}
@@ -178,5 +185,6 @@ func lifted(cur, next netfilter.Members) []ipset.Entry {
 }
 
 func membersEqual(a, b netfilter.Members) bool {
-	return slices.Equal(a.Masquerade, b.Masquerade) && slices.Equal(a.Restricted, b.Restricted) && slices.Equal(a.Allowed, b.Allowed)
+	return slices.Equal(a.Masquerade, b.Masquerade) && slices.Equal(a.Restricted, b.Restricted) && slices.Equal(a.Allowed, b.Allowed) &&
+		slices.Equal(a.Hairpin, b.Hairpin)
 }

@@ -407,7 +407,7 @@ func (s *Syncer) keep(ctx context.Context, claimed map[ipvs.Key]bool) error {
 			}
 			return out
 		}
-		members = sortMembers(netfilter.Members{Masquerade: ours(cur.Masquerade), Restricted: ours(cur.Restricted), Allowed: ours(cur.Allowed)})
+		members = sortMembers(netfilter.Members{Masquerade: ours(cur.Masquerade), Restricted: ours(cur.Restricted), Allowed: ours(cur.Allowed), Hairpin: ours(cur.Hairpin)})
 	}
 	vipSet := map[netip.Addr]bool{}
 	for _, k := range keys {
