@@ -183,7 +183,7 @@ func Build(in Input) Group {
 			svc.Reals = rs
 			g.Services = append(g.Services, svc)
 			vips[addr] = true
-			g.Members = addMembers(g.Members, vs, svc.VirtualServer, fwd)
+			g.Members = addMembers(g.Members, vs, svc, fwd)
 		}
 	}
 	for _, r := range reals {
@@ -338,11 +338,31 @@ func probeTarget(hc *lvsv1.HealthCheck, r Real) HealthTarget {
 	return HealthTarget{Address: r.Address, Port: port}
 }
 
-// addMembers adds the ipset members of one virtual server: masquerade for
-// NAT forwarding, and the source allow-list.
-func addMembers(m netfilter.Members, vs *lvsv1.VirtualService, v ipvs.VirtualServer, fwd ipvs.Forwarding) netfilter.Members {
+// addMembers adds the ipset members of one virtual server: masquerade or
+// hairpin for NAT forwarding, and the source allow-list.
+//
+// NAT forwarding rewrites only the destination; the masquerade also
+// rewrites the source to this node, so that a real server on another node
+// answers through it. With trafficPolicy Local every real server is an
+// endpoint on this node, which is their gateway: their answers come back
+// through it anyway, and without the masquerade they see the client's own
+// address, as kube-proxy does for externalTrafficPolicy Local. Only a real
+// server calling its own VIP is still masqueraded (the hairpin members):
+// scheduled to itself, it would drop a packet from its own address. Static
+// backends may be anywhere, so a VirtualService that has some keeps the
+// masquerade whatever its policy.
+func addMembers(m netfilter.Members, vs *lvsv1.VirtualService, svc Service, fwd ipvs.Forwarding) netfilter.Members {
+	v := svc.VirtualServer
 	e := ipset.Entry{IP: v.Address, Protocol: uint8(v.Protocol), Port: v.Port}
-	if fwd == ipvs.Masquerade {
+	switch {
+	case fwd != ipvs.Masquerade:
+	case vs.Spec.TrafficPolicy == lvsv1.TrafficPolicyLocal && len(vs.Spec.Backends.Static) == 0:
+		for _, r := range svc.Reals {
+			h := e
+			h.Net = netip.PrefixFrom(r.Address, r.Address.BitLen())
+			m.Hairpin = append(m.Hairpin, h)
+		}
+	default:
 		m.Masquerade = append(m.Masquerade, e)
 	}
 	if len(vs.Spec.SourceRanges) == 0 {
@@ -424,6 +444,9 @@ func (g Group) Dump() string {
 	}
 	for _, e := range g.Members.Masquerade {
 		fmt.Fprintf(&b, "  masq %s\n", e)
+	}
+	for _, e := range g.Members.Hairpin {
+		fmt.Fprintf(&b, "  hairpin %s\n", e)
 	}
 	for _, e := range g.Members.Restricted {
 		fmt.Fprintf(&b, "  restricted %s\n", e)

@@ -89,6 +89,16 @@ func TestBuild(t *testing.T) {
 			vs.Spec.TrafficPolicy = lvsv1.TrafficPolicyLocal
 			return Input{VS: vs, Slices: slices4and6(), Node: node}
 		}},
+		{"traffic-policy-local-with-static-backends-masquerades", func() Input {
+			// A static backend may be on another node: its answers come
+			// back only if the node masquerades.
+			vs := baseVS()
+			vs.Spec.TrafficPolicy = lvsv1.TrafficPolicyLocal
+			vs.Spec.Addresses = vs.Spec.Addresses[:1]
+			vs.Spec.Ports = vs.Spec.Ports[1:]
+			vs.Spec.Backends.Static = []lvsv1.StaticBackend{{Address: "192.0.2.10"}}
+			return Input{VS: vs, Slices: slices4and6(), Node: node}
+		}},
 		{"node-selector-excludes", func() Input {
 			vs := baseVS()
 			vs.Spec.NodeSelector = map[string]lvsv1.LabelValue{"role": "edge"}
