@@ -126,18 +126,24 @@ func networkOrAddress(s string, cidrOnly bool) (netip.Prefix, error) {
 }
 
 func poolCIDRs(cidrs []lvsv1.PoolCIDR, cp *field.Path) field.ErrorList {
+	return setOf(cidrs, cp, MaxPoolCIDRs, func(c string) error { _, err := PoolCIDR(c); return err })
+}
+
+// setOf checks a list used as a set: at most max items, none twice, each
+// one accepted by parse.
+func setOf[T ~string](items []T, p *field.Path, maxItems int, parse func(string) error) field.ErrorList {
 	var errs field.ErrorList
-	if len(cidrs) > MaxPoolCIDRs {
-		return append(errs, field.TooMany(cp, len(cidrs), MaxPoolCIDRs))
+	if len(items) > maxItems {
+		return append(errs, field.TooMany(p, len(items), maxItems))
 	}
-	seen := map[lvsv1.PoolCIDR]bool{}
-	for i, c := range cidrs {
-		if seen[c] {
-			errs = append(errs, field.Duplicate(cp.Index(i), short(string(c))))
+	seen := map[T]bool{}
+	for i, it := range items {
+		if seen[it] {
+			errs = append(errs, field.Duplicate(p.Index(i), short(string(it))))
 		}
-		seen[c] = true
-		if _, err := PoolCIDR(string(c)); err != nil {
-			errs = append(errs, field.Invalid(cp.Index(i), short(string(c)), err.Error()))
+		seen[it] = true
+		if err := parse(string(it)); err != nil {
+			errs = append(errs, field.Invalid(p.Index(i), short(string(it)), err.Error()))
 		}
 	}
 	return errs
@@ -213,21 +219,7 @@ func poolRanges(ranges []lvsv1.AddressRange, rp *field.Path) field.ErrorList {
 }
 
 func poolAvoid(avoid []lvsv1.AddressOrCIDR, ap *field.Path) field.ErrorList {
-	var errs field.ErrorList
-	if len(avoid) > MaxPoolAvoid {
-		return append(errs, field.TooMany(ap, len(avoid), MaxPoolAvoid))
-	}
-	seen := map[lvsv1.AddressOrCIDR]bool{}
-	for i, a := range avoid {
-		if seen[a] {
-			errs = append(errs, field.Duplicate(ap.Index(i), short(string(a))))
-		}
-		seen[a] = true
-		if _, err := AddressOrCIDR(string(a)); err != nil {
-			errs = append(errs, field.Invalid(ap.Index(i), short(string(a)), err.Error()))
-		}
-	}
-	return errs
+	return setOf(avoid, ap, MaxPoolAvoid, func(a string) error { _, err := AddressOrCIDR(a); return err })
 }
 
 // LabelSelector checks a selector as the CRD does, and the syntax of its

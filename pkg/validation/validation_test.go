@@ -6,6 +6,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/desired"
@@ -37,30 +38,36 @@ func TestCorpusIsRefused(t *testing.T) {
 			spec := corpus.ValidSpec()
 			c.Mutate(&spec)
 			v := vs(spec)
-			errs := validation.VirtualService(v)
-			if len(errs) == 0 {
-				t.Fatal("accepted")
-			}
-			named := false
-			for _, e := range errs {
-				// The API server says spec.nodeSelector.zone where field
-				// paths say spec.nodeSelector[zone].
-				flat := strings.NewReplacer("[", ".", "]", "")
-				if strings.HasPrefix(flat.Replace(e.Field), flat.Replace(c.Field)) {
-					named = true
-				}
-				if len(e.Error()) > 512 {
-					t.Errorf("a message of %d bytes: %.100s...", len(e.Error()), e.Error())
-				}
-			}
-			if !named {
-				t.Fatalf("no error names %s: %v", c.Field, errs)
-			}
+			refusedNaming(t, validation.VirtualService(v), c.Field)
 			g := desired.Build(desired.Input{VS: v, Node: desired.Node{Name: "n"}})
 			if !g.Hold || len(g.Services) > 0 || len(g.VIPs) > 0 || len(g.Problems) == 0 {
 				t.Fatalf("desired.Build programs a refused VirtualService:\n%s", g.Dump())
 			}
 		})
+	}
+}
+
+// refusedNaming fails unless errs is not empty, one of them names field
+// (or a field under it), and every message is short.
+func refusedNaming(t *testing.T, errs field.ErrorList, name string) {
+	t.Helper()
+	if len(errs) == 0 {
+		t.Fatal("accepted")
+	}
+	// The API server says spec.nodeSelector.zone where field paths say
+	// spec.nodeSelector[zone].
+	flat := strings.NewReplacer("[", ".", "]", "")
+	named := false
+	for _, e := range errs {
+		if strings.HasPrefix(flat.Replace(e.Field), flat.Replace(name)) {
+			named = true
+		}
+		if len(e.Error()) > 512 {
+			t.Errorf("a message of %d bytes: %.100s...", len(e.Error()), e.Error())
+		}
+	}
+	if !named {
+		t.Fatalf("no error names %s: %v", name, errs)
 	}
 }
 

@@ -121,6 +121,14 @@ func tail(s string, n int) string {
 // client stays, and a UDP server that answers with its name.
 func serveEcho(t testing.TB, ns *kerneltest.NS, name string, tcp, udp uint16) {
 	t.Helper()
+	serve(t, ns, name, tcp, udp, func(netip.Addr) string { return name }, "")
+}
+
+// serve starts the TCP and UDP servers of serveEcho and servePeer: greet
+// makes the TCP greeting line and the UDP answer (followed by udpEnd) from
+// the source address the server sees.
+func serve(t testing.TB, ns *kerneltest.NS, name string, tcp, udp uint16, greet func(peer netip.Addr) string, udpEnd string) {
+	t.Helper()
 	var ln net.Listener
 	var pc net.PacketConn
 	if err := ns.Do(func() (err error) {
@@ -141,7 +149,7 @@ func serveEcho(t testing.TB, ns *kerneltest.NS, name string, tcp, udp uint16) {
 			}
 			go func() {
 				defer c.Close()
-				fmt.Fprintf(c, "%s\n", name)
+				fmt.Fprintf(c, "%s\n", greet(c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()))
 				sc := bufio.NewScanner(c)
 				for sc.Scan() {
 					fmt.Fprintf(c, "%s: %s\n", name, sc.Text())
@@ -156,7 +164,7 @@ func serveEcho(t testing.TB, ns *kerneltest.NS, name string, tcp, udp uint16) {
 			if err != nil {
 				return
 			}
-			_, _ = pc.WriteTo([]byte(name), from)
+			_, _ = pc.WriteTo([]byte(greet(from.(*net.UDPAddr).AddrPort().Addr().Unmap())+udpEnd), from)
 		}
 	}()
 }

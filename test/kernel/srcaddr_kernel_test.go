@@ -27,47 +27,7 @@ import (
 // closes it.
 func servePeer(t testing.TB, ns *kerneltest.NS, name string, port uint16) {
 	t.Helper()
-	addr := netip.AddrPortFrom(ns.IP(false), port).String()
-	var ln net.Listener
-	var pc net.PacketConn
-	if err := ns.Do(func() (err error) {
-		if ln, err = net.Listen("tcp", addr); err != nil {
-			return err
-		}
-		pc, err = net.ListenPacket("udp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close(); pc.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-				fmt.Fprintf(c, "%s %s\n", name, peer)
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "%s: %s\n", name, sc.Text())
-				}
-			}()
-		}
-	}()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			_, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			peer := from.(*net.UDPAddr).AddrPort().Addr().Unmap()
-			_, _ = pc.WriteTo([]byte(fmt.Sprintf("%s %s\n", name, peer)), from)
-		}
-	}()
+	serve(t, ns, name, port, port, func(peer netip.Addr) string { return name + " " + peer.String() }, "\n")
 }
 
 // answer is what a peer server said: who answered, and whom it saw.
