@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/pools"
 	"github.com/kubelvs/kubelvs/pkg/vsstatus"
 )
 
@@ -51,6 +52,8 @@ type VirtualServiceReconciler struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=addresspools,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
@@ -63,7 +66,22 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if !vs.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
+	admit, err := r.admission(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	notAllowed, err := admit(&vs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	rivals, err := r.rivals(ctx, &vs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	// A rival that may not bind its addresses is programmed nowhere: it
+	// wins nothing (else a namespace could block an address it may not
+	// use by claiming it first).
+	rivals, err = allowedOnly(rivals, admit)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -81,7 +99,8 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	wasInvalid := meta.IsStatusConditionFalse(vs.Status.Conditions, lvsv1.ConditionAccepted) &&
 		meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted).Reason == vsstatus.ReasonInvalid
 	wasFailing := programmingFailed(orig)
-	becameConflicted := vsstatus.Apply(&vs, problems, conflicts)
+	wasNotAllowed := acceptedReason(orig) == vsstatus.ReasonAddressNotAllowed
+	becameConflicted := vsstatus.Apply(&vs, problems, notAllowed, conflicts)
 	if equality.Semantic.DeepEqual(orig.Status, vs.Status) {
 		return ctrl.Result{}, nil
 	}
@@ -95,6 +114,10 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	if len(problems) > 0 && !wasInvalid {
 		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonInvalid, "Validate", "%s", vsstatus.Bounded(problems))
+	}
+	if acceptedReason(&vs) == vsstatus.ReasonAddressNotAllowed && !wasNotAllowed {
+		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonAddressNotAllowed, "Validate",
+			"not programmed on any node: %s", vsstatus.Bounded(notAllowed))
 	}
 	if programmingFailed(&vs) && !wasFailing {
 		c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionProgrammed)
@@ -126,9 +149,10 @@ func (r *VirtualServiceReconciler) liveNodes(ctx context.Context) (map[string]bo
 func (r *VirtualServiceReconciler) everyVirtualService(ctx context.Context, _ client.Object) []reconcile.Request {
 	var list lvsv1.VirtualServiceList
 	if err := r.Client.List(ctx, &list); err != nil {
-		// The reports of a deleted node stay until the next change of each
-		// VirtualService (or the manager's periodic resync): say so.
-		ctrl.LoggerFrom(ctx).Error(err, "cannot list VirtualServices to drop the reports of a deleted node")
+		// The reports of a deleted node, or a pool's change, wait for the
+		// next change of each VirtualService (or the manager's periodic
+		// resync): say so.
+		ctrl.LoggerFrom(ctx).Error(err, "cannot list VirtualServices after a node was deleted or a pool changed")
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -192,8 +216,72 @@ func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctr
 				UpdateFunc: func(event.UpdateEvent) bool { return false },
 				DeleteFunc: func(event.DeleteEvent) bool { return true },
 			})).
+		// Pools decide which addresses every VirtualService may bind.
+		Watches(&lvsv1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(r.everyVirtualService),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceMembers),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Named("virtualservice").
 		Complete(r)
+}
+
+// admission reads the AddressPools and returns the rule every agent
+// applies too (pools.Check): the addresses of a VirtualService that no
+// pool admits to its namespace. A pool that validation refuses admits
+// nothing; it is logged.
+func (r *VirtualServiceReconciler) admission(ctx context.Context) (func(*lvsv1.VirtualService) ([]string, error), error) {
+	var list lvsv1.AddressPoolList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return nil, fmt.Errorf("list AddressPools: %w", err)
+	}
+	ps, errs := pools.Parse(list.Items)
+	for _, err := range errs {
+		ctrl.LoggerFrom(ctx).Info("an AddressPool is refused and admits nothing", "error", err.Error())
+	}
+	return func(vs *lvsv1.VirtualService) ([]string, error) {
+		var ns corev1.Namespace
+		if err := r.Client.Get(ctx, types.NamespacedName{Name: vs.Namespace}, &ns); err != nil {
+			return nil, fmt.Errorf("get namespace %s: %w", vs.Namespace, err)
+		}
+		return pools.Check(ps, vs.Namespace, ns.Labels, vs.Spec.Addresses), nil
+	}, nil
+}
+
+// allowedOnly keeps the VirtualServices whose addresses are admitted.
+func allowedOnly(vss []lvsv1.VirtualService, admit func(*lvsv1.VirtualService) ([]string, error)) ([]lvsv1.VirtualService, error) {
+	out := vss[:0]
+	for i := range vss {
+		refused, err := admit(&vss[i])
+		if err != nil {
+			return nil, err
+		}
+		if len(refused) == 0 {
+			out = append(out, vss[i])
+		}
+	}
+	return out, nil
+}
+
+// namespaceMembers maps a Namespace event to its VirtualServices: its
+// labels decide which pools admit them.
+func (r *VirtualServiceReconciler) namespaceMembers(ctx context.Context, obj client.Object) []reconcile.Request {
+	var list lvsv1.VirtualServiceList
+	if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetName())); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "cannot list the VirtualServices of a namespace whose labels changed", "namespace", obj.GetName())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+func acceptedReason(vs *lvsv1.VirtualService) string {
+	if c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted); c != nil {
+		return c.Reason
+	}
+	return ""
 }
 
 func programmingFailed(vs *lvsv1.VirtualService) bool {

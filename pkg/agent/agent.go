@@ -30,6 +30,7 @@ import (
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/desired"
 	"github.com/kubelvs/kubelvs/pkg/health"
+	"github.com/kubelvs/kubelvs/pkg/pools"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 	"github.com/kubelvs/kubelvs/pkg/vsstatus"
 )
@@ -74,6 +75,8 @@ type Agent struct {
 	byRef    *index[serviceRef]
 	slicesOf *index[serviceRef]
 	handlers []toolscache.ResourceEventHandlerRegistration
+	// pools are the parsed AddressPools (loadPools); nil until listed.
+	pools atomic.Pointer[[]*pools.Pool]
 
 	mu       sync.Mutex
 	reported map[types.NamespacedName]lvsv1.NodeStatus
@@ -174,6 +177,9 @@ func (a *Agent) Start(ctx context.Context) error {
 			return errors.New("agent: event handlers did not sync")
 		}
 	}
+	// With no pool at all no event has loaded them: the empty set is known
+	// now.
+	a.loadPools(ctx)
 	if err := a.firstSync(ctx); err != nil {
 		return err
 	}
@@ -337,15 +343,45 @@ func (a *Agent) node(ctx context.Context) (desired.Node, error) {
 
 // build computes one VirtualService's desired state from the cache.
 func (a *Agent) build(ctx context.Context, vs *lvsv1.VirtualService, node desired.Node) (desired.Group, error) {
+	ps := a.pools.Load()
+	if ps == nil {
+		return desired.Group{}, errors.New("the AddressPools are not loaded yet")
+	}
+	// Which pools admit a namespace's VirtualServices depends on its
+	// labels; one that cannot be read is not known: keep the kernel as it
+	// is.
+	nsLabels := func(name string) (map[string]string, error) {
+		var ns corev1.Namespace
+		if err := a.client.Get(ctx, types.NamespacedName{Name: name}, &ns); err != nil {
+			return nil, fmt.Errorf("get namespace %s: %w", name, err)
+		}
+		return ns.Labels, nil
+	}
+	labels, err := nsLabels(vs.Namespace)
+	if err != nil {
+		return desired.Group{}, err
+	}
 	rivals, err := a.rivals(ctx, vs)
 	if err != nil {
 		return desired.Group{}, err
 	}
+	// A rival that may not bind its addresses is programmed nowhere and
+	// wins nothing (the controller decides the same).
+	allowed := rivals[:0]
+	for i := range rivals {
+		l, err := nsLabels(rivals[i].Namespace)
+		if err != nil {
+			return desired.Group{}, err
+		}
+		if len(pools.Check(*ps, rivals[i].Namespace, l, rivals[i].Spec.Addresses)) == 0 {
+			allowed = append(allowed, rivals[i])
+		}
+	}
 	lost := map[lvsv1.ServiceKey]bool{}
-	for _, c := range vsstatus.Conflicts(vs, rivals) {
+	for _, c := range vsstatus.Conflicts(vs, allowed) {
 		lost[c.Key] = true
 	}
-	in := desired.Input{VS: vs, Node: node, Lost: lost}
+	in := desired.Input{VS: vs, Node: node, Lost: lost, Pools: *ps, NamespaceLabels: labels}
 	if ref := vs.Spec.Backends.ServiceRef; ref != nil {
 		for _, name := range a.slicesOf.lookup(serviceRef{Namespace: vs.Namespace, Name: ref.Name}) {
 			s := &discoveryv1.EndpointSlice{}

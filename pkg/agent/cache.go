@@ -3,7 +3,9 @@ package agent
 import (
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
@@ -38,6 +40,18 @@ func TransformVirtualService(node string) toolscache.TransformFunc {
 		vs.Status = lvsv1.VirtualServiceStatus{Nodes: mine}
 		return vs, nil
 	}
+}
+
+// TransformNamespace keeps of a Namespace its name and labels: which
+// AddressPools admit its VirtualServices is all the agent asks of it.
+func TransformNamespace(in any) (any, error) {
+	ns, ok := in.(*corev1.Namespace)
+	if !ok {
+		return in, nil
+	}
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: ns.Name, UID: ns.UID, ResourceVersion: ns.ResourceVersion, Labels: ns.Labels,
+	}}, nil
 }
 
 // TransformEndpointSlice drops an EndpointSlice's managed fields,

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/pools"
 )
 
 // The agent's event handlers keep its indexes (index.go) and queue the
@@ -44,12 +45,115 @@ func (a *Agent) watch(ctx context.Context) error {
 	}
 	a.handlers = append(a.handlers, reg)
 
+	// Which addresses a namespace may bind: the first full sync waits for
+	// both (a.handlers), so nothing is programmed before the pools are known.
+	poolInf, err := c.GetInformer(ctx, &lvsv1.AddressPool{})
+	if err != nil {
+		return fmt.Errorf("watch AddressPools: %w", err)
+	}
+	reg, err = poolInf.AddEventHandler(a.poolEvents(ctx))
+	if err != nil {
+		return err
+	}
+	a.handlers = append(a.handlers, reg)
+
+	nsInf, err := c.GetInformer(ctx, &corev1.Namespace{})
+	if err != nil {
+		return fmt.Errorf("watch Namespaces: %w", err)
+	}
+	reg, err = nsInf.AddEventHandler(a.namespaceEvents(ctx))
+	if err != nil {
+		return err
+	}
+	a.handlers = append(a.handlers, reg)
+
 	nodeInf, err := c.GetInformer(ctx, &corev1.Node{})
 	if err != nil {
 		return fmt.Errorf("watch Nodes: %w", err)
 	}
 	_, err = nodeInf.AddEventHandler(a.nodeEvents(ctx))
 	return err
+}
+
+// poolEvents handles AddressPool events: the pools are parsed again and,
+// once the agent runs, every VirtualService is queued, since a pool may
+// admit or refuse any of them. Status and metadata changes (a finalizer,
+// the controller's status) change nothing.
+func (a *Agent) poolEvents(ctx context.Context) toolscache.ResourceEventHandlerFuncs {
+	changed := func(any) { a.loadPools(ctx) }
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { changed(obj) },
+		DeleteFunc: changed,
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*lvsv1.AddressPool)
+			n, ok2 := cur.(*lvsv1.AddressPool)
+			if ok1 && ok2 && o.Generation == n.Generation {
+				return
+			}
+			changed(cur)
+		},
+	}
+}
+
+// loadPools parses the cached AddressPools into the set every build
+// checks addresses against, and queues every VirtualService when the
+// agent runs. A pool that does not parse admits nothing and is logged.
+func (a *Agent) loadPools(ctx context.Context) {
+	var list lvsv1.AddressPoolList
+	if err := a.client.List(ctx, &list); err != nil {
+		// Which pools exist is not known: keep the last set and try again.
+		ctrl.LoggerFrom(ctx).Error(err, "cannot list AddressPools; retrying", "in", queueAllRetry)
+		time.AfterFunc(queueAllRetry, func() {
+			if ctx.Err() == nil {
+				a.loadPools(ctx)
+			}
+		})
+		return
+	}
+	ps, errs := pools.Parse(list.Items)
+	for _, err := range errs {
+		ctrl.LoggerFrom(ctx).Info("an AddressPool is refused and admits nothing", "error", err.Error())
+	}
+	a.pools.Store(&ps)
+	if a.ready.Load() {
+		a.queueAll(ctx)
+	}
+}
+
+// namespaceEvents handles Namespace events: a namespace's labels decide
+// which pools admit its VirtualServices.
+func (a *Agent) namespaceEvents(ctx context.Context) toolscache.ResourceEventHandlerFuncs {
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if ns, ok := obj.(*corev1.Namespace); ok && a.ready.Load() {
+				a.queueNamespace(ctx, ns.Name)
+			}
+		},
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Namespace)
+			n, ok2 := cur.(*corev1.Namespace)
+			if ok1 && ok2 && !equalLabels(o.Labels, n.Labels) {
+				a.queueNamespace(ctx, n.Name)
+			}
+		},
+	}
+}
+
+// queueNamespace queues the VirtualServices of one namespace.
+func (a *Agent) queueNamespace(ctx context.Context, ns string) {
+	var list lvsv1.VirtualServiceList
+	if err := a.client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "cannot list the VirtualServices of a namespace whose labels changed; retrying", "namespace", ns, "in", queueAllRetry)
+		time.AfterFunc(queueAllRetry, func() {
+			if ctx.Err() == nil {
+				a.queueNamespace(ctx, ns)
+			}
+		})
+		return
+	}
+	for i := range list.Items {
+		a.event(types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name})
+	}
 }
 
 // vsEvents handles VirtualService events: index the VirtualService, then
@@ -196,7 +300,7 @@ func equalLabels(a, b map[string]string) bool {
 var queueAllRetry = time.Second
 
 // queueAll queues every VirtualService after an event that concerns them
-// all (the node's labels changed).
+// all (the node's labels or the AddressPools changed).
 func (a *Agent) queueAll(ctx context.Context) {
 	var list lvsv1.VirtualServiceList
 	if err := a.client.List(ctx, &list); err != nil {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
 	"github.com/kubelvs/kubelvs/pkg/ownership"
+	"github.com/kubelvs/kubelvs/pkg/pools"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
 
@@ -46,8 +48,13 @@ func TestFullSyncKeepsWhatFailedToBuild(t *testing.T) {
 		}
 	}
 	items := []lvsv1.VirtualService{vs("a", "10.0.0.1"), vs("b", "10.0.0.2")}
+	admit, err := pools.New(&lvsv1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "p"},
+		Spec: lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"10.0.0.0/24"}, NamespaceSelector: &lvsv1.LabelSelector{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	build := func(v *lvsv1.VirtualService) (desired.Group, error) {
-		return desired.Build(desired.Input{VS: v, Node: desired.Node{Name: "n"}}), nil
+		return desired.Build(desired.Input{VS: v, Node: desired.Node{Name: "n"}, Pools: []*pools.Pool{admit}}), nil
 	}
 	groups, errs := groupsOf(items, build)
 	if len(errs) > 0 {
@@ -57,6 +64,9 @@ func TestFullSyncKeepsWhatFailedToBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, beforeVIPs := raw.Dump(), vips.Dump()
+	if !strings.Contains(before, "10.0.0.1:80") || !strings.Contains(beforeVIPs, "10.0.0.1") {
+		t.Fatalf("the first sync programmed no a:\n%s\n%s", before, beforeVIPs)
+	}
 
 	failing := func(v *lvsv1.VirtualService) (desired.Group, error) {
 		if v.Name == "a" {

@@ -44,7 +44,7 @@ import (
 //	                      unless given, generation 1 and +1 when the spec
 //	                      changes), then call the agent's handlers as its
 //	                      informers would
-//	delete KIND/[NS/]NAME delete an object: vs, slice or node
+//	delete KIND/[NS/]NAME delete an object: vs, slice, node, pool or namespace
 //	start                 the agent starts: its informers' initial lists, then
 //	                      the first full sync
 //	restart               a new agent and syncer over the same kernel and objects
@@ -229,7 +229,9 @@ func (s *script) start() error {
 	var vss lvsv1.VirtualServiceList
 	var eps discoveryv1.EndpointSliceList
 	var nodes corev1.NodeList
-	for _, l := range []client.ObjectList{&vss, &eps, &nodes} {
+	var aps lvsv1.AddressPoolList
+	var nss corev1.NamespaceList
+	for _, l := range []client.ObjectList{&vss, &eps, &nodes, &aps, &nss} {
 		if err := s.client.List(s.ctx, l); err != nil {
 			return err
 		}
@@ -243,6 +245,13 @@ func (s *script) start() error {
 	for i := range nodes.Items {
 		a.nodeEvents(s.ctx).OnAdd(&nodes.Items[i], true)
 	}
+	for i := range aps.Items {
+		a.poolEvents(s.ctx).OnAdd(&aps.Items[i], true)
+	}
+	for i := range nss.Items {
+		a.namespaceEvents(s.ctx).OnAdd(&nss.Items[i], true)
+	}
+	a.loadPools(s.ctx) // as Start does once the informers have listed
 	return a.firstSync(s.ctx)
 }
 

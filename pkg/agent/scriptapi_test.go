@@ -84,7 +84,11 @@ func (s *script) apply(obj client.Object) error {
 		if _, err := TransformEndpointSlice(o); err != nil {
 			return err
 		}
-	case *corev1.Node:
+	case *corev1.Namespace:
+		if _, err := TransformNamespace(o); err != nil {
+			return err
+		}
+	case *corev1.Node, *lvsv1.AddressPool:
 	default:
 		return fmt.Errorf("a %T is not an input of the agent", obj)
 	}
@@ -116,6 +120,9 @@ func (s *script) apply(obj client.Object) error {
 	if vs, ok := obj.(*lvsv1.VirtualService); ok && !equality.Semantic.DeepEqual(vs.Spec, old.(*lvsv1.VirtualService).Spec) {
 		vs.Generation++
 	}
+	if p, ok := obj.(*lvsv1.AddressPool); ok && !equality.Semantic.DeepEqual(p.Spec, old.(*lvsv1.AddressPool).Spec) {
+		p.Generation++
+	}
 	if err := s.client.Update(s.ctx, obj); err != nil {
 		return err
 	}
@@ -132,7 +139,8 @@ func (s *script) stored(obj client.Object) (client.Object, error) {
 	return cur, s.client.Get(s.ctx, client.ObjectKeyFromObject(obj), cur)
 }
 
-// delete deletes vs/NS/NAME, slice/NS/NAME or node/NAME.
+// delete deletes vs/NS/NAME, slice/NS/NAME, node/NAME, pool/NAME or
+// namespace/NAME.
 func (s *script) delete(ref string) error {
 	parts := strings.Split(ref, "/")
 	var obj client.Object
@@ -143,8 +151,12 @@ func (s *script) delete(ref string) error {
 		obj = &discoveryv1.EndpointSlice{}
 	case "node":
 		obj = &corev1.Node{}
+	case "pool":
+		obj = &lvsv1.AddressPool{}
+	case "namespace":
+		obj = &corev1.Namespace{}
 	default:
-		return fmt.Errorf("unknown kind %q (vs, slice, node)", parts[0])
+		return fmt.Errorf("unknown kind %q (vs, slice, node, pool, namespace)", parts[0])
 	}
 	var key client.ObjectKey
 	switch len(parts) {
@@ -176,6 +188,10 @@ func (s *script) handlers(obj client.Object) toolscache.ResourceEventHandler {
 		return s.agent.sliceEvents()
 	case *corev1.Node:
 		return s.agent.nodeEvents(s.ctx)
+	case *lvsv1.AddressPool:
+		return s.agent.poolEvents(s.ctx)
+	case *corev1.Namespace:
+		return s.agent.namespaceEvents(s.ctx)
 	}
 	return nil
 }

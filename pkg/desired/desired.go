@@ -19,6 +19,7 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
+	"github.com/kubelvs/kubelvs/pkg/pools"
 	"github.com/kubelvs/kubelvs/pkg/validation"
 )
 
@@ -42,6 +43,12 @@ type Input struct {
 	Lost map[lvsv1.ServiceKey]bool
 	// Healthy answers for real servers when spec.healthCheck is set.
 	Healthy HealthFunc
+	// Pools are the cluster's valid AddressPools (pools.Parse) and
+	// NamespaceLabels the labels of the VirtualService's namespace: an
+	// address that no pool admits to that namespace is not programmed
+	// (pools.Check, the rule the controller applies too).
+	Pools           []*pools.Pool
+	NamespaceLabels map[string]string
 }
 
 // Real is a real server with why it has its weight.
@@ -85,6 +92,11 @@ type Group struct {
 	Counts Counts
 	// Problems are reasons part of the spec could not be programmed.
 	Problems []string
+	// NotAllowed is set when an address of the VirtualService is one no
+	// AddressPool admits to its namespace: the group is then empty, so
+	// nothing of it is programmed and what was is removed, and Problems
+	// say which address.
+	NotAllowed bool
 	// Hold is set when what this VirtualService should be is not known
 	// (its spec is refused by validation.VirtualService, or an input failed
 	// to load): the syncer then keeps whatever the kernel holds for it,
@@ -112,6 +124,13 @@ func Build(in Input) Group {
 		for _, e := range errs {
 			g.Problems = append(g.Problems, e.Error())
 		}
+		return g
+	}
+	if probs := pools.Check(in.Pools, vs.Namespace, in.NamespaceLabels, vs.Spec.Addresses); len(probs) > 0 {
+		// Not this namespace's to bind: nothing of it on any node, even if
+		// its status (forged or stale) says Accepted.
+		g.NotAllowed = true
+		g.Problems = probs
 		return g
 	}
 	if !g.Selected {
@@ -424,6 +443,9 @@ func (g Group) Dump() string {
 	fmt.Fprintf(&b, "group %s selected=%t drain=%s flushTCP=%t", g.Name, g.Selected, g.DrainTimeout, g.FlushTCP)
 	if g.Hold {
 		b.WriteString(" hold")
+	}
+	if g.NotAllowed {
+		b.WriteString(" not-allowed")
 	}
 	b.WriteString("\n")
 	for _, s := range g.Services {

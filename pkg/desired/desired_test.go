@@ -12,6 +12,7 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/internal/golden"
+	"github.com/kubelvs/kubelvs/pkg/pools"
 	"github.com/kubelvs/kubelvs/pkg/validation"
 )
 
@@ -38,6 +39,25 @@ func slice(name string, family discoveryv1.AddressType, ports map[string]int32, 
 		})
 	}
 	return s
+}
+
+// pool returns a valid pool of these CIDRs; selector nil admits every
+// namespace.
+func pool(tb testing.TB, name string, selector map[string]string, cidrs ...string) *pools.Pool {
+	tb.Helper()
+	ap := &lvsv1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: lvsv1.AddressPoolSpec{NamespaceSelector: &lvsv1.LabelSelector{}}}
+	for k, v := range selector {
+		ap.Spec.NamespaceSelector.MatchLabels = map[string]lvsv1.LabelValue{k: lvsv1.LabelValue(v)}
+	}
+	for _, c := range cidrs {
+		ap.Spec.CIDRs = append(ap.Spec.CIDRs, lvsv1.PoolCIDR(c))
+	}
+	p, err := pools.New(ap)
+	if err != nil {
+		tb.Fatalf("pool %s: %v", name, err)
+	}
+	return p
 }
 
 func baseVS() *lvsv1.VirtualService {
@@ -76,6 +96,7 @@ func slices4and6() []*discoveryv1.EndpointSlice {
 }
 
 func TestBuild(t *testing.T) {
+	everywhere := []*pools.Pool{pool(t, "everywhere", nil, "10.0.0.0/8", "192.0.2.0/24", "198.51.100.0/24", "fd00::/8")}
 	node := Node{Name: "node-a", Labels: map[string]string{"role": "lb"}}
 	cases := []struct {
 		name string
@@ -188,6 +209,21 @@ func TestBuild(t *testing.T) {
 				return !(a == bad && port == 9000)
 			}}
 		}},
+		{"address-not-allowed", func() Input {
+			// One address in a pool of another team, the other in none:
+			// nothing is programmed (Problems name both).
+			return Input{VS: baseVS(), Slices: slices4and6(), Node: node, Pools: []*pools.Pool{
+				pool(t, "team-b", map[string]string{"team": "b"}, "10.96.0.0/16"),
+				pool(t, "v6", nil, "fd00:1::/64"),
+			}, NamespaceLabels: map[string]string{"team": "a"}}
+		}},
+		{"address-allowed-by-namespace-labels", func() Input {
+			vs := baseVS()
+			vs.Spec.Addresses = vs.Spec.Addresses[:1]
+			return Input{VS: vs, Slices: slices4and6(), Node: node, Pools: []*pools.Pool{
+				pool(t, "team-a", map[string]string{"team": "a"}, "10.96.0.0/16"),
+			}, NamespaceLabels: map[string]string{"team": "a"}}
+		}},
 		{"unresolved-target-port", func() Input {
 			vs := baseVS()
 			vs.Spec.Addresses = vs.Spec.Addresses[:1]
@@ -198,7 +234,11 @@ func TestBuild(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			golden.Assert(t, tc.name+".golden", Build(tc.in()).Dump())
+			in := tc.in()
+			if in.Pools == nil {
+				in.Pools = everywhere
+			}
+			golden.Assert(t, tc.name+".golden", Build(in).Dump())
 		})
 	}
 }
@@ -228,7 +268,15 @@ func FuzzBuild(f *testing.F) {
 				s.Ports[i].Port = ptr.To(slicePort)
 			}
 		}
-		g := Build(Input{VS: vs, Slices: sl, Node: Node{Name: "node-a"}})
+		in := Input{VS: vs, Slices: sl, Node: Node{Name: "node-a"}}
+		if a, err := netip.ParseAddr(addr); err == nil {
+			if p, err := pools.New(&lvsv1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "fuzz"}, Spec: lvsv1.AddressPoolSpec{
+				CIDRs: []lvsv1.PoolCIDR{lvsv1.PoolCIDR(netip.PrefixFrom(a, a.BitLen()).String())}, NamespaceSelector: &lvsv1.LabelSelector{},
+			}}); err == nil {
+				in.Pools = []*pools.Pool{p}
+			}
+		}
+		g := Build(in)
 		refused := len(validation.VirtualService(vs)) > 0
 		if refused != g.Hold || (g.Hold && (len(g.Services) > 0 || len(g.VIPs) > 0)) {
 			t.Fatalf("refused=%t but:\n%s", refused, g.Dump())

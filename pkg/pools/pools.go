@@ -215,3 +215,65 @@ func subtract(rs, avoid []Range) []Range {
 	}
 	return out
 }
+
+// Parse makes Pools of AddressPools, sorted by name so that every reader
+// (the controller and each agent) takes them in the same order. A pool that
+// validation refuses admits nothing: it is left out, and its errors are
+// returned, one per pool, naming it.
+func Parse(items []lvsv1.AddressPool) ([]*Pool, []error) {
+	out := make([]*Pool, 0, len(items))
+	var errs []error
+	for i := range items {
+		p, err := New(&items[i])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("AddressPool %s: %w", items[i].Name, err))
+			continue
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b *Pool) int { return strings.Compare(a.Name, b.Name) })
+	return out, errs
+}
+
+// Check is the rule the controller and every agent apply, by this one
+// function, before an address may be bound: each address must lie in a
+// pool (not avoided by it) that admits the namespace. It returns one
+// message per address that no pool admits, nil when all are admitted. An
+// address that does not parse is refused too (validation refuses it first).
+func Check(pools []*Pool, namespace string, nsLabels map[string]string, addrs []lvsv1.IPAddress) []string {
+	var out []string
+	for _, s := range addrs {
+		a, err := netip.ParseAddr(string(s))
+		if err != nil {
+			out = append(out, fmt.Sprintf("address %q does not parse", s))
+			continue
+		}
+		if Find(pools, namespace, nsLabels, a) != nil {
+			continue
+		}
+		switch holders := holding(pools, a); len(holders) {
+		case 0:
+			out = append(out, fmt.Sprintf("address %s: no AddressPool holds it", s))
+		case 1:
+			out = append(out, fmt.Sprintf("address %s: AddressPool %s holds it but does not admit namespace %s", s, holders[0], namespace))
+		default:
+			out = append(out, fmt.Sprintf("address %s: AddressPools %s hold it but do not admit namespace %s",
+				s, strings.Join(holders, ", "), namespace))
+		}
+	}
+	return out
+}
+
+// holding names the pools that hold a, whoever they admit (at most 3).
+func holding(pools []*Pool, a netip.Addr) []string {
+	var out []string
+	for _, p := range pools {
+		if p.Contains(a) {
+			if len(out) == 3 {
+				return append(out, "…")
+			}
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}

@@ -281,3 +281,59 @@ func BenchmarkContains(b *testing.B) {
 		p.Contains(addrs[i%len(addrs)])
 	}
 }
+
+func TestParseSortsAndLeavesOutRefusedPools(t *testing.T) {
+	t.Parallel()
+	all := &lvsv1.LabelSelector{}
+	items := []lvsv1.AddressPool{
+		{ObjectMeta: metav1.ObjectMeta{Name: "zeta"}, Spec: lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"192.0.2.0/24"}, NamespaceSelector: all}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "broken"}, Spec: lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"192.0.2.1/24"}, NamespaceSelector: all}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "alpha"}, Spec: lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"192.0.2.0/25"}, NamespaceSelector: all}},
+	}
+	ps, errs := pools.Parse(items)
+	if len(ps) != 2 || ps[0].Name != "alpha" || ps[1].Name != "zeta" {
+		t.Fatalf("pools %v, want alpha and zeta in that order", ps)
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "AddressPool broken:") {
+		t.Fatalf("errors %v, want one naming the pool broken", errs)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	t.Parallel()
+	ps := []*pools.Pool{
+		newPool(t, "shared", lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"192.0.2.0/24"}, NamespaceSelector: &lvsv1.LabelSelector{},
+			Avoid: []lvsv1.AddressOrCIDR{"192.0.2.1"}}),
+		newPool(t, "team-a", lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"198.51.100.0/24", "2001:db8::/64"},
+			NamespaceSelector: &lvsv1.LabelSelector{MatchLabels: map[string]lvsv1.LabelValue{"team": "a"}}}),
+		// Overlapping pools: an address is admitted if any pool that holds
+		// it admits the namespace.
+		newPool(t, "overlap", lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"198.51.100.128/25"},
+			NamespaceSelector: &lvsv1.LabelSelector{MatchLabels: map[string]lvsv1.LabelValue{"team": "b"}}}),
+	}
+	teamA, teamB := map[string]string{"team": "a"}, map[string]string{"team": "b"}
+	for _, tc := range []struct {
+		ns     string
+		labels map[string]string
+		addrs  []lvsv1.IPAddress
+		want   []string
+	}{
+		{"a", teamA, []lvsv1.IPAddress{"192.0.2.10", "198.51.100.10", "2001:db8::10"}, nil},
+		{"b", teamB, []lvsv1.IPAddress{"198.51.100.200"}, nil},
+		{"b", teamB, []lvsv1.IPAddress{"198.51.100.10"}, []string{"address 198.51.100.10: AddressPool team-a holds it but does not admit namespace b"}},
+		{"b", teamB, []lvsv1.IPAddress{"192.0.2.1"}, []string{"address 192.0.2.1: no AddressPool holds it"}},
+		{"c", nil, []lvsv1.IPAddress{"203.0.113.1", "192.0.2.2", "198.51.100.130"}, []string{
+			"address 203.0.113.1: no AddressPool holds it",
+			"address 198.51.100.130: AddressPools team-a, overlap hold it but do not admit namespace c",
+		}},
+		{"a", teamA, []lvsv1.IPAddress{"nope"}, []string{`address "nope" does not parse`}},
+	} {
+		got := pools.Check(ps, tc.ns, tc.labels, tc.addrs)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("Check(%s, %v) = %q, want %q", tc.ns, tc.addrs, got, tc.want)
+		}
+	}
+	if got := pools.Check(nil, "a", teamA, []lvsv1.IPAddress{"192.0.2.10"}); len(got) != 1 {
+		t.Errorf("without pools, %v is admitted: %q", "192.0.2.10", got)
+	}
+}

@@ -73,6 +73,8 @@ type AgentOptions struct {
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=addresspools,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // RunAgent runs the agent role until ctx ends. The kernel is left as it is
 // when it returns, unless CleanupOnUninstall is set and kubelvs is
@@ -125,6 +127,7 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 				&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
 				&lvsv1.VirtualService{}:      {Transform: agent.TransformVirtualService(o.NodeName)},
 				&discoveryv1.EndpointSlice{}: {Transform: agent.TransformEndpointSlice},
+				&corev1.Namespace{}:          {Transform: agent.TransformNamespace},
 			},
 		},
 		// Every agent works: no leader election.

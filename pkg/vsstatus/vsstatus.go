@@ -29,6 +29,9 @@ const (
 	// ReasonInvalid: the spec breaks a rule of validation.VirtualService
 	// that the CRD could not check (or an object stored before it did).
 	ReasonInvalid = "Invalid"
+	// ReasonAddressNotAllowed: an address lies in no AddressPool that
+	// admits the VirtualService's namespace (pools.Check).
+	ReasonAddressNotAllowed = "AddressNotAllowed"
 )
 
 // Validate lists what keeps vs from being programmed (validation.VirtualService),
@@ -106,9 +109,10 @@ func Conflicts(vs *lvsv1.VirtualService, rivals []lvsv1.VirtualService) []Confli
 }
 
 // Apply writes observedGeneration, the conditions and the backend counts
-// into vs.Status from the problems Validate found and the conflicts. It
+// into vs.Status from the problems Validate found, the addresses no pool
+// admits (pools.Check) and the conflicts, in that order of precedence. It
 // reports whether Conflicted turned True.
-func Apply(vs *lvsv1.VirtualService, problems []string, conflicts []Conflict) (becameConflicted bool) {
+func Apply(vs *lvsv1.VirtualService, problems, notAllowed []string, conflicts []Conflict) (becameConflicted bool) {
 	st := &vs.Status
 	gen := vs.Generation
 	st.ObservedGeneration = gen
@@ -119,7 +123,19 @@ func Apply(vs *lvsv1.VirtualService, problems []string, conflicts []Conflict) (b
 		})
 	}
 
+	refuse := func(reason, msg string) {
+		set(lvsv1.ConditionAccepted, metav1.ConditionFalse, reason, msg)
+		set(lvsv1.ConditionProgrammed, metav1.ConditionFalse, reason, "not programmed: "+msg)
+		set(lvsv1.ConditionReady, metav1.ConditionFalse, reason, "not programmed: "+msg)
+		st.Backends, st.ReadyBackends = nil, ""
+	}
 	wasConflicted := meta.IsStatusConditionTrue(st.Conditions, lvsv1.ConditionConflicted)
+	if len(problems) == 0 && len(notAllowed) > 0 {
+		// Not programmed anywhere, so it conflicts with nobody.
+		set(lvsv1.ConditionConflicted, metav1.ConditionFalse, ReasonNoConflict, "not programmed: no address to conflict over")
+		refuse(ReasonAddressNotAllowed, Bounded(notAllowed))
+		return false
+	}
 	if len(conflicts) > 0 {
 		msg := conflictMessage(conflicts)
 		set(lvsv1.ConditionConflicted, metav1.ConditionTrue, ReasonConflicted, msg)
@@ -131,11 +147,7 @@ func Apply(vs *lvsv1.VirtualService, problems []string, conflicts []Conflict) (b
 	}
 	set(lvsv1.ConditionConflicted, metav1.ConditionFalse, ReasonNoConflict, "no other VirtualService claims these addresses and ports")
 	if len(problems) > 0 {
-		msg := Bounded(problems)
-		set(lvsv1.ConditionAccepted, metav1.ConditionFalse, ReasonInvalid, msg)
-		set(lvsv1.ConditionProgrammed, metav1.ConditionFalse, ReasonInvalid, "not programmed: "+msg)
-		set(lvsv1.ConditionReady, metav1.ConditionFalse, ReasonInvalid, "not programmed: "+msg)
-		st.Backends, st.ReadyBackends = nil, ""
+		refuse(ReasonInvalid, Bounded(problems))
 		return false
 	}
 	set(lvsv1.ConditionAccepted, metav1.ConditionTrue, ReasonAccepted, "the spec is valid")

@@ -96,7 +96,7 @@ func TestBoundedMessages(t *testing.T) {
 	// A 40 KB targetPort still gets a condition of bounded size.
 	vs := vsAt("x", "a", time.Now(), "10.0.0.1", lvsv1.VirtualServicePort{Port: 80, TargetPort: ptr.To(intstr.FromString(long))})
 	vs.Spec.Backends.ServiceRef = &lvsv1.ServiceReference{Name: "web"}
-	Apply(&vs, Validate(&vs), nil)
+	Apply(&vs, Validate(&vs), nil, nil)
 	for _, c := range vs.Status.Conditions {
 		if len(c.Message) > MaxMessage+len("not programmed: ") {
 			t.Fatalf("%s message of %d bytes", c.Type, len(c.Message))
@@ -111,7 +111,7 @@ func TestApplyFoldsNodeReports(t *testing.T) {
 		{Node: "n1", ObservedGeneration: 4, Programmed: true, Backends: lvsv1.BackendCounts{Total: 3, Ready: 2, Draining: 1}},
 		{Node: "n2", ObservedGeneration: 3, Programmed: true, Backends: lvsv1.BackendCounts{Total: 3, Ready: 3}},
 	}
-	Apply(&vs, nil, nil)
+	Apply(&vs, nil, nil, nil)
 	if c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionProgrammed); c.Status != metav1.ConditionFalse || c.Reason != ReasonPending {
 		t.Fatalf("a node behind: Programmed %s/%s", c.Status, c.Reason)
 	}
@@ -119,17 +119,44 @@ func TestApplyFoldsNodeReports(t *testing.T) {
 		t.Fatalf("counts: %q %+v %q", vs.Status.ReadyBackends, vs.Status.Backends, vs.Status.Ports)
 	}
 	vs.Status.Nodes[1].ObservedGeneration = 4
-	Apply(&vs, nil, nil)
+	Apply(&vs, nil, nil, nil)
 	if !meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionProgrammed) || !meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionReady) {
 		t.Fatalf("all nodes current: %+v", vs.Status.Conditions)
 	}
-	if became := Apply(&vs, nil, []Conflict{{Key: vs.ServiceKeys()[0], Winner: types.NamespacedName{Namespace: "y", Name: "old"}}}); !became {
+	if became := Apply(&vs, nil, nil, []Conflict{{Key: vs.ServiceKeys()[0], Winner: types.NamespacedName{Namespace: "y", Name: "old"}}}); !became {
 		t.Fatal("Conflicted must report that it turned True")
 	}
-	if became := Apply(&vs, nil, []Conflict{{Key: vs.ServiceKeys()[0], Winner: types.NamespacedName{Namespace: "y", Name: "old"}}}); became {
+	if became := Apply(&vs, nil, nil, []Conflict{{Key: vs.ServiceKeys()[0], Winner: types.NamespacedName{Namespace: "y", Name: "old"}}}); became {
 		t.Fatal("Conflicted stayed True: no new transition")
 	}
 	if meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionAccepted) || vs.Status.Backends != nil {
 		t.Fatalf("a conflicted VirtualService is not accepted and has no counts: %+v", vs.Status)
+	}
+}
+
+func TestApplyAddressNotAllowed(t *testing.T) {
+	vs := vsAt("x", "a", time.Now(), "10.0.0.1", port(80, "TCP"))
+	vs.Status.Nodes = []lvsv1.NodeStatus{{Node: "n1", ObservedGeneration: vs.Generation, Programmed: true, Backends: lvsv1.BackendCounts{Total: 1, Ready: 1}}}
+	// Even with a conflict and a node that had programmed it: not allowed
+	// comes first, and it conflicts with nobody.
+	Apply(&vs, nil, []string{"address 10.0.0.1: no AddressPool holds it"},
+		[]Conflict{{Key: vs.ServiceKeys()[0], Winner: types.NamespacedName{Namespace: "y", Name: "old"}}})
+	for _, ct := range []string{lvsv1.ConditionAccepted, lvsv1.ConditionProgrammed, lvsv1.ConditionReady} {
+		c := meta.FindStatusCondition(vs.Status.Conditions, ct)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonAddressNotAllowed || !strings.Contains(c.Message, "no AddressPool holds it") {
+			t.Fatalf("%s: %+v", ct, c)
+		}
+	}
+	if meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionConflicted) || vs.Status.Backends != nil {
+		t.Fatalf("not allowed: no conflict, no counts: %+v", vs.Status)
+	}
+	// Invalid wins over not allowed: fix the spec first.
+	Apply(&vs, []string{"spec.ports[0]: bad"}, []string{"address 10.0.0.1: no AddressPool holds it"}, nil)
+	if c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted); c.Reason != ReasonInvalid {
+		t.Fatalf("invalid and not allowed: %s", c.Reason)
+	}
+	Apply(&vs, nil, nil, nil)
+	if !meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionAccepted) {
+		t.Fatal("allowed again: Accepted")
 	}
 }

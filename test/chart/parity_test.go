@@ -179,6 +179,8 @@ func TestRBACIsExactly(t *testing.T) {
 	want := map[string][]string{
 		"ClusterRole kubelvs-controller": {
 			"/nodes get", "/nodes list", "/nodes watch", // drop the reports of deleted nodes
+			"/namespaces get", "/namespaces list", "/namespaces watch", // their labels: which pools admit them
+			"lvs.kubelvs.io/addresspools get", "lvs.kubelvs.io/addresspools list", "lvs.kubelvs.io/addresspools watch",
 			"events.k8s.io/events create", "events.k8s.io/events patch", // Events on VirtualServices
 			"lvs.kubelvs.io/virtualservices get", "lvs.kubelvs.io/virtualservices list", "lvs.kubelvs.io/virtualservices watch",
 			"lvs.kubelvs.io/virtualservices/status patch",                                                   // conditions (merge patch)
@@ -191,6 +193,8 @@ func TestRBACIsExactly(t *testing.T) {
 		},
 		"ClusterRole kubelvs-agent": {
 			"/nodes get", "/nodes list", "/nodes watch", // its own Node's labels (nodeSelector)
+			"/namespaces get", "/namespaces list", "/namespaces watch", // their labels: which pools admit them
+			"lvs.kubelvs.io/addresspools get", "lvs.kubelvs.io/addresspools list", "lvs.kubelvs.io/addresspools watch",
 			"discovery.k8s.io/endpointslices get", "discovery.k8s.io/endpointslices list", "discovery.k8s.io/endpointslices watch",
 			"lvs.kubelvs.io/virtualservices get", "lvs.kubelvs.io/virtualservices list", "lvs.kubelvs.io/virtualservices watch",
 			"lvs.kubelvs.io/virtualservices/status patch",                                                   // its node's entry (server-side apply)

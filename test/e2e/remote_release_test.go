@@ -134,6 +134,11 @@ func (r *remote) UpgradeChart(t *testing.T) {
 		t.Fatal(err)
 	}
 	timing("kubectl apply of the chart's CRDs", start)
+	// Then the pools that admit the addresses in use, before the agents
+	// that enforce them arrive.
+	if err := ensureSuitePool(r); err != nil {
+		t.Fatal(err)
+	}
 	r.upgrade(t, "from the previous chart")
 	r.checkCRDs(t, cur, "after the upgrade (the chart's)")
 	if err := r.checkAgentPod(); err != nil {

@@ -15,6 +15,7 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,9 +26,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/kubelvs/kubelvs/pkg/kerneltest"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 )
 
 // -kubeconfig (registered by controller-runtime) selects the cluster
@@ -171,9 +177,40 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		os.Exit(1)
 	}
+	// The suite's VIPs are bound only where an AddressPool admits them. A
+	// previous chart without the AddressPool API has none: its pool is
+	// created by the upgrade, as the README's upgrade says.
+	if err := ensureSuitePool(cluster); err != nil && !meta.IsNoMatchError(err) {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		stop()
+		os.Exit(1)
+	}
 	code := m.Run()
 	stop()
 	os.Exit(code)
+}
+
+// ensureSuitePool creates the AddressPool that admits the suite's
+// namespace to its VIPs (and to the crash test's 10.234.0.0/16), unless it
+// exists.
+func ensureSuitePool(c Cluster) error {
+	p := &lvsv1.AddressPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "kubelvs-e2e"},
+		Spec: lvsv1.AddressPoolSpec{
+			CIDRs: []lvsv1.PoolCIDR{lvsv1.PoolCIDR(vips.String()), "10.234.0.0/16"},
+			NamespaceSelector: &lvsv1.LabelSelector{MatchExpressions: []lvsv1.LabelSelectorRequirement{{
+				Key: "kubernetes.io/metadata.name", Operator: lvsv1.LabelSelectorOpIn, Values: []lvsv1.LabelValue{lvsv1.LabelValue(c.Namespace())},
+			}}},
+		},
+	}
+	err := c.API().Create(context.Background(), p)
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create the suite's AddressPool: %w", err)
+	}
+	return nil
 }
 
 // timing logs how long a lifecycle step took, in one greppable format.

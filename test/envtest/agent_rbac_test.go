@@ -180,6 +180,8 @@ func TestAgentWithoutRBACLeavesTheKernel(t *testing.T) {
 	}{
 		{"no RBAC at all", false, nil, "virtualservices"},
 		{"EndpointSlices forbidden", true, []string{"endpointslices"}, "endpointslices"},
+		// Without the pools, which addresses may be bound is not known.
+		{"AddressPools forbidden", true, []string{"addresspools"}, "addresspools"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ns := namespace(t, "norbac")

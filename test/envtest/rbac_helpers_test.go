@@ -84,8 +84,13 @@ func grantAgentRBAC(t *testing.T, ns string, drop ...string) agentRBAC {
 		}
 	}
 	cr.Rules = slices.DeleteFunc(cr.Rules, func(r rbacv1.PolicyRule) bool {
-		return slices.ContainsFunc(r.Resources, func(res string) bool { return namespaced[res] || slices.Contains(drop, res) })
+		return slices.ContainsFunc(r.Resources, func(res string) bool { return namespaced[res] })
 	})
+	// A dropped resource leaves its rule's other resources granted.
+	for i := range cr.Rules {
+		cr.Rules[i].Resources = slices.DeleteFunc(slices.Clone(cr.Rules[i].Resources), func(res string) bool { return slices.Contains(drop, res) })
+	}
+	cr.Rules = slices.DeleteFunc(cr.Rules, func(r rbacv1.PolicyRule) bool { return len(r.Resources) == 0 })
 	cr.ObjectMeta = metav1.ObjectMeta{Name: "kubelvs-agent-" + ns}
 	role.ObjectMeta = metav1.ObjectMeta{Name: "kubelvs-agent", Namespace: ns}
 	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: agentSA, Namespace: ns}}

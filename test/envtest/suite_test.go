@@ -55,6 +55,14 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "client: %v\n", err)
 			return 1
 		}
+		// Addresses are bound only where an AddressPool admits them: one
+		// pool for the whole suite admits every namespace to the networks
+		// the tests use (the tests of pools themselves use others).
+		if err := k8s.Create(context.Background(), suitePool()); err != nil {
+			fmt.Fprintf(os.Stderr, "create the suite's AddressPool: %v\n", err)
+			return 1
+		}
+		defer func() { _ = k8s.Delete(context.Background(), suitePool()) }()
 		// The controller role runs for the whole suite, as `manager controller` would.
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
@@ -73,6 +81,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
 	}
 	os.Exit(code)
+}
+
+// suitePool admits every namespace to the networks the tests bind.
+func suitePool() *lvsv1.AddressPool {
+	return &lvsv1.AddressPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "envtest-suite"},
+		Spec: lvsv1.AddressPoolSpec{
+			CIDRs:             []lvsv1.PoolCIDR{"10.96.0.0/16", "192.0.2.0/24", "198.51.100.0/24", "2001:db8::/64"},
+			NamespaceSelector: &lvsv1.LabelSelector{},
+		},
+	}
 }
 
 // namespace creates a fresh namespace for one test, and empties and
