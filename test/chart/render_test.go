@@ -11,6 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/validation"
 )
 
 const customValues = "testdata/values-custom.yaml"
@@ -45,6 +48,11 @@ func TestDefaults(t *testing.T) {
 	}
 	if sm := ofKind(objs, "ServiceMonitor"); len(sm) != 0 {
 		t.Errorf("ServiceMonitor rendered by default: %s", names(sm))
+	}
+	// Which namespaces may bind which addresses is the administrator's
+	// call: no pool by default.
+	if ps := ofKind(objs, "AddressPool"); len(ps) != 0 {
+		t.Errorf("AddressPool rendered by default: %s", names(ps))
 	}
 	find(t, objs, "Service", "kubelvs-controller-metrics")
 	find(t, objs, "Service", "kubelvs-agent-metrics")
@@ -231,6 +239,17 @@ func TestCustomValues(t *testing.T) {
 	svc := typed[corev1.Service](t, find(t, objs, "Service", "lb-agent-metrics"))
 	if svc.Spec.Ports[0].Port != 19741 {
 		t.Errorf("agent metrics Service port %d", svc.Spec.Ports[0].Port)
+	}
+
+	// addressPools: cluster-scoped AddressPools with the given specs.
+	pool := typed[lvsv1.AddressPool](t, find(t, objs, "AddressPool", "services"))
+	if pool.Namespace != "" || !slices.Equal(pool.Spec.CIDRs, []lvsv1.PoolCIDR{"192.0.2.0/24"}) ||
+		!slices.Equal(pool.Spec.Avoid, []lvsv1.AddressOrCIDR{"192.0.2.0"}) ||
+		pool.Spec.NamespaceSelector == nil || pool.Spec.NamespaceSelector.MatchLabels["team"] != "shop" {
+		t.Errorf("AddressPool services: namespace %q spec %+v", pool.Namespace, pool.Spec)
+	}
+	if errs := validation.AddressPool(pool); len(errs) > 0 {
+		t.Errorf("AddressPool services is refused: %v", errs)
 	}
 }
 

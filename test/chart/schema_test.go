@@ -21,6 +21,7 @@ func TestSchemaRejects(t *testing.T) {
 		"port-range.yaml":       {"at '/agent/metricsPort'", "maximum: got 70,000, want 65,535"},
 		"module-injection.yaml": {"at '/agent/kernelSetup/modules/0'", "'ip_vs; reboot' does not match pattern"},
 		"repository-empty.yaml": {"at '/image/repository'", "minLength: got 0, want 1"},
+		"addresspool-name.yaml": {"at '/addressPools/0/name'", "'Shop_Pool' does not match pattern"},
 	}
 	files, err := filepath.Glob("testdata/bad/*.yaml")
 	if err != nil {
