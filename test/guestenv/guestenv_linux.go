@@ -42,6 +42,8 @@ import (
 
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/pkg/roles"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 )
 
 const (
@@ -106,6 +108,22 @@ func Start(root, bin string, logf func(string, ...any)) (*Env, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// AdmitAll creates an AddressPool that admits every namespace to cidrs:
+// the agent binds only addresses a pool admits.
+func (e *Env) AdmitAll(name string, cidrs ...string) error {
+	p := &lvsv1.AddressPool{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       lvsv1.AddressPoolSpec{NamespaceSelector: &lvsv1.LabelSelector{}},
+	}
+	for _, c := range cidrs {
+		p.Spec.CIDRs = append(p.Spec.CIDRs, lvsv1.PoolCIDR(c))
+	}
+	if err := e.API.Create(context.Background(), p); err != nil {
+		return fmt.Errorf("create AddressPool %s: %w", name, err)
+	}
+	return nil
 }
 
 // Stop stops the processes and the API server; the kernel stays as it is.

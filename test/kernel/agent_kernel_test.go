@@ -66,15 +66,8 @@ func apiServer(t testing.TB) (*rest.Config, client.Client, string) {
 	})
 	// The agent binds only addresses an AddressPool admits: one pool
 	// admits every namespace to the VIPs of the tests that run it.
-	pool := &lvsv1.AddressPool{
-		ObjectMeta: metav1.ObjectMeta{Name: "kernel-tests"},
-		Spec: lvsv1.AddressPoolSpec{
-			CIDRs:             []lvsv1.PoolCIDR{"10.96.0.0/16", "10.97.0.0/16"},
-			NamespaceSelector: &lvsv1.LabelSelector{},
-		},
-	}
-	if err := env.API.Create(context.Background(), pool); err != nil {
-		t.Fatalf("create the tests' AddressPool: %v", err)
+	if err := env.AdmitAll("kernel-tests", "10.96.0.0/16", "10.97.0.0/16"); err != nil {
+		t.Fatal(err)
 	}
 	return env.Config, env.API, env.AdminKubeconfig
 }

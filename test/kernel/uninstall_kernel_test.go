@@ -137,6 +137,9 @@ func TestAgentUninstallIsPositive(t *testing.T) {
 	backend := kerneltest.NewNS(t, 41, false)
 	serveEcho(t, backend, "b1", 8080, 5353)
 	vip := netip.MustParseAddr("10.96.8.1")
+	if err := env.AdmitAll("uninstall-test", "10.96.8.0/24"); err != nil {
+		t.Fatal(err)
+	}
 	vs := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"}, Spec: lvsv1.VirtualServiceSpec{
 		Addresses: []lvsv1.IPAddress{lvsv1.IPAddress(vip.String())},
 		Ports: []lvsv1.VirtualServicePort{
