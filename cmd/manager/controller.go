@@ -12,6 +12,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/kubelvs/kubelvs/pkg/lbservice"
 	"github.com/kubelvs/kubelvs/pkg/roles"
 )
 
@@ -25,6 +26,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", `address of /healthz and /readyz ("0" turns them off)`)
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader so that only one replica is active")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease (default $POD_NAMESPACE)")
+	fs.BoolVar(&o.DefaultLoadBalancerClass, "default-load-balancer-class", false, "also serve Services of type LoadBalancer without a loadBalancerClass (besides those of class "+lbservice.Class+")")
 	zo := zap.Options{}
 	zo.BindFlags(fs)
 	if err := parseFlags(fs, args); err != nil {

@@ -45,6 +45,10 @@ type ControllerOptions struct {
 	LeaderElect bool
 	// LeaderElectionNamespace holds the Lease; required out of cluster.
 	LeaderElectionNamespace string
+	// DefaultLoadBalancerClass makes kubelvs the cluster's default
+	// implementation of Services of type LoadBalancer: it also serves those
+	// without a loadBalancerClass, besides those of lbservice.Class.
+	DefaultLoadBalancerClass bool
 	// SecondInProcess lets a test run another controller role in a process
 	// that runs one already (controller-runtime refuses a second controller
 	// of the same name: their metrics would mix).
@@ -91,6 +95,14 @@ func RunController(ctx context.Context, cfg *rest.Config, o ControllerOptions) e
 		Recorder: mgr.GetEventRecorder("kubelvs-controller"),
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		return err
+	}
+	sr := &controllers.ServiceReconciler{
+		Client:       mgr.GetClient(),
+		Recorder:     mgr.GetEventRecorder("kubelvs-controller"),
+		DefaultClass: o.DefaultLoadBalancerClass,
+	}
+	if err := sr.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

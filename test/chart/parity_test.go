@@ -181,8 +181,11 @@ func TestRBACIsExactly(t *testing.T) {
 			"/nodes get", "/nodes list", "/nodes watch", // drop the reports of deleted nodes
 			"/namespaces get", "/namespaces list", "/namespaces watch", // their labels: which pools admit them
 			"lvs.kubelvs.io/addresspools get", "lvs.kubelvs.io/addresspools list", "lvs.kubelvs.io/addresspools watch",
-			"events.k8s.io/events create", "events.k8s.io/events patch", // Events on VirtualServices
+			"events.k8s.io/events create", "events.k8s.io/events patch", // Events on VirtualServices and Services
+			"/services get", "/services list", "/services watch", // Services of type LoadBalancer
+			"/services/status patch", // their status.loadBalancer.ingress
 			"lvs.kubelvs.io/virtualservices get", "lvs.kubelvs.io/virtualservices list", "lvs.kubelvs.io/virtualservices watch",
+			"lvs.kubelvs.io/virtualservices create", "lvs.kubelvs.io/virtualservices update", "lvs.kubelvs.io/virtualservices delete", // generated from Services
 			"lvs.kubelvs.io/virtualservices/status patch",                                                   // conditions (merge patch)
 			"authentication.k8s.io/tokenreviews create", "authorization.k8s.io/subjectaccessreviews create", // /metrics callers
 		},

@@ -151,6 +151,9 @@ func TestDefaults(t *testing.T) {
 		if c.Args[0] != "controller" || !slices.Contains(c.Args, "--leader-elect") {
 			t.Errorf("args %v: want controller ... --leader-elect", c.Args)
 		}
+		if slices.Contains(c.Args, "--default-load-balancer-class") {
+			t.Errorf("args %v: kubelvs is the default load balancer without being asked", c.Args)
+		}
 		env := envVar(t, c, "POD_NAMESPACE")
 		if env.ValueFrom == nil || env.ValueFrom.FieldRef == nil || env.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
 			t.Errorf("POD_NAMESPACE %+v, want fieldRef metadata.namespace", env)
@@ -178,7 +181,7 @@ func TestCustomValues(t *testing.T) {
 	if c.Image != img || c.ImagePullPolicy != corev1.PullAlways {
 		t.Errorf("controller image %s %s", c.Image, c.ImagePullPolicy)
 	}
-	for _, a := range []string{"--leader-elect", "--metrics-bind-address=:18080", "--health-probe-bind-address=:18081", "--zap-log-level=debug", "--zap-encoder=console"} {
+	for _, a := range []string{"--leader-elect", "--default-load-balancer-class", "--metrics-bind-address=:18080", "--health-probe-bind-address=:18081", "--zap-log-level=debug", "--zap-encoder=console"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("controller args %v lack %s", c.Args, a)
 		}

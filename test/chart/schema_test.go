@@ -12,16 +12,17 @@ import (
 func TestSchemaRejects(t *testing.T) {
 	t.Parallel()
 	cases := map[string][]string{
-		"replicas-zero.yaml":    {"at '/controller/replicas'", "minimum: got 0, want 1"},
-		"tag-number.yaml":       {"at '/image/tag'", "got number, want string"},
-		"loglevel-enum.yaml":    {"at '/agent/logLevel'", "value must be one of 'debug', 'info', 'error', 'panic'"},
-		"resync-duration.yaml":  {"at '/agent/resyncPeriod'", "'five minutes' does not match pattern"},
-		"resources-shape.yaml":  {"at '/controller/resources'", "additional properties 'memory' not allowed"},
-		"typo-key.yaml":         {"at '/controller'", "additional properties 'replica' not allowed"},
-		"port-range.yaml":       {"at '/agent/metricsPort'", "maximum: got 70,000, want 65,535"},
-		"module-injection.yaml": {"at '/agent/kernelSetup/modules/0'", "'ip_vs; reboot' does not match pattern"},
-		"repository-empty.yaml": {"at '/image/repository'", "minLength: got 0, want 1"},
-		"addresspool-name.yaml": {"at '/addressPools/0/name'", "'Shop_Pool' does not match pattern"},
+		"replicas-zero.yaml":        {"at '/controller/replicas'", "minimum: got 0, want 1"},
+		"tag-number.yaml":           {"at '/image/tag'", "got number, want string"},
+		"loglevel-enum.yaml":        {"at '/agent/logLevel'", "value must be one of 'debug', 'info', 'error', 'panic'"},
+		"resync-duration.yaml":      {"at '/agent/resyncPeriod'", "'five minutes' does not match pattern"},
+		"resources-shape.yaml":      {"at '/controller/resources'", "additional properties 'memory' not allowed"},
+		"typo-key.yaml":             {"at '/controller'", "additional properties 'replica' not allowed"},
+		"port-range.yaml":           {"at '/agent/metricsPort'", "maximum: got 70,000, want 65,535"},
+		"module-injection.yaml":     {"at '/agent/kernelSetup/modules/0'", "'ip_vs; reboot' does not match pattern"},
+		"repository-empty.yaml":     {"at '/image/repository'", "minLength: got 0, want 1"},
+		"addresspool-name.yaml":     {"at '/addressPools/0/name'", "'Shop_Pool' does not match pattern"},
+		"default-class-string.yaml": {"at '/controller/defaultLoadBalancerClass'", "got string, want boolean"},
 	}
 	files, err := filepath.Glob("testdata/bad/*.yaml")
 	if err != nil {
