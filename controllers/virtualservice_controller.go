@@ -1,6 +1,7 @@
 // Package controllers holds the reconcilers of the controller role: thin
 // adapters that read VirtualServices, decide their cluster-wide conditions
-// and write status and Events.
+// and write status and Events, and that generate the VirtualServices of
+// Services of type LoadBalancer (the translation is pkg/lbservice).
 package controllers
 
 import (

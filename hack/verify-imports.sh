@@ -3,7 +3,8 @@
 # `go list -deps` (what a package links, directly or through others):
 #
 #   - the data flow's pure packages (desired state, validation, the syncer,
-#     address pools, ownership, and the kernel model + interfaces) link no
+#     address pools, ownership, the Service translation, and the kernel
+#     model + interfaces) link no
 #     netlink library, moby/ipvs, ipset-go or os/exec: they run the same on
 #     any host, and their tests need no kernel;
 #   - only the agent's wiring (pkg/roles), cmd/ and kernel-test helpers
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PURE=(
-	./pkg/desired ./pkg/syncer ./pkg/validation ./pkg/pools ./pkg/ownership
+	./pkg/desired ./pkg/syncer ./pkg/validation ./pkg/pools ./pkg/ownership ./pkg/lbservice
 	./pkg/ipvs ./pkg/ipset ./pkg/conntrack ./pkg/netif ./pkg/netfilter
 	./pkg/ipvs/ipvstest ./pkg/ipset/ipsettest ./pkg/conntrack/conntracktest
 	./pkg/netif/netiftest ./pkg/netfilter/netfiltertest
