@@ -430,5 +430,3 @@ func splitList(v string) []string {
 	}
 	return out
 }
-
-func ptrTo[T any](v T) *T { return &v }

@@ -106,7 +106,7 @@ func updateService(t *testing.T, key client.ObjectKey, edit func(*corev1.Service
 	})
 }
 
-// A Service of the class gets its VirtualService, owned and labelled; the
+// A Service of the class gets its VirtualService, owned and labeled; the
 // Service's ingress follows its acceptance; a hand edit is overwritten;
 // turning the Service into a ClusterIP removes both.
 func TestServiceOfTypeLoadBalancer(t *testing.T) {
