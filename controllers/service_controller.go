@@ -56,7 +56,8 @@ const (
 // else. Any hand edit is overwritten when the VirtualService's change
 // reaches the reconciler. On input that does not translate it writes
 // nothing and records a Warning Event on the Service: a bad annotation must
-// not take down a working load balancer.
+// not take down a working load balancer. It removes what it generated only
+// when the Service disowns it (lbservice.Disowned) or is gone.
 type ServiceReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
@@ -91,8 +92,13 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	case !apierrors.IsNotFound(err):
 		return ctrl.Result{}, err
 	}
-	if !svc.DeletionTimestamp.IsZero() || !lbservice.Serves(&svc, r.DefaultClass) {
-		return ctrl.Result{}, r.release(ctx, &svc, vs)
+	switch {
+	case !svc.DeletionTimestamp.IsZero() || lbservice.Disowned(&svc):
+		return r.release(ctx, &svc, vs)
+	case !lbservice.Serves(&svc, r.DefaultClass):
+		// No class, and kubelvs is not the default: not ours to serve,
+		// nor to take away (see lbservice.Disowned).
+		return ctrl.Result{}, nil
 	}
 	if vs != nil && !controlledBy(vs, &svc) {
 		r.Recorder.Eventf(&svc, vs, corev1.EventTypeWarning, ReasonNameConflict, "Generate",
@@ -105,19 +111,22 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	switch {
 	case errors.Is(err, lbservice.ErrNoAddress):
 		r.Recorder.Eventf(&svc, nil, corev1.EventTypeWarning, ReasonAddressRequired, "Generate", "%s", err)
-		return ctrl.Result{}, r.setIngress(ctx, &svc, vs)
+		return r.setIngress(ctx, &svc, vs)
 	case err != nil:
 		var problems lbservice.Problems
 		msgs := []string{err.Error()}
 		if errors.As(err, &problems) {
 			msgs = problems
 		}
-		note := vsstatus.Bounded(msgs)
-		if vs != nil {
-			note = vsstatus.Bounded(append([]string{"the VirtualService is left as it was"}, msgs...))
+		if vs == nil {
+			// Not a nil *VirtualService as the related object: the
+			// recorder would dereference it.
+			r.Recorder.Eventf(&svc, nil, corev1.EventTypeWarning, ReasonInvalidService, "Generate", "%s", vsstatus.Bounded(msgs))
+		} else {
+			r.Recorder.Eventf(&svc, vs, corev1.EventTypeWarning, ReasonInvalidService, "Generate", "%s",
+				vsstatus.Bounded(append([]string{"the VirtualService is left as it was"}, msgs...)))
 		}
-		r.Recorder.Eventf(&svc, vs, corev1.EventTypeWarning, ReasonInvalidService, "Generate", "%s", note)
-		return ctrl.Result{}, r.setIngress(ctx, &svc, vs)
+		return r.setIngress(ctx, &svc, vs)
 	}
 
 	if vs == nil {
@@ -137,7 +146,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			return ctrl.Result{}, fmt.Errorf("create VirtualService: %w", err)
 		}
 		r.Recorder.Eventf(&svc, vs, corev1.EventTypeNormal, ReasonGenerated, "Generate", "generated VirtualService %s/%s", vs.Namespace, vs.Name)
-		return ctrl.Result{}, r.setIngress(ctx, &svc, vs)
+		return r.setIngress(ctx, &svc, vs)
 	}
 	if !equality.Semantic.DeepEqual(vs.Spec, spec) || vs.Labels[lbservice.LabelService] != svc.Name {
 		upd := vs.DeepCopy()
@@ -156,35 +165,42 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 		vs = upd
 	}
-	return ctrl.Result{}, r.setIngress(ctx, &svc, vs)
+	return r.setIngress(ctx, &svc, vs)
 }
 
 // setIngress makes the Service's status.loadBalancer.ingress what vs
 // says (lbservice.Ingress). kubelvs is the Service's load balancer, so the
 // list is its own.
-func (r *ServiceReconciler) setIngress(ctx context.Context, svc *corev1.Service, vs *lvsv1.VirtualService) error {
+func (r *ServiceReconciler) setIngress(ctx context.Context, svc *corev1.Service, vs *lvsv1.VirtualService) (ctrl.Result, error) {
 	return r.patchIngress(ctx, svc, lbservice.Ingress(vs))
 }
 
-func (r *ServiceReconciler) patchIngress(ctx context.Context, svc *corev1.Service, want []corev1.LoadBalancerIngress) error {
+// patchIngress writes the Service's ingress list, if it differs, with an
+// optimistic lock: the read it is based on may be stale (the cache has not
+// seen the last write yet), and a conflict is then tried again soon rather
+// than counted as an error and backed off exponentially.
+func (r *ServiceReconciler) patchIngress(ctx context.Context, svc *corev1.Service, want []corev1.LoadBalancerIngress) (ctrl.Result, error) {
 	if equality.Semantic.DeepEqual(svc.Status.LoadBalancer.Ingress, want) {
-		return nil
+		return ctrl.Result{}, nil
 	}
 	orig := svc.DeepCopy()
 	svc.Status.LoadBalancer.Ingress = want
 	if err := r.Client.Status().Patch(ctx, svc, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-		return fmt.Errorf("patch the Service's status.loadBalancer.ingress: %w", err)
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			return ctrl.Result{RequeueAfter: statusRetry}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("patch the Service's status.loadBalancer.ingress: %w", err)
 	}
-	return nil
+	return ctrl.Result{}, nil
 }
 
 // release undoes what the reconciler did for a Service kubelvs no longer
 // serves (its type or class changed) or that is being deleted: the ingress
 // entries of its VirtualService, then the VirtualService, if this Service
 // owns it. The garbage collector would delete it only with the Service.
-func (r *ServiceReconciler) release(ctx context.Context, svc *corev1.Service, vs *lvsv1.VirtualService) error {
+func (r *ServiceReconciler) release(ctx context.Context, svc *corev1.Service, vs *lvsv1.VirtualService) (ctrl.Result, error) {
 	if vs == nil || !controlledBy(vs, svc) {
-		return nil
+		return ctrl.Result{}, nil
 	}
 	if svc.DeletionTimestamp.IsZero() {
 		// First the status, so that a failure leaves the VirtualService
@@ -195,11 +211,11 @@ func (r *ServiceReconciler) release(ctx context.Context, svc *corev1.Service, vs
 		if len(want) == 0 {
 			want = nil
 		}
-		if err := r.patchIngress(ctx, svc, want); err != nil {
-			return err
+		if res, err := r.patchIngress(ctx, svc, want); err != nil || !res.IsZero() {
+			return res, err
 		}
 	}
-	return r.delete(ctx, vs)
+	return ctrl.Result{}, r.delete(ctx, vs)
 }
 
 // deleteOrphan deletes the VirtualService generated for a Service that is

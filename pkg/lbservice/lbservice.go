@@ -87,6 +87,19 @@ func Serves(svc *corev1.Service, defaultClass bool) bool {
 	return *svc.Spec.LoadBalancerClass == Class
 }
 
+// Disowned reports whether svc says that it is not kubelvs's: it is not of
+// type LoadBalancer, or names another class. Only then does the controller
+// remove what it generated for svc. A Service without a class when kubelvs
+// is not the default is neither served nor disowned: a controller started
+// without --default-load-balancer-class by mistake must not delete every
+// load balancer it generated as the default.
+func Disowned(svc *corev1.Service) bool {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return true
+	}
+	return svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass != Class
+}
+
 // Spec returns the spec of the VirtualService generated from svc, with
 // every default of the API filled in (so that it compares equal to what the
 // API server stores), or an error that names each problem by the Service's

@@ -304,17 +304,21 @@ func TestServes(t *testing.T) {
 		name                string
 		svc                 *corev1.Service
 		want, wantAsDefault bool
+		disowned            bool
 	}{
-		{"the class", service(nil), true, true},
-		{"another class", service(func(s *corev1.Service) { s.Spec.LoadBalancerClass = ptr.To("example.com/lb") }), false, false},
-		{"no class", service(func(s *corev1.Service) { s.Spec.LoadBalancerClass = nil }), false, true},
+		{"the class", service(nil), true, true, false},
+		{"another class", service(func(s *corev1.Service) { s.Spec.LoadBalancerClass = ptr.To("example.com/lb") }), false, false, true},
+		{"no class", service(func(s *corev1.Service) { s.Spec.LoadBalancerClass = nil }), false, true, false},
 		{"ClusterIP", service(func(s *corev1.Service) {
 			s.Spec.Type, s.Spec.LoadBalancerClass = corev1.ServiceTypeClusterIP, nil
-		}), false, false},
+		}), false, false, true},
 		{"NodePort", service(func(s *corev1.Service) {
 			s.Spec.Type, s.Spec.LoadBalancerClass = corev1.ServiceTypeNodePort, nil
-		}), false, false},
+		}), false, false, true},
 	} {
+		if got := Disowned(tc.svc); got != tc.disowned {
+			t.Errorf("%s: Disowned = %v, want %v", tc.name, got, tc.disowned)
+		}
 		if got := Serves(tc.svc, false); got != tc.want {
 			t.Errorf("%s: Serves(false) = %v, want %v", tc.name, got, tc.want)
 		}

@@ -8,11 +8,13 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/roles"
 )
 
@@ -74,6 +76,9 @@ func TestControllerWithItsRBAC(t *testing.T) {
 		done <- roles.RunController(cctx, u.Config(), roles.ControllerOptions{
 			MetricsBindAddress: freeAddr(t), MetricsSecure: true, HealthProbeBindAddress: "0",
 			LeaderElect: true, LeaderElectionNamespace: ns, SecondInProcess: true,
+			// Services without a class are this controller's alone (the
+			// suite's does not serve them): they exercise its RBAC.
+			DefaultLoadBalancerClass: true,
 		})
 	}()
 	stopped := false
@@ -111,6 +116,33 @@ func TestControllerWithItsRBAC(t *testing.T) {
 		}
 		return nil
 	})
+	// It generates a VirtualService from a Service (services list and
+	// watch, virtualservices create), copies its address into the
+	// Service's ingress (services/status patch), overwrites a hand edit
+	// (update) and removes both when the Service is no longer a
+	// LoadBalancer (delete, patch).
+	svc := lbService(t, ns, "web", "192.0.2.118", func(s *corev1.Service) { s.Spec.LoadBalancerClass = nil })
+	key := client.ObjectKeyFromObject(svc)
+	waitCondition(t, key, lvsv1.ConditionAccepted, metav1.ConditionTrue, "Accepted")
+	waitIngress(t, key, "192.0.2.118")
+	eventually(t, 10*time.Second, "edit the VirtualService by hand", func() error {
+		var vs lvsv1.VirtualService
+		if err := k8s.Get(ctx, key, &vs); err != nil {
+			return err
+		}
+		vs.Spec.Scheduler = lvsv1.SchedulerMaglevHashing
+		return k8s.Update(ctx, &vs)
+	})
+	waitVS(t, key, "the hand edit overwritten", func(vs *lvsv1.VirtualService) error {
+		if vs.Spec.Scheduler != lvsv1.SchedulerRoundRobin {
+			return fmt.Errorf("scheduler %s", vs.Spec.Scheduler)
+		}
+		return nil
+	})
+	updateService(t, key, toClusterIP)
+	waitNoVS(t, key, "the VirtualService deleted with the type")
+	waitIngress(t, key)
+
 	// ... and step down cleanly, releasing it (an update by name).
 	if err := stop(); err != nil {
 		t.Fatalf("the controller, with its RBAC, stopped with: %v", err)

@@ -184,16 +184,7 @@ func TestServiceOfTypeLoadBalancer(t *testing.T) {
 
 	// No longer a LoadBalancer (which clears its class): the VirtualService
 	// goes, and with it the ingress.
-	updateService(t, key, func(s *corev1.Service) {
-		s.Spec.Type = corev1.ServiceTypeClusterIP
-		s.Spec.LoadBalancerClass = nil
-		s.Spec.LoadBalancerSourceRanges = nil
-		s.Spec.ExternalTrafficPolicy = ""
-		s.Spec.AllocateLoadBalancerNodePorts = nil
-		for i := range s.Spec.Ports {
-			s.Spec.Ports[i].NodePort = 0
-		}
-	})
+	updateService(t, key, toClusterIP)
 	waitNoVS(t, key, "the VirtualService deleted with the type")
 	waitIngress(t, key)
 }
@@ -236,10 +227,17 @@ func TestServiceWithoutClass(t *testing.T) {
 			MetricsBindAddress: "0", HealthProbeBindAddress: "0", SecondInProcess: true, DefaultLoadBalancerClass: true,
 		})
 	}()
-	t.Cleanup(func() {
+	stopped := false
+	stop := func() {
+		stopped = true
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("the second controller role: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			stop()
 		}
 	})
 	waitVS(t, client.ObjectKeyFromObject(none), "the VirtualService of the Service without a class, as the default", func(*lvsv1.VirtualService) error { return nil })
@@ -248,6 +246,20 @@ func TestServiceWithoutClass(t *testing.T) {
 	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(foreign), &vs); !apierrors.IsNotFound(err) {
 		t.Errorf("Service of another class: a VirtualService (%v), want none", err)
 	}
+
+	// The suite's controller, not the default, leaves it in place (and a
+	// change of the Service reaches it): a controller that lost the flag
+	// by mistake takes no load balancer down.
+	stop()
+	updateService(t, client.ObjectKeyFromObject(none), func(s *corev1.Service) { s.Annotations[lbservice.AnnotationScheduler] = "wlc" })
+	time.Sleep(time.Second)
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(none), &vs); err != nil {
+		t.Fatalf("the VirtualService of the Service without a class, after the default controller stopped: %v", err)
+	}
+	if vs.Spec.Scheduler != lvsv1.SchedulerRoundRobin {
+		t.Errorf("scheduler %s: a controller that does not serve Services without a class changed it", vs.Spec.Scheduler)
+	}
+	waitIngress(t, client.ObjectKeyFromObject(none), "192.0.2.112")
 }
 
 // A Service that does not translate gets a Warning Event, and its
@@ -283,12 +295,22 @@ func TestServiceBadInputLeavesItsVirtualService(t *testing.T) {
 	}
 	waitIngress(t, key, "192.0.2.115")
 
+	// Bad from the start: an Event, and no VirtualService.
+	sctp := lbService(t, ns, "sctp", "192.0.2.119", func(s *corev1.Service) { s.Spec.Ports[0].Protocol = corev1.ProtocolSCTP })
+	e = waitEvent(t, ns, "sctp", "InvalidLoadBalancer")
+	if !contains(e.Note, "spec.ports[0].protocol", "SCTP") {
+		t.Errorf("event %q does not name the protocol", e.Note)
+	}
+	var vs lvsv1.VirtualService
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(sctp), &vs); !apierrors.IsNotFound(err) {
+		t.Errorf("a VirtualService for a Service that does not translate (%v)", err)
+	}
+
 	noAddr := lbService(t, ns, "noaddr", "", func(s *corev1.Service) { delete(s.Annotations, lbservice.AnnotationAddresses) })
 	e = waitEvent(t, ns, "noaddr", "AddressRequired")
 	if !contains(e.Note, lbservice.AnnotationAddresses) {
 		t.Errorf("event %q does not name the annotation", e.Note)
 	}
-	var vs lvsv1.VirtualService
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(noAddr), &vs); !apierrors.IsNotFound(err) {
 		t.Errorf("a VirtualService for a Service without an address (%v)", err)
 	}
@@ -348,4 +370,17 @@ func contains(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// toClusterIP makes a Service of type LoadBalancer a ClusterIP one, clearing
+// what only a LoadBalancer may have.
+func toClusterIP(s *corev1.Service) {
+	s.Spec.Type = corev1.ServiceTypeClusterIP
+	s.Spec.LoadBalancerClass = nil
+	s.Spec.LoadBalancerSourceRanges = nil
+	s.Spec.ExternalTrafficPolicy = ""
+	s.Spec.AllocateLoadBalancerNodePorts = nil
+	for i := range s.Spec.Ports {
+		s.Spec.Ports[i].NodePort = 0
+	}
 }
