@@ -35,6 +35,7 @@ current-context: c
 		{"stray argument", []string{"controller", "extra"}, 2, `unexpected argument "extra"`},
 		{"leader election out of cluster", []string{"controller", "--leader-elect"}, 2, "needs --leader-election-namespace"},
 		{"unreachable API server", []string{"controller", "--kubeconfig", kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0"}, 1, "cannot reach the API server at https://127.0.0.1:1"},
+		{"default load balancer class", []string{"controller", "--default-load-balancer-class", "--kubeconfig", kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address=0"}, 1, "cannot reach the API server"},
 		{"missing kubeconfig", []string{"controller", "--kubeconfig", "/nonexistent"}, 1, "load kubeconfig /nonexistent"},
 		{"agent without node name", []string{"agent"}, 2, "--node-name (or $NODE_NAME) is required"},
 		{"agent bad resync", []string{"agent", "--node-name", "n1", "--resync-period", "1ms"}, 2, "--resync-period must be at least 1s"},

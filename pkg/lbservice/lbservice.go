@@ -121,16 +121,18 @@ func Spec(svc *corev1.Service) (lvsv1.VirtualServiceSpec, error) {
 	errs = append(errs, aerrs...)
 	spec.Addresses = addrs
 
-	if v, ok := ann[AnnotationScheduler]; ok {
-		spec.Scheduler = lvsv1.Scheduler(strings.TrimSpace(v))
+	// An empty scheduler or forwarding annotation is no choice: the
+	// default, as the API server would store it.
+	if v := strings.TrimSpace(ann[AnnotationScheduler]); v != "" {
+		spec.Scheduler = lvsv1.Scheduler(v)
 	}
 	if v, ok := ann[AnnotationSchedulerFlags]; ok {
 		for _, f := range splitList(v) {
 			spec.SchedulerFlags = append(spec.SchedulerFlags, lvsv1.SchedulerFlag(f))
 		}
 	}
-	if v, ok := ann[AnnotationForwarding]; ok {
-		spec.Forwarding = lvsv1.ForwardingMethod(strings.TrimSpace(v))
+	if v := strings.TrimSpace(ann[AnnotationForwarding]); v != "" {
+		spec.Forwarding = lvsv1.ForwardingMethod(v)
 	}
 	ports, perrs := ports(svc, spec.Forwarding)
 	spec.Ports = ports

@@ -163,6 +163,8 @@ func TestSpec(t *testing.T) {
 			spec(func(s *lvsv1.VirtualServiceSpec) {
 				s.HealthCheck = &lvsv1.HealthCheck{Protocol: lvsv1.HealthCheckTCP, Port: ptr.To[int32](9000), IntervalSeconds: 10, TimeoutSeconds: 3, Rise: 1, Fall: 5}
 			})},
+		{"empty scheduler and forwarding annotations: the defaults", service(annotate(AnnotationScheduler, " ", AnnotationForwarding, "")),
+			spec(nil)},
 		{"drain timeout", service(annotate(AnnotationDrainTimeout, "120")),
 			spec(func(s *lvsv1.VirtualServiceSpec) { s.Drain.TimeoutSeconds = 120 })},
 		{"drain timeout 0", service(annotate(AnnotationDrainTimeout, "0")),
