@@ -104,7 +104,8 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		r.Recorder.Eventf(&svc, vs, corev1.EventTypeWarning, ReasonNameConflict, "Generate",
 			"VirtualService %s/%s exists and is not owned by this Service: kubelvs leaves it alone and generates none; rename or delete it",
 			vs.Namespace, vs.Name)
-		return ctrl.Result{}, nil
+		// Nothing of kubelvs's serves this Service: no ingress either.
+		return r.patchIngress(ctx, &svc, nil)
 	}
 
 	spec, err := lbservice.Spec(&svc)

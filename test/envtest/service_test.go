@@ -341,6 +341,8 @@ func TestServiceNameTakenByAForeignVirtualService(t *testing.T) {
 		t.Errorf("the foreign VirtualService was changed: generation %d, owners %v, labels %v, addresses %v",
 			got.Generation, got.OwnerReferences, got.Labels, got.Spec.Addresses)
 	}
+	waitCondition(t, client.ObjectKeyFromObject(foreign), lvsv1.ConditionAccepted, metav1.ConditionTrue, "Accepted")
+	waitIngress(t, client.ObjectKeyFromObject(svc)) // the foreign addresses are not the Service's
 	// Nor is it deleted when the Service goes.
 	if err := k8s.Delete(ctx, svc); err != nil {
 		t.Fatal(err)
