@@ -19,6 +19,7 @@ import (
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/lbservice"
 	"github.com/kubelvs/kubelvs/pkg/roles"
+	"github.com/kubelvs/kubelvs/pkg/vsstatus"
 )
 
 // lbService creates a Service of type LoadBalancer of kubelvs's class
@@ -385,4 +386,14 @@ func toClusterIP(s *corev1.Service) {
 	for i := range s.Spec.Ports {
 		s.Spec.Ports[i].NodePort = 0
 	}
+}
+
+// A Service asking for an address no AddressPool admits to its namespace
+// gets a VirtualService that the controller refuses, and no ingress.
+func TestServiceAddressNoPoolAdmits(t *testing.T) {
+	ns := namespace(t, "lbsvc-nopool")
+	svc := lbService(t, ns, "web", "203.0.113.120", nil)
+	key := client.ObjectKeyFromObject(svc)
+	waitCondition(t, key, lvsv1.ConditionAccepted, metav1.ConditionFalse, vsstatus.ReasonAddressNotAllowed)
+	waitIngress(t, key)
 }
