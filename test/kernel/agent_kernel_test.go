@@ -80,16 +80,29 @@ type agentProc struct {
 
 func startAgent(t testing.TB, kubeconfig string, extra ...string) *agentProc {
 	t.Helper()
+	return startManager(t, append([]string{"agent", "--kubeconfig", kubeconfig, "--node-name", "guest",
+		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--drain-interval=100ms"}, extra...))
+}
+
+// startController runs the manager binary as the controller role.
+func startController(t testing.TB, kubeconfig string, extra ...string) *agentProc {
+	t.Helper()
+	return startManager(t, append([]string{"controller", "--kubeconfig", kubeconfig,
+		"--metrics-bind-address=0", "--health-probe-bind-address=0"}, extra...))
+}
+
+// startManager runs the manager binary with args (a role first) until the
+// test ends.
+func startManager(t testing.TB, args []string) *agentProc {
+	t.Helper()
 	bin := os.Getenv("KUBELVS_MANAGER")
 	if bin == "" {
 		t.Fatal("KUBELVS_MANAGER (the manager binary) is not set; hack/test-kernel.sh builds it")
 	}
-	logf, err := os.CreateTemp(t.TempDir(), "agent-*.log")
+	logf, err := os.CreateTemp(t.TempDir(), args[0]+"-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"agent", "--kubeconfig", kubeconfig, "--node-name", "guest",
-		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--drain-interval=100ms"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -109,7 +122,7 @@ func (p *agentProc) stop(t testing.TB) {
 	err := p.cmd.Wait()
 	if t.Failed() || err != nil {
 		b, _ := os.ReadFile(p.log)
-		t.Logf("agent exited (%v); its log:\n%s", err, tail(string(b), 40))
+		t.Logf("%s exited (%v); its log:\n%s", p.cmd.Args[1], err, tail(string(b), 40))
 	}
 }
 
