@@ -207,7 +207,7 @@ func (r *ServiceReconciler) release(ctx context.Context, svc *corev1.Service, vs
 		// First the status, so that a failure leaves the VirtualService
 		// that says which entries are kubelvs's.
 		want := slices.DeleteFunc(slices.Clone(svc.Status.LoadBalancer.Ingress), func(in corev1.LoadBalancerIngress) bool {
-			return slices.Contains(vs.Spec.Addresses, lvsv1.IPAddress(in.IP))
+			return slices.Contains(vs.EffectiveAddresses(), lvsv1.IPAddress(in.IP))
 		})
 		if len(want) == 0 {
 			want = nil

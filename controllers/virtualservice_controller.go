@@ -244,7 +244,7 @@ func (r *VirtualServiceReconciler) admission(ctx context.Context) (func(*lvsv1.V
 		if err := r.Client.Get(ctx, types.NamespacedName{Name: vs.Namespace}, &ns); err != nil {
 			return nil, fmt.Errorf("get namespace %s: %w", vs.Namespace, err)
 		}
-		return pools.Check(ps, vs.Namespace, ns.Labels, vs.Spec.Addresses), nil
+		return pools.Check(ps, vs.Namespace, ns.Labels, vs.EffectiveAddresses()), nil
 	}, nil
 }
 

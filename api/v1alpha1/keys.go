@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 )
 
@@ -23,11 +24,11 @@ func (k ServiceKey) String() string {
 }
 
 // ServiceKeys lists the address:port:protocol keys the VirtualService
-// claims, sorted. Addresses that do not parse (the CRD rejects them, so only
+// claims (on its EffectiveAddresses), sorted. Addresses that do not parse (the CRD rejects them, so only
 // objects that bypassed validation have them) are skipped.
 func (vs *VirtualService) ServiceKeys() []ServiceKey {
 	var keys []ServiceKey
-	for _, a := range vs.Spec.Addresses {
+	for _, a := range vs.EffectiveAddresses() {
 		addr, err := netip.ParseAddr(string(a))
 		if err != nil {
 			continue
@@ -67,4 +68,40 @@ func Precedes(a, b *VirtualService) bool {
 		return a.Namespace < b.Namespace
 	}
 	return a.Name < b.Name
+}
+
+// EffectiveAddresses returns the virtual IPs the VirtualService holds:
+// spec.addresses when it names them; with spec.addressFamilies, the
+// addresses the controller allocated (status.addresses) of a family it
+// asks for, the first of each family. Until the controller allocated them
+// it holds none. An allocated address that does not parse is kept, so that
+// validation refuses it rather than have it vanish unnoticed.
+func (vs *VirtualService) EffectiveAddresses() []IPAddress {
+	if len(vs.Spec.Addresses) > 0 || len(vs.Spec.AddressFamilies) == 0 {
+		return vs.Spec.Addresses
+	}
+	var out []IPAddress
+	seen := map[AddressFamily]bool{}
+	for _, a := range vs.Status.Addresses {
+		addr, err := netip.ParseAddr(string(a))
+		if err != nil {
+			out = append(out, a)
+			continue
+		}
+		f := FamilyOf(addr)
+		if !seen[f] && slices.Contains(vs.Spec.AddressFamilies, f) {
+			seen[f] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// FamilyOf returns the IP family of an address; an IPv4-mapped IPv6
+// address counts as IPv4.
+func FamilyOf(a netip.Addr) AddressFamily {
+	if a.Unmap().Is4() {
+		return AddressFamilyIPv4
+	}
+	return AddressFamilyIPv6
 }

@@ -105,6 +105,17 @@ const (
 	TrafficPolicyLocal TrafficPolicy = "Local"
 )
 
+// AddressFamily is an IP family a VirtualService asks an address of.
+//
+// +kubebuilder:validation:Enum=IPv4;IPv6
+type AddressFamily string
+
+// IP families.
+const (
+	AddressFamilyIPv4 AddressFamily = "IPv4"
+	AddressFamilyIPv6 AddressFamily = "IPv6"
+)
+
 // HealthCheckProtocol is how a node probes a real server.
 //
 // +kubebuilder:validation:Enum=TCP;HTTP
@@ -123,19 +134,45 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.schedulerFlags) || self.schedulerFlags.all(f, !f.startsWith('mh-') || self.scheduler == 'mh')",message="mh-fallback and mh-port require scheduler mh",fieldPath=".schedulerFlags"
 // +kubebuilder:validation:XValidation:rule="self.forwarding == 'Masquerade' || self.ports.all(p, !has(p.targetPort) || (type(p.targetPort) == int && p.targetPort == p.port))",message="targetPort must be unset or equal to port when forwarding is DirectRoute or Tunnel: IPVS cannot rewrite the destination port there",fieldPath=".ports"
 // +kubebuilder:validation:XValidation:rule="self.forwarding == 'Masquerade' || !has(self.backends.static) || self.backends.static.all(b, !has(b.port) || self.ports.all(p, p.port == b.port))",message="static backend port must be unset or equal to every port when forwarding is DirectRoute or Tunnel",fieldPath=".backends.static"
-// +kubebuilder:validation:XValidation:rule="!has(self.backends.static) || self.backends.static.all(b, !isIP(b.address) || self.addresses.exists(a, isIP(a) && ip(a).family() == ip(b.address).family()))",message="every static backend address must be of an IP family that spec.addresses has",fieldPath=".backends.static"
+// +kubebuilder:validation:XValidation:rule="has(self.addresses) != has(self.addressFamilies)",message="exactly one of addresses and addressFamilies must be set",fieldPath=".addresses"
+// +kubebuilder:validation:XValidation:rule="!has(self.addressPool) || has(self.addressFamilies)",message="addressPool applies only with addressFamilies",fieldPath=".addressPool"
+// +kubebuilder:validation:XValidation:rule="!has(self.backends.static) || self.backends.static.all(b, !isIP(b.address) || (has(self.addresses) ? self.addresses.exists(a, isIP(a) && ip(a).family() == ip(b.address).family()) : (has(self.addressFamilies) && self.addressFamilies.exists(f, f == (ip(b.address).family() == 4 ? 'IPv4' : 'IPv6')))))",message="every static backend address must be of an IP family that spec.addresses or spec.addressFamilies has",fieldPath=".backends.static"
 // +kubebuilder:validation:XValidation:rule="!has(self.backends.static) || self.backends.static.all(b, has(b.port)) || self.ports.all(p, !has(p.targetPort) || type(p.targetPort) == int)",message="static backends without a port need numeric targetPorts: a named targetPort resolves only through EndpointSlices",fieldPath=".backends.static"
 type VirtualServiceSpec struct {
 	// Addresses are the virtual IPs, at most one per IP family: one address
 	// for single-stack, an IPv4 and an IPv6 address for dual-stack. Every
-	// matching node binds them to its kubelvs0 interface.
+	// matching node binds them to its kubelvs0 interface. Exactly one of
+	// addresses and addressFamilies is set.
 	//
-	// +required
+	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=2
 	// +kubebuilder:validation:XValidation:rule="size(self) < 2 || !isIP(self[0]) || !isIP(self[1]) || ip(self[0]).family() != ip(self[1]).family()",message="at most one address per IP family"
-	Addresses []IPAddress `json:"addresses"`
+	Addresses []IPAddress `json:"addresses,omitempty"`
+
+	// AddressFamilies asks the controller for one address of each family
+	// listed, from an AddressPool that admits this namespace, instead of
+	// naming addresses: [IPv4], [IPv6] or [IPv4, IPv6]. The controller
+	// records what it allocated in status.addresses and keeps it while this
+	// VirtualService exists. Exactly one of addresses and addressFamilies is
+	// set.
+	//
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=2
+	AddressFamilies []AddressFamily `json:"addressFamilies,omitempty"`
+
+	// AddressPool names the AddressPool to allocate from, with
+	// addressFamilies. The pool must admit this namespace; it may be one
+	// with autoAssign false. Unset: the first pool by name that has
+	// autoAssign, admits the namespace and has a free address of the family.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	AddressPool string `json:"addressPool,omitempty"`
 
 	// Ports are the virtual ports, unique per protocol. Each becomes one IPVS
 	// virtual service per address.
@@ -451,6 +488,10 @@ const (
 	// ConditionConflicted is True when an older VirtualService claims one of
 	// this one's address:port:protocol.
 	ConditionConflicted = "Conflicted"
+	// ConditionAddressesAllocated is True when the controller allocated an
+	// address of every family of spec.addressFamilies; only VirtualServices
+	// that ask for addresses have it.
+	ConditionAddressesAllocated = "AddressesAllocated"
 )
 
 // BackendCounts counts real servers as nodes see them.
@@ -488,7 +529,17 @@ type VirtualServiceStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Accepted, Programmed, Ready, Conflicted.
+	// Addresses are the addresses the controller allocated for
+	// spec.addressFamilies, one per family. It is the record of the
+	// allocation: the controller rebuilds what is in use from it.
+	//
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=2
+	Addresses []IPAddress `json:"addresses,omitempty"`
+
+	// Conditions: Accepted, Programmed, Ready, Conflicted, and
+	// AddressesAllocated with spec.addressFamilies.
 	//
 	// +optional
 	// +listType=map
@@ -531,6 +582,7 @@ type VirtualServiceStatus struct {
 // +kubebuilder:printcolumn:name="Backends",type=string,JSONPath=`.status.readyBackends`,description="ready/total real servers"
 // +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Allocated",type=string,JSONPath=`.status.addresses`,priority=1,description="addresses the controller allocated for spec.addressFamilies"
 type VirtualService struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

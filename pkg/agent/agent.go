@@ -373,7 +373,7 @@ func (a *Agent) build(ctx context.Context, vs *lvsv1.VirtualService, node desire
 		if err != nil {
 			return desired.Group{}, err
 		}
-		if len(pools.Check(*ps, rivals[i].Namespace, l, rivals[i].Spec.Addresses)) == 0 {
+		if len(pools.Check(*ps, rivals[i].Namespace, l, rivals[i].EffectiveAddresses())) == 0 {
 			allowed = append(allowed, rivals[i])
 		}
 	}

@@ -16,13 +16,13 @@ import (
 // scales with. The transforms below run before an object enters the
 // cache and drop what the agent never reads: managed fields (often the
 // largest part of an object), annotations, and in a VirtualService's
-// status everything but this node's entry (status.nodes has one entry
+// status everything but the allocated addresses and this node's entry (status.nodes has one entry
 // per node: with N nodes every agent would otherwise hold N entries per
 // VirtualService). The agent never writes a cached object back (status is
 // applied from scratch), so nothing dropped here can be lost.
 
-// TransformVirtualService keeps of a VirtualService its identity, spec and
-// node's own status entry.
+// TransformVirtualService keeps of a VirtualService its identity, spec,
+// allocated addresses and node's own status entry.
 func TransformVirtualService(node string) toolscache.TransformFunc {
 	return func(in any) (any, error) {
 		vs, ok := in.(*lvsv1.VirtualService)
@@ -37,7 +37,9 @@ func TransformVirtualService(node string) toolscache.TransformFunc {
 				mine = append(mine, n)
 			}
 		}
-		vs.Status = lvsv1.VirtualServiceStatus{Nodes: mine}
+		// status.addresses are the VIPs of a VirtualService that asks
+		// for automatic addresses: desired state reads them.
+		vs.Status = lvsv1.VirtualServiceStatus{Addresses: vs.Status.Addresses, Nodes: mine}
 		return vs, nil
 	}
 }

@@ -23,6 +23,7 @@ func TestTransformVirtualServiceKeepsSpecAndOwnEntry(t *testing.T) {
 		Status: lvsv1.VirtualServiceStatus{
 			Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}},
 			Ports:      "80/TCP",
+			Addresses:  []lvsv1.IPAddress{"10.0.0.2"},
 			Nodes: []lvsv1.NodeStatus{
 				{Node: "a", Programmed: true},
 				{Node: "b", Programmed: true, ObservedGeneration: 3, Message: "mine"},
@@ -44,6 +45,9 @@ func TestTransformVirtualServiceKeepsSpecAndOwnEntry(t *testing.T) {
 	}
 	if len(got.Status.Nodes) != 1 || got.Status.Nodes[0].Node != "b" || got.Status.Nodes[0].Message != "mine" {
 		t.Errorf("status.nodes = %+v, want only node b's entry", got.Status.Nodes)
+	}
+	if len(got.Status.Addresses) != 1 || got.Status.Addresses[0] != "10.0.0.2" {
+		t.Errorf("status.addresses = %q: the allocated addresses are VIPs, keep them", got.Status.Addresses)
 	}
 
 	// A node without an entry keeps none; other types pass through.

@@ -261,7 +261,8 @@ func finalState(obj any) any {
 }
 
 // needsSync tells whether an update of a VirtualService can change what
-// this node programs or reports: a new generation (spec), deletion, or this
+// this node programs or reports: a new generation (spec), deletion, new
+// allocated addresses (status.addresses), or this
 // node's status entry differing from what the agent last wrote (someone
 // else's write removed it). Status-only updates, including the agent's own
 // reports and the controller's conditions, are skipped.
@@ -269,6 +270,9 @@ func (a *Agent) needsSync(old *lvsv1.VirtualService, cur any) bool {
 	vs, ok := cur.(*lvsv1.VirtualService)
 	if !ok || old.Generation != vs.Generation || !vs.DeletionTimestamp.IsZero() {
 		return true
+	}
+	if !slices.Equal(old.EffectiveAddresses(), vs.EffectiveAddresses()) {
+		return true // the controller allocated or moved its addresses
 	}
 	key := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
 	a.mu.Lock()

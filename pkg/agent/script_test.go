@@ -45,6 +45,8 @@ import (
 //	                      changes), then call the agent's handlers as its
 //	                      informers would
 //	delete KIND/[NS/]NAME delete an object: vs, slice, node, pool or namespace
+//	allocate vs/NS/NAME [ADDR...]  write status.addresses as the controller
+//	                      does for automatic addresses, then call the handlers
 //	start                 the agent starts: its informers' initial lists, then
 //	                      the first full sync
 //	restart               a new agent and syncer over the same kernel and objects
@@ -156,6 +158,11 @@ func (s *script) run(at string, cmd []string) error {
 			return err
 		}
 		return s.delete(args[0])
+	case "allocate":
+		if len(args) < 1 {
+			return errors.New("allocate takes vs/NAMESPACE/NAME and the addresses")
+		}
+		return s.allocate(args[0], args[1:])
 	case "start":
 		if s.agent != nil {
 			return errors.New("already started")

@@ -179,6 +179,39 @@ func (s *script) delete(ref string) error {
 	return nil
 }
 
+// allocate writes status.addresses of vs/NS/NAME as the controller does
+// when it allocates automatic addresses (none: it takes them back), and
+// hands the update to the agent.
+func (s *script) allocate(ref string, addrs []string) error {
+	parts := strings.Split(ref, "/")
+	if len(parts) != 3 || parts[0] != "vs" {
+		return fmt.Errorf("%q is not vs/NAMESPACE/NAME", ref)
+	}
+	vs := &lvsv1.VirtualService{}
+	if err := s.client.Get(s.ctx, client.ObjectKey{Namespace: parts[1], Name: parts[2]}, vs); err != nil {
+		return err
+	}
+	old := vs.DeepCopy()
+	vs.Status.Addresses = nil
+	for _, a := range addrs {
+		vs.Status.Addresses = append(vs.Status.Addresses, lvsv1.IPAddress(a))
+	}
+	if err := s.client.Status().Update(s.ctx, vs); err != nil {
+		return err
+	}
+	cur, err := s.stored(vs)
+	if err != nil {
+		return err
+	}
+	if _, err := TransformVirtualService(scriptNode)(cur); err != nil {
+		return err
+	}
+	if s.agent != nil {
+		s.handlers(vs).OnUpdate(old, cur)
+	}
+	return nil
+}
+
 // handlers are the agent's event handlers of obj's kind.
 func (s *script) handlers(obj client.Object) toolscache.ResourceEventHandler {
 	switch obj.(type) {

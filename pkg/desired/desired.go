@@ -126,7 +126,7 @@ func Build(in Input) Group {
 		}
 		return g
 	}
-	if probs := pools.Check(in.Pools, vs.Namespace, in.NamespaceLabels, vs.Spec.Addresses); len(probs) > 0 {
+	if probs := pools.Check(in.Pools, vs.Namespace, in.NamespaceLabels, vs.EffectiveAddresses()); len(probs) > 0 {
 		// Not this namespace's to bind: nothing of it on any node, even if
 		// its status (forged or stale) says Accepted.
 		g.NotAllowed = true
@@ -162,7 +162,7 @@ func Build(in Input) Group {
 	reals := map[netip.Addr]Real{} // distinct backend addresses, for the counts
 	probes := map[HealthTarget]bool{}
 	vips := map[netip.Addr]bool{}
-	for _, a := range vs.Spec.Addresses {
+	for _, a := range vs.EffectiveAddresses() {
 		addr, err := netip.ParseAddr(string(a))
 		if err != nil {
 			g.Problems = append(g.Problems, fmt.Sprintf("address %q: %v", a, err))

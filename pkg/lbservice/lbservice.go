@@ -424,8 +424,9 @@ func Ingress(vs *lvsv1.VirtualService) []corev1.LoadBalancerIngress {
 	if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != vs.Generation {
 		return nil
 	}
-	out := make([]corev1.LoadBalancerIngress, 0, len(vs.Spec.Addresses))
-	for _, a := range vs.Spec.Addresses {
+	addrs := vs.EffectiveAddresses()
+	out := make([]corev1.LoadBalancerIngress, 0, len(addrs))
+	for _, a := range addrs {
 		out = append(out, corev1.LoadBalancerIngress{IP: string(a), IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)})
 	}
 	return out

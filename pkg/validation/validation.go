@@ -54,28 +54,8 @@ func VirtualService(vs *lvsv1.VirtualService) field.ErrorList {
 	p := field.NewPath("spec")
 	var errs field.ErrorList
 
-	fams := map[bool]netip.Addr{} // is4 → VIP
-	vips := map[netip.Addr]bool{}
-	ap := p.Child("addresses")
-	switch n := len(spec.Addresses); {
-	case n == 0:
-		errs = append(errs, field.Required(ap, "at least one address"))
-	case n > MaxAddresses:
-		errs = append(errs, field.TooMany(ap, n, MaxAddresses))
-	}
-	for i, a := range spec.Addresses {
-		addr, err := Address(string(a))
-		if err != nil {
-			errs = append(errs, field.Invalid(ap.Index(i), short(string(a)), err.Error()))
-			continue
-		}
-		if _, dup := fams[addr.Is4()]; dup {
-			errs = append(errs, field.Invalid(ap, short(string(a)), "at most one address per IP family"))
-			continue
-		}
-		fams[addr.Is4()] = addr
-		vips[addr] = true
-	}
+	fams, vips, addrErrs := addresses(vs, p)
+	errs = append(errs, addrErrs...)
 
 	errs = append(errs, ports(spec, p.Child("ports"))...)
 
@@ -147,6 +127,69 @@ func VirtualService(vs *lvsv1.VirtualService) field.ErrorList {
 	}
 	errs = append(errs, nodeSelector(spec.NodeSelector, p.Child("nodeSelector"))...)
 	return errs
+}
+
+// addresses checks spec.addresses, or spec.addressFamilies, spec.addressPool
+// and what the controller allocated (status.addresses): exactly one of
+// addresses and addressFamilies, at most one address per family. It returns
+// the families the VirtualService has (is4 → its VIP there, or the zero
+// Addr while a family waits for its allocation) and its VIPs.
+func addresses(vs *lvsv1.VirtualService, p *field.Path) (map[bool]netip.Addr, map[netip.Addr]bool, field.ErrorList) {
+	spec := &vs.Spec
+	var errs field.ErrorList
+	fams := map[bool]netip.Addr{}
+	vips := map[netip.Addr]bool{}
+	ap, fp := p.Child("addresses"), p.Child("addressFamilies")
+	switch n := len(spec.Addresses); {
+	case n == 0 && len(spec.AddressFamilies) == 0, n > 0 && len(spec.AddressFamilies) > 0:
+		errs = append(errs, field.Required(ap, "exactly one of addresses and addressFamilies must be set"))
+	case n > MaxAddresses:
+		errs = append(errs, field.TooMany(ap, n, MaxAddresses))
+	}
+	if len(spec.AddressFamilies) > MaxAddresses {
+		errs = append(errs, field.TooMany(fp, len(spec.AddressFamilies), MaxAddresses))
+	}
+	for i, f := range spec.AddressFamilies {
+		switch f {
+		case lvsv1.AddressFamilyIPv4, lvsv1.AddressFamilyIPv6:
+			if slices.Index(spec.AddressFamilies, f) != i {
+				errs = append(errs, field.Duplicate(fp.Index(i), f))
+			}
+			fams[f == lvsv1.AddressFamilyIPv4] = netip.Addr{}
+		default:
+			errs = append(errs, field.NotSupported(fp.Index(i), short(string(f)), []string{"IPv4", "IPv6"}))
+		}
+	}
+	if spec.AddressPool != "" {
+		if len(spec.AddressFamilies) == 0 {
+			errs = append(errs, field.Invalid(p.Child("addressPool"), short(spec.AddressPool), "addressPool applies only with addressFamilies"))
+		}
+		for _, m := range k8svalidation.IsDNS1123Subdomain(spec.AddressPool) {
+			errs = append(errs, field.Invalid(p.Child("addressPool"), short(spec.AddressPool), m))
+		}
+	}
+	// With addressFamilies the VIPs are the allocated ones: a status
+	// written around the controller meets the same rules.
+	list := spec.Addresses
+	if len(spec.Addresses) == 0 && len(spec.AddressFamilies) > 0 {
+		list, ap = vs.EffectiveAddresses(), field.NewPath("status", "addresses")
+	}
+	seen := map[bool]bool{}
+	for i, a := range list {
+		addr, err := Address(string(a))
+		if err != nil {
+			errs = append(errs, field.Invalid(ap.Index(i), short(string(a)), err.Error()))
+			continue
+		}
+		if seen[addr.Is4()] {
+			errs = append(errs, field.Invalid(ap, short(string(a)), "at most one address per IP family"))
+			continue
+		}
+		seen[addr.Is4()] = true
+		fams[addr.Is4()] = addr
+		vips[addr] = true
+	}
+	return fams, vips, errs
 }
 
 // Address parses a VIP or static backend address: canonical, unicast, not
@@ -275,7 +318,7 @@ func backends(spec *lvsv1.VirtualServiceSpec, bp *field.Path, fams map[bool]neti
 			errs = append(errs, field.Invalid(ip.Child("address"), s.Address, "is a virtual address of this VirtualService: traffic would loop"))
 		default:
 			if _, ok := fams[addr.Is4()]; !ok && len(fams) > 0 {
-				errs = append(errs, field.Invalid(sp, s.Address, "every static backend address must be of an IP family that spec.addresses has"))
+				errs = append(errs, field.Invalid(sp, s.Address, "every static backend address must be of an IP family that spec.addresses or spec.addressFamilies has"))
 			}
 		}
 		if s.Port != nil {
@@ -378,8 +421,12 @@ func sourceRanges(ranges []lvsv1.CIDR, sp *field.Path, fams map[bool]netip.Addr)
 			if is4 {
 				family, all = "IPv4", "0.0.0.0/0"
 			}
+			of := vip.String()
+			if !vip.IsValid() {
+				of = "its " + family + " address"
+			}
 			errs = append(errs, field.Forbidden(sp,
-				fmt.Sprintf("has no %s range, so every client of %s would be dropped; add the %s networks to admit (%s admits all)", family, vip, family, all)))
+				fmt.Sprintf("has no %s range, so every client of %s would be dropped; add the %s networks to admit (%s admits all)", family, of, family, all)))
 		}
 	}
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() }) // map order

@@ -1,6 +1,7 @@
 package validation_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -100,5 +101,53 @@ func TestPathAndTargetPort(t *testing.T) {
 		if got := validation.TargetPort(tp) == ""; got != ok {
 			t.Errorf("targetPort %v: ok=%t, want %t", tp.String(), got, ok)
 		}
+	}
+}
+
+// With addressFamilies, the VIPs are what the controller allocated
+// (status.addresses): none yet is valid (nothing to program), an allocated
+// address of a family not asked for is not a VIP, and a forged one that is
+// no unicast address is refused naming status.addresses.
+func TestAllocatedAddresses(t *testing.T) {
+	auto := func(status ...lvsv1.IPAddress) *lvsv1.VirtualService {
+		spec := corpus.ValidSpec()
+		spec.Addresses, spec.AddressFamilies = nil, []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv4}
+		v := vs(spec)
+		v.Status.Addresses = status
+		return v
+	}
+	for _, tc := range []struct {
+		name   string
+		vs     *lvsv1.VirtualService
+		vips   []lvsv1.IPAddress
+		refuse string // the field named, or "" when valid
+	}{
+		{"not allocated yet", auto(), nil, ""},
+		{"allocated", auto("10.96.0.20"), []lvsv1.IPAddress{"10.96.0.20"}, ""},
+		{"an address of another family is ignored", auto("2001:db8::20", "10.96.0.20"), []lvsv1.IPAddress{"10.96.0.20"}, ""},
+		{"only the first of a family counts", auto("10.96.0.20", "10.96.0.21"), []lvsv1.IPAddress{"10.96.0.20"}, ""},
+		{"forged loopback", auto("127.0.0.1"), []lvsv1.IPAddress{"127.0.0.1"}, "status.addresses[0]"},
+		{"forged garbage", auto("gateway"), []lvsv1.IPAddress{"gateway"}, "status.addresses[0]"},
+		{"allocated the static backend", auto("192.0.2.10"), []lvsv1.IPAddress{"192.0.2.10"}, "spec.backends.static[0].address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.vs.EffectiveAddresses(); !slices.Equal(got, tc.vips) {
+				t.Fatalf("EffectiveAddresses: %q, want %q", got, tc.vips)
+			}
+			errs := validation.VirtualService(tc.vs)
+			if tc.refuse == "" {
+				if len(errs) > 0 {
+					t.Fatal(errs)
+				}
+				return
+			}
+			refusedNaming(t, errs, tc.refuse)
+		})
+	}
+	// status.addresses do not count when spec.addresses names them.
+	manual := vs(corpus.ValidSpec())
+	manual.Status.Addresses = []lvsv1.IPAddress{"10.96.0.99"}
+	if got := manual.EffectiveAddresses(); !slices.Equal(got, manual.Spec.Addresses) {
+		t.Fatalf("with spec.addresses: %q", got)
 	}
 }

@@ -60,7 +60,7 @@ func VirtualServices() (apiRefused, storedRefused []Case) {
 		{"three addresses", func(s *lvsv1.VirtualServiceSpec) {
 			s.Addresses = []lvsv1.IPAddress{"10.0.0.1", "2001:db8::1", "10.0.0.3"}
 		}, "spec.addresses", "must have at most 2 items"},
-		{"no address", func(s *lvsv1.VirtualServiceSpec) { s.Addresses = []lvsv1.IPAddress{} }, "spec.addresses", "at least 1"},
+		{"no address", func(s *lvsv1.VirtualServiceSpec) { s.Addresses = []lvsv1.IPAddress{} }, "spec.addresses", "exactly one of addresses and addressFamilies"},
 		{"port zero", func(s *lvsv1.VirtualServiceSpec) { s.Ports[0].Port = 0 }, "spec.ports[0].port", "greater than or equal to 1"},
 		{"port too big", func(s *lvsv1.VirtualServiceSpec) { s.Ports[0].Port = 70000 }, "spec.ports[0].port", "less than or equal to 65535"},
 		{"duplicate port and protocol", func(s *lvsv1.VirtualServiceSpec) {
@@ -135,7 +135,8 @@ func VirtualServices() (apiRefused, storedRefused []Case) {
 			s.NodeSelector = map[string]lvsv1.LabelValue{"zone": lvsv1.LabelValue(strings.Repeat("a", 64))}
 		}, "spec.nodeSelector.zone", "63"},
 	}
-	return append(cases, apiRefusedNew()...), storedButRefused()
+	cases = append(cases, apiRefusedNew()...)
+	return append(cases, automaticAddresses()...), storedButRefused()
 }
 
 // apiRefusedNew are the cases of issue 11: what the API server let through
@@ -229,6 +230,32 @@ func apiRefusedNew() []Case {
 	}
 }
 
+// automaticAddresses are the cases of spec.addressFamilies and
+// spec.addressPool (issue 13).
+func automaticAddresses() []Case {
+	families := func(fs ...lvsv1.AddressFamily) func(s *lvsv1.VirtualServiceSpec) {
+		return func(s *lvsv1.VirtualServiceSpec) { s.Addresses, s.AddressFamilies = nil, fs }
+	}
+	withPool := func(pool string) func(s *lvsv1.VirtualServiceSpec) {
+		return func(s *lvsv1.VirtualServiceSpec) {
+			s.Addresses, s.AddressFamilies, s.AddressPool = nil, []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv4}, pool
+		}
+	}
+	return []Case{
+		{"addresses and addressFamilies", func(s *lvsv1.VirtualServiceSpec) {
+			s.AddressFamilies = []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv4}
+		}, "spec.addresses", "exactly one of addresses and addressFamilies"},
+		{"address family unknown", families("IPv5"), "spec.addressFamilies[0]", "Unsupported value"},
+		{"address family lowercase", families("ipv4"), "spec.addressFamilies[0]", "Unsupported value"},
+		{"address family twice", families(lvsv1.AddressFamilyIPv4, lvsv1.AddressFamilyIPv4), "spec.addressFamilies[1]", "Duplicate value"},
+		{"three address families", families(lvsv1.AddressFamilyIPv4, lvsv1.AddressFamilyIPv6, lvsv1.AddressFamilyIPv4), "spec.addressFamilies", "at most 2 items"},
+		{"addressPool with addresses", func(s *lvsv1.VirtualServiceSpec) { s.AddressPool = "shop" }, "spec.addressPool", "only with addressFamilies"},
+		{"addressPool not a DNS name", withPool("Shop_Pool"), "spec.addressPool", "should match"},
+		{"addressPool of 254 characters", withPool(strings.Repeat("p", 254)), "spec.addressPool", "253"},
+		{"static backend of a family not asked for", families(lvsv1.AddressFamilyIPv6), "spec.backends.static", "IP family"},
+	}
+}
+
 // storedButRefused pass the API server (the CRD cannot express them within
 // its CEL cost budget, or they depend on several fields at once in ways the
 // CRD does not check) and are refused by validation.VirtualService: the
@@ -250,6 +277,10 @@ func storedButRefused() []Case {
 		}, Field: "spec.sourceRanges"},
 		{Name: "dual-stack VIP with IPv4 source ranges only", Mutate: func(s *lvsv1.VirtualServiceSpec) {
 			s.Addresses = []lvsv1.IPAddress{"10.96.0.10", "fd00::10"}
+			s.SourceRanges = []lvsv1.CIDR{"10.0.0.0/8"}
+		}, Field: "spec.sourceRanges"},
+		{Name: "dual-stack addressFamilies with IPv4 source ranges only", Mutate: func(s *lvsv1.VirtualServiceSpec) {
+			s.Addresses, s.AddressFamilies = nil, []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv4, lvsv1.AddressFamilyIPv6}
 			s.SourceRanges = []lvsv1.CIDR{"10.0.0.0/8"}
 		}, Field: "spec.sourceRanges"},
 		{Name: "nodeSelector key with a space", Mutate: func(s *lvsv1.VirtualServiceSpec) { s.NodeSelector = map[string]lvsv1.LabelValue{"bad key": "x"} }, Field: "spec.nodeSelector"},

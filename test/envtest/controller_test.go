@@ -170,10 +170,12 @@ func TestControllerRefusesWhatTheAPIStores(t *testing.T) {
 		tc.Mutate(&spec)
 		// Each its own VIP, so that none is Conflicted with another.
 		own := lvsv1.IPAddress(fmt.Sprintf("10.96.1.%d", 10+i))
-		if spec.Backends.Static[0].Address == spec.Addresses[0] {
-			spec.Backends.Static[0].Address = own
+		if len(spec.Addresses) > 0 { // with addressFamilies, nothing is allocated: no pool admits ns
+			if spec.Backends.Static[0].Address == spec.Addresses[0] {
+				spec.Backends.Static[0].Address = own
+			}
+			spec.Addresses[0] = own
 		}
-		spec.Addresses[0] = own
 		vs := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("stored-%d", i), Namespace: ns}, Spec: spec}
 		if err := k8s.Create(ctx, vs); err != nil {
 			t.Fatalf("%s: %v", tc.Name, err)

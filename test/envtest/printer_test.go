@@ -61,7 +61,7 @@ func TestPrinterColumns(t *testing.T) {
 	for _, c := range table.ColumnDefinitions {
 		names = append(names, c.Name)
 	}
-	wantCols := []string{"Name", "Addresses", "Ports", "Scheduler", "Backends", "Programmed", "Age"}
+	wantCols := []string{"Name", "Addresses", "Ports", "Scheduler", "Backends", "Programmed", "Age", "Allocated"}
 	if len(names) != len(wantCols) {
 		t.Fatalf("columns %v, want %v", names, wantCols)
 	}
