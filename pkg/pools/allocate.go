@@ -21,6 +21,19 @@ var (
 	ErrExhausted = errors.New("no free address")
 )
 
+// allocError is a message that errors.Is matches to its kind.
+type allocError struct {
+	kind error
+	msg  string
+}
+
+func (e *allocError) Error() string { return e.msg }
+func (e *allocError) Unwrap() error { return e.kind }
+
+func errorf(kind error, format string, args ...any) error {
+	return &allocError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
 // Request is what one VirtualService asks of the pools.
 type Request struct {
 	// Namespace of the VirtualService, and its labels.
@@ -43,15 +56,15 @@ func Candidates(pools []*Pool, req Request) ([]*Pool, error) {
 		i := slices.IndexFunc(byName, func(p *Pool) bool { return p.Name == req.Pool })
 		switch {
 		case i < 0:
-			return nil, fmt.Errorf("%w: AddressPool %s does not exist (or is invalid)", ErrNoPool, req.Pool)
+			return nil, errorf(ErrNoPool, "AddressPool %s does not exist (or is invalid)", req.Pool)
 		case !byName[i].Admits(req.Namespace, req.NamespaceLabels):
-			return nil, fmt.Errorf("%w: AddressPool %s does not admit namespace %s", ErrNoPool, req.Pool, req.Namespace)
+			return nil, errorf(ErrNoPool, "AddressPool %s does not admit namespace %s", req.Pool, req.Namespace)
 		}
 		return byName[i : i+1], nil
 	}
 	out := slices.DeleteFunc(Admitting(byName, req.Namespace, req.NamespaceLabels), func(p *Pool) bool { return !p.AutoAssign })
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: no AddressPool with autoAssign admits namespace %s", ErrNoPool, req.Namespace)
+		return nil, errorf(ErrNoPool, "no AddressPool with autoAssign admits namespace %s", req.Namespace)
 	}
 	return out, nil
 }
@@ -77,8 +90,11 @@ func Allocate(pools []*Pool, used map[netip.Addr]bool, req Request) ([]netip.Add
 			for i, p := range cands {
 				names[i] = p.Name
 			}
-			return nil, fmt.Errorf("%w: every %s address of AddressPool %s that admits namespace %s is in use",
-				ErrExhausted, f, strings.Join(names, ", "), req.Namespace)
+			pl := "AddressPool " + names[0]
+			if len(names) > 1 {
+				pl = "AddressPools " + strings.Join(names, ", ")
+			}
+			return nil, errorf(ErrExhausted, "every %s address of %s, which may serve namespace %s, is in use", f, pl, req.Namespace)
 		}
 		out = append(out, a)
 	}

@@ -105,6 +105,13 @@ func RunController(ctx context.Context, cfg *rest.Config, o ControllerOptions) e
 	if err := sr.SetupWithManager(mgr); err != nil {
 		return err
 	}
+	a := &controllers.AllocationReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("kubelvs-controller"),
+	}
+	if err := a.SetupWithManager(ctx, mgr); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)
 	}

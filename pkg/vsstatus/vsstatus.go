@@ -32,6 +32,13 @@ const (
 	// ReasonAddressNotAllowed: an address lies in no AddressPool that
 	// admits the VirtualService's namespace (pools.Check).
 	ReasonAddressNotAllowed = "AddressNotAllowed"
+	// ReasonAllocated: the controller allocated an address of every
+	// family of spec.addressFamilies (AddressesAllocated=True).
+	ReasonAllocated = "Allocated"
+	// ReasonNoAddressAvailable: no AddressPool that may serve the
+	// VirtualService has a free address of a family it asks for, or none
+	// admits its namespace (AddressesAllocated=False, and Accepted).
+	ReasonNoAddressAvailable = "NoAddressAvailable"
 )
 
 // Validate lists what keeps vs from being programmed (validation.VirtualService),
@@ -150,8 +157,30 @@ func Apply(vs *lvsv1.VirtualService, problems, notAllowed []string, conflicts []
 		refuse(ReasonInvalid, Bounded(problems))
 		return false
 	}
+	if len(vs.Spec.Addresses) == 0 && len(vs.Spec.AddressFamilies) > 0 && !allocated(vs, set) {
+		st.Backends, st.ReadyBackends = nil, ""
+		return false
+	}
 	set(lvsv1.ConditionAccepted, metav1.ConditionTrue, ReasonAccepted, "the spec is valid")
 	applyNodeReports(vs, set)
+	return false
+}
+
+// allocated reports whether a VirtualService that asks for automatic
+// addresses has them; if not, it sets Accepted, Programmed and Ready from
+// the allocator's AddressesAllocated condition: False with its reason
+// when the allocator found none, Unknown while it has not answered yet.
+func allocated(vs *lvsv1.VirtualService, set func(t string, s metav1.ConditionStatus, reason, msg string) bool) bool {
+	st := metav1.ConditionUnknown
+	reason, msg := ReasonPending, "waiting for the controller to allocate addresses"
+	if c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAddressesAllocated); c != nil && c.Status == metav1.ConditionFalse {
+		st, reason, msg = metav1.ConditionFalse, c.Reason, c.Message
+	} else if len(vs.EffectiveAddresses()) > 0 {
+		return true
+	}
+	set(lvsv1.ConditionAccepted, st, reason, msg)
+	set(lvsv1.ConditionProgrammed, st, reason, "not programmed: "+msg)
+	set(lvsv1.ConditionReady, st, reason, "not programmed: "+msg)
 	return false
 }
 

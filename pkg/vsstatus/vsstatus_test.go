@@ -160,3 +160,34 @@ func TestApplyAddressNotAllowed(t *testing.T) {
 		t.Fatal("allowed again: Accepted")
 	}
 }
+
+// A VirtualService that asks for automatic addresses is Accepted only once
+// it has them: Unknown while the allocator has not answered, False with the
+// allocator's reason when it found none.
+func TestApplyWaitsForAllocation(t *testing.T) {
+	vs := vsAt("x", "a", time.Now(), "10.0.0.1", port(80, "TCP"))
+	vs.Spec.Addresses, vs.Spec.AddressFamilies = nil, []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv4}
+	vs.Spec.Backends.ServiceRef = &lvsv1.ServiceReference{Name: "web"}
+	Apply(&vs, Validate(&vs), nil, nil)
+	if c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted); c.Status != metav1.ConditionUnknown || c.Reason != ReasonPending {
+		t.Fatalf("before allocation: Accepted %s/%s", c.Status, c.Reason)
+	}
+	meta.SetStatusCondition(&vs.Status.Conditions, metav1.Condition{Type: lvsv1.ConditionAddressesAllocated,
+		Status: metav1.ConditionFalse, Reason: ReasonNoAddressAvailable, Message: "pool full"})
+	Apply(&vs, Validate(&vs), nil, nil)
+	for _, typ := range []string{lvsv1.ConditionAccepted, lvsv1.ConditionProgrammed, lvsv1.ConditionReady} {
+		if c := meta.FindStatusCondition(vs.Status.Conditions, typ); c.Status != metav1.ConditionFalse || c.Reason != ReasonNoAddressAvailable {
+			t.Fatalf("none available: %s %s/%s", typ, c.Status, c.Reason)
+		}
+	}
+	vs.Status.Addresses = []lvsv1.IPAddress{"10.0.0.7"}
+	meta.SetStatusCondition(&vs.Status.Conditions, metav1.Condition{Type: lvsv1.ConditionAddressesAllocated,
+		Status: metav1.ConditionTrue, Reason: ReasonAllocated, Message: "allocated 10.0.0.7"})
+	Apply(&vs, Validate(&vs), nil, nil)
+	if !meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionAccepted) {
+		t.Fatalf("allocated: %+v", vs.Status.Conditions)
+	}
+	if keys := vs.ServiceKeys(); len(keys) != 1 || keys[0].String() != "10.0.0.7:80/TCP" {
+		t.Fatalf("the allocated address is what it claims: %v", keys)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -25,55 +26,11 @@ import (
 func TestControllerWithItsRBAC(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t, "ctrl-rbac")
-	var cr rbacv1.ClusterRole
-	readYAML(t, "../../config/rbac/controller/role.yaml", &cr)
-	var role rbacv1.Role
-	readYAML(t, "../../config/rbac/leader_election_role.yaml", &role)
-	inRole := map[string]bool{}
-	for _, r := range role.Rules {
-		for _, g := range r.APIGroups {
-			for _, res := range r.Resources {
-				inRole[g+"/"+res] = true
-			}
-		}
-	}
-	var rules []rbacv1.PolicyRule
-	for _, r := range cr.Rules {
-		r.APIGroups = slices.DeleteFunc(slices.Clone(r.APIGroups), func(g string) bool {
-			return slices.ContainsFunc(r.Resources, func(res string) bool { return inRole[g+"/"+res] })
-		})
-		if len(r.APIGroups) > 0 {
-			rules = append(rules, r)
-		}
-	}
-	cr.Rules = rules
-	cr.ObjectMeta = metav1.ObjectMeta{Name: "kubelvs-controller-" + ns}
-	role.ObjectMeta = metav1.ObjectMeta{Name: "kubelvs-leader-election", Namespace: ns}
-	const sa = "kubelvs-controller"
-	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}}
-	objs := []client.Object{&cr, &role,
-		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns}, Subjects: subjects,
-			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}},
-		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name}, Subjects: subjects,
-			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}},
-	}
-	for _, o := range objs {
-		if err := k8s.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = k8s.Delete(context.Background(), o) })
-	}
-	u, err := testEnv.AddUser(envtest.User{
-		Name:   "system:serviceaccount:" + ns + ":" + sa,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ucfg := controllerUser(t, k8s, testEnv, ns)
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- roles.RunController(cctx, u.Config(), roles.ControllerOptions{
+		done <- roles.RunController(cctx, ucfg, roles.ControllerOptions{
 			MetricsBindAddress: freeAddr(t), MetricsSecure: true, HealthProbeBindAddress: "0",
 			LeaderElect: true, LeaderElectionNamespace: ns, SecondInProcess: true,
 			// Services without a class are this controller's alone (the
@@ -153,4 +110,60 @@ func TestControllerWithItsRBAC(t *testing.T) {
 	if h := lease.Spec.HolderIdentity; h != nil && *h != "" {
 		t.Fatalf("the Lease is still held by %q after the controller stopped", *h)
 	}
+}
+
+// controllerUser grants a service account of ns exactly the RBAC
+// config/rbac ships for the controller (the generated ClusterRole without
+// what kustomization.yaml moves into the leader-election Role, and that
+// Role in ns) on env's API server, and returns a config that
+// authenticates as it.
+func controllerUser(t *testing.T, c client.Client, env *envtest.Environment, ns string) *rest.Config {
+	t.Helper()
+	ctx := context.Background()
+	var cr rbacv1.ClusterRole
+	readYAML(t, "../../config/rbac/controller/role.yaml", &cr)
+	var role rbacv1.Role
+	readYAML(t, "../../config/rbac/leader_election_role.yaml", &role)
+	inRole := map[string]bool{}
+	for _, r := range role.Rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				inRole[g+"/"+res] = true
+			}
+		}
+	}
+	var rules []rbacv1.PolicyRule
+	for _, r := range cr.Rules {
+		r.APIGroups = slices.DeleteFunc(slices.Clone(r.APIGroups), func(g string) bool {
+			return slices.ContainsFunc(r.Resources, func(res string) bool { return inRole[g+"/"+res] })
+		})
+		if len(r.APIGroups) > 0 {
+			rules = append(rules, r)
+		}
+	}
+	cr.Rules = rules
+	cr.ObjectMeta = metav1.ObjectMeta{Name: "kubelvs-controller-" + ns}
+	role.ObjectMeta = metav1.ObjectMeta{Name: "kubelvs-leader-election", Namespace: ns}
+	const sa = "kubelvs-controller"
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}}
+	objs := []client.Object{&cr, &role,
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns}, Subjects: subjects,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name}, Subjects: subjects,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}},
+	}
+	for _, o := range objs {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Delete(context.Background(), o) })
+	}
+	u, err := env.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + ns + ":" + sa,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Config()
 }
