@@ -23,13 +23,8 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/pools"
-	"github.com/kubelvs/kubelvs/pkg/validation"
 	"github.com/kubelvs/kubelvs/pkg/vsstatus"
 )
-
-// ReasonReallocated is the reason of the Event that says a VirtualService
-// lost an allocated address and why.
-const ReasonReallocated = "Reallocated"
 
 // HeldAddressIndex is the cache field index of VirtualServices by the
 // addresses they hold: spec.addresses and status.addresses.
@@ -89,59 +84,36 @@ func (r *AllocationReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	areq := pools.Request{Namespace: vs.Namespace, NamespaceLabels: view.nsLabels, Families: vs.Spec.AddressFamilies, Pool: vs.Spec.AddressPool}
-	kept, dropped := r.keep(&vs, view, areq)
-	var missing []lvsv1.AddressFamily
-	for _, f := range vs.Spec.AddressFamilies {
-		if !slices.ContainsFunc(kept, func(a netip.Addr) bool { return lvsv1.FamilyOf(a) == f }) {
-			missing = append(missing, f)
-		}
-	}
-	used := view.used
-	for _, a := range kept {
-		used[a] = true
-	}
-	for _, b := range vs.Spec.Backends.Static {
-		if a, err := netip.ParseAddr(string(b.Address)); err == nil {
-			used[a.Unmap()] = true // never its own backend: traffic would loop
-		}
-	}
-	got, allocErr := pools.Allocate(view.pools, used, pools.Request{
-		Namespace: areq.Namespace, NamespaceLabels: areq.NamespaceLabels, Families: missing, Pool: areq.Pool,
-	})
-	addrs := append(kept, got...)
-	slices.SortFunc(addrs, func(a, b netip.Addr) int {
-		return slices.Index(vs.Spec.AddressFamilies, lvsv1.FamilyOf(a)) - slices.Index(vs.Spec.AddressFamilies, lvsv1.FamilyOf(b))
-	})
-	vs.Status.Addresses = make([]lvsv1.IPAddress, len(addrs))
-	for i, a := range addrs {
-		vs.Status.Addresses[i] = lvsv1.IPAddress(a.String())
-	}
-	if len(vs.Status.Addresses) == 0 {
-		vs.Status.Addresses = nil
+	as := pools.Assign(view.pools, &vs, view.nsLabels, view.holders)
+	vs.Status.Addresses = nil
+	for _, a := range as.Addresses {
+		vs.Status.Addresses = append(vs.Status.Addresses, lvsv1.IPAddress(a.String()))
 	}
 	cond := metav1.Condition{Type: lvsv1.ConditionAddressesAllocated, Status: metav1.ConditionTrue,
-		Reason: vsstatus.ReasonAllocated, Message: "allocated " + joinAddrs(addrs), ObservedGeneration: vs.Generation}
-	if allocErr != nil {
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, vsstatus.ReasonNoAddressAvailable, allocErr.Error()
+		Reason: vsstatus.ReasonAllocated, Message: "allocated " + joinAddrs(as.Addresses), ObservedGeneration: vs.Generation}
+	if as.Err != nil {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, vsstatus.ReasonNoAddressAvailable, as.Err.Error()
 	}
 	wasFailing := meta.IsStatusConditionFalse(orig.Status.Conditions, lvsv1.ConditionAddressesAllocated)
 	meta.SetStatusCondition(&vs.Status.Conditions, cond)
+	if equality.Semantic.DeepEqual(orig.Status, vs.Status) {
+		return ctrl.Result{}, nil
+	}
 
-	res, err := r.patch(ctx, orig, &vs, got)
+	res, err := r.patch(ctx, orig, &vs, as.Allocated)
 	if err != nil || res.RequeueAfter > 0 {
 		return res, err
 	}
-	log.FromContext(ctx).V(1).Info("allocation", "addresses", vs.Status.Addresses, "allocated", got, "dropped", dropped)
-	for _, d := range dropped {
-		instead := "allocated " + joinAddrs(got) + " instead"
-		if allocErr != nil {
-			instead = "no other address: " + allocErr.Error()
+	log.FromContext(ctx).V(1).Info("allocation", "addresses", vs.Status.Addresses, "allocated", as.Allocated, "dropped", as.Dropped)
+	for _, d := range as.Dropped {
+		instead := "allocated " + joinAddrs(as.Allocated) + " instead"
+		if as.Err != nil {
+			instead = "no other address: " + as.Err.Error()
 		}
-		r.Recorder.Eventf(&vs, nil, "Warning", ReasonReallocated, "Allocate", "%s; %s", d, instead)
+		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonReallocated, "Allocate", "%s; %s", d, instead)
 	}
-	if allocErr != nil && !wasFailing {
-		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonNoAddressAvailable, "Allocate", "%s", allocErr)
+	if as.Err != nil && !wasFailing {
+		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonNoAddressAvailable, "Allocate", "%s", as.Err)
 	}
 	return ctrl.Result{}, nil
 }
@@ -174,7 +146,6 @@ type view struct {
 	// holders of each address other than the VirtualService itself:
 	// spec.addresses, status.addresses and what this process wrote.
 	holders map[netip.Addr][]*lvsv1.VirtualService
-	used    map[netip.Addr]bool
 }
 
 func (r *AllocationReconciler) load(ctx context.Context, vs *lvsv1.VirtualService) (*view, error) {
@@ -182,7 +153,7 @@ func (r *AllocationReconciler) load(ctx context.Context, vs *lvsv1.VirtualServic
 	if err := r.Client.List(ctx, &apl); err != nil {
 		return nil, fmt.Errorf("list AddressPools: %w", err)
 	}
-	v := &view{holders: map[netip.Addr][]*lvsv1.VirtualService{}, used: map[netip.Addr]bool{}}
+	v := &view{holders: map[netip.Addr][]*lvsv1.VirtualService{}}
 	for i := range apl.Items {
 		// An invalid pool gives nothing (validation.AddressPool says why).
 		if p, err := pools.New(&apl.Items[i]); err == nil {
@@ -213,7 +184,6 @@ func (r *AllocationReconciler) load(ctx context.Context, vs *lvsv1.VirtualServic
 			continue
 		}
 		for _, a := range held {
-			v.used[a] = true
 			v.holders[a] = append(v.holders[a], o)
 		}
 	}
@@ -223,37 +193,6 @@ func (r *AllocationReconciler) load(ctx context.Context, vs *lvsv1.VirtualServic
 		}
 	}
 	return v, nil
-}
-
-// keep returns the allocated addresses vs may keep and why it loses the
-// others: an address must be valid, of a family it asks for (the first
-// of each), held by a pool that may serve it and held by no older
-// VirtualService.
-func (r *AllocationReconciler) keep(vs *lvsv1.VirtualService, v *view, req pools.Request) (kept []netip.Addr, dropped []string) {
-	seen := map[lvsv1.AddressFamily]bool{}
-	for _, s := range vs.Status.Addresses {
-		a, err := validation.Address(string(s))
-		if err != nil {
-			dropped = append(dropped, fmt.Sprintf("status.addresses held %q, which %v", s, err))
-			continue
-		}
-		f := lvsv1.FamilyOf(a)
-		if seen[f] || !slices.Contains(vs.Spec.AddressFamilies, f) {
-			continue // not asked for (any more): released without a word
-		}
-		if !pools.Holds(v.pools, req, a) {
-			dropped = append(dropped, fmt.Sprintf("%s is in no AddressPool that may serve this VirtualService any more", a))
-			continue
-		}
-		if i := slices.IndexFunc(v.holders[a], func(o *lvsv1.VirtualService) bool { return lvsv1.Precedes(o, vs) }); i >= 0 {
-			o := v.holders[a][i]
-			dropped = append(dropped, fmt.Sprintf("%s is held by the older VirtualService %s/%s", a, o.Namespace, o.Name))
-			continue
-		}
-		seen[f] = true
-		kept = append(kept, a)
-	}
-	return kept, dropped
 }
 
 // heldAddresses are the addresses a VirtualService holds: spec.addresses

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -214,4 +215,65 @@ func FuzzAllocate(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestAssign(t *testing.T) {
+	t.Parallel()
+	ps := []*pools.Pool{
+		newPool(t, "shop", lvsv1.AddressPoolSpec{
+			CIDRs: []lvsv1.PoolCIDR{"192.0.2.0/30", "2001:db8::/126"}, NamespaceSelector: &lvsv1.LabelSelector{},
+		}),
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	auto := func(name string, created time.Time, fams []lvsv1.AddressFamily, status ...lvsv1.IPAddress) *lvsv1.VirtualService {
+		return &lvsv1.VirtualService{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: name, CreationTimestamp: metav1.NewTime(created)},
+			Spec:       lvsv1.VirtualServiceSpec{AddressFamilies: fams},
+			Status:     lvsv1.VirtualServiceStatus{Addresses: status},
+		}
+	}
+	dual := []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv4, lvsv1.AddressFamilyIPv6} // status.addresses follow this order
+	old := auto("old", t0, v4, "192.0.2.1")
+	for _, tc := range []struct {
+		name    string
+		vs      *lvsv1.VirtualService
+		holders map[netip.Addr][]*lvsv1.VirtualService
+		want    []netip.Addr
+		dropped int
+	}{
+		{"new", auto("a", t0, dual), nil, addrs("192.0.2.0", "2001:db8::"), 0},
+		{"kept", auto("a", t0, v4, "192.0.2.3"), nil, addrs("192.0.2.3"), 0},
+		{"a family added, the other kept", auto("a", t0, dual, "192.0.2.3"), nil, addrs("192.0.2.3", "2001:db8::"), 0},
+		{"a family removed is released", auto("a", t0, v6, "192.0.2.3", "2001:db8::2"), nil, addrs("2001:db8::2"), 0},
+		{"the younger of a duplicate moves", auto("young", t0.Add(time.Second), v4, "192.0.2.1"),
+			map[netip.Addr][]*lvsv1.VirtualService{addrs("192.0.2.1")[0]: {old}}, addrs("192.0.2.0"), 1},
+		{"the older of a duplicate stays", old,
+			map[netip.Addr][]*lvsv1.VirtualService{addrs("192.0.2.1")[0]: {auto("young", t0.Add(time.Second), v4, "192.0.2.1")}}, addrs("192.0.2.1"), 0},
+		{"an address no pool holds moves", auto("a", t0, v4, "198.51.100.1"), nil, addrs("192.0.2.0"), 1},
+		{"a forged address moves", auto("a", t0, v4, "127.0.0.1"), nil, addrs("192.0.2.0"), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			as := pools.Assign(ps, tc.vs, nil, tc.holders)
+			if as.Err != nil || !slices.Equal(as.Addresses, tc.want) || len(as.Dropped) != tc.dropped {
+				t.Fatalf("got %v, dropped %q, %v; want %v and %d dropped", as.Addresses, as.Dropped, as.Err, tc.want, tc.dropped)
+			}
+		})
+	}
+
+	// Its own static backend is never its VIP; a full pool keeps what it
+	// has and says why the rest is missing.
+	vs := auto("a", t0, dual, "2001:db8::3")
+	vs.Spec.Backends.Static = []lvsv1.StaticBackend{{Address: "192.0.2.0"}}
+	as := pools.Assign(ps, vs, nil, map[netip.Addr][]*lvsv1.VirtualService{addrs("192.0.2.1")[0]: {old}})
+	if as.Err != nil || !slices.Equal(as.Addresses, addrs("192.0.2.2", "2001:db8::3")) {
+		t.Fatalf("static backend: %v, %v", as.Addresses, as.Err)
+	}
+	full := map[netip.Addr][]*lvsv1.VirtualService{}
+	for _, a := range addrs("192.0.2.0", "192.0.2.1", "192.0.2.2", "192.0.2.3") {
+		full[a] = []*lvsv1.VirtualService{old}
+	}
+	as = pools.Assign(ps, auto("a", t0, dual, "2001:db8::3"), nil, full)
+	if !errors.Is(as.Err, pools.ErrExhausted) || !slices.Equal(as.Addresses, addrs("2001:db8::3")) || len(as.Allocated) != 0 {
+		t.Fatalf("full: %v, %v", as.Addresses, as.Err)
+	}
 }

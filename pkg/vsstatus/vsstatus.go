@@ -39,6 +39,9 @@ const (
 	// VirtualService has a free address of a family it asks for, or none
 	// admits its namespace (AddressesAllocated=False, and Accepted).
 	ReasonNoAddressAvailable = "NoAddressAvailable"
+	// ReasonReallocated is the reason of the Event that says a
+	// VirtualService lost an allocated address, and why.
+	ReasonReallocated = "Reallocated"
 )
 
 // Validate lists what keeps vs from being programmed (validation.VirtualService),

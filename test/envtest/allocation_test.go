@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
-	"github.com/kubelvs/kubelvs/controllers"
 	"github.com/kubelvs/kubelvs/pkg/pools"
 	"github.com/kubelvs/kubelvs/pkg/roles"
 	"github.com/kubelvs/kubelvs/pkg/vsstatus"
@@ -238,7 +237,7 @@ func TestAllocationUnderConcurrencyAndLeaderChange(t *testing.T) {
 	first := a.leader("")
 	a.controller() // the second contends from now on
 
-	const n, workers, stopAfter = 200, 20, 15
+	const n, workers, stopAfter, pace = 200, 20, 5, 200 * time.Millisecond
 	var created atomic.Int32
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -255,6 +254,8 @@ func TestAllocationUnderConcurrencyAndLeaderChange(t *testing.T) {
 					return
 				}
 				created.Add(1)
+				// Paced so that creates go on across the leader change.
+				time.Sleep(pace)
 			}
 		}()
 	}
@@ -297,7 +298,7 @@ func TestAllocationUnderConcurrencyAndLeaderChange(t *testing.T) {
 	}
 	// Status is the record: Accepted once allocated.
 	a.condition(client.ObjectKey{Namespace: ns, Name: "vs-199"}, lvsv1.ConditionAccepted, metav1.ConditionTrue, vsstatus.ReasonAccepted)
-	if evs := a.events(ns, "", controllers.ReasonReallocated); len(evs) > 0 {
+	if evs := a.events(ns, "", vsstatus.ReasonReallocated); len(evs) > 0 {
 		t.Logf("%d duplicates settled across the leader change, e.g. %s: %s", len(evs), evs[0].Regarding.Name, evs[0].Note)
 	}
 
@@ -488,7 +489,7 @@ func TestAllocationRefusalsAndChanges(t *testing.T) {
 		vs.Status.Addresses = []lvsv1.IPAddress{taken}
 		return a.c.Status().Patch(ctx, &vs, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 	})
-	ev := a.event("tiny", "young", controllers.ReasonReallocated)
+	ev := a.event("tiny", "young", vsstatus.ReasonReallocated)
 	t.Logf("duplicate settled: %s", ev.Note)
 	after := a.allocated("tiny", 10*time.Second)
 	if after["a"] != netip.MustParseAddr(string(taken)) || after["young"] != own {
