@@ -262,10 +262,10 @@ func finalState(obj any) any {
 
 // needsSync tells whether an update of a VirtualService can change what
 // this node programs or reports: a new generation (spec), deletion, new
-// allocated addresses (status.addresses), or this
-// node's status entry differing from what the agent last wrote (someone
-// else's write removed it). Status-only updates, including the agent's own
-// reports and the controller's conditions, are skipped.
+// allocated addresses (status.addresses), or this node's status entry
+// differing from what the agent last wrote (someone else's write removed
+// it). Other status updates, including the agent's own reports and the
+// controller's conditions, are skipped.
 func (a *Agent) needsSync(old *lvsv1.VirtualService, cur any) bool {
 	vs, ok := cur.(*lvsv1.VirtualService)
 	if !ok || old.Generation != vs.Generation || !vs.DeletionTimestamp.IsZero() {

@@ -170,7 +170,7 @@ func TestControllerRefusesWhatTheAPIStores(t *testing.T) {
 		tc.Mutate(&spec)
 		// Each its own VIP, so that none is Conflicted with another.
 		own := lvsv1.IPAddress(fmt.Sprintf("10.96.1.%d", 10+i))
-		if len(spec.Addresses) > 0 { // with addressFamilies, nothing is allocated: no pool admits ns
+		if len(spec.Addresses) > 0 { // with addressFamilies, the suite pool gives it a free address
 			if spec.Backends.Static[0].Address == spec.Addresses[0] {
 				spec.Backends.Static[0].Address = own
 			}
