@@ -34,8 +34,6 @@ const ServiceFieldOwner = "kubelvs-controller"
 const (
 	// ReasonGenerated: the VirtualService was created.
 	ReasonGenerated = "Generated"
-	// ReasonAddressRequired: the Service asks for no address.
-	ReasonAddressRequired = "AddressRequired"
 	// ReasonInvalidService: the Service does not translate; its
 	// VirtualService, if any, is left as it was.
 	ReasonInvalidService = "InvalidLoadBalancer"
@@ -109,11 +107,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 
 	spec, err := lbservice.Spec(&svc)
-	switch {
-	case errors.Is(err, lbservice.ErrNoAddress):
-		r.Recorder.Eventf(&svc, nil, corev1.EventTypeWarning, ReasonAddressRequired, "Generate", "%s", err)
-		return r.setIngress(ctx, &svc, vs)
-	case err != nil:
+	if err != nil {
 		var problems lbservice.Problems
 		msgs := []string{err.Error()}
 		if errors.As(err, &problems) {

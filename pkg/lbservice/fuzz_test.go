@@ -1,7 +1,6 @@
 package lbservice
 
 import (
-	"errors"
 	"strings"
 	"testing"
 
@@ -33,10 +32,10 @@ func FuzzSpec(f *testing.F) {
 		})
 		spec, err := Spec(svc)
 		if err != nil {
-			if errors.Is(err, ErrNoAddress) && addrs != "" && strings.Trim(addrs, ", ") != "" {
-				t.Fatalf("ErrNoAddress for addresses %q", addrs)
-			}
 			return
+		}
+		if (len(spec.Addresses) == 0) == (len(spec.AddressFamilies) == 0) {
+			t.Fatalf("addresses %v and addressFamilies %v: want exactly one", spec.Addresses, spec.AddressFamilies)
 		}
 		if errs := validation.VirtualService(&lvsv1.VirtualService{Spec: spec}); len(errs) > 0 {
 			t.Fatalf("Spec returned a spec that validation refuses: %v", errs)

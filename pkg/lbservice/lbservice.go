@@ -58,6 +58,9 @@ const (
 	// spec.loadBalancerSourceRanges, read only when that field is empty (as
 	// kube-proxy does).
 	AnnotationSourceRanges = "service.beta.kubernetes.io/load-balancer-source-ranges"
+	// AnnotationAddressPool names the AddressPool to allocate from
+	// (spec.addressPool) when the Service asks for no address.
+	AnnotationAddressPool = "lvs.kubelvs.io/address-pool"
 )
 
 // LabelService marks a VirtualService generated from a Service; its value
@@ -67,12 +70,6 @@ const LabelService = "lvs.kubelvs.io/service"
 // DefaultAffinityTimeoutSeconds is Kubernetes' default of
 // sessionAffinityConfig.clientIP.timeoutSeconds (3 hours).
 const DefaultAffinityTimeoutSeconds = 10800
-
-// ErrNoAddress reports a Service that asks for no address. Until the
-// controller allocates addresses itself, such a Service gets no
-// VirtualService.
-var ErrNoAddress = errors.New("the Service asks for no address: set the annotation " + AnnotationAddresses +
-	` (e.g. "192.0.2.10" or "192.0.2.10,2001:db8::10"); kubelvs does not allocate addresses yet`)
 
 // Serves reports whether kubelvs generates a VirtualService for svc: a
 // Service of type LoadBalancer whose class is Class, or that names no class
@@ -104,8 +101,10 @@ func Disowned(svc *corev1.Service) bool {
 // every default of the API filled in (so that it compares equal to what the
 // API server stores), or an error that names each problem by the Service's
 // field or annotation (Problems). A spec it returns passes
-// validation.VirtualService. A Service that asks for no address and has no
-// other problem gets ErrNoAddress.
+// validation.VirtualService. A Service that asks for no address gets one of
+// each of its IP families (spec.ipFamilies) allocated from an AddressPool
+// (spec.addressFamilies; the pool of the annotation AnnotationAddressPool,
+// if set).
 func Spec(svc *corev1.Service) (lvsv1.VirtualServiceSpec, error) {
 	var errs field.ErrorList
 	ann := svc.Annotations
@@ -177,13 +176,12 @@ func Spec(svc *corev1.Service) (lvsv1.VirtualServiceSpec, error) {
 		problems = append(problems, e.Error())
 	}
 	if len(spec.Addresses) == 0 && len(aerrs) == 0 {
-		// The one place a Service without an address ends. Automatic
-		// allocation extends it: leave spec.addresses empty, name the
-		// families of svc.Spec.IPFamilies, and let the controller allocate.
-		if len(problems) == 0 {
-			return lvsv1.VirtualServiceSpec{}, ErrNoAddress
-		}
-		return lvsv1.VirtualServiceSpec{}, append(problems, ErrNoAddress.Error())
+		// No address asked for: the controller allocates one of each of
+		// the Service's families.
+		spec.AddressFamilies = families(svc)
+	}
+	if v, ok := ann[AnnotationAddressPool]; ok {
+		spec.AddressPool = strings.TrimSpace(v)
 	}
 	if len(problems) > 0 {
 		return lvsv1.VirtualServiceSpec{}, problems
@@ -248,6 +246,25 @@ func addresses(svc *corev1.Service) ([]lvsv1.IPAddress, field.ErrorList) {
 		}
 	}
 	return out, errs
+}
+
+// families are the address families to allocate for svc: its
+// spec.ipFamilies, which the API server sets on every Service with a
+// cluster IP (IPv4 when it is unset, as for a Service not yet stored).
+func families(svc *corev1.Service) []lvsv1.AddressFamily {
+	var out []lvsv1.AddressFamily
+	for _, f := range svc.Spec.IPFamilies {
+		switch f {
+		case corev1.IPv4Protocol:
+			out = append(out, lvsv1.AddressFamilyIPv4)
+		case corev1.IPv6Protocol:
+			out = append(out, lvsv1.AddressFamilyIPv6)
+		}
+	}
+	if len(out) == 0 {
+		out = []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv4}
+	}
+	return out
 }
 
 func containsAddr(list []lvsv1.IPAddress, a netip.Addr) bool {
@@ -398,6 +415,8 @@ func source(svc *corev1.Service, vsField string) string {
 		{"spec.healthCheck", "annotation " + AnnotationHealthCheck},
 		{"spec.drain", "annotation " + AnnotationDrainTimeout},
 		{"spec.sourceRanges", "spec.loadBalancerSourceRanges"},
+		{"spec.addressPool", "annotation " + AnnotationAddressPool},
+		{"spec.addressFamilies", "spec.ipFamilies"},
 	}
 	for _, p := range prefixes {
 		if vsField == p.vs || strings.HasPrefix(vsField, p.vs+".") || strings.HasPrefix(vsField, p.vs+"[") {

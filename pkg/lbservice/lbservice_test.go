@@ -2,7 +2,6 @@ package lbservice
 
 import (
 	"encoding/json"
-	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -266,19 +265,14 @@ func TestSpecRefuses(t *testing.T) {
 			[]string{"metadata.annotations[lvs.kubelvs.io/drain-timeout]", "whole number of seconds"}},
 		{"drain timeout: too long", service(annotate(AnnotationDrainTimeout, "100000")),
 			[]string{"annotation lvs.kubelvs.io/drain-timeout (spec.drain.timeoutSeconds", "86400"}},
-		{"no address and another problem", service(func(s *corev1.Service) {
-			delete(s.Annotations, AnnotationAddresses)
-			s.Spec.Ports[0].Protocol = corev1.ProtocolSCTP
-		}), []string{"spec.ports[0].protocol", "asks for no address"}},
+		{"address pool named with addresses", service(annotate(AnnotationAddressPool, "shop")),
+			[]string{"annotation lvs.kubelvs.io/address-pool (spec.addressPool"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			got, err := Spec(tc.svc)
 			if err == nil {
 				t.Fatalf("Spec accepted it: %+v", got)
-			}
-			if errors.Is(err, ErrNoAddress) {
-				t.Errorf("error %v is ErrNoAddress: only a Service whose one problem is the missing address is", err)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
@@ -289,14 +283,46 @@ func TestSpecRefuses(t *testing.T) {
 	}
 }
 
+// A Service that asks for no address gets one of each of its IP families
+// allocated, from the pool its annotation names if any.
 func TestSpecWithoutAddress(t *testing.T) {
 	t.Parallel()
-	svc := service(func(s *corev1.Service) { delete(s.Annotations, AnnotationAddresses) })
-	if _, err := Spec(svc); !errors.Is(err, ErrNoAddress) {
-		t.Fatalf("Spec: %v, want ErrNoAddress", err)
-	}
-	if !strings.Contains(ErrNoAddress.Error(), AnnotationAddresses) {
-		t.Errorf("ErrNoAddress does not name the annotation: %v", ErrNoAddress)
+	for _, tc := range []struct {
+		name     string
+		edit     func(*corev1.Service)
+		families []lvsv1.AddressFamily
+		pool     string
+	}{
+		{"families unset (not stored yet)", nil, []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv4}, ""},
+		{"IPv6", func(s *corev1.Service) { s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol} }, []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv6}, ""},
+		{"dual-stack, IPv6 first", func(s *corev1.Service) {
+			s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol}
+		}, []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv6, lvsv1.AddressFamilyIPv4}, ""},
+		{"a pool named", func(s *corev1.Service) {
+			s.Annotations[AnnotationAddressPool] = " shop "
+		}, []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv4}, "shop"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			svc := service(func(s *corev1.Service) {
+				delete(s.Annotations, AnnotationAddresses)
+				if tc.edit != nil {
+					tc.edit(s)
+				}
+			})
+			got, err := Spec(svc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := spec(func(s *lvsv1.VirtualServiceSpec) {
+				s.Addresses = nil
+				s.AddressFamilies = tc.families
+				s.AddressPool = tc.pool
+			})
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("Spec:\n%+v\nwant\n%+v", got, want)
+			}
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -307,14 +308,27 @@ func TestServiceBadInputLeavesItsVirtualService(t *testing.T) {
 		t.Errorf("a VirtualService for a Service that does not translate (%v)", err)
 	}
 
+	// No address asked for: one of the Service's family is allocated
+	// from a pool (the suite's), and becomes its ingress.
 	noAddr := lbService(t, ns, "noaddr", "", func(s *corev1.Service) { delete(s.Annotations, lbservice.AnnotationAddresses) })
-	e = waitEvent(t, ns, "noaddr", "AddressRequired")
-	if !contains(e.Note, lbservice.AnnotationAddresses) {
-		t.Errorf("event %q does not name the annotation", e.Note)
+	var allocated string
+	eventually(t, 20*time.Second, "an allocated address for noaddr and its ingress", func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(noAddr), &vs); err != nil {
+			return err
+		}
+		if !slices.Equal(vs.Spec.AddressFamilies, []lvsv1.AddressFamily{lvsv1.AddressFamilyIPv4}) || len(vs.Spec.Addresses) != 0 {
+			return fmt.Errorf("spec: addresses %v, addressFamilies %v", vs.Spec.Addresses, vs.Spec.AddressFamilies)
+		}
+		if len(vs.Status.Addresses) != 1 {
+			return fmt.Errorf("status.addresses %v", vs.Status.Addresses)
+		}
+		allocated = string(vs.Status.Addresses[0])
+		return nil
+	})
+	if !netip.MustParsePrefix("10.96.0.0/16").Contains(netip.MustParseAddr(allocated)) {
+		t.Errorf("allocated %s, outside the suite's pool", allocated)
 	}
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(noAddr), &vs); !apierrors.IsNotFound(err) {
-		t.Errorf("a VirtualService for a Service without an address (%v)", err)
-	}
+	waitIngress(t, client.ObjectKeyFromObject(noAddr), allocated)
 }
 
 // A VirtualService of the Service's name that it does not own is left

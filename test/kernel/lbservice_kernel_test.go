@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/kerneltest"
 	"github.com/kubelvs/kubelvs/pkg/lbservice"
 )
@@ -110,6 +111,33 @@ func TestServiceOfTypeLoadBalancer(t *testing.T) {
 	})
 	check("externalTrafficPolicy Local", func(string) netip.Addr { return clientNS.IP(false) })
 
+	// A Service that asks for no address gets one allocated from a pool
+	// (the one its annotation names), and serves through it.
+	auto := autoService(t, c, eps)
+	var allocated netip.Addr
+	start = time.Now()
+	waitFor(t, 60*time.Second, "an allocated address in the ingress of "+auto.Name, func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(auto), auto); err != nil {
+			return err
+		}
+		in := auto.Status.LoadBalancer.Ingress
+		if len(in) != 1 {
+			return fmt.Errorf("ingress %+v", in)
+		}
+		allocated = netip.MustParseAddr(in[0].IP)
+		return nil
+	})
+	if !netip.MustParsePrefix("10.96.77.0/24").Contains(allocated) {
+		t.Fatalf("allocated %s, outside the pool", allocated)
+	}
+	t.Logf("%s allocated %s, in its ingress after %s", auto.Name, allocated, time.Since(start).Round(time.Millisecond))
+	for _, network := range []string{"tcp", "udp"} {
+		waitFor(t, 30*time.Second, network+" through the allocated address", func() error {
+			_, err := ask(clientNS, network, netip.AddrPortFrom(allocated, 80))
+			return err
+		})
+	}
+
 	// Cluster: the node masquerades, so a backend sees the node's address
 	// on its link.
 	patch := client.MergeFrom(svc.DeepCopy())
@@ -142,4 +170,48 @@ func TestServiceOfTypeLoadBalancer(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// autoService creates a Service of kubelvs's class that asks for no
+// address but names the pool lb-auto (created here, autoAssign off: only
+// what names it gets its addresses), with its EndpointSlice.
+func autoService(t *testing.T, c client.Client, eps []discoveryv1.Endpoint) *corev1.Service {
+	t.Helper()
+	ctx := context.Background()
+	pool := &lvsv1.AddressPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "lb-auto"},
+		Spec: lvsv1.AddressPoolSpec{
+			CIDRs:             []lvsv1.PoolCIDR{"10.96.77.0/24"},
+			Avoid:             []lvsv1.AddressOrCIDR{"10.96.77.0"},
+			AutoAssign:        ptr.To(false),
+			NamespaceSelector: &lvsv1.LabelSelector{},
+		},
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "auto-1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: "auto"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports: []discoveryv1.EndpointPort{
+			{Name: ptr.To("tcp"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)},
+			{Name: ptr.To("udp"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolUDP)},
+		},
+		Endpoints: eps,
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "auto", Namespace: "default",
+			Annotations: map[string]string{lbservice.AnnotationAddressPool: "lb-auto"}},
+		Spec: corev1.ServiceSpec{
+			Type:              corev1.ServiceTypeLoadBalancer,
+			LoadBalancerClass: ptr.To(lbservice.Class),
+			Ports: []corev1.ServicePort{
+				{Name: "tcp", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(8080)},
+				{Name: "udp", Port: 80, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt32(8080)},
+			},
+		},
+	}
+	for _, o := range []client.Object{pool, slice, svc} {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return svc
 }
