@@ -53,6 +53,7 @@
 #        KUBELVS_DEBIAN_MIRROR (http://deb.debian.org/debian)
 #        KUBELVS_DEBIAN_SECURITY_MIRROR (http://deb.debian.org/debian-security)
 #        KUBELVS_IMAGE_FORCE=1 (rebuild the archives, not the bases)
+#        KUBELVS_IMAGES="kubelvs ..." (build and list only these; default all)
 # Needs: root, apt-get (Debian bookworm), the Go toolchain (fetches Go for the
 # builder base); installs buildah, mmdebstrap and unzip when missing.
 set -euo pipefail
@@ -92,6 +93,14 @@ IMAGES=(
 	"e2e-echo test/e2e/echo/Dockerfile $ECHO_IMG"
 	"pause test/cluster/pause/Dockerfile $PAUSE_IMG"
 )
+if [[ -n ${KUBELVS_IMAGES:-} ]]; then
+	selected=()
+	for spec in "${IMAGES[@]}"; do
+		[[ " $KUBELVS_IMAGES " == *" ${spec%% *} "* ]] && selected+=("$spec")
+	done
+	((${#selected[@]})) || die "KUBELVS_IMAGES=$KUBELVS_IMAGES names none of kubelvs, e2e-echo, pause"
+	IMAGES=("${selected[@]}")
+fi
 
 now() { echo "$EPOCHREALTIME"; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f s", b-a}'; }

@@ -24,7 +24,8 @@
 #
 # Env: K8S_TEST_BINS_DIR (etcd kube-apiserver kube-controller-manager
 # kube-scheduler kubelet kubectl helm containerd containerd-shim-runc-v2 ctr),
-# KUBELVS_IMAGE_DIR, CLUSTER_LOGS, CLUSTER_PKI (made by --pki DIR on the host;
+# KUBELVS_IMAGE_DIR, KUBELVS_EXTRA_IMAGES (more archives to import,
+# colon-separated paths), CLUSTER_LOGS, CLUSTER_PKI (made by --pki DIR on the host;
 # otherwise made in the guest), CLUSTER_POD_SECURITY (the cluster-wide
 # Pod Security level enforced on namespaces without a label; baseline).
 set -euo pipefail
@@ -230,6 +231,13 @@ while read -r file ref _; do
 	ctr -n k8s.io images import "$IMAGES/$file" >/dev/null || die "ctr images import $file"
 	say "imported $ref"
 done <"$IMAGES/images.txt"
+# More archives (colon-separated paths), e.g. the previous release's image.
+IFS=: read -r -a extra_images <<<"${KUBELVS_EXTRA_IMAGES:-}"
+for file in "${extra_images[@]}"; do
+	[[ -n $file ]] || continue
+	ctr -n k8s.io images import "$file" >/dev/null || die "ctr images import $file"
+	say "imported $file"
+done
 
 # ---------------------------------------------------------------- kubelet
 say "kubelet"

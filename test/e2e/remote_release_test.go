@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kubelvs/kubelvs/test/e2e/echo"
 )
@@ -46,27 +48,32 @@ func (r *remote) helm(args ...string) (string, error) {
 	return string(out), nil
 }
 
-// imageValues are the --set flags of every helm install and upgrade: the
-// image under test, and extra values.
-func imageValues(extra ...string) ([]string, error) {
-	i := strings.LastIndexByte(*image, ':')
-	if i < 0 || strings.Contains((*image)[i:], "/") {
-		return nil, fmt.Errorf("-image %q: want repository:tag", *image)
+// imageValues are the --set flags of every helm install and upgrade: img
+// (repository:tag), and extra values.
+func imageValues(img string, extra ...string) ([]string, error) {
+	i := strings.LastIndexByte(img, ':')
+	if i < 0 || strings.Contains(img[i:], "/") {
+		return nil, fmt.Errorf("image %q: want repository:tag", img)
 	}
-	v := append([]string{"image.repository=" + (*image)[:i], "image.tag=" + (*image)[i+1:], "image.pullPolicy=IfNotPresent"}, extra...)
+	v := append([]string{"image.repository=" + img[:i], "image.tag=" + img[i+1:], "image.pullPolicy=IfNotPresent"}, extra...)
 	return []string{"--set", strings.Join(v, ",")}, nil
 }
 
 // installRelease installs the previous chart if given, else the chart, into
 // the release namespace (created as the README says), and waits for Ready.
 func (r *remote) installRelease() error {
-	values, err := imageValues()
+	ch, img := *chart, *image
+	if *previousChart != "" {
+		// The previous release: its chart with its image (an image of
+		// today may need what that chart does not grant).
+		ch = *previousChart
+		if *previousImage != "" {
+			img = *previousImage
+		}
+	}
+	values, err := imageValues(img)
 	if err != nil {
 		return err
-	}
-	ch := *chart
-	if *previousChart != "" {
-		ch = *previousChart
 	}
 	if _, err := os.Stat(filepath.Join(ch, "Chart.yaml")); err != nil {
 		return fmt.Errorf("chart: %w", err)
@@ -136,9 +143,17 @@ func (r *remote) UpgradeChart(t *testing.T) {
 	timing("kubectl apply of the chart's CRDs", start)
 	// Then the pools that admit the addresses in use, before the agents
 	// that enforce them arrive.
-	if err := ensureSuitePool(r); err != nil {
+	// With kubectl, as an administrator would: it learns the new kind
+	// from discovery (the suite's client may have cached the group without
+	// it). The API server serves a kind a moment after its CRD is applied.
+	pool, err := yaml.Marshal(suitePool(r))
+	if err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, 30*time.Second, "apply the suite's AddressPool", func() error {
+		_, err := r.kubectl(bytes.NewReader(pool), "apply", "--server-side", "-f", "-")
+		return err
+	})
 	r.upgrade(t, "from the previous chart")
 	r.checkCRDs(t, cur, "after the upgrade (the chart's)")
 	if err := r.checkAgentPod(); err != nil {
@@ -228,7 +243,7 @@ func (r *remote) RollAgent(t *testing.T) {
 // values, and waits for the agent's rollout.
 func (r *remote) upgrade(t *testing.T, what string, extra ...string) {
 	t.Helper()
-	values, err := imageValues(extra...)
+	values, err := imageValues(*image, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,7 @@ var (
 	chart         = flag.String("chart", filepath.Join("..", "..", "charts", "kubelvs"), "chart to install and upgrade to (a relative path is from test/e2e, the test's working directory)")
 	previousChart = flag.String("previous-chart", "", "with -install: an older chart to install first; the first scenario upgrades from it to -chart")
 	image         = flag.String("image", "", "with -install: repository:tag of the kubelvs image, for the chart's image values")
+	previousImage = flag.String("previous-image", "", "with -previous-chart: repository:tag of the previous release's image, installed with it (default: -image)")
 )
 
 func kubeconfigFlag() string {
@@ -190,11 +191,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// ensureSuitePool creates the AddressPool that admits the suite's
-// namespace to its VIPs (and to the crash test's 10.234.0.0/16), unless it
-// exists.
-func ensureSuitePool(c Cluster) error {
-	p := &lvsv1.AddressPool{
+// suitePool is the AddressPool that admits the suite's namespace to its
+// VIPs (and to the crash test's 10.234.0.0/16).
+func suitePool(c Cluster) *lvsv1.AddressPool {
+	return &lvsv1.AddressPool{
+		TypeMeta:   metav1.TypeMeta{APIVersion: lvsv1.GroupVersion.String(), Kind: "AddressPool"},
 		ObjectMeta: metav1.ObjectMeta{Name: "kubelvs-e2e"},
 		Spec: lvsv1.AddressPoolSpec{
 			CIDRs: []lvsv1.PoolCIDR{lvsv1.PoolCIDR(vips.String()), "10.234.0.0/16"},
@@ -203,7 +204,11 @@ func ensureSuitePool(c Cluster) error {
 			}}},
 		},
 	}
-	err := c.API().Create(context.Background(), p)
+}
+
+// ensureSuitePool creates the suite's AddressPool unless it exists.
+func ensureSuitePool(c Cluster) error {
+	err := c.API().Create(context.Background(), suitePool(c))
 	if apierrors.IsAlreadyExists(err) {
 		return nil
 	}
