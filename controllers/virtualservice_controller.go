@@ -82,7 +82,7 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	// A rival that may not bind its addresses is programmed nowhere: it
 	// wins nothing (else a namespace could block an address it may not
 	// use by claiming it first).
-	rivals, err = allowedOnly(rivals, admit)
+	rivals, err = vsstatus.Admitted(rivals, admit)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -246,21 +246,6 @@ func (r *VirtualServiceReconciler) admission(ctx context.Context) (func(*lvsv1.V
 		}
 		return pools.Check(ps, vs.Namespace, ns.Labels, vs.EffectiveAddresses()), nil
 	}, nil
-}
-
-// allowedOnly keeps the VirtualServices whose addresses are admitted.
-func allowedOnly(vss []lvsv1.VirtualService, admit func(*lvsv1.VirtualService) ([]string, error)) ([]lvsv1.VirtualService, error) {
-	out := vss[:0]
-	for i := range vss {
-		refused, err := admit(&vss[i])
-		if err != nil {
-			return nil, err
-		}
-		if len(refused) == 0 {
-			out = append(out, vss[i])
-		}
-	}
-	return out, nil
 }
 
 // namespaceMembers maps a Namespace event to its VirtualServices: its

@@ -365,17 +365,17 @@ func (a *Agent) build(ctx context.Context, vs *lvsv1.VirtualService, node desire
 	if err != nil {
 		return desired.Group{}, err
 	}
-	// A rival that may not bind its addresses is programmed nowhere and
-	// wins nothing (the controller decides the same).
-	allowed := rivals[:0]
-	for i := range rivals {
-		l, err := nsLabels(rivals[i].Namespace)
+	// A rival that may not bind its addresses wins nothing (the
+	// controller decides the same).
+	allowed, err := vsstatus.Admitted(rivals, func(r *lvsv1.VirtualService) ([]string, error) {
+		l, err := nsLabels(r.Namespace)
 		if err != nil {
-			return desired.Group{}, err
+			return nil, err
 		}
-		if len(pools.Check(*ps, rivals[i].Namespace, l, rivals[i].EffectiveAddresses())) == 0 {
-			allowed = append(allowed, rivals[i])
-		}
+		return pools.Check(*ps, r.Namespace, l, r.EffectiveAddresses()), nil
+	})
+	if err != nil {
+		return desired.Group{}, err
 	}
 	lost := map[lvsv1.ServiceKey]bool{}
 	for _, c := range vsstatus.Conflicts(vs, allowed) {

@@ -91,6 +91,26 @@ type Conflict struct {
 	Winner types.NamespacedName
 }
 
+// Admitted keeps the rivals whose addresses are all admitted (admit
+// returns what is not: pools.Check with the rival's namespace's labels).
+// A rival refused that way is programmed nowhere, so it wins nothing: the
+// controller and every agent filter rivals with it before Conflicts, else
+// a namespace could block an address it may not use by claiming it first.
+// An error of admit (a namespace that cannot be read) is returned.
+func Admitted(rivals []lvsv1.VirtualService, admit func(*lvsv1.VirtualService) ([]string, error)) ([]lvsv1.VirtualService, error) {
+	out := rivals[:0]
+	for i := range rivals {
+		refused, err := admit(&rivals[i])
+		if err != nil {
+			return nil, err
+		}
+		if len(refused) == 0 {
+			out = append(out, rivals[i])
+		}
+	}
+	return out, nil
+}
+
 // Conflicts returns, sorted by key, the keys of vs that an older rival
 // claims, each with the rival that wins it.
 func Conflicts(vs *lvsv1.VirtualService, rivals []lvsv1.VirtualService) []Conflict {

@@ -1,6 +1,7 @@
 package vsstatus
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -189,5 +190,28 @@ func TestApplyWaitsForAllocation(t *testing.T) {
 	}
 	if keys := vs.ServiceKeys(); len(keys) != 1 || keys[0].String() != "10.0.0.7:80/TCP" {
 		t.Fatalf("the allocated address is what it claims: %v", keys)
+	}
+}
+
+func TestAdmittedLeavesOutRefusedRivals(t *testing.T) {
+	now := time.Now()
+	rivals := []lvsv1.VirtualService{
+		vsAt("a", "one", now, "10.0.0.1", port(80, "TCP")),
+		vsAt("b", "two", now, "10.0.0.1", port(80, "TCP")),
+		vsAt("c", "three", now, "10.0.0.1", port(80, "TCP")),
+	}
+	got, err := Admitted(rivals, func(v *lvsv1.VirtualService) ([]string, error) {
+		if v.Namespace == "b" {
+			return []string{"address 10.0.0.1: no AddressPool holds it"}, nil
+		}
+		return nil, nil
+	})
+	if err != nil || len(got) != 2 || got[0].Namespace != "a" || got[1].Namespace != "c" {
+		t.Fatalf("Admitted = %v, %v: want a and c", got, err)
+	}
+	if _, err := Admitted(rivals, func(*lvsv1.VirtualService) ([]string, error) {
+		return nil, errors.New("get namespace a: forbidden")
+	}); err == nil {
+		t.Fatal("an unreadable namespace must be an error, not an admission")
 	}
 }
