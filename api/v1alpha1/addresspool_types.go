@@ -204,8 +204,8 @@ type AddressPoolSpec struct {
 	// AutoAssign, true by default, lets kubelvs hand out the pool's
 	// addresses to objects that ask for an address without naming one;
 	// false keeps the pool for objects that name an address of it (e.g.
-	// a few costly public addresses). Not yet used: automatic allocation
-	// comes in a later release.
+	// a few costly public addresses): the controller allocates only from
+	// pools with autoAssign (VirtualService spec.addressFamilies).
 	//
 	// +optional
 	// +kubebuilder:default=true
@@ -216,14 +216,47 @@ type AddressPoolSpec struct {
 	// default) admits no namespace: a pool is closed until its
 	// administrator says to whom it is open. {} admits every namespace.
 	// Every namespace has the label kubernetes.io/metadata.name with its
-	// name, to select namespaces by name.
-	//
-	// Not yet enforced: the controller and the agents refuse addresses
-	// that no pool admits in a later release.
+	// name, to select namespaces by name. The controller and every agent
+	// refuse an address that no pool admits to the VirtualService's
+	// namespace.
 	//
 	// +optional
 	NamespaceSelector *LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// Announce makes the pool's addresses reachable from outside the
+	// nodes that serve them. Unset (the default), nothing is announced:
+	// clients outside a node reach its VIPs only through routes that
+	// someone else maintains. An address held by several pools is
+	// announced in every way any of those that admit its VirtualService
+	// asks for.
+	//
+	// +optional
+	Announce *Announcement `json:"announce,omitempty"`
 }
+
+// Announcement is how the addresses of a pool are made reachable.
+type Announcement struct {
+	// BGP, when set, has every node that serves an address advertise it
+	// as a host route (/32, /128) to the BGP peers (BGPPeer) the node
+	// keeps sessions with; routers then spread flows over those nodes
+	// (ECMP).
+	//
+	// +optional
+	BGP *BGPAnnouncement `json:"bgp,omitempty"`
+
+	// Layer2, when set, has one node among those that serve an address
+	// answer ARP (IPv4) and NDP (IPv6) for it on the link toward the
+	// clients; when that node fails, another one takes over.
+	//
+	// +optional
+	Layer2 *Layer2Announcement `json:"layer2,omitempty"`
+}
+
+// BGPAnnouncement asks for BGP announcement. It has no settings yet.
+type BGPAnnouncement struct{}
+
+// Layer2Announcement asks for layer-2 announcement. It has no settings yet.
+type Layer2Announcement struct{}
 
 // AddressPoolStatus is the observed state of an AddressPool. Not yet
 // filled: the controller that sets it comes with the enforcement of pools.

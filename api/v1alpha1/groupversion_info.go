@@ -28,7 +28,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &VirtualService{}, &VirtualServiceList{}, &AddressPool{}, &AddressPoolList{})
+	s.AddKnownTypes(GroupVersion, &VirtualService{}, &VirtualServiceList{}, &AddressPool{}, &AddressPoolList{}, &BGPPeer{}, &BGPPeerList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -520,6 +520,37 @@ type NodeStatus struct {
 	//
 	// +optional
 	Backends BackendCounts `json:"backends"`
+	// Announced are the addresses this node makes reachable from outside
+	// it, and how (AddressPool spec.announce).
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=4
+	Announced []AnnouncedAddress `json:"announced,omitempty"`
+}
+
+// AnnounceMode is how an address is announced.
+//
+// +kubebuilder:validation:Enum=BGP;Layer2
+type AnnounceMode string
+
+// The modes of announcement.
+const (
+	// AnnounceBGP: the node advertises a host route to its BGP peers.
+	AnnounceBGP AnnounceMode = "BGP"
+	// AnnounceLayer2: the node answers ARP or NDP for the address.
+	AnnounceLayer2 AnnounceMode = "Layer2"
+)
+
+// AnnouncedAddress is an address a node announces, and how.
+type AnnouncedAddress struct {
+	// Address announced. A plain string, not an IPAddress: status.nodes
+	// has no bound on its length for the CRD's rules to be priced with.
+	//
+	// +kubebuilder:validation:MaxLength=45
+	Address string `json:"address"`
+	// Mode is BGP or Layer2.
+	Mode AnnounceMode `json:"mode"`
 }
 
 // VirtualServiceStatus is the observed state of a VirtualService.

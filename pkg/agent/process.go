@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -127,7 +128,7 @@ func (a *Agent) report(ctx context.Context, vs *lvsv1.VirtualService, g desired.
 	a.mu.Lock()
 	last, had := a.reported[key]
 	a.mu.Unlock()
-	if had && last == st && a.mine(vs, st) {
+	if had && sameNodeStatus(last, st) && a.mine(vs, st) {
 		return nil
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{
@@ -167,10 +168,16 @@ func (a *Agent) report(ctx context.Context, vs *lvsv1.VirtualService, g desired.
 func (a *Agent) mine(vs *lvsv1.VirtualService, st lvsv1.NodeStatus) bool {
 	for _, n := range vs.Status.Nodes {
 		if n.Node == a.opts.NodeName {
-			return n == st
+			return sameNodeStatus(n, st)
 		}
 	}
 	return st.Node == ""
+}
+
+// sameNodeStatus compares two entries of status.nodes.
+func sameNodeStatus(a, b lvsv1.NodeStatus) bool {
+	return a.Node == b.Node && a.ObservedGeneration == b.ObservedGeneration && a.Programmed == b.Programmed &&
+		a.Message == b.Message && a.Backends == b.Backends && slices.Equal(a.Announced, b.Announced)
 }
 
 func (a *Agent) forget(key types.NamespacedName) {
