@@ -97,6 +97,9 @@ type Group struct {
 	// nothing of it is programmed and what was is removed, and Problems
 	// say which address.
 	NotAllowed bool
+	// Announce is how its addresses are announced, and by which nodes. It
+	// is empty when the group is NotAllowed or on Hold.
+	Announce Announcement
 	// Hold is set when what this VirtualService should be is not known
 	// (its spec is refused by validation.VirtualService, or an input failed
 	// to load): the syncer then keeps whatever the kernel holds for it,
@@ -133,6 +136,7 @@ func Build(in Input) Group {
 		g.Problems = probs
 		return g
 	}
+	g.Announce = announcement(in)
 	if !g.Selected {
 		return g
 	}

@@ -42,6 +42,9 @@ type Pool struct {
 	Name string
 	// AutoAssign is spec.autoAssign, defaulted.
 	AutoAssign bool
+	// BGP and Layer2 are spec.announce: how the pool's addresses are made
+	// reachable from outside the nodes.
+	BGP, Layer2 bool
 
 	ranges   []Range // sorted, disjoint, not adjacent, avoided addresses taken out
 	selector labels.Selector
@@ -83,7 +86,11 @@ func New(ap *lvsv1.AddressPool) (*Pool, error) {
 	if a := ap.Spec.AutoAssign; a != nil {
 		auto = *a
 	}
-	return &Pool{Name: ap.Name, AutoAssign: auto, ranges: subtract(merge(blocks), merge(avoid)), selector: sel}, nil
+	p := &Pool{Name: ap.Name, AutoAssign: auto, ranges: subtract(merge(blocks), merge(avoid)), selector: sel}
+	if an := ap.Spec.Announce; an != nil {
+		p.BGP, p.Layer2 = an.BGP != nil, an.Layer2 != nil
+	}
+	return p, nil
 }
 
 // Contains reports whether the pool holds a and does not avoid it. An
@@ -141,6 +148,18 @@ func Find(pools []*Pool, namespace string, nsLabels map[string]string, a netip.A
 		}
 	}
 	return nil
+}
+
+// Announce says how a VirtualService of the namespace announces a: in
+// every way that some pool asks for that holds a and admits the namespace.
+func Announce(pools []*Pool, namespace string, nsLabels map[string]string, a netip.Addr) (bgp, layer2 bool) {
+	l := withName(namespace, nsLabels)
+	for _, p := range pools {
+		if (p.BGP || p.Layer2) && p.Contains(a) && (p.selector.Empty() || p.selector.Matches(l)) {
+			bgp, layer2 = bgp || p.BGP, layer2 || p.Layer2
+		}
+	}
+	return bgp, layer2
 }
 
 // withName returns nsLabels with kubernetes.io/metadata.name set to the

@@ -337,3 +337,35 @@ func TestCheck(t *testing.T) {
 		t.Errorf("without pools, %v is admitted: %q", "192.0.2.10", got)
 	}
 }
+
+// An address is announced in every way some pool asks for that holds it
+// and admits the namespace; a pool that does not admit it changes nothing.
+func TestAnnounce(t *testing.T) {
+	t.Parallel()
+	ps := []*pools.Pool{
+		newPool(t, "bgp", lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"192.0.2.0/24"}, NamespaceSelector: &lvsv1.LabelSelector{},
+			Announce: &lvsv1.Announcement{BGP: &lvsv1.BGPAnnouncement{}}}),
+		newPool(t, "l2-team-a", lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"192.0.2.128/25", "2001:db8::/64"},
+			NamespaceSelector: &lvsv1.LabelSelector{MatchLabels: map[string]lvsv1.LabelValue{"team": "a"}},
+			Announce:          &lvsv1.Announcement{Layer2: &lvsv1.Layer2Announcement{}}}),
+		newPool(t, "quiet", lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"198.51.100.0/24"}, NamespaceSelector: &lvsv1.LabelSelector{}}),
+	}
+	for _, tc := range []struct {
+		ns, addr    string
+		labels      map[string]string
+		bgp, layer2 bool
+	}{
+		{"a", "192.0.2.10", map[string]string{"team": "a"}, true, false},
+		{"a", "192.0.2.200", map[string]string{"team": "a"}, true, true},
+		{"b", "192.0.2.200", map[string]string{"team": "b"}, true, false},
+		{"a", "2001:db8::1", map[string]string{"team": "a"}, false, true},
+		{"b", "2001:db8::1", nil, false, false},
+		{"a", "198.51.100.1", map[string]string{"team": "a"}, false, false},
+		{"a", "203.0.113.1", map[string]string{"team": "a"}, false, false},
+	} {
+		bgp, l2 := pools.Announce(ps, tc.ns, tc.labels, netip.MustParseAddr(tc.addr))
+		if bgp != tc.bgp || l2 != tc.layer2 {
+			t.Errorf("%s in namespace %s: bgp %t layer2 %t, want %t %t", tc.addr, tc.ns, bgp, l2, tc.bgp, tc.layer2)
+		}
+	}
+}
