@@ -55,6 +55,9 @@ type Options struct {
 	Workers int
 	// Metrics registers the agent's own metrics (nil: kept, not served).
 	Metrics prometheus.Registerer
+	// Announcers announce the VIPs this node serves (BGP, layer 2); zero:
+	// nothing is announced.
+	Announcers Announcers
 }
 
 // Agent keeps the node's kernel equal to the VirtualServices.
@@ -77,6 +80,8 @@ type Agent struct {
 	handlers []toolscache.ResourceEventHandlerRegistration
 	// pools are the parsed AddressPools (loadPools); nil until listed.
 	pools atomic.Pointer[[]*pools.Pool]
+
+	announce *announcer
 
 	mu       sync.Mutex
 	reported map[types.NamespacedName]lvsv1.NodeStatus
@@ -122,8 +127,16 @@ func newAgent(c client.Client, s *syncer.Syncer, hm *health.Manager, o Options) 
 		byRef:    newIndex(vsServiceRef),
 		slicesOf: newIndex(sliceService),
 	}
+	if o.Announcers.Layer2 != nil && o.Announcers.Members == nil {
+		return nil, errors.New("agent: layer-2 announcement needs a Membership")
+	}
+	a.announce = newAnnouncer(o.NodeName, o.Announcers, o.Metrics, func(key types.NamespacedName) { a.queue.Add(key) })
 	return a, nil
 }
+
+// MembersChanged is the Membership's callback: the live nodes changed, so
+// the node that answers for an address in layer-2 mode may too.
+func (a *Agent) MembersChanged() { a.announce.changed() }
 
 // HealthChanged is the health manager's callback: rebuild that group.
 func (a *Agent) HealthChanged(group string) {
@@ -188,6 +201,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	run := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
 	run(func() { a.syncer.RunFlusher(ctx) })
 	run(func() { a.periodic(ctx) })
+	run(func() { a.announce.run(ctx) })
 	// The workqueue hands a VirtualService to one worker at a time.
 	for range a.opts.Workers {
 		run(func() {

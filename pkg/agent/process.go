@@ -56,6 +56,7 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 			a.health.SetTargets(group, health.Config{}, nil)
 		}
 		a.forget(key)
+		a.announce.remove(key)
 		_, err := a.syncer.RemoveGroup(ctx, key)
 		kernelDone(err)
 		if err == nil && a.syncer.Keeping() {
@@ -70,7 +71,7 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 	if err == nil {
 		var g desired.Group
 		if g, err = a.build(ctx, &vs, node); err == nil {
-			return a.apply(ctx, key, &vs, g, kernelDone)
+			return a.apply(ctx, key, &vs, g, node, kernelDone)
 		}
 	}
 	kernelDone(err)
@@ -78,13 +79,14 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 }
 
 // apply syncs g, tells kernelDone, then updates health targets and status.
-func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.VirtualService, g desired.Group, kernelDone func(error)) error {
+func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.VirtualService, g desired.Group, node desired.Node, kernelDone func(error)) error {
 	group := key.Namespace + "/" + key.Name
 	if !vs.DeletionTimestamp.IsZero() {
 		g = desired.Group{Name: key}
 	}
 	res, syncErr := a.syncer.SyncGroup(ctx, g)
 	kernelDone(syncErr)
+	a.announce.set(key, g, node.Labels, syncErr)
 	if a.health != nil {
 		cfg := health.ConfigFrom(vs.Spec.HealthCheck)
 		targets := make([]health.Target, len(g.HealthTargets))
@@ -118,12 +120,21 @@ func (a *Agent) report(ctx context.Context, vs *lvsv1.VirtualService, g desired.
 		st = lvsv1.NodeStatus{
 			Node: a.opts.NodeName, ObservedGeneration: vs.Generation, Programmed: len(msgs) == 0,
 			Message: truncate(strings.Join(msgs, "; "), 1024), Backends: counts,
+			Announced: a.announce.statusOf(key),
 		}
-		entries = []any{map[string]any{
+		entry := map[string]any{
 			"node": st.Node, "observedGeneration": st.ObservedGeneration, "programmed": st.Programmed,
 			"message":  st.Message,
 			"backends": map[string]any{"total": int64(counts.Total), "ready": int64(counts.Ready), "draining": int64(counts.Draining)},
-		}}
+		}
+		if len(st.Announced) > 0 {
+			an := make([]any, len(st.Announced))
+			for i, x := range st.Announced {
+				an[i] = map[string]any{"address": x.Address, "mode": string(x.Mode)}
+			}
+			entry["announced"] = an
+		}
+		entries = []any{entry}
 	}
 	a.mu.Lock()
 	last, had := a.reported[key]

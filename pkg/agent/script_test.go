@@ -18,6 +18,7 @@ import (
 	"golang.org/x/tools/txtar"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,6 +26,7 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/internal/golden"
+	"github.com/kubelvs/kubelvs/pkg/announce"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 )
 
@@ -57,6 +59,10 @@ import (
 //	                      traffic would set them (VS as TCP/10.96.0.10:80)
 //	dump FILE             the kernel must equal FILE
 //	status FILE           this node's status entries must equal FILE
+//	members NODE...       the agents alive for layer-2 announcement (their
+//	                      labels are their Node objects'); node-1 is this one
+//	announced FILE        what the speakers announce (BGP routes, addresses
+//	                      answered by ARP/NDP) must equal FILE
 //
 // The API server's CRD defaults and validation do not run: inputs are what
 // it would have stored. Run with -update to rewrite the expected files.
@@ -85,6 +91,9 @@ type script struct {
 	client  client.Client
 	kernel  *fakeKernel
 	agent   *Agent
+	bgp     *fakeBGP
+	layer2  *fakeLayer2
+	members *fakeMembers
 	errs    *errorLog
 	created int // objects created, for their UIDs
 }
@@ -101,7 +110,10 @@ func runScript(t *testing.T, path string) {
 		clock: clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
 		client: fake.NewClientBuilder().WithScheme(scriptScheme).
 			WithStatusSubresource(&lvsv1.VirtualService{}).Build(),
-		kernel: newFakeKernel(),
+		kernel:  newFakeKernel(),
+		bgp:     &fakeBGP{},
+		layer2:  &fakeLayer2{},
+		members: &fakeMembers{},
 	}
 	t.Cleanup(s.stop)
 	for i, line := range strings.Split(string(ar.Comment), "\n") {
@@ -216,6 +228,19 @@ func (s *script) run(at string, cmd []string) error {
 			return err
 		}
 		return s.expect(at, args[0], got)
+	case "members":
+		if err := s.setMembers(args); err != nil {
+			return err
+		}
+		if s.agent != nil {
+			s.agent.MembersChanged()
+		}
+		return nil
+	case "announced":
+		if err := want(1); err != nil {
+			return err
+		}
+		return s.expect(at, args[0], fmt.Sprintf("bgp: %v\nlayer2: %v\n", s.bgp.addrs, s.layer2.addrs))
 	}
 	return fmt.Errorf("unknown command %q", cmd[0])
 }
@@ -228,7 +253,8 @@ func (s *script) start() error {
 	if err != nil {
 		return err
 	}
-	a, err := newAgent(s.client, sy, nil, Options{NodeName: scriptNode, ReportStatus: true})
+	a, err := newAgent(s.client, sy, nil, Options{NodeName: scriptNode, ReportStatus: true,
+		Announcers: Announcers{BGP: s.bgp, Layer2: s.layer2, Members: s.members}})
 	if err != nil {
 		return err
 	}
@@ -269,16 +295,27 @@ func (s *script) stop() {
 	}
 }
 
-// sync runs the agent's workers until the queue is empty. A failed sync is
-// logged (and so fails the script) rather than retried.
+// sync runs the agent's workers until the queue is empty, and the
+// announcer whenever it was poked (which may queue status reports). A
+// failed sync is logged (and so fails the script) rather than retried.
 func (s *script) sync() error {
-	for n := 0; s.agent.queue.Len() > 0; n++ {
+	for n := 0; ; n++ {
 		if n == 10000 {
 			return errors.New("the queue does not empty")
 		}
-		s.agent.processNext(s.ctx)
+		if s.agent.queue.Len() > 0 {
+			s.agent.processNext(s.ctx)
+			continue
+		}
+		select {
+		case <-s.agent.announce.kick:
+			if err := s.agent.announce.apply(s.ctx); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
 	}
-	return nil
 }
 
 func (s *script) conns(args []string) error {
@@ -332,6 +369,9 @@ func (s *script) status() (string, error) {
 			n.ObservedGeneration, n.Programmed, n.Backends.Total, n.Backends.Ready, n.Backends.Draining)
 		if n.Message != "" {
 			fmt.Fprintf(&b, "  %s\n", n.Message)
+		}
+		for _, an := range n.Announced {
+			fmt.Fprintf(&b, "  announced %s by %s\n", an.Address, an.Mode)
 		}
 	}
 	return b.String(), nil
@@ -391,3 +431,79 @@ func (l *errorLog) Error(err error, msg string, kv ...any) {
 }
 func (l *errorLog) WithValues(...any) logr.LogSink { return l }
 func (l *errorLog) WithName(string) logr.LogSink   { return l }
+
+// fakeBGP and fakeLayer2 keep what they were told to announce.
+type fakeBGP struct {
+	mu    sync.Mutex
+	addrs []netip.Addr
+	peers []announce.Peer
+}
+
+func (f *fakeBGP) SetPeers(_ context.Context, p []announce.Peer) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.peers = slices.Clone(p)
+	return nil
+}
+
+func (f *fakeBGP) Announce(_ context.Context, addrs []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrs = slices.Clone(addrs)
+	return nil
+}
+
+func (f *fakeBGP) Sessions() []announce.Session { return nil }
+
+func (f *fakeBGP) Stop(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrs = nil
+	return nil
+}
+
+type fakeLayer2 struct {
+	mu    sync.Mutex
+	addrs []netip.Addr
+}
+
+func (f *fakeLayer2) Announce(_ context.Context, addrs []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrs = slices.Clone(addrs)
+	return nil
+}
+
+func (f *fakeLayer2) Stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrs = nil
+}
+
+// fakeMembers are the live agents a script sets.
+type fakeMembers struct {
+	mu   sync.Mutex
+	live map[string]map[string]string
+}
+
+func (f *fakeMembers) Live() (map[string]map[string]string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, self := f.live[scriptNode]
+	return f.live, self
+}
+
+func (s *script) setMembers(names []string) error {
+	live := map[string]map[string]string{}
+	for _, n := range names {
+		var node corev1.Node
+		if err := s.client.Get(s.ctx, client.ObjectKey{Name: n}, &node); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		live[n] = node.Labels
+	}
+	s.members.mu.Lock()
+	s.members.live = live
+	s.members.mu.Unlock()
+	return nil
+}
