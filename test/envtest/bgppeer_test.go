@@ -25,10 +25,12 @@ func bgpPeer(name string, spec lvsv1.BGPPeerSpec) *lvsv1.BGPPeer {
 func TestBGPPeersAreValidatedByTheAPIServer(t *testing.T) {
 	ctx := context.Background()
 	for name, mutate := range map[string]func(*lvsv1.BGPPeerSpec){
-		"every field":   func(*lvsv1.BGPPeerSpec) {},
-		"hold time 0s":  func(s *lvsv1.BGPPeerSpec) { s.HoldTime = &metav1.Duration{} },
-		"hold time 3s":  func(s *lvsv1.BGPPeerSpec) { s.HoldTime = &metav1.Duration{Duration: 3 * time.Second} },
-		"minimal, IPv6": func(s *lvsv1.BGPPeerSpec) { *s = lvsv1.BGPPeerSpec{PeerAddress: "2001:db8::1", PeerASN: 1, MyASN: 4294967295} },
+		"every field":  func(*lvsv1.BGPPeerSpec) {},
+		"hold time 0s": func(s *lvsv1.BGPPeerSpec) { s.HoldTime = &metav1.Duration{} },
+		"hold time 3s": func(s *lvsv1.BGPPeerSpec) { s.HoldTime = &metav1.Duration{Duration: 3 * time.Second} },
+		"minimal, IPv6": func(s *lvsv1.BGPPeerSpec) {
+			*s = lvsv1.BGPPeerSpec{PeerAddress: "2001:db8::1", PeerASN: 1, MyASN: 4294967295}
+		},
 	} {
 		spec := corpus.ValidPeerSpec()
 		mutate(&spec)
