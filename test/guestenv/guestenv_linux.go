@@ -68,8 +68,13 @@ type Env struct {
 	Agent           *Proc
 	Controller      *Proc
 	Logf            func(format string, args ...any)
+	// AgentDaemonSet and ControllerDeployment are the chart's, as
+	// ApplyChart created them.
+	AgentDaemonSet       *appsv1.DaemonSet
+	ControllerDeployment *appsv1.Deployment
 
-	env *envtest.Environment
+	env         *envtest.Environment
+	kubeconfigs map[string]string // ServiceAccount: kubeconfig path
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -193,6 +198,9 @@ type Proc struct {
 	// loses its leader election, which a starved single-CPU guest can make
 	// it do.
 	Restart bool
+	// Launch starts cmd (default cmd.Start): e.g. from a thread inside a
+	// network namespace, which the process then runs in.
+	Launch func(cmd *exec.Cmd) error
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -218,7 +226,11 @@ func (p *Proc) startLocked() error {
 	cmd := exec.Command(p.Args[0], p.Args[1:]...)
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
+	launch := p.Launch
+	if launch == nil {
+		launch = (*exec.Cmd).Start
+	}
+	if err := launch(cmd); err != nil {
 		f.Close()
 		return err
 	}
@@ -375,12 +387,38 @@ func (e *Env) startAPIServer() error {
 }
 
 // install renders the Helm chart and applies what a cluster without a
-// kubelet can use: namespace, ServiceAccounts, RBAC, the DaemonSet and
-// Deployment objects (their pods never start here); then it runs the
-// controller and the agent as processes, with the arguments of the rendered
-// containers and as their ServiceAccounts, so the RBAC the chart ships is
-// the RBAC they run with.
+// kubelet can use (ApplyChart); then it runs the controller and the agent as
+// processes, with the arguments of the rendered containers and as their
+// ServiceAccounts, so the RBAC the chart ships is the RBAC they run with.
 func (e *Env) install() error {
+	ctx := context.Background()
+	if err := e.ApplyChart(); err != nil {
+		return err
+	}
+	if err := e.API.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: NodeName}}); err != nil {
+		return err
+	}
+	var err error
+	if e.Agent, err = e.AgentProc(NodeName); err != nil {
+		return err
+	}
+	if e.Controller, err = e.ControllerProc(); err != nil {
+		return err
+	}
+	if err := e.Controller.Start(); err != nil {
+		return err
+	}
+	if err := e.Agent.Start(); err != nil {
+		return err
+	}
+	return e.AgentReady()
+}
+
+// ApplyChart renders the Helm chart and creates what a cluster without a
+// kubelet can use: namespace, ServiceAccounts, RBAC, the DaemonSet and
+// Deployment objects (their pods never start here). KUBEBUILDER_ASSETS must
+// hold helm. It sets Chart, AgentDaemonSet and ControllerDeployment.
+func (e *Env) ApplyChart() error {
 	ctx := context.Background()
 	helm := filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "helm")
 	out, err := exec.Command(helm, "template", "kubelvs", filepath.Join(e.Root, "charts", "kubelvs"), "--namespace", SystemNamespace).Output()
@@ -388,9 +426,6 @@ func (e *Env) install() error {
 		return fmt.Errorf("helm template: %w", err)
 	}
 	if err := e.API.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SystemNamespace}}); err != nil {
-		return err
-	}
-	if err := e.API.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: NodeName}}); err != nil {
 		return err
 	}
 	var ds appsv1.DaemonSet
@@ -423,47 +458,52 @@ func (e *Env) install() error {
 	if ds.Name == "" || dep.Name == "" {
 		return errors.New("the chart rendered no agent DaemonSet or controller Deployment")
 	}
-	// The agent's pod, owned by the DaemonSet, as the DaemonSet controller
-	// would make it: the agent reads it to tell an uninstall from a restart.
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: ds.Name + "-guest", Namespace: SystemNamespace,
-		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds.Name, UID: ds.UID, Controller: ptr.To(true)}}},
-		Spec: ds.Spec.Template.Spec}
-	pod.Spec.NodeName = NodeName
-	if err := e.createOwnedPod(ctx, pod, ds.Name); err != nil {
-		return err
-	}
-
-	agentKC, err := e.kubeconfigFor(ds.Spec.Template.Spec.ServiceAccountName)
-	if err != nil {
-		return err
-	}
-	ctrlKC, err := e.kubeconfigFor(dep.Spec.Template.Spec.ServiceAccountName)
-	if err != nil {
-		return err
-	}
-	e.Agent = &Proc{Name: "agent", Log: filepath.Join(e.Dir, "agent.log"),
-		Args: append(append([]string{e.Bin}, containerArgs(ds.Spec.Template.Spec, "agent")...), "--kubeconfig", agentKC),
-		Env:  []string{"NODE_NAME=" + NodeName, "POD_NAME=" + pod.Name, "POD_NAMESPACE=" + SystemNamespace}}
-	e.Controller = &Proc{Name: "controller", Log: filepath.Join(e.Dir, "controller.log"), Restart: true,
-		Args: append(append([]string{e.Bin}, containerArgs(dep.Spec.Template.Spec, "controller")...), "--kubeconfig", ctrlKC),
-		Env:  []string{"POD_NAMESPACE=" + SystemNamespace}}
-	if err := e.Controller.Start(); err != nil {
-		return err
-	}
-	if err := e.Agent.Start(); err != nil {
-		return err
-	}
-	return e.AgentReady()
+	e.AgentDaemonSet, e.ControllerDeployment = &ds, &dep
+	return nil
 }
 
-// createOwnedPod creates the pod with the DaemonSet's real UID.
-func (e *Env) createOwnedPod(ctx context.Context, pod *corev1.Pod, ds string) error {
+// AgentProc creates the agent's pod on node, owned by the DaemonSet, as the
+// DaemonSet controller would make it (the agent reads it to tell an
+// uninstall from a restart), and returns the agent of that node as a
+// process, not started: the rendered container's arguments, authenticated
+// as the DaemonSet's ServiceAccount, logging to Dir/agent-<node>.log.
+// ApplyChart must have run.
+func (e *Env) AgentProc(node string) (*Proc, error) {
+	ctx := context.Background()
+	ds := e.AgentDaemonSet
 	var cur appsv1.DaemonSet
-	if err := e.API.Get(ctx, client.ObjectKey{Namespace: SystemNamespace, Name: ds}, &cur); err != nil {
-		return err
+	if err := e.API.Get(ctx, client.ObjectKey{Namespace: SystemNamespace, Name: ds.Name}, &cur); err != nil {
+		return nil, err
 	}
-	pod.OwnerReferences[0].UID = cur.UID
-	return e.API.Create(ctx, pod)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: ds.Name + "-" + node, Namespace: SystemNamespace,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds.Name, UID: cur.UID, Controller: ptr.To(true)}}},
+		Spec: ds.Spec.Template.Spec}
+	pod.Spec.NodeName = node
+	if err := e.API.Create(ctx, pod); err != nil {
+		return nil, err
+	}
+	kc, err := e.KubeconfigFor(ds.Spec.Template.Spec.ServiceAccountName)
+	if err != nil {
+		return nil, err
+	}
+	return &Proc{Name: "agent-" + node, Log: filepath.Join(e.Dir, "agent-"+node+".log"),
+		Args: append(append([]string{e.Bin}, containerArgs(ds.Spec.Template.Spec, "agent")...), "--kubeconfig", kc),
+		Env:  []string{"NODE_NAME=" + node, "POD_NAME=" + pod.Name, "POD_NAMESPACE=" + SystemNamespace}}, nil
+}
+
+// ControllerProc returns the controller as a process, not started: the
+// rendered container's arguments, authenticated as the Deployment's
+// ServiceAccount, restarted when it exits on its own. ApplyChart must have
+// run.
+func (e *Env) ControllerProc() (*Proc, error) {
+	dep := e.ControllerDeployment
+	kc, err := e.KubeconfigFor(dep.Spec.Template.Spec.ServiceAccountName)
+	if err != nil {
+		return nil, err
+	}
+	return &Proc{Name: "controller", Log: filepath.Join(e.Dir, "controller.log"), Restart: true,
+		Args: append(append([]string{e.Bin}, containerArgs(dep.Spec.Template.Spec, "controller")...), "--kubeconfig", kc),
+		Env:  []string{"POD_NAMESPACE=" + SystemNamespace}}, nil
 }
 
 func containerArgs(spec corev1.PodSpec, name string) []string {
@@ -475,10 +515,13 @@ func containerArgs(spec corev1.PodSpec, name string) []string {
 	return nil
 }
 
-// kubeconfigFor writes a kubeconfig that authenticates as the
-// ServiceAccount (by its user name, which RBAC subjects of kind
-// ServiceAccount match).
-func (e *Env) kubeconfigFor(sa string) (string, error) {
+// KubeconfigFor writes, once per ServiceAccount, a kubeconfig that
+// authenticates as the ServiceAccount (by its user name, which RBAC subjects
+// of kind ServiceAccount match), and returns its path.
+func (e *Env) KubeconfigFor(sa string) (string, error) {
+	if p, ok := e.kubeconfigs[sa]; ok {
+		return p, nil
+	}
 	user, err := e.env.AddUser(envtest.User{
 		Name:   fmt.Sprintf("system:serviceaccount:%s:%s", SystemNamespace, sa),
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + SystemNamespace, "system:authenticated"},
@@ -486,7 +529,15 @@ func (e *Env) kubeconfigFor(sa string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return writeKubeconfig(user.Config(), filepath.Join(e.Dir, sa+".kubeconfig"))
+	p, err := writeKubeconfig(user.Config(), filepath.Join(e.Dir, sa+".kubeconfig"))
+	if err != nil {
+		return "", err
+	}
+	if e.kubeconfigs == nil {
+		e.kubeconfigs = map[string]string{}
+	}
+	e.kubeconfigs[sa] = p
+	return p, nil
 }
 
 func writeKubeconfig(cfg *rest.Config, path string) (string, error) {
@@ -498,14 +549,36 @@ func writeKubeconfig(cfg *rest.Config, path string) (string, error) {
 	return path, clientcmd.WriteToFile(*kc, path)
 }
 
-// AgentReady waits for the agent's /readyz (first full sync done).
-func (e *Env) AgentReady() error {
+// ProbeAddr is where the process's health probes answer, on loopback: the
+// port of its --health-probe-bind-address (9742 by default).
+func (p *Proc) ProbeAddr() string {
 	addr := "127.0.0.1:9742"
-	for _, a := range e.Agent.Args {
+	for _, a := range p.Args {
 		if v, ok := strings.CutPrefix(a, "--health-probe-bind-address="); ok {
 			addr = "127.0.0.1" + v[strings.LastIndex(v, ":"):]
 		}
 	}
+	return addr
+}
+
+// Exited reports whether the process was started and has exited.
+func (p *Proc) Exited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// AgentReady waits for the agent's /readyz (first full sync done).
+func (e *Env) AgentReady() error {
+	addr := e.Agent.ProbeAddr()
 	deadline := time.Now().Add(kerneltest.Timeout(90 * time.Second))
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + addr + "/readyz")
@@ -515,7 +588,7 @@ func (e *Env) AgentReady() error {
 				return nil
 			}
 		}
-		if e.Agent.cmd.ProcessState != nil {
+		if e.Agent.Exited() {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
