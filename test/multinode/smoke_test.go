@@ -1,0 +1,133 @@
+//go:build linux
+
+package multinode
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/kerneltest"
+)
+
+// TestMultiNodeSmoke runs three agents, each in its own node, against one
+// API server: one VirtualService (10.30.0.10:80 and [fd00:30::10]:80, TCP,
+// rr) over the three nodes' pods is programmed in every node's IPVS, each
+// agent reports its node in the status, a client on every node reaches all
+// three pods through the VIP (across the pod network), and a client on the
+// LAN with a static route to the VIP through n1 does too: the data path an
+// announced VIP will use.
+func TestMultiNodeSmoke(t *testing.T) {
+	kerneltest.Require(t)
+	start := time.Now()
+	ctx := context.Background()
+	c := New(t, Options{})
+	c.StartAPI()
+	for _, n := range c.Nodes {
+		n.StartAgent()
+	}
+	for _, n := range c.Nodes {
+		n.AgentReady(60 * time.Second)
+	}
+	t.Logf("API server and %d agents ready after %s", len(c.Nodes), time.Since(start).Round(time.Millisecond))
+
+	vip4, vip6 := netip.MustParseAddr("10.30.0.10"), netip.MustParseAddr("fd00:30::10")
+	vs := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: Namespace}, Spec: lvsv1.VirtualServiceSpec{
+		Addresses: []lvsv1.IPAddress{lvsv1.IPAddress(vip4.String()), lvsv1.IPAddress(vip6.String())},
+		Ports:     []lvsv1.VirtualServicePort{{Name: "http", Port: 80, Protocol: lvsv1.ProtocolTCP, TargetPort: ptr.To(intstr.FromString("echo"))}},
+		Scheduler: lvsv1.SchedulerRoundRobin,
+		Backends:  lvsv1.Backends{ServiceRef: &lvsv1.ServiceReference{Name: "web"}},
+	}}
+	if err := c.API.Create(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+	c.SetEndpoints("web", false, c.Nodes, nil)
+	c.SetEndpoints("web", true, c.Nodes, nil)
+
+	// Every node's IPVS holds the VIPs with the three pods.
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		want := fmt.Sprintf("%s\n", ipvs.VirtualServer{Address: vip, Protocol: ipvs.TCP, Port: 80, Scheduler: "rr"})
+		for _, m := range c.Nodes {
+			want += fmt.Sprintf("  -> %s\n", ipvs.RealServer{Address: m.PodIP(vip.Is6()), Port: EchoPort, Weight: 1})
+		}
+		for _, n := range c.Nodes {
+			WaitFor(t, 30*time.Second, n.Name+" programs "+vip.String(), func() error {
+				if got := n.IPVS(vip); got != want {
+					return fmt.Errorf("IPVS of %s:\n%swant:\n%s", n.Name, got, want)
+				}
+				return nil
+			})
+		}
+	}
+	t.Logf("every node programmed after %s", time.Since(start).Round(time.Millisecond))
+
+	// Every agent reports its node.
+	WaitFor(t, 30*time.Second, "every node in the status", func() error {
+		var cur lvsv1.VirtualService
+		if err := c.API.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
+			return err
+		}
+		got := map[string]bool{}
+		for _, s := range cur.Status.Nodes {
+			got[s.Node] = s.Programmed
+		}
+		for _, n := range c.Nodes {
+			if !got[n.Name] {
+				return fmt.Errorf("status.nodes %+v", cur.Status.Nodes)
+			}
+		}
+		return nil
+	})
+
+	// reachesAll connects from ns to the VIP until every pod answered.
+	reachesAll := func(ns *Netns, vip netip.Addr) {
+		t.Helper()
+		seen := map[string]bool{}
+		WaitFor(t, 20*time.Second, ns.Name+" reaches every pod through "+vip.String(), func() error {
+			got, err := ns.Get(netip.AddrPortFrom(vip, 80), 2*time.Second)
+			if err != nil {
+				return err
+			}
+			seen[got] = true
+			if len(seen) < len(c.Nodes) {
+				return fmt.Errorf("answered by %v so far", seen)
+			}
+			return nil
+		})
+	}
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		for _, n := range c.Nodes {
+			reachesAll(n.Netns, vip)
+		}
+	}
+	t.Logf("a client on every node reaches every pod through the VIPs after %s", time.Since(start).Round(time.Millisecond))
+
+	// The LAN client, routed to the VIP through n1: n1 forwards to pods
+	// on every node and the answers come back through it.
+	n1 := c.Nodes[0]
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		if err := c.L2C.AddRoute(netip.PrefixFrom(vip, vip.BitLen()), n1.IP(vip.Is6())); err != nil {
+			t.Fatal(err)
+		}
+		reachesAll(c.L2C, vip)
+	}
+	t.Logf("l2c reaches every pod through n1 after %s", time.Since(start).Round(time.Millisecond))
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "MemTotal") || strings.HasPrefix(l, "MemAvailable") {
+				t.Log(l)
+			}
+		}
+	}
+}
