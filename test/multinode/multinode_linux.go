@@ -45,6 +45,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,22 +80,38 @@ const (
 	Namespace = "mn"
 	// EchoPort is the TCP and UDP port of the pods' echo servers.
 	EchoPort = 8080
-	// RouterASN and NodeASN are the default BGP autonomous systems.
+	// RouterASN is the router's default BGP autonomous system.
 	RouterASN = 64500
-	NodeASN   = 64501
+	// NodeASN is the nodes' default BGP autonomous system (eBGP).
+	NodeASN = 64501
 )
 
 // The addresses of the topology.
 var (
-	LAN4, LAN6     = netip.MustParsePrefix("10.10.0.0/24"), netip.MustParsePrefix("fd00:10::/64")
-	RouterLAN4     = netip.MustParseAddr("10.10.0.254")
-	RouterLAN6     = netip.MustParseAddr("fd00:10::254")
-	RouterExt4     = netip.MustParseAddr("10.20.0.1")
-	RouterExt6     = netip.MustParseAddr("fd00:20::1")
-	ExtIP4, ExtIP6 = netip.MustParseAddr("10.20.0.2"), netip.MustParseAddr("fd00:20::2")
-	L2CIP4, L2CIP6 = netip.MustParseAddr("10.10.0.100"), netip.MustParseAddr("fd00:10::100")
-	// VIPv4 and VIPv6 are the AddressPool's ranges.
-	VIPv4, VIPv6 = netip.MustParsePrefix("10.30.0.0/24"), netip.MustParsePrefix("fd00:30::/64")
+	// LAN4 is the nodes' LAN (lan0), IPv4.
+	LAN4 = netip.MustParsePrefix("10.10.0.0/24")
+	// LAN6 is the nodes' LAN (lan0), IPv6.
+	LAN6 = netip.MustParsePrefix("fd00:10::/64")
+	// RouterLAN4 is the router's address on the LAN, IPv4.
+	RouterLAN4 = netip.MustParseAddr("10.10.0.254")
+	// RouterLAN6 is the router's address on the LAN, IPv6.
+	RouterLAN6 = netip.MustParseAddr("fd00:10::254")
+	// RouterExt4 is the router's address toward ext, IPv4.
+	RouterExt4 = netip.MustParseAddr("10.20.0.1")
+	// RouterExt6 is the router's address toward ext, IPv6.
+	RouterExt6 = netip.MustParseAddr("fd00:20::1")
+	// ExtIP4 is the external client's address, IPv4.
+	ExtIP4 = netip.MustParseAddr("10.20.0.2")
+	// ExtIP6 is the external client's address, IPv6.
+	ExtIP6 = netip.MustParseAddr("fd00:20::2")
+	// L2CIP4 is the LAN client's address, IPv4.
+	L2CIP4 = netip.MustParseAddr("10.10.0.100")
+	// L2CIP6 is the LAN client's address, IPv6.
+	L2CIP6 = netip.MustParseAddr("fd00:10::100")
+	// VIPv4 is the AddressPool's IPv4 range.
+	VIPv4 = netip.MustParsePrefix("10.30.0.0/24")
+	// VIPv6 is the AddressPool's IPv6 range.
+	VIPv6 = netip.MustParsePrefix("fd00:30::/64")
 )
 
 // Options shape a Cluster.
@@ -142,10 +159,21 @@ type Node struct {
 	agentArgs []string // before StartAgent's extraArgs
 }
 
-// IP is the node's eth0 address.
+// Node returns the node of that name, nil if none.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// IP is the node's eth0 address: 10.10.0.(10+i), fd00:10::(10+i) (the
+// same digits).
 func (n *Node) IP(v6 bool) netip.Addr {
 	if v6 {
-		return netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 15: byte(10 + n.Index)})
+		return netip.MustParseAddr(fmt.Sprintf("fd00:10::%d", 10+n.Index))
 	}
 	return netip.AddrFrom4([4]byte{10, 10, 0, byte(10 + n.Index)})
 }
@@ -163,7 +191,7 @@ func (n *Node) PodNet(v6 bool) netip.Prefix {
 
 func (n *Node) podAddr(v6 bool, host byte) netip.Addr {
 	if v6 {
-		return netip.AddrFrom16([16]byte{0xfd, 0, 0x02, 0x44, 0, byte(n.Index), 15: host})
+		return netip.MustParseAddr(fmt.Sprintf("fd00:244:%d::%d", n.Index, host))
 	}
 	return netip.AddrFrom4([4]byte{10, 244, byte(n.Index), host})
 }
@@ -393,6 +421,9 @@ func (c *Cluster) teardown() {
 		if c.Env != nil {
 			c.t.Logf("API server output:\n%s", c.Env.APIServerLogTail(20))
 		}
+		out, _ := exec.Command("dmesg").CombinedOutput()
+		lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+		c.t.Logf("guest kernel log:\n%s", strings.Join(lines[max(0, len(lines)-20):], "\n"))
 	}
 	var wg sync.WaitGroup
 	for _, p := range c.procs {
@@ -453,7 +484,11 @@ func (c *Cluster) StartAPI() {
 	if err := c.API.Create(ctx, pool); err != nil {
 		t.Fatalf("AddressPool: %v", err)
 	}
-	apiAddr, err := netip.ParseAddrPort(strings.TrimPrefix(env.Config.Host, "https://"))
+	u, err := url.Parse(env.Config.Host)
+	var apiAddr netip.AddrPort
+	if err == nil {
+		apiAddr, err = netip.ParseAddrPort(u.Host)
+	}
 	if err != nil {
 		t.Fatalf("API server address %q: %v", env.Config.Host, err)
 	}

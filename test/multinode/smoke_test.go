@@ -22,12 +22,12 @@ import (
 )
 
 // TestMultiNodeSmoke runs three agents, each in its own node, against one
-// API server: one VirtualService (10.30.0.10:80 and [fd00:30::10]:80, TCP,
-// rr) over the three nodes' pods is programmed in every node's IPVS, each
+// API server: one VirtualService (10.30.0.10 and fd00:30::10, 80/TCP and
+// 53/UDP, rr) over the three nodes' pods is programmed in every node's IPVS, each
 // agent reports its node in the status, a client on every node reaches all
 // three pods through the VIP (across the pod network), and a client on the
 // LAN with a static route to the VIP through n1 does too: the data path an
-// announced VIP will use.
+// announced VIP will use; a UDP question through n1 is answered too.
 func TestMultiNodeSmoke(t *testing.T) {
 	kerneltest.Require(t)
 	start := time.Now()
@@ -45,7 +45,10 @@ func TestMultiNodeSmoke(t *testing.T) {
 	vip4, vip6 := netip.MustParseAddr("10.30.0.10"), netip.MustParseAddr("fd00:30::10")
 	vs := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: Namespace}, Spec: lvsv1.VirtualServiceSpec{
 		Addresses: []lvsv1.IPAddress{lvsv1.IPAddress(vip4.String()), lvsv1.IPAddress(vip6.String())},
-		Ports:     []lvsv1.VirtualServicePort{{Name: "http", Port: 80, Protocol: lvsv1.ProtocolTCP, TargetPort: ptr.To(intstr.FromString("echo"))}},
+		Ports: []lvsv1.VirtualServicePort{
+			{Name: "http", Port: 80, Protocol: lvsv1.ProtocolTCP, TargetPort: ptr.To(intstr.FromString("echo"))},
+			{Name: "dns", Port: 53, Protocol: lvsv1.ProtocolUDP, TargetPort: ptr.To(intstr.FromString("echo-udp"))},
+		},
 		Scheduler: lvsv1.SchedulerRoundRobin,
 		Backends:  lvsv1.Backends{ServiceRef: &lvsv1.ServiceReference{Name: "web"}},
 	}}
@@ -57,9 +60,15 @@ func TestMultiNodeSmoke(t *testing.T) {
 
 	// Every node's IPVS holds the VIPs with the three pods.
 	for _, vip := range []netip.Addr{vip4, vip6} {
-		want := fmt.Sprintf("%s\n", ipvs.VirtualServer{Address: vip, Protocol: ipvs.TCP, Port: 80, Scheduler: "rr"})
-		for _, m := range c.Nodes {
-			want += fmt.Sprintf("  -> %s\n", ipvs.RealServer{Address: m.PodIP(vip.Is6()), Port: EchoPort, Weight: 1})
+		want := ""
+		for _, vs := range []ipvs.VirtualServer{
+			{Address: vip, Protocol: ipvs.TCP, Port: 80, Scheduler: "rr"},
+			{Address: vip, Protocol: ipvs.UDP, Port: 53, Scheduler: "rr"},
+		} {
+			want += fmt.Sprintf("%s\n", vs)
+			for _, m := range c.Nodes {
+				want += fmt.Sprintf("  -> %s\n", ipvs.RealServer{Address: m.PodIP(vip.Is6()), Port: EchoPort, Weight: 1})
+			}
 		}
 		for _, n := range c.Nodes {
 			WaitFor(t, 30*time.Second, n.Name+" programs "+vip.String(), func() error {
@@ -121,6 +130,9 @@ func TestMultiNodeSmoke(t *testing.T) {
 			t.Fatal(err)
 		}
 		reachesAll(c.L2C, vip)
+		if got, err := c.L2C.AskUDP(netip.AddrPortFrom(vip, 53), 3*time.Second); err != nil || c.Node(got) == nil {
+			t.Fatalf("UDP from l2c to %s: %q %v", vip, got, err)
+		}
 	}
 	t.Logf("l2c reaches every pod through n1 after %s", time.Since(start).Round(time.Millisecond))
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
