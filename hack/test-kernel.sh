@@ -68,4 +68,7 @@ fi
 echo "--- kernel tests passed" >&2
 GUEST
 chmod +x "$OUT/guest.sh"
+# Guest memory: run-in-vm.sh's default VM_MEM=1024 MiB suffices; the largest
+# test (test/multinode: etcd, kube-apiserver and three agents) still leaves
+# about 570 MiB available.
 KUBELVS_KERNEL_TESTS=1 exec "$ROOT/hack/run-in-vm.sh" "$OUT/guest.sh" "$OUT/list" "${FLAGS[@]}"
