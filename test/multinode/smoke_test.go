@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,9 @@ import (
 // agent reports its node in the status, a client on every node reaches all
 // three pods through the VIP (across the pod network), and a client on the
 // LAN with a static route to the VIP through n1 does too: the data path an
-// announced VIP will use; a UDP question through n1 is answered too.
+// announced VIP will use; a UDP question through n1 is answered too. Last,
+// n1 loses its API server: it keeps its IPVS while the others follow a
+// change, and catches up once the API server is back.
 func TestMultiNodeSmoke(t *testing.T) {
 	kerneltest.Require(t)
 	start := time.Now()
@@ -60,16 +63,7 @@ func TestMultiNodeSmoke(t *testing.T) {
 
 	// Every node's IPVS holds the VIPs with the three pods.
 	for _, vip := range []netip.Addr{vip4, vip6} {
-		want := ""
-		for _, vs := range []ipvs.VirtualServer{
-			{Address: vip, Protocol: ipvs.TCP, Port: 80, Scheduler: "rr"},
-			{Address: vip, Protocol: ipvs.UDP, Port: 53, Scheduler: "rr"},
-		} {
-			want += fmt.Sprintf("%s\n", vs)
-			for _, m := range c.Nodes {
-				want += fmt.Sprintf("  -> %s\n", ipvs.RealServer{Address: m.PodIP(vip.Is6()), Port: EchoPort, Weight: 1})
-			}
-		}
+		want := ipvsWant(vip, c.Nodes, nil)
 		for _, n := range c.Nodes {
 			WaitFor(t, 30*time.Second, n.Name+" programs "+vip.String(), func() error {
 				if got := n.IPVS(vip); got != want {
@@ -135,6 +129,31 @@ func TestMultiNodeSmoke(t *testing.T) {
 		}
 	}
 	t.Logf("l2c reaches every pod through n1 after %s", time.Since(start).Round(time.Millisecond))
+
+	// n1 loses the API server (its proxy closed, its link up): it keeps
+	// what it programmed while the others follow n3's pod leaving (TCP
+	// drained at weight 0, or deleted once idle; UDP deleted), and
+	// catches up once the API server is back.
+	all := ipvsWant(vip4, c.Nodes, nil)
+	left := []string{ipvsWant(vip4, c.Nodes[:2], c.Nodes[2:]), ipvsWant(vip4, c.Nodes[:2], nil)}
+	converged := func(n *Node) error {
+		got := n.IPVS(vip4)
+		if !slices.Contains(left, got) {
+			return fmt.Errorf("IPVS of %s:\n%swant one of:\n%s", n.Name, got, strings.Join(left, "or\n"))
+		}
+		return nil
+	}
+	n1.CutAPI()
+	c.SetEndpoints("web", false, c.Nodes[:2], nil)
+	for _, n := range c.Nodes[1:] {
+		WaitFor(t, 30*time.Second, n.Name+" follows n3's pod leaving", func() error { return converged(n) })
+	}
+	if got := n1.IPVS(vip4); got != all {
+		t.Fatalf("n1 changed without its API server:\n%swant:\n%s", got, all)
+	}
+	n1.RestoreAPI()
+	WaitFor(t, 30*time.Second, "n1 catches up with its API server back", func() error { return converged(n1) })
+	t.Logf("n1 caught up after its API server came back, after %s", time.Since(start).Round(time.Millisecond))
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.HasPrefix(l, "MemTotal") || strings.HasPrefix(l, "MemAvailable") {
@@ -142,4 +161,32 @@ func TestMultiNodeSmoke(t *testing.T) {
 			}
 		}
 	}
+}
+
+// ipvsWant is the IPVS dump (kerneltest.DumpVIP) of the VirtualService of
+// TestMultiNodeSmoke for vip: the pods of ready, and for TCP the pods of
+// draining at weight 0.
+func ipvsWant(vip netip.Addr, ready, draining []*Node) string {
+	v6 := vip.Is6()
+	var b strings.Builder
+	for _, vs := range []ipvs.VirtualServer{
+		{Address: vip, Protocol: ipvs.TCP, Port: 80, Scheduler: "rr"},
+		{Address: vip, Protocol: ipvs.UDP, Port: 53, Scheduler: "rr"},
+	} {
+		var rss []ipvs.RealServer
+		for _, n := range ready {
+			rss = append(rss, ipvs.RealServer{Address: n.PodIP(v6), Port: EchoPort, Weight: 1})
+		}
+		if vs.Protocol == ipvs.TCP {
+			for _, n := range draining {
+				rss = append(rss, ipvs.RealServer{Address: n.PodIP(v6), Port: EchoPort})
+			}
+		}
+		ipvs.SortRealServers(rss)
+		fmt.Fprintf(&b, "%s\n", vs)
+		for _, r := range rss {
+			fmt.Fprintf(&b, "  -> %s\n", r)
+		}
+	}
+	return b.String()
 }
