@@ -3,12 +3,14 @@
 # `go list -deps` (what a package links, directly or through others):
 #
 #   - the data flow's pure packages (desired state, validation, the syncer,
-#     address pools, ownership, the Service translation, and the kernel
-#     model + interfaces) link no
-#     netlink library, moby/ipvs, ipset-go or os/exec: they run the same on
+#     address pools, ownership, the Service translation, the kernel
+#     model + interfaces and the announcement model) link no
+#     netlink library, moby/ipvs, ipset-go, raw-socket library (mdlayher)
+#     or os/exec: they run the same on
 #     any host, and their tests need no kernel;
 #   - only the agent's wiring (pkg/roles), cmd/ and kernel-test helpers
-#     import the implementations (the *nl packages and netfilter/iptables);
+#     import the implementations (the *nl packages, netfilter/iptables and
+#     announce/layer2);
 #   - the API types (api/v1alpha1) link nothing of this module and no
 #     client library beyond apimachinery.
 #
@@ -18,12 +20,12 @@ cd "$(dirname "$0")/.."
 
 PURE=(
 	./pkg/desired ./pkg/syncer ./pkg/validation ./pkg/pools ./pkg/ownership ./pkg/lbservice
-	./pkg/ipvs ./pkg/ipset ./pkg/conntrack ./pkg/netif ./pkg/netfilter
+	./pkg/ipvs ./pkg/ipset ./pkg/conntrack ./pkg/netif ./pkg/netfilter ./pkg/announce
 	./pkg/ipvs/ipvstest ./pkg/ipset/ipsettest ./pkg/conntrack/conntracktest
 	./pkg/netif/netiftest ./pkg/netfilter/netfiltertest
 )
-FORBIDDEN='^(github\.com/vishvananda/netlink(/.*)?|github\.com/moby/ipvs|github\.com/lrh3321/ipset-go|os/exec|github\.com/kubelvs/kubelvs/pkg/.*/(ipvsnl|ipsetnl|conntracknl|netifnl|iptables))$'
-IMPLS='github\.com/kubelvs/kubelvs/pkg/[a-z]+/(ipvsnl|ipsetnl|conntracknl|netifnl|iptables)$'
+FORBIDDEN='^(github\.com/vishvananda/netlink(/.*)?|github\.com/moby/ipvs|github\.com/lrh3321/ipset-go|github\.com/mdlayher/.*|os/exec|github\.com/kubelvs/kubelvs/pkg/.*/(ipvsnl|ipsetnl|conntracknl|netifnl|iptables|layer2))$'
+IMPLS='github\.com/kubelvs/kubelvs/pkg/[a-z]+/(ipvsnl|ipsetnl|conntracknl|netifnl|iptables|layer2)$'
 # Who may import an implementation (non-test code).
 WIRING='^github\.com/kubelvs/kubelvs/(pkg/roles|cmd/.*|pkg/kerneltest(/.*)?|pkg/(ipvs|ipset|conntrack|netif|netfilter)/[a-z]+)$'
 
@@ -53,4 +55,4 @@ fi
 if ((fail)); then
 	exit 1
 fi
-echo "verify-imports: $n pure packages link no netlink, moby/ipvs, ipset-go or os/exec; implementations are imported only by the wiring"
+echo "verify-imports: $n pure packages link no netlink, moby/ipvs, ipset-go, mdlayher or os/exec; implementations are imported only by the wiring"
