@@ -653,7 +653,9 @@ func TestKernelLayer2OneAnswer(t *testing.T) {
 			if f == "ipv6" {
 				kind, own = "na", vip6b
 			}
-			want := len(seen.match(func(c captured) bool { return c.kind == kind && c.src.String() == b.mac.String() && c.answers(own) }))
+			want := len(seen.match(func(c captured) bool {
+				return c.kind == kind && c.src.String() == b.mac.String() && c.answers(own) && c.dstMAC.String() == me.String()
+			}))
 			if got := b.metric(t, "kubelvs_layer2_answers_total", "family="+f); int(got) != want {
 				return fmt.Errorf("b's answers_total{%s} = %v, want %d (its answers for %s)", f, got, want, own)
 			}
