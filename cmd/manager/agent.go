@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"time"
 
@@ -29,6 +30,11 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&o.ReportStatus, "report-status", true, "write this node's entry into VirtualService status (turn off in very large clusters)")
 	fs.BoolVar(&o.HealthChecks, "health-checks", true, "run the health checks VirtualServices ask for")
 	fs.BoolVar(&o.CleanupOnUninstall, "cleanup-on-uninstall", false, "when stopping after the agent saw its own DaemonSet deleted (or the API server answers it is gone), remove every kernel object kubelvs made; any doubt keeps the kernel (needs $POD_NAME and $POD_NAMESPACE)")
+	fs.BoolVar(&o.BGP, "bgp", true, "announce the VIPs this node serves over BGP to the BGPPeers that select it (AddressPool spec.announce.bgp); no BGP runs until one does")
+	routerID := fs.String("bgp-router-id", "", "this node's BGP identifier, an IPv4 address (default: the IPv4 address of the default route's interface)")
+	fs.BoolVar(&o.Layer2, "layer2", true, "answer ARP and NDP for the VIPs this node owns (AddressPool spec.announce.layer2); needs $POD_NAMESPACE for the heartbeat Leases")
+	fs.StringVar(&o.Layer2Interface, "layer2-interface", "", "the interface toward the clients that layer-2 announcement answers on (default: the default route's)")
+	fs.DurationVar(&o.Layer2LeaseDuration, "layer2-lease-duration", roles.DefaultLayer2LeaseDuration, "how long after an agent's last heartbeat the others take its layer-2 addresses over (whole seconds, at least 2s)")
 	o.PodName, o.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	zo := zap.Options{}
 	zo.BindFlags(fs)
@@ -40,6 +46,16 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if o.ResyncPeriod < time.Second || o.DrainInterval < 10*time.Millisecond {
 		return fmt.Errorf("%w: --resync-period must be at least 1s and --drain-interval at least 10ms", errUsage)
+	}
+	if *routerID != "" {
+		id, err := netip.ParseAddr(*routerID)
+		if err != nil || !id.Is4() {
+			return fmt.Errorf("%w: --bgp-router-id must be an IPv4 address, not %q", errUsage, *routerID)
+		}
+		o.BGPRouterID = id
+	}
+	if d := o.Layer2LeaseDuration; d < 2*time.Second || d%time.Second != 0 {
+		return fmt.Errorf("%w: --layer2-lease-duration must be whole seconds, at least 2s", errUsage)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
 	if gc, limit := roles.TuneAgentMemory(); gc >= 0 || limit >= 0 {

@@ -134,6 +134,21 @@ func newAgent(c client.Client, s *syncer.Syncer, hm *health.Manager, o Options) 
 	return a, nil
 }
 
+// Layer2Wanted reports whether some AddressPool asks for layer-2
+// announcement: until one does, the agent keeps no heartbeat.
+func (a *Agent) Layer2Wanted() bool {
+	ps := a.pools.Load()
+	if ps == nil {
+		return false
+	}
+	for _, p := range *ps {
+		if p.Layer2 {
+			return true
+		}
+	}
+	return false
+}
+
 // MembersChanged is the Membership's callback: the live nodes changed, so
 // the node that answers for an address in layer-2 mode may too.
 func (a *Agent) MembersChanged() { a.announce.changed() }

@@ -224,6 +224,7 @@ func (a *announcer) run(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
+	backoff := time.Second
 	for {
 		select {
 		case <-ctx.Done():
@@ -232,9 +233,14 @@ func (a *announcer) run(ctx context.Context) {
 		case <-a.kick:
 		case <-retry.C:
 		}
-		if err := a.apply(ctx); err != nil && ctx.Err() == nil {
-			log.Error(err, "announcing failed; retrying in 1s")
-			retry.Reset(time.Second)
+		err := a.apply(ctx)
+		switch {
+		case err == nil:
+			backoff = time.Second
+		case ctx.Err() == nil:
+			log.Error(err, "announcing failed; retrying", "in", backoff)
+			retry.Reset(backoff)
+			backoff = min(2*backoff, 30*time.Second)
 		}
 	}
 }

@@ -56,6 +56,19 @@ func TransformNamespace(in any) (any, error) {
 	}}, nil
 }
 
+// TransformNode keeps of a Node its name and labels: which VirtualServices
+// select it, and with layer-2 announcement which nodes may answer for an
+// address, is all the agent asks of Nodes.
+func TransformNode(in any) (any, error) {
+	n, ok := in.(*corev1.Node)
+	if !ok {
+		return in, nil
+	}
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+		Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels,
+	}}, nil
+}
+
 // TransformEndpointSlice drops an EndpointSlice's managed fields,
 // annotations, owner references and generated-name prefix, and of each
 // endpoint what desired state never reads: the target reference (a whole

@@ -84,3 +84,47 @@ func (l *LazyBGP) Stop(ctx context.Context) error {
 	}
 	return l.speaker.Stop(ctx)
 }
+
+// LazyLayer2 is an ARP/NDP responder opened only when this node first has
+// an address to answer for: until a pool asks for layer 2, the agent opens
+// no raw socket and needs no interface toward the clients.
+type LazyLayer2 struct {
+	// New opens the responder.
+	New func() (announce.Layer2, error)
+
+	mu        sync.Mutex
+	responder announce.Layer2
+	stopped   bool
+}
+
+var _ announce.Layer2 = (*LazyLayer2)(nil)
+
+// Announce implements announce.Layer2.
+func (l *LazyLayer2) Announce(ctx context.Context, addrs []netip.Addr) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return nil
+	}
+	if l.responder == nil {
+		if len(addrs) == 0 {
+			return nil
+		}
+		r, err := l.New()
+		if err != nil {
+			return err
+		}
+		l.responder = r
+	}
+	return l.responder.Announce(ctx, addrs)
+}
+
+// Stop implements announce.Layer2.
+func (l *LazyLayer2) Stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	if l.responder != nil {
+		l.responder.Stop()
+	}
+}

@@ -70,12 +70,26 @@ func (p *PeerSync) Start(ctx context.Context, c cache.Cache) error {
 		DeleteFunc: func(any) { p.Changed() },
 	}
 	for _, obj := range []client.Object{&lvsv1.BGPPeer{}, &corev1.Node{}} {
-		inf, err := c.GetInformer(ctx, obj)
-		if err != nil {
-			return fmt.Errorf("watch %T: %w", obj, err)
-		}
-		if _, err := inf.AddEventHandler(h); err != nil {
-			return err
+		// The BGPPeer CRD may not be installed yet (an upgrade that has not
+		// applied the CRDs): keep trying, and keep no session meanwhile,
+		// rather than stop the agent.
+		for logged := (time.Time{}); ; {
+			inf, err := c.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+			if err == nil {
+				if _, err := inf.AddEventHandler(h); err != nil {
+					return err
+				}
+				break
+			}
+			if time.Since(logged) > time.Minute {
+				log.Error(err, "cannot watch BGPPeers (is the BGPPeer CRD installed?); no BGP session until it can", "type", fmt.Sprintf("%T", obj))
+				logged = time.Now()
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(5 * time.Second):
+			}
 		}
 	}
 	if !c.WaitForCacheSync(ctx) {

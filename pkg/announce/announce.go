@@ -73,7 +73,7 @@ type BGP interface {
 type Layer2 interface {
 	// Announce makes the addresses answered exactly addrs. An address new
 	// to the set is also announced unsolicited (gratuitous ARP, unsolicited
-	// neighbour advertisement), so that clients that cached another node's
+	// neighbor advertisement), so that clients that cached another node's
 	// hardware address move at once.
 	Announce(ctx context.Context, addrs []netip.Addr) error
 	// Stop stops answering.

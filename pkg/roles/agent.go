@@ -11,10 +11,12 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -36,6 +38,7 @@ import (
 // AgentOptions configure the agent role.
 type AgentOptions struct {
 	agent.Options
+	AnnounceOptions
 	// MetricsBindAddress serves Prometheus metrics; "0" turns them off.
 	MetricsBindAddress string
 	// MetricsSecure: see ControllerOptions.MetricsSecure.
@@ -122,13 +125,7 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 			NewInformer: func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, idx toolscache.Indexers) toolscache.SharedIndexInformer {
 				return toolscache.NewSharedIndexInformer(watches.Wrap(lw, apiwatch.ResourceOf(obj)), obj, resync, idx)
 			},
-			ByObject: map[client.Object]cache.ByObject{
-				// Only this node's Node object: its labels drive nodeSelector.
-				&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
-				&lvsv1.VirtualService{}:      {Transform: agent.TransformVirtualService(o.NodeName)},
-				&discoveryv1.EndpointSlice{}: {Transform: agent.TransformEndpointSlice},
-				&corev1.Namespace{}:          {Transform: agent.TransformNamespace},
-			},
+			ByObject: agentCache(o),
 		},
 		// Every agent works: no leader election.
 		LeaderElection: false,
@@ -154,6 +151,9 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 	}
 	ao := o.Options
 	ao.Metrics = reg
+	if ao.Announcers, err = announcers(mgr, o, reg, func() *agent.Agent { return a }); err != nil {
+		return err
+	}
 	a, err = agent.New(ctx, mgr, s, hm, ao)
 	if err != nil {
 		return err
@@ -181,6 +181,27 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 		err = errors.Join(err, u.stop(log))
 	}
 	return err
+}
+
+// agentCache is what the agent's cache holds of each kind.
+func agentCache(o AgentOptions) map[client.Object]cache.ByObject {
+	by := map[client.Object]cache.ByObject{
+		// Only this node's Node object: its labels drive nodeSelector.
+		&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName), Transform: agent.TransformNode},
+		&lvsv1.VirtualService{}:      {Transform: agent.TransformVirtualService(o.NodeName)},
+		&discoveryv1.EndpointSlice{}: {Transform: agent.TransformEndpointSlice},
+		&corev1.Namespace{}:          {Transform: agent.TransformNamespace},
+	}
+	if o.Layer2 && o.PodNamespace != "" {
+		// Every node's labels: which nodes may answer for an address.
+		by[&corev1.Node{}] = cache.ByObject{Transform: agent.TransformNode}
+		// The agents' heartbeats, in the agent's namespace only.
+		by[&coordinationv1.Lease{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{o.PodNamespace: {}},
+			Label:      labels.SelectorFromSet(labels.Set{agent.LeaseLabel: "true"}),
+		}
+	}
+	return by
 }
 
 // reportRefusedWatch logs a list or watch the API server refuses (RBAC,

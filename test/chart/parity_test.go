@@ -109,7 +109,7 @@ func TestRBACMatchesGenerated(t *testing.T) {
 		namespaced                 []string // resources granted only in the namespace
 	}{
 		{"controller", "../../config/rbac/controller/role.yaml", "kubelvs-leader-election", []string{"coordination.k8s.io/leases", "/events"}},
-		{"agent", "../../config/rbac/agent/role.yaml", "kubelvs-agent", []string{"/pods", "apps/daemonsets"}},
+		{"agent", "../../config/rbac/agent/role.yaml", "kubelvs-agent", []string{"/pods", "apps/daemonsets", "coordination.k8s.io/leases"}},
 	} {
 		b, err := os.ReadFile(c.generated)
 		if err != nil {
@@ -201,11 +201,15 @@ func TestRBACIsExactly(t *testing.T) {
 			"discovery.k8s.io/endpointslices get", "discovery.k8s.io/endpointslices list", "discovery.k8s.io/endpointslices watch",
 			"lvs.kubelvs.io/virtualservices get", "lvs.kubelvs.io/virtualservices list", "lvs.kubelvs.io/virtualservices watch",
 			"lvs.kubelvs.io/virtualservices/status patch",                                                   // its node's entry (server-side apply)
+			"lvs.kubelvs.io/bgppeers get", "lvs.kubelvs.io/bgppeers list", "lvs.kubelvs.io/bgppeers watch", // its BGP sessions
+			"lvs.kubelvs.io/bgppeers/status patch",                                                          // its node's session entry
 			"authentication.k8s.io/tokenreviews create", "authorization.k8s.io/subjectaccessreviews create", // /metrics callers
 		},
 		"Role kubelvs-agent": {
 			"/pods get",                                                                              // its own pod: the DaemonSet that owns it
 			"apps/daemonsets get " + ds, "apps/daemonsets list " + ds, "apps/daemonsets watch " + ds, // an uninstall, seen
+			"coordination.k8s.io/leases get", "coordination.k8s.io/leases list", "coordination.k8s.io/leases watch", // layer 2: the agents' heartbeats
+			"coordination.k8s.io/leases create", "coordination.k8s.io/leases update", "coordination.k8s.io/leases delete", // its own heartbeat
 		},
 	}
 	got := map[string][]string{}

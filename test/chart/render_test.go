@@ -335,3 +335,53 @@ func probes(t *testing.T, c *corev1.Container) {
 		}
 	}
 }
+
+// The agents may read the BGP password Secrets the values name, and no
+// other Secret; with none named (the default) no Secret at all. The
+// announce values reach the agent's arguments.
+func TestBGPPasswordSecretsAndAnnounceArgs(t *testing.T) {
+	t.Parallel()
+	secretRules := func(objs []*unstructured.Unstructured) []rbacv1.PolicyRule {
+		var out []rbacv1.PolicyRule
+		for _, o := range objs {
+			if o.GetKind() != "Role" && o.GetKind() != "ClusterRole" {
+				continue
+			}
+			var rules []rbacv1.PolicyRule
+			if o.GetKind() == "Role" {
+				rules = typed[rbacv1.Role](t, o).Rules
+			} else {
+				rules = typed[rbacv1.ClusterRole](t, o).Rules
+			}
+			for _, r := range rules {
+				if slices.Contains(r.Resources, "secrets") {
+					out = append(out, r)
+				}
+			}
+		}
+		return out
+	}
+	if rules := secretRules(render(t)); len(rules) != 0 {
+		t.Errorf("by default the chart grants Secrets: %+v", rules)
+	}
+	objs := render(t, writeValues(t, "agent:\n  announce:\n    bgpPasswordSecrets: [bgp-auth, tor-b]\n    layer2: false\n    layer2Interface: bond0\n"))
+	rules := secretRules(objs)
+	if len(rules) != 1 || !slices.Equal(rules[0].ResourceNames, []string{"bgp-auth", "tor-b"}) || !slices.Equal(rules[0].Verbs, []string{"get"}) {
+		t.Errorf("Secret rules %+v: want get on bgp-auth and tor-b only", rules)
+	}
+	if r := find(t, objs, "Role", "kubelvs-agent"); r.GetNamespace() != namespace {
+		t.Errorf("the Secrets are granted in namespace %q", r.GetNamespace())
+	}
+	ds := typed[appsv1.DaemonSet](t, find(t, objs, "DaemonSet", "kubelvs-agent"))
+	args := container(t, ds.Spec.Template.Spec.Containers, "agent").Args
+	for _, a := range []string{"--bgp=true", "--layer2=false", "--layer2-interface=bond0", "--layer2-lease-duration=5s"} {
+		if !slices.Contains(args, a) {
+			t.Errorf("agent args %v lack %s", args, a)
+		}
+	}
+	if _, stderr, err := helm(t, "template", release, chartDir, "-f", writeValues(t, "agent:\n  announce:\n    layer2LeaseDuration: 1500ms\n")); err == nil {
+		t.Errorf("a lease duration of 1500ms was accepted")
+	} else if !strings.Contains(stderr, "layer2LeaseDuration") {
+		t.Errorf("stderr %q does not name layer2LeaseDuration", stderr)
+	}
+}
