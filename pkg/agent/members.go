@@ -116,6 +116,11 @@ func (m *LeaseMembers) Start(ctx context.Context, c cache.Cache) error {
 	defer renew.Stop()
 	check := time.NewTicker(m.duration / 4)
 	defer check.Stop()
+	// A pool that starts asking for layer 2 starts the heartbeat within a
+	// quarter of a second, not at the next renewal.
+	wake := time.NewTicker(250 * time.Millisecond)
+	defer wake.Stop()
+	active := m.active()
 	m.heartbeat(ctx, log)
 	for {
 		select {
@@ -126,6 +131,11 @@ func (m *LeaseMembers) Start(ctx context.Context, c cache.Cache) error {
 			m.heartbeat(ctx, log)
 		case <-check.C:
 			m.check()
+		case <-wake.C:
+			if now := m.active(); now != active {
+				active = now
+				m.heartbeat(ctx, log)
+			}
 		}
 	}
 }
