@@ -200,7 +200,7 @@ func TestRBACIsExactly(t *testing.T) {
 			"lvs.kubelvs.io/addresspools get", "lvs.kubelvs.io/addresspools list", "lvs.kubelvs.io/addresspools watch",
 			"discovery.k8s.io/endpointslices get", "discovery.k8s.io/endpointslices list", "discovery.k8s.io/endpointslices watch",
 			"lvs.kubelvs.io/virtualservices get", "lvs.kubelvs.io/virtualservices list", "lvs.kubelvs.io/virtualservices watch",
-			"lvs.kubelvs.io/virtualservices/status patch",                                                   // its node's entry (server-side apply)
+			"lvs.kubelvs.io/virtualservices/status patch",                                                  // its node's entry (server-side apply)
 			"lvs.kubelvs.io/bgppeers get", "lvs.kubelvs.io/bgppeers list", "lvs.kubelvs.io/bgppeers watch", // its BGP sessions
 			"lvs.kubelvs.io/bgppeers/status patch",                                                          // its node's session entry
 			"authentication.k8s.io/tokenreviews create", "authorization.k8s.io/subjectaccessreviews create", // /metrics callers
