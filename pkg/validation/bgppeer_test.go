@@ -18,8 +18,8 @@ func TestValidBGPPeer(t *testing.T) {
 	if errs := validation.BGPPeer(bgpPeer(corpus.ValidPeerSpec())); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	min := lvsv1.BGPPeerSpec{PeerAddress: "2001:db8::1", PeerASN: 65000, MyASN: 65000}
-	if errs := validation.BGPPeer(bgpPeer(min)); len(errs) > 0 {
+	minimal := lvsv1.BGPPeerSpec{PeerAddress: "2001:db8::1", PeerASN: 65000, MyASN: 65000}
+	if errs := validation.BGPPeer(bgpPeer(minimal)); len(errs) > 0 {
 		t.Fatal(errs)
 	}
 }
