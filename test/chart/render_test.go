@@ -379,6 +379,17 @@ func TestBGPPasswordSecretsAndAnnounceArgs(t *testing.T) {
 			t.Errorf("agent args %v lack %s", args, a)
 		}
 	}
+	// The values of a release from before agent.announce (helm upgrade
+	// --reuse-values keeps them) render with the defaults.
+	out, stderr, err := helm(t, "template", release, chartDir, "--set", "agent.announce=null")
+	if err != nil {
+		t.Fatalf("without agent.announce: %v: %s", err, stderr)
+	}
+	for _, a := range []string{"--bgp=true", "--layer2=true", "--layer2-lease-duration=5s"} {
+		if !strings.Contains(out, a) {
+			t.Errorf("without agent.announce the agent lacks %s", a)
+		}
+	}
 	if _, stderr, err := helm(t, "template", release, chartDir, "-f", writeValues(t, "agent:\n  announce:\n    layer2LeaseDuration: 1500ms\n")); err == nil {
 		t.Errorf("a lease duration of 1500ms was accepted")
 	} else if !strings.Contains(stderr, "layer2LeaseDuration") {
