@@ -255,8 +255,16 @@ type Announcement struct {
 // BGPAnnouncement asks for BGP announcement. It has no settings yet.
 type BGPAnnouncement struct{}
 
-// Layer2Announcement asks for layer-2 announcement. It has no settings yet.
-type Layer2Announcement struct{}
+// Layer2Announcement asks for layer-2 announcement.
+type Layer2Announcement struct {
+	// NodeSelector chooses, by their labels, the nodes that may answer for
+	// the pool's addresses, e.g. those on the clients' link; unset, every
+	// node that serves an address may. Among them, one answers for each
+	// address.
+	//
+	// +optional
+	NodeSelector *LabelSelector `json:"nodeSelector,omitempty"`
+}
 
 // AddressPoolStatus is the observed state of an AddressPool. Not yet
 // filled: the controller that sets it comes with the enforcement of pools.

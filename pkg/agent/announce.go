@@ -60,6 +60,8 @@ type announced struct {
 	// serving: this node programmed the group and is eligible for it.
 	serving bool
 	vips    map[netip.Addr]bool
+	// labels are this node's, as the group was built with.
+	labels map[string]string
 }
 
 func newAnnouncer(node string, out Announcers, reg prometheus.Registerer, requeue func(types.NamespacedName)) *announcer {
@@ -97,7 +99,7 @@ func (a *announcer) set(key types.NamespacedName, g desired.Group, nodeLabels ma
 		a.poke()
 		return
 	}
-	n := &announced{an: g.Announce, serving: g.Selected && g.Announce.Eligible(a.node, nodeLabels), vips: map[netip.Addr]bool{}}
+	n := &announced{an: g.Announce, serving: g.Selected && g.Announce.Eligible(a.node, nodeLabels), vips: map[netip.Addr]bool{}, labels: nodeLabels}
 	for _, v := range g.VIPs {
 		n.vips[v] = true
 	}
@@ -166,11 +168,11 @@ func (a *announcer) compute() (bgp, l2 []netip.Addr, status map[types.Namespaced
 			continue
 		}
 		for _, addr := range g.an.Layer2 {
-			if g.serving && g.vips[addr] {
+			if g.serving && g.vips[addr] && g.an.EligibleLayer2(addr, a.node, g.labels) {
 				serves[addr] = true
 			}
 			for n, labels := range live {
-				if g.an.Eligible(n, labels) && !slices.Contains(candidates[addr], n) {
+				if g.an.EligibleLayer2(addr, n, labels) && !slices.Contains(candidates[addr], n) {
 					candidates[addr] = append(candidates[addr], n)
 				}
 			}

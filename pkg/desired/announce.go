@@ -18,6 +18,9 @@ type Announcement struct {
 	BGP, Layer2 []netip.Addr
 
 	selector map[string]lvsv1.LabelValue
+	// layer2Nodes says, per Layer2 address, which nodes its pools let
+	// answer for it (pools.Announce).
+	layer2Nodes map[netip.Addr]func(map[string]string) bool
 	// local: trafficPolicy Local with no static backend; only the nodes
 	// of localNodes can serve it.
 	local      bool
@@ -36,6 +39,13 @@ func (a Announcement) Eligible(node string, labels map[string]string) bool {
 	return selects(a.selector, labels) && (!a.local || a.localNodes[node])
 }
 
+// EligibleLayer2 reports whether the node may answer ARP/NDP for addr: it
+// is Eligible, and addr's pools let it (announce.layer2.nodeSelector).
+func (a Announcement) EligibleLayer2(addr netip.Addr, node string, labels map[string]string) bool {
+	ok := a.layer2Nodes[addr]
+	return ok != nil && ok(labels) && a.Eligible(node, labels)
+}
+
 // announcement computes a VirtualService's Announcement; its addresses
 // have passed pools.Check.
 func announcement(in Input) Announcement {
@@ -51,8 +61,12 @@ func announcement(in Input) Announcement {
 		if bgp {
 			an.BGP = append(an.BGP, addr)
 		}
-		if l2 {
+		if l2 != nil {
 			an.Layer2 = append(an.Layer2, addr)
+			if an.layer2Nodes == nil {
+				an.layer2Nodes = map[netip.Addr]func(map[string]string) bool{}
+			}
+			an.layer2Nodes[addr] = l2
 		}
 	}
 	if an.Empty() {

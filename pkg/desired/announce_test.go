@@ -2,6 +2,7 @@ package desired
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -68,6 +69,23 @@ func TestAnnouncement(t *testing.T) {
 			}
 		})
 	}
+	// announce.layer2.nodeSelector: only the nodes it selects may answer;
+	// BGP is not limited by it.
+	racked, err := pools.New(&lvsv1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "racked"},
+		Spec: lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"10.96.0.0/24", "fd00::/64"}, NamespaceSelector: &lvsv1.LabelSelector{},
+			Announce: &lvsv1.Announcement{BGP: &lvsv1.BGPAnnouncement{}, Layer2: &lvsv1.Layer2Announcement{
+				NodeSelector: &lvsv1.LabelSelector{MatchLabels: map[string]lvsv1.LabelValue{"rack": "r1"}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := Build(Input{VS: baseVS(), Slices: slices4and6(), Node: Node{Name: "node-a"}, Pools: []*pools.Pool{racked}})
+	vip := netip.MustParseAddr("10.96.0.10")
+	if !g.Announce.EligibleLayer2(vip, "node-a", map[string]string{"rack": "r1"}) ||
+		g.Announce.EligibleLayer2(vip, "node-b", map[string]string{"rack": "r2"}) ||
+		!g.Announce.Eligible("node-b", map[string]string{"rack": "r2"}) {
+		t.Errorf("layer 2 must follow the pool's node selector, BGP not")
+	}
+
 	// Refused, not allowed: nothing announced.
 	vs := baseVS()
 	vs.Spec.Addresses = []lvsv1.IPAddress{"203.0.113.1"}

@@ -45,6 +45,8 @@ type Pool struct {
 	// BGP and Layer2 are spec.announce: how the pool's addresses are made
 	// reachable from outside the nodes.
 	BGP, Layer2 bool
+	// layer2Nodes is spec.announce.layer2.nodeSelector (nil: every node).
+	layer2Nodes labels.Selector
 
 	ranges   []Range // sorted, disjoint, not adjacent, avoided addresses taken out
 	selector labels.Selector
@@ -89,6 +91,13 @@ func New(ap *lvsv1.AddressPool) (*Pool, error) {
 	p := &Pool{Name: ap.Name, AutoAssign: auto, ranges: subtract(merge(blocks), merge(avoid)), selector: sel}
 	if an := ap.Spec.Announce; an != nil {
 		p.BGP, p.Layer2 = an.BGP != nil, an.Layer2 != nil
+		if an.Layer2 != nil && an.Layer2.NodeSelector != nil {
+			ns, err := metav1.LabelSelectorAsSelector(an.Layer2.NodeSelector.AsMetav1())
+			if err != nil {
+				return nil, fmt.Errorf("AddressPool %s: announce.layer2.nodeSelector: %w", ap.Name, err)
+			}
+			p.layer2Nodes = ns
+		}
 	}
 	return p, nil
 }
@@ -152,11 +161,37 @@ func Find(pools []*Pool, namespace string, nsLabels map[string]string, a netip.A
 
 // Announce says how a VirtualService of the namespace announces a: in
 // every way that some pool asks for that holds a and admits the namespace.
-func Announce(pools []*Pool, namespace string, nsLabels map[string]string, a netip.Addr) (bgp, layer2 bool) {
+// layer2 is nil when no such pool asks for layer 2; otherwise it says
+// whether a node, by its labels, may answer for a (some such pool's
+// announce.layer2.nodeSelector selects it, or one has none).
+func Announce(pools []*Pool, namespace string, nsLabels map[string]string, a netip.Addr) (bgp bool, layer2 func(nodeLabels map[string]string) bool) {
 	l := withName(namespace, nsLabels)
+	var sels []labels.Selector
+	anyNode := false
 	for _, p := range pools {
-		if (p.BGP || p.Layer2) && p.Contains(a) && (p.selector.Empty() || p.selector.Matches(l)) {
-			bgp, layer2 = bgp || p.BGP, layer2 || p.Layer2
+		if (!p.BGP && !p.Layer2) || !p.Contains(a) || !(p.selector.Empty() || p.selector.Matches(l)) {
+			continue
+		}
+		bgp = bgp || p.BGP
+		if p.Layer2 {
+			if p.layer2Nodes == nil {
+				anyNode = true
+			} else {
+				sels = append(sels, p.layer2Nodes)
+			}
+		}
+	}
+	switch {
+	case anyNode:
+		layer2 = func(map[string]string) bool { return true }
+	case len(sels) > 0:
+		layer2 = func(nodeLabels map[string]string) bool {
+			for _, s := range sels {
+				if s.Matches(labels.Set(nodeLabels)) {
+					return true
+				}
+			}
+			return false
 		}
 	}
 	return bgp, layer2

@@ -349,6 +349,10 @@ func TestAnnounce(t *testing.T) {
 			NamespaceSelector: &lvsv1.LabelSelector{MatchLabels: map[string]lvsv1.LabelValue{"team": "a"}},
 			Announce:          &lvsv1.Announcement{Layer2: &lvsv1.Layer2Announcement{}}}),
 		newPool(t, "quiet", lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"198.51.100.0/24"}, NamespaceSelector: &lvsv1.LabelSelector{}}),
+		// Layer 2 from rack r1's nodes only.
+		newPool(t, "l2-r1", lvsv1.AddressPoolSpec{CIDRs: []lvsv1.PoolCIDR{"203.0.113.0/24"}, NamespaceSelector: &lvsv1.LabelSelector{},
+			Announce: &lvsv1.Announcement{Layer2: &lvsv1.Layer2Announcement{
+				NodeSelector: &lvsv1.LabelSelector{MatchLabels: map[string]lvsv1.LabelValue{"rack": "r1"}}}}}),
 	}
 	for _, tc := range []struct {
 		ns, addr    string
@@ -361,11 +365,19 @@ func TestAnnounce(t *testing.T) {
 		{"a", "2001:db8::1", map[string]string{"team": "a"}, false, true},
 		{"b", "2001:db8::1", nil, false, false},
 		{"a", "198.51.100.1", map[string]string{"team": "a"}, false, false},
-		{"a", "203.0.113.1", map[string]string{"team": "a"}, false, false},
+		{"a", "203.0.114.1", map[string]string{"team": "a"}, false, false},
 	} {
 		bgp, l2 := pools.Announce(ps, tc.ns, tc.labels, netip.MustParseAddr(tc.addr))
-		if bgp != tc.bgp || l2 != tc.layer2 {
-			t.Errorf("%s in namespace %s: bgp %t layer2 %t, want %t %t", tc.addr, tc.ns, bgp, l2, tc.bgp, tc.layer2)
+		if bgp != tc.bgp || (l2 != nil) != tc.layer2 {
+			t.Errorf("%s in namespace %s: bgp %t layer2 %t, want %t %t", tc.addr, tc.ns, bgp, l2 != nil, tc.bgp, tc.layer2)
 		}
+		if l2 != nil && !l2(map[string]string{"rack": "r9"}) {
+			t.Errorf("%s: a pool without a node selector lets only some nodes answer", tc.addr)
+		}
+	}
+	// announce.layer2.nodeSelector: only rack r1's nodes may answer.
+	_, l2 := pools.Announce(ps, "a", nil, netip.MustParseAddr("203.0.113.1"))
+	if l2 == nil || !l2(map[string]string{"rack": "r1"}) || l2(map[string]string{"rack": "r2"}) || l2(nil) {
+		t.Errorf("203.0.113.1: layer 2 should be for rack r1's nodes only")
 	}
 }

@@ -61,6 +61,9 @@ func AddressPool(p *lvsv1.AddressPool) field.ErrorList {
 	if s := spec.NamespaceSelector; s != nil {
 		errs = append(errs, LabelSelector(s, sp.Child("namespaceSelector"))...)
 	}
+	if an := spec.Announce; an != nil && an.Layer2 != nil && an.Layer2.NodeSelector != nil {
+		errs = append(errs, LabelSelector(an.Layer2.NodeSelector, sp.Child("announce", "layer2", "nodeSelector"))...)
+	}
 	return errs
 }
 

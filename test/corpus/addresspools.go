@@ -262,6 +262,10 @@ func AddressPools() (apiRefused, storedRefused []PoolCase) {
 			}
 			s.NamespaceSelector.MatchExpressions = []lvsv1.LabelSelectorRequirement{e}
 		}, "spec.namespaceSelector.matchExpressions[0].values", "at most 64"},
+		{"layer-2 node selector In without values", func(s *lvsv1.AddressPoolSpec) {
+			s.Announce = &lvsv1.Announcement{Layer2: &lvsv1.Layer2Announcement{NodeSelector: &lvsv1.LabelSelector{
+				MatchExpressions: []lvsv1.LabelSelectorRequirement{{Key: "rack", Operator: lvsv1.LabelSelectorOpIn}}}}}
+		}, "spec.announce.layer2.nodeSelector.matchExpressions[0].values", "must not be empty"},
 	}
 	// The syntax of a matchLabels key: a map key has no length the CRD's
 	// cost estimate can use, so a regular expression over it is priced as
@@ -274,6 +278,10 @@ func AddressPools() (apiRefused, storedRefused []PoolCase) {
 		{Name: "matchLabels key with an empty prefix", Mutate: matchLabel("/team", "x"), Field: "spec.namespaceSelector.matchLabels"},
 		{Name: "matchLabels key name longer than 63", Mutate: matchLabel("example.com/"+strings.Repeat("n", 64), "x"), Field: "spec.namespaceSelector.matchLabels"},
 		{Name: "matchLabels key prefix not a DNS subdomain", Mutate: matchLabel(strings.Repeat("d", 254)+"/team", "x"), Field: "spec.namespaceSelector.matchLabels"},
+		{Name: "layer-2 node selector key with two slashes", Mutate: func(s *lvsv1.AddressPoolSpec) {
+			s.Announce = &lvsv1.Announcement{Layer2: &lvsv1.Layer2Announcement{NodeSelector: &lvsv1.LabelSelector{
+				MatchLabels: map[string]lvsv1.LabelValue{"a/b/c": "x"}}}}
+		}, Field: "spec.announce.layer2.nodeSelector.matchLabels"},
 	}
 	return apiRefused, storedRefused
 }
