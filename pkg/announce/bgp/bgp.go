@@ -152,6 +152,7 @@ func New(o Options) (*Speaker, error) {
 		RouterId:   o.RouterID.String(),
 		ListenPort: o.ListenPort,
 	}}); err != nil {
+		s.unregister()
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
@@ -159,9 +160,21 @@ func New(o Options) (*Speaker, error) {
 	if err := s.srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, s.onEvent); err != nil {
 		cancel()
 		_ = s.srv.StopBgp(ctx, &api.StopBgpRequest{})
+		s.unregister()
 		return nil, fmt.Errorf("bgp: watch peer events: %w", err)
 	}
 	return s, nil
+}
+
+// unregister takes the metrics of a speaker that failed to start back, so
+// that the next attempt can register them.
+func (s *Speaker) unregister() {
+	if s.m == nil {
+		return
+	}
+	for _, c := range []prometheus.Collector{s.m.up, s.m.announced, s.m.transitions} {
+		s.o.Metrics.Unregister(c)
+	}
 }
 
 // SetPeers makes the speaker's sessions exactly peers, keyed by address:

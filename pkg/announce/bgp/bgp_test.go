@@ -629,3 +629,22 @@ func TestMetricsRegisterOnce(t *testing.T) {
 		t.Errorf("a second speaker on the same registry: %v, want AlreadyRegisteredError", err)
 	}
 }
+
+// A speaker that fails to start (here: its listening port is taken) gives
+// its metrics back, so that the agent's next attempt can start one.
+func TestAFailedStartCanBeRetried(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := int32(l.Addr().(*net.TCPAddr).Port)
+	reg := prometheus.NewRegistry()
+	if _, err := New(Options{RouterID: netip.MustParseAddr("10.0.0.3"), ASN: ourASN, ListenPort: port, Metrics: reg}); err == nil {
+		t.Skip("GoBGP started on a port in use (it listens on every address, not only 127.0.0.1): nothing to retry")
+	}
+	s := newSpeaker(t, Options{Metrics: reg})
+	if s.m == nil {
+		t.Fatal("the retried speaker has no metrics")
+	}
+}
