@@ -28,7 +28,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &VirtualService{}, &VirtualServiceList{}, &AddressPool{}, &AddressPoolList{}, &BGPPeer{}, &BGPPeerList{})
+	s.AddKnownTypes(GroupVersion, &VirtualService{}, &VirtualServiceList{}, &AddressPool{}, &AddressPoolList{}, &BGPPeer{}, &BGPPeerList{}, &NodeReport{}, &NodeReportList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }
