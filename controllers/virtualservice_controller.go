@@ -38,6 +38,8 @@ const statusRetry = 200 * time.Millisecond
 type VirtualServiceReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
+
+	gens generations
 }
 
 // What the controller role uses, and nothing more (test/chart asserts the
@@ -62,6 +64,9 @@ type VirtualServiceReconciler struct {
 func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var vs lvsv1.VirtualService
 	if err := r.Client.Get(ctx, req.NamespacedName, &vs); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.gens.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !vs.DeletionTimestamp.IsZero() {
@@ -96,12 +101,24 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	vs.Status.Nodes = slices.DeleteFunc(vs.Status.Nodes, func(n lvsv1.NodeStatus) bool { return !live[n.Node] })
+	vs.Status.Nodes = slices.DeleteFunc(vs.Status.Nodes, func(n lvsv1.NodeStatus) bool { _, ok := live[n.Node]; return !ok })
+	// The nodes' NodeReports, for the nodes that report that way: folded
+	// into the conditions, never written into the VirtualService.
+	reported, err := r.reportedNodes(ctx, &vs, live)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	nodes := slices.Clone(vs.Status.Nodes)
+	for _, n := range reported {
+		if !slices.ContainsFunc(nodes, func(m lvsv1.NodeStatus) bool { return m.Node == n.Node }) {
+			nodes = append(nodes, n)
+		}
+	}
 	wasInvalid := meta.IsStatusConditionFalse(vs.Status.Conditions, lvsv1.ConditionAccepted) &&
 		meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted).Reason == vsstatus.ReasonInvalid
 	wasFailing := programmingFailed(orig)
 	wasNotAllowed := acceptedReason(orig) == vsstatus.ReasonAddressNotAllowed
-	becameConflicted := vsstatus.Apply(&vs, problems, notAllowed, conflicts)
+	becameConflicted := vsstatus.ApplyNodes(&vs, problems, notAllowed, conflicts, nodes)
 	if equality.Semantic.DeepEqual(orig.Status, vs.Status) {
 		return ctrl.Result{}, nil
 	}
@@ -133,15 +150,15 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	return ctrl.Result{}, nil
 }
 
-// liveNodes returns the names of the cluster's nodes.
-func (r *VirtualServiceReconciler) liveNodes(ctx context.Context) (map[string]bool, error) {
+// liveNodes returns the cluster's nodes and their labels.
+func (r *VirtualServiceReconciler) liveNodes(ctx context.Context) (map[string]map[string]string, error) {
 	var nodes corev1.NodeList
 	if err := r.Client.List(ctx, &nodes); err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
-	live := make(map[string]bool, len(nodes.Items))
+	live := make(map[string]map[string]string, len(nodes.Items))
 	for _, n := range nodes.Items {
-		live[n.Name] = true
+		live[n.Name] = n.Labels
 	}
 	return live, nil
 }
@@ -217,6 +234,9 @@ func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctr
 				UpdateFunc: func(event.UpdateEvent) bool { return false },
 				DeleteFunc: func(event.DeleteEvent) bool { return true },
 			})).
+		// A node's report: the VirtualServices waiting for nodes, and
+		// those it lists as failed.
+		Watches(&lvsv1.NodeReport{}, handler.EnqueueRequestsFromMapFunc(r.waiting)).
 		// Pools decide which addresses every VirtualService may bind.
 		Watches(&lvsv1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(r.everyVirtualService),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -58,6 +58,10 @@ type Options struct {
 	// Announcers announce the VIPs this node serves (BGP, layer 2); zero:
 	// nothing is announced.
 	Announcers Announcers
+	// NodeReports reports what this node programmed in its NodeReport (one
+	// object per node) instead of an entry in every VirtualService's
+	// status.nodes; ReportStatus must be set too.
+	NodeReports bool
 }
 
 // Agent keeps the node's kernel equal to the VirtualServices.
@@ -82,6 +86,9 @@ type Agent struct {
 	pools atomic.Pointer[[]*pools.Pool]
 
 	announce *announcer
+	// wm and reports: NodeReports mode.
+	wm      *watermark
+	reports *nodeReporter
 
 	mu       sync.Mutex
 	reported map[types.NamespacedName]lvsv1.NodeStatus
@@ -131,6 +138,10 @@ func newAgent(c client.Client, s *syncer.Syncer, hm *health.Manager, o Options) 
 		return nil, errors.New("agent: layer-2 announcement needs a Membership")
 	}
 	a.announce = newAnnouncer(o.NodeName, o.Announcers, o.Metrics, func(key types.NamespacedName) { a.queue.Add(key) })
+	a.wm = newWatermark()
+	if o.ReportStatus && o.NodeReports {
+		a.reports = newNodeReporter(o.NodeName, c, a.wm, clock.RealClock{})
+	}
 	return a, nil
 }
 
@@ -217,6 +228,9 @@ func (a *Agent) Start(ctx context.Context) error {
 	run(func() { a.syncer.RunFlusher(ctx) })
 	run(func() { a.periodic(ctx) })
 	run(func() { a.announce.run(ctx) })
+	if a.reports != nil {
+		run(func() { a.reports.run(ctx) })
+	}
 	// The workqueue hands a VirtualService to one worker at a time.
 	for range a.opts.Workers {
 		run(func() {

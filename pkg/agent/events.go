@@ -160,20 +160,36 @@ func (a *Agent) queueNamespace(ctx context.Context, ns string) {
 // queue it and whoever shares a key with it.
 func (a *Agent) vsEvents() toolscache.ResourceEventHandlerFuncs {
 	return toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { a.indexVS(nil, obj); a.onVS(obj) },
+		AddFunc: func(obj any) { a.indexVS(nil, obj); a.sawVS(obj); a.onVS(obj) },
 		DeleteFunc: func(obj any) {
 			obj = finalState(obj)
 			a.indexVS(obj, nil)
+			a.sawVS(obj)
 			a.onVS(obj)
 		},
 		UpdateFunc: func(old, cur any) {
 			a.indexVS(old, cur)
 			if o, ok := old.(*lvsv1.VirtualService); ok && !a.needsSync(o, cur) {
-				return // a status write (often our own): nothing to program
+				// A status write (often our own): nothing to program, so
+				// handled as it comes.
+				if vs, ok := cur.(*lvsv1.VirtualService); ok {
+					key := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
+					a.wm.saw(key, vs.ResourceVersion)
+					a.wm.handled(key, a.wm.start(key))
+				}
+				return
 			}
+			a.sawVS(cur)
 			a.onVS(old)
 			a.onVS(cur)
 		},
+	}
+}
+
+// sawVS counts an event of a VirtualService for the watermark.
+func (a *Agent) sawVS(obj any) {
+	if vs, ok := obj.(*lvsv1.VirtualService); ok {
+		a.wm.saw(types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}, vs.ResourceVersion)
 	}
 }
 
@@ -279,7 +295,7 @@ func (a *Agent) needsSync(old *lvsv1.VirtualService, cur any) bool {
 	last, reported := a.reported[key]
 	a.mu.Unlock()
 	switch {
-	case !a.opts.ReportStatus:
+	case !a.opts.ReportStatus || a.reports != nil:
 		return false
 	case !reported:
 		return true // not reported yet: let the sync report

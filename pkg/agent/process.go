@@ -46,11 +46,16 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 			a.lat.done(key, evt, err == nil)
 		}
 	}
+	token := a.wm.start(key)
 	var vs lvsv1.VirtualService
 	if err := a.client.Get(ctx, key, &vs); err != nil {
 		if !apierrors.IsNotFound(err) {
 			kernelDone(err)
 			return err
+		}
+		defer a.wm.handled(key, token)
+		if a.reports != nil {
+			a.reports.removed(key)
 		}
 		if a.health != nil {
 			a.health.SetTargets(group, health.Config{}, nil)
@@ -71,7 +76,14 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 	if err == nil {
 		var g desired.Group
 		if g, err = a.build(ctx, &vs, node); err == nil {
+			defer a.wm.handled(key, token)
 			return a.apply(ctx, key, &vs, g, node, kernelDone)
+		}
+		// Its inputs did not load: the kernel keeps what it has, and the
+		// report says so (the retry corrects it).
+		if a.reports != nil {
+			a.reports.outcome(key, vs.Generation, true, []string{err.Error()})
+			a.wm.handled(key, token)
 		}
 	}
 	kernelDone(err)
@@ -95,7 +107,16 @@ func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.V
 		}
 		a.health.SetTargets(group, cfg, targets)
 	}
-	if a.opts.ReportStatus {
+	if a.reports != nil {
+		var problems []string
+		if syncErr != nil {
+			problems = append(problems, syncErr.Error())
+		}
+		if g.Selected || g.NotAllowed || g.Hold {
+			problems = append(problems, g.Problems...)
+		}
+		a.reports.outcome(key, vs.Generation, g.Selected, problems)
+	} else if a.opts.ReportStatus {
 		if err := a.report(ctx, vs, g, res.Draining, syncErr); err != nil {
 			syncErr = errors.Join(syncErr, err)
 		}

@@ -78,6 +78,7 @@ type AgentOptions struct {
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=addresspools,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=nodereports,verbs=get;create;patch
 
 // RunAgent runs the agent role until ctx ends. The kernel is left as it is
 // when it returns, unless CleanupOnUninstall is set and kubelvs is

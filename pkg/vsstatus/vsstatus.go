@@ -143,6 +143,12 @@ func Conflicts(vs *lvsv1.VirtualService, rivals []lvsv1.VirtualService) []Confli
 // admits (pools.Check) and the conflicts, in that order of precedence. It
 // reports whether Conflicted turned True.
 func Apply(vs *lvsv1.VirtualService, problems, notAllowed []string, conflicts []Conflict) (becameConflicted bool) {
+	return ApplyNodes(vs, problems, notAllowed, conflicts, vs.Status.Nodes)
+}
+
+// ApplyNodes is Apply with the nodes' results given apart: the entries of
+// status.nodes and those the controller derives from NodeReports.
+func ApplyNodes(vs *lvsv1.VirtualService, problems, notAllowed []string, conflicts []Conflict, nodes []lvsv1.NodeStatus) (becameConflicted bool) {
 	st := &vs.Status
 	gen := vs.Generation
 	st.ObservedGeneration = gen
@@ -185,7 +191,7 @@ func Apply(vs *lvsv1.VirtualService, problems, notAllowed []string, conflicts []
 		return false
 	}
 	set(lvsv1.ConditionAccepted, metav1.ConditionTrue, ReasonAccepted, "the spec is valid")
-	applyNodeReports(vs, set)
+	applyNodeReports(vs, nodes, set)
 	return false
 }
 
@@ -230,9 +236,9 @@ func conflictMessage(cs []Conflict) string {
 
 // applyNodeReports folds the agents' per-node reports into Programmed,
 // Ready and the backend counts.
-func applyNodeReports(vs *lvsv1.VirtualService, set func(t string, s metav1.ConditionStatus, reason, msg string) bool) {
+func applyNodeReports(vs *lvsv1.VirtualService, nodes []lvsv1.NodeStatus, set func(t string, s metav1.ConditionStatus, reason, msg string) bool) {
 	st := &vs.Status
-	if len(st.Nodes) == 0 {
+	if len(nodes) == 0 {
 		set(lvsv1.ConditionProgrammed, metav1.ConditionUnknown, ReasonPending, "no node has reported yet")
 		set(lvsv1.ConditionReady, metav1.ConditionUnknown, ReasonPending, "no node has reported yet")
 		st.Backends, st.ReadyBackends = nil, ""
@@ -240,7 +246,7 @@ func applyNodeReports(vs *lvsv1.VirtualService, set func(t string, s metav1.Cond
 	}
 	var counts lvsv1.BackendCounts
 	var failed, behind []string
-	for _, n := range st.Nodes {
+	for _, n := range nodes {
 		switch {
 		case n.Message != "":
 			failed = append(failed, fmt.Sprintf("%s: %s", n.Node, n.Message))
@@ -256,9 +262,9 @@ func applyNodeReports(vs *lvsv1.VirtualService, set func(t string, s metav1.Cond
 		set(lvsv1.ConditionProgrammed, metav1.ConditionFalse, ReasonProgrammingFailed, Bounded(failed))
 	case len(behind) > 0:
 		set(lvsv1.ConditionProgrammed, metav1.ConditionFalse, ReasonPending,
-			Bounded([]string{fmt.Sprintf("%d of %d nodes have not programmed generation %d yet: %s", len(behind), len(st.Nodes), vs.Generation, strings.Join(behind, ", "))}))
+			Bounded([]string{fmt.Sprintf("%d of %d nodes have not programmed generation %d yet: %s", len(behind), len(nodes), vs.Generation, strings.Join(behind, ", "))}))
 	default:
-		set(lvsv1.ConditionProgrammed, metav1.ConditionTrue, ReasonProgrammed, fmt.Sprintf("programmed on %d nodes", len(st.Nodes)))
+		set(lvsv1.ConditionProgrammed, metav1.ConditionTrue, ReasonProgrammed, fmt.Sprintf("programmed on %d nodes", len(nodes)))
 	}
 	if counts.Ready > 0 {
 		set(lvsv1.ConditionReady, metav1.ConditionTrue, ReasonBackendsReady, fmt.Sprintf("%d of %d backends ready", counts.Ready, counts.Total))

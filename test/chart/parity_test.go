@@ -181,6 +181,7 @@ func TestRBACIsExactly(t *testing.T) {
 			"/nodes get", "/nodes list", "/nodes watch", // drop the reports of deleted nodes
 			"/namespaces get", "/namespaces list", "/namespaces watch", // their labels: which pools admit them
 			"lvs.kubelvs.io/addresspools get", "lvs.kubelvs.io/addresspools list", "lvs.kubelvs.io/addresspools watch",
+			"lvs.kubelvs.io/nodereports get", "lvs.kubelvs.io/nodereports list", "lvs.kubelvs.io/nodereports watch", // what each node programmed
 			"events.k8s.io/events create", "events.k8s.io/events patch", // Events on VirtualServices and Services
 			"/services get", "/services list", "/services watch", // Services of type LoadBalancer
 			"/services/status patch", // their status.loadBalancer.ingress
@@ -202,7 +203,8 @@ func TestRBACIsExactly(t *testing.T) {
 			"lvs.kubelvs.io/virtualservices get", "lvs.kubelvs.io/virtualservices list", "lvs.kubelvs.io/virtualservices watch",
 			"lvs.kubelvs.io/virtualservices/status patch",                                                  // its node's entry (server-side apply)
 			"lvs.kubelvs.io/bgppeers get", "lvs.kubelvs.io/bgppeers list", "lvs.kubelvs.io/bgppeers watch", // its BGP sessions
-			"lvs.kubelvs.io/bgppeers/status patch",                                                          // its node's session entry
+			"lvs.kubelvs.io/bgppeers/status patch",                                                                    // its node's session entry
+			"lvs.kubelvs.io/nodereports get", "lvs.kubelvs.io/nodereports create", "lvs.kubelvs.io/nodereports patch", // its node's report
 			"authentication.k8s.io/tokenreviews create", "authorization.k8s.io/subjectaccessreviews create", // /metrics callers
 		},
 		"Role kubelvs-agent": {

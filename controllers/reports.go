@@ -1,0 +1,136 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
+)
+
+// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=nodereports,verbs=get;list;watch
+
+// generations remembers, per VirtualService, the resourceVersion at which
+// the controller first saw its current generation: a node whose report's
+// watermark is at or past it has synced that generation. Reading it at
+// reconcile time, rather than at the spec's own write, can only make it
+// later (a status write in between), which asks a little more of the
+// nodes, never less: their watermarks pass status-only events at once.
+type generations struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]genRV
+}
+
+type genRV struct {
+	gen int64
+	rv  uint64
+}
+
+// rvOf returns the resourceVersion at which vs's generation was first
+// seen, recording it now if it is new.
+func (g *generations) rvOf(vs *lvsv1.VirtualService) (uint64, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m == nil {
+		g.m = map[types.NamespacedName]genRV{}
+	}
+	key := client.ObjectKeyFromObject(vs)
+	if cur, ok := g.m[key]; ok && cur.gen == vs.Generation {
+		return cur.rv, true
+	}
+	rv, err := strconv.ParseUint(vs.ResourceVersion, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	g.m[key] = genRV{gen: vs.Generation, rv: rv}
+	return rv, true
+}
+
+func (g *generations) forget(key types.NamespacedName) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.m, key)
+}
+
+// reportedNodes turns the NodeReports of the live nodes that vs's
+// nodeSelector selects into per-node results: programmed (the node's
+// watermark passed vs's generation), failed (the node lists vs at its
+// generation, with why), or behind.
+func (r *VirtualServiceReconciler) reportedNodes(ctx context.Context, vs *lvsv1.VirtualService, live map[string]map[string]string) ([]lvsv1.NodeStatus, error) {
+	var reports lvsv1.NodeReportList
+	if err := r.Client.List(ctx, &reports); err != nil {
+		if meta.IsNoMatchError(err) {
+			return nil, nil // a cluster whose CRDs predate NodeReports
+		}
+		return nil, fmt.Errorf("list NodeReports: %w", err)
+	}
+	if len(reports.Items) == 0 {
+		return nil, nil
+	}
+	rv, ok := r.gens.rvOf(vs)
+	if !ok {
+		return nil, nil
+	}
+	var out []lvsv1.NodeStatus
+	for i := range reports.Items {
+		rep := &reports.Items[i]
+		labels, isLive := live[rep.Name]
+		if !isLive || !selectsNode(vs.Spec.NodeSelector, labels) {
+			continue
+		}
+		st := lvsv1.NodeStatus{Node: rep.Name}
+		failed := false
+		for _, f := range rep.Status.Failed {
+			if f.Namespace == vs.Namespace && f.Name == vs.Name && f.Generation == vs.Generation {
+				st.ObservedGeneration, st.Message, failed = f.Generation, f.Message, true
+			}
+		}
+		if w, err := strconv.ParseUint(rep.Status.ResourceVersion, 10, 64); !failed && err == nil && w >= rv {
+			st.ObservedGeneration, st.Programmed = vs.Generation, true
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func selectsNode(sel map[string]lvsv1.LabelValue, labels map[string]string) bool {
+	for k, v := range sel {
+		if l, ok := labels[k]; !ok || l != string(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// waiting maps a NodeReport's change to the VirtualServices that wait for
+// nodes (Programmed not True) and those the report lists as failed.
+func (r *VirtualServiceReconciler) waiting(ctx context.Context, obj client.Object) []reconcile.Request {
+	rep, _ := obj.(*lvsv1.NodeReport)
+	listed := map[types.NamespacedName]bool{}
+	if rep != nil {
+		for _, f := range rep.Status.Failed {
+			listed[types.NamespacedName{Namespace: f.Namespace, Name: f.Name}] = true
+		}
+	}
+	var list lvsv1.VirtualServiceList
+	if err := r.Client.List(ctx, &list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "cannot list VirtualServices after a NodeReport changed")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		vs := &list.Items[i]
+		key := client.ObjectKeyFromObject(vs)
+		if listed[key] || !meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionProgrammed) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: key})
+		}
+	}
+	return reqs
+}
