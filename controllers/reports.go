@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -16,6 +17,83 @@ import (
 )
 
 // +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=nodereports,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+
+// serviceRefIndex indexes VirtualServices by the Service whose
+// EndpointSlices they use.
+const serviceRefIndex = "spec.backends.serviceRef.name"
+
+func indexServiceRef(obj client.Object) []string {
+	vs, ok := obj.(*lvsv1.VirtualService)
+	if !ok || vs.Spec.Backends.ServiceRef == nil {
+		return nil
+	}
+	return []string{vs.Spec.Backends.ServiceRef.Name}
+}
+
+// backendCounts counts a VirtualService's backends as the API shows them,
+// for the nodes that report in NodeReports (which carry no per-
+// VirtualService counts): its EndpointSlices' endpoints (ready, or
+// terminating: draining) and its static backends (ready unless weight 0).
+// Health checks run on each node and are not counted.
+func (r *VirtualServiceReconciler) backendCounts(ctx context.Context, vs *lvsv1.VirtualService) (lvsv1.BackendCounts, error) {
+	var c lvsv1.BackendCounts
+	for _, s := range vs.Spec.Backends.Static {
+		c.Total++
+		if s.Weight == nil || *s.Weight > 0 {
+			c.Ready++
+		}
+	}
+	ref := vs.Spec.Backends.ServiceRef
+	if ref == nil {
+		return c, nil
+	}
+	var slices discoveryv1.EndpointSliceList
+	if err := r.Client.List(ctx, &slices, client.InNamespace(vs.Namespace),
+		client.MatchingLabels{discoveryv1.LabelServiceName: ref.Name}); err != nil {
+		return c, fmt.Errorf("list EndpointSlices of %s: %w", ref.Name, err)
+	}
+	seen := map[string]bool{}
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			if len(e.Addresses) == 0 || seen[e.Addresses[0]] {
+				continue
+			}
+			seen[e.Addresses[0]] = true
+			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
+			terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
+			switch {
+			case ready && !terminating:
+				c.Total++
+				c.Ready++
+			case terminating:
+				c.Total++
+				c.Draining++
+			default:
+				c.Total++
+			}
+		}
+	}
+	return c, nil
+}
+
+// sliceUsers maps an EndpointSlice to the VirtualServices of its Service.
+func (r *VirtualServiceReconciler) sliceUsers(ctx context.Context, obj client.Object) []reconcile.Request {
+	svc := obj.GetLabels()[discoveryv1.LabelServiceName]
+	if svc == "" {
+		return nil
+	}
+	var list lvsv1.VirtualServiceList
+	if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{serviceRefIndex: svc}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "cannot find the VirtualServices of an EndpointSlice", "endpointslice", client.ObjectKeyFromObject(obj))
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
 
 // generations remembers, per VirtualService, the resourceVersion at which
 // the controller first saw its current generation: a node whose report's
@@ -78,6 +156,10 @@ func (r *VirtualServiceReconciler) reportedNodes(ctx context.Context, vs *lvsv1.
 	if !ok {
 		return nil, nil
 	}
+	counts, err := r.backendCounts(ctx, vs)
+	if err != nil {
+		return nil, err
+	}
 	var out []lvsv1.NodeStatus
 	for i := range reports.Items {
 		rep := &reports.Items[i]
@@ -85,7 +167,7 @@ func (r *VirtualServiceReconciler) reportedNodes(ctx context.Context, vs *lvsv1.
 		if !isLive || !selectsNode(vs.Spec.NodeSelector, labels) {
 			continue
 		}
-		st := lvsv1.NodeStatus{Node: rep.Name}
+		st := lvsv1.NodeStatus{Node: rep.Name, Backends: counts}
 		failed := false
 		for _, f := range rep.Status.Failed {
 			if f.Namespace == vs.Namespace && f.Name == vs.Name && f.Generation == vs.Generation {

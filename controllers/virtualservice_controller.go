@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -108,12 +109,18 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	nodes := slices.Clone(vs.Status.Nodes)
+	// A node that has a NodeReport reports through it: an entry of its
+	// own in status.nodes is what its agent wrote before an upgrade, and
+	// goes.
+	hasReport := make(map[string]bool, len(reported))
 	for _, n := range reported {
-		if !slices.ContainsFunc(nodes, func(m lvsv1.NodeStatus) bool { return m.Node == n.Node }) {
-			nodes = append(nodes, n)
-		}
+		hasReport[n.Node] = true
 	}
+	vs.Status.Nodes = slices.DeleteFunc(vs.Status.Nodes, func(n lvsv1.NodeStatus) bool { return hasReport[n.Node] })
+	if len(vs.Status.Nodes) == 0 {
+		vs.Status.Nodes = nil
+	}
+	nodes := append(slices.Clone(vs.Status.Nodes), reported...)
 	wasInvalid := meta.IsStatusConditionFalse(vs.Status.Conditions, lvsv1.ConditionAccepted) &&
 		meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionAccepted).Reason == vsstatus.ReasonInvalid
 	wasFailing := programmingFailed(orig)
@@ -224,6 +231,9 @@ func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctr
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &lvsv1.VirtualService{}, vsstatus.ServiceKeyIndex, vsstatus.IndexServiceKeys); err != nil {
 		return fmt.Errorf("index VirtualServices by service key: %w", err)
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &lvsv1.VirtualService{}, serviceRefIndex, indexServiceRef); err != nil {
+		return fmt.Errorf("index VirtualServices by Service: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&lvsv1.VirtualService{}).
 		Watches(&lvsv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.sharers)).
@@ -237,6 +247,8 @@ func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctr
 		// A node's report: the VirtualServices waiting for nodes, and
 		// those it lists as failed.
 		Watches(&lvsv1.NodeReport{}, handler.EnqueueRequestsFromMapFunc(r.waiting)).
+		// Their backend counts, for the nodes that report in NodeReports.
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(r.sliceUsers)).
 		// Pools decide which addresses every VirtualService may bind.
 		Watches(&lvsv1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(r.everyVirtualService),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).

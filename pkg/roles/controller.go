@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
@@ -15,12 +16,15 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/controllers"
+	"github.com/kubelvs/kubelvs/pkg/agent"
 	"github.com/kubelvs/kubelvs/pkg/metricsauth"
 )
 
@@ -86,6 +90,11 @@ func RunController(ctx context.Context, cfg *rest.Config, o ControllerOptions) e
 		// Step down promptly on shutdown so a new leader takes over at once.
 		LeaderElectionReleaseOnCancel: true,
 		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.SecondInProcess)},
+		// The EndpointSlices give the backend counts of VirtualServices
+		// whose nodes report in NodeReports: keep only what is counted.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&discoveryv1.EndpointSlice{}: {Transform: agent.TransformEndpointSlice},
+		}},
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

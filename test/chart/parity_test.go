@@ -182,6 +182,7 @@ func TestRBACIsExactly(t *testing.T) {
 			"/namespaces get", "/namespaces list", "/namespaces watch", // their labels: which pools admit them
 			"lvs.kubelvs.io/addresspools get", "lvs.kubelvs.io/addresspools list", "lvs.kubelvs.io/addresspools watch",
 			"lvs.kubelvs.io/nodereports get", "lvs.kubelvs.io/nodereports list", "lvs.kubelvs.io/nodereports watch", // what each node programmed
+			"discovery.k8s.io/endpointslices get", "discovery.k8s.io/endpointslices list", "discovery.k8s.io/endpointslices watch", // backend counts
 			"events.k8s.io/events create", "events.k8s.io/events patch", // Events on VirtualServices and Services
 			"/services get", "/services list", "/services watch", // Services of type LoadBalancer
 			"/services/status patch", // their status.loadBalancer.ingress
