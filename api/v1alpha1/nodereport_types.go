@@ -4,8 +4,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// MaxReportedFailures bounds NodeReport status.failed.
-const MaxReportedFailures = 100
+// MaxReportedFailures bounds NodeReport status.failed, and
+// MaxReportedAnnounced status.announced.
+const (
+	MaxReportedFailures  = 100
+	MaxReportedAnnounced = 256
+)
 
 // NodeReportFailure is a VirtualService a node could not program as it
 // asks, or keeps on hold.
@@ -48,6 +52,20 @@ type NodeReportStatus struct {
 	//
 	// +optional
 	FailedCount int32 `json:"failedCount"`
+
+	// Announced are addresses the node announces, and how (at most 256;
+	// AnnouncedCount counts them all).
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=256
+	Announced []AnnouncedAddress `json:"announced,omitempty"`
+
+	// AnnouncedCount is how many addresses the node announces, each way
+	// counted.
+	//
+	// +optional
+	AnnouncedCount int32 `json:"announcedCount"`
 
 	// UpdateTime is when the agent wrote this report.
 	//

@@ -565,6 +565,11 @@ func (in *NodeReportStatus) DeepCopyInto(out *NodeReportStatus) {
 		*out = make([]NodeReportFailure, len(*in))
 		copy(*out, *in)
 	}
+	if in.Announced != nil {
+		in, out := &in.Announced, &out.Announced
+		*out = make([]AnnouncedAddress, len(*in))
+		copy(*out, *in)
+	}
 	in.UpdateTime.DeepCopyInto(&out.UpdateTime)
 }
 

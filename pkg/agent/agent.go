@@ -141,6 +141,8 @@ func newAgent(c client.Client, s *syncer.Syncer, hm *health.Manager, o Options) 
 	a.wm = newWatermark()
 	if o.ReportStatus && o.NodeReports {
 		a.reports = newNodeReporter(o.NodeName, c, a.wm, clock.RealClock{})
+		a.reports.announced = a.announce.all
+		a.announce.onChange = a.reports.announcedChanged
 	}
 	return a, nil
 }

@@ -44,8 +44,10 @@ type announcer struct {
 	node    string
 	out     Announcers
 	requeue func(types.NamespacedName)
-	kick    chan struct{}
-	gauge   *prometheus.GaugeVec
+	// onChange, if set, is told when what the node announces changed.
+	onChange func()
+	kick     chan struct{}
+	gauge    *prometheus.GaugeVec
 
 	mu     sync.Mutex
 	groups map[types.NamespacedName]*announced
@@ -143,6 +145,23 @@ func (a *announcer) statusOf(key types.NamespacedName) []lvsv1.AnnouncedAddress 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.status[key]
+}
+
+// all is every address this node announces, and how, sorted.
+func (a *announcer) all() []lvsv1.AnnouncedAddress {
+	if !a.enabled() {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []lvsv1.AnnouncedAddress
+	for _, addr := range a.bgp {
+		out = append(out, lvsv1.AnnouncedAddress{Address: addr.String(), Mode: lvsv1.AnnounceBGP})
+	}
+	for _, addr := range a.l2 {
+		out = append(out, lvsv1.AnnouncedAddress{Address: addr.String(), Mode: lvsv1.AnnounceLayer2})
+	}
+	return out
 }
 
 // compute returns the addresses to announce each way and every group's
@@ -282,6 +301,9 @@ func (a *announcer) apply(ctx context.Context) error {
 	a.mu.Lock()
 	a.bgp, a.l2, a.status, a.synced = bgp, l2, status, true
 	a.mu.Unlock()
+	if !same && a.onChange != nil {
+		a.onChange()
+	}
 	for _, key := range changed {
 		a.requeue(key)
 	}

@@ -32,6 +32,8 @@ type nodeReporter struct {
 	clock        clock.Clock
 	prompt, idle time.Duration
 	kick         chan struct{}
+	// announced lists what the node announces (nil: nothing).
+	announced func() []lvsv1.AnnouncedAddress
 
 	mu         sync.Mutex
 	failed     map[types.NamespacedName]lvsv1.NodeReportFailure
@@ -72,6 +74,14 @@ func (r *nodeReporter) outcome(key types.NamespacedName, generation int64, selec
 	r.poke()
 }
 
+// announcedChanged is the announcer's callback.
+func (r *nodeReporter) announcedChanged() {
+	r.mu.Lock()
+	r.urgent = true
+	r.mu.Unlock()
+	r.poke()
+}
+
 // removed forgets a deleted VirtualService.
 func (r *nodeReporter) removed(key types.NamespacedName) {
 	r.mu.Lock()
@@ -104,6 +114,11 @@ func (r *nodeReporter) status() lvsv1.NodeReportStatus {
 	for _, k := range keys[:min(len(keys), lvsv1.MaxReportedFailures)] {
 		st.Failed = append(st.Failed, r.failed[k])
 	}
+	if r.announced != nil {
+		an := r.announced()
+		st.AnnouncedCount = int32(len(an))
+		st.Announced = an[:min(len(an), lvsv1.MaxReportedAnnounced)]
+	}
 	return st
 }
 
@@ -122,12 +137,17 @@ func (r *nodeReporter) write(ctx context.Context) (bool, error) {
 	for i, f := range st.Failed {
 		failed[i] = map[string]any{"namespace": f.Namespace, "name": f.Name, "generation": f.Generation, "message": f.Message}
 	}
+	announced := make([]any, len(st.Announced))
+	for i, x := range st.Announced {
+		announced[i] = map[string]any{"address": x.Address, "mode": string(x.Mode)}
+	}
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": lvsv1.GroupVersion.String(), "kind": "NodeReport",
 		"metadata": map[string]any{"name": r.node},
 		"status": map[string]any{
 			"resourceVersion": st.ResourceVersion, "virtualServices": int64(st.VirtualServices),
 			"failed": failed, "failedCount": int64(st.FailedCount),
+			"announced": announced, "announcedCount": int64(st.AnnouncedCount),
 			"updateTime": r.clock.Now().UTC().Format(time.RFC3339),
 		},
 	}}

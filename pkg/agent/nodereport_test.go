@@ -43,8 +43,14 @@ func TestNodeReporterWrites(t *testing.T) {
 		t.Fatalf("an unchanged report was written again: %v %v", wrote, err)
 	}
 	r.outcome(b, 6, true, nil)
+	r.announced = func() []lvsv1.AnnouncedAddress {
+		return []lvsv1.AnnouncedAddress{{Address: "10.96.0.10", Mode: lvsv1.AnnounceBGP}, {Address: "10.96.0.10", Mode: lvsv1.AnnounceLayer2}}
+	}
 	if wrote, err := r.write(ctx); err != nil || !wrote {
 		t.Fatalf("after b was fixed: %v %v", wrote, err)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Name: "node-1"}, &got); err != nil || got.Status.AnnouncedCount != 2 || len(got.Status.Announced) != 2 {
+		t.Fatalf("announced in the report: %+v %v", got.Status, err)
 	}
 	if err := c.Get(ctx, client.ObjectKey{Name: "node-1"}, &got); err != nil || got.Status.FailedCount != 0 || got.Status.VirtualServices != 2 {
 		t.Fatalf("report %+v %v", got.Status, err)

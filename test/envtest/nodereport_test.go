@@ -42,10 +42,9 @@ func TestControllerFoldsNodeReportObjects(t *testing.T) {
 		r := &lvsv1.NodeReport{ObjectMeta: metav1.ObjectMeta{Name: node}}
 		err := k8s.Get(ctx, client.ObjectKeyFromObject(r), r)
 		r.Status = lvsv1.NodeReportStatus{ResourceVersion: watermark, Failed: failed, FailedCount: int32(len(failed)), VirtualServices: 1}
-		switch {
-		case err == nil:
+		if err == nil {
 			err = k8s.Update(ctx, r)
-		default:
+		} else {
 			err = k8s.Create(ctx, r)
 		}
 		if err != nil {
