@@ -20,44 +20,44 @@ import (
 
 // syncShared writes the VIPs and ipset members that all groups together
 // want, if they changed (or always, when force is set: the writers then
-// compare with the kernel).
+// compare with the kernel). What all groups want is kept as they change
+// (sharedState), so this costs nothing per other group; comparing with
+// what was last written is free when it is the same slice, which it is
+// after a write of it.
 func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 	if !force && !s.sharedDirty {
 		s.metrics.setProgrammed(len(s.services), s.realCount())
 		return nil
 	}
-	vipSet := map[netip.Addr]bool{}
-	for _, g := range s.groups {
-		for _, v := range g.vips {
-			vipSet[v] = true
-		}
-	}
-	m := s.mergedMembers(types.NamespacedName{}, nil)
-	vips := make([]netip.Addr, 0, len(vipSet))
-	for v := range vipSet {
-		vips = append(vips, v)
-	}
-	slices.SortFunc(vips, netip.Addr.Compare)
+	vips, m := s.sh.vips, s.sh.members
 	// VIPs before members: a VIP that goes away stops taking traffic
 	// before its sourceRanges are lifted (tighten put new restrictions in
 	// place before anything was added).
 	var errs []error
-	if force || !slices.Equal(vips, s.vips) {
+	if force || !sameAddrs(vips, s.vips) {
+		s.sharedMu.Lock()
+		s.sharedGen++
 		err := s.k.VIPs.SyncAddresses(ctx, vips)
+		if err == nil {
+			s.vips = vips
+		}
+		s.sharedMu.Unlock()
 		s.metrics.op("vip", "sync", err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("VIPs: %w", err))
-		} else {
-			s.vips = vips
 		}
 	}
-	if force || !membersEqual(m, s.members) {
+	if force || !sameMembers(m, s.members) {
+		s.sharedMu.Lock()
+		s.sharedGen++
 		err := s.k.Netfilter.SyncMembers(ctx, m)
+		if err == nil {
+			s.members = m
+		}
+		s.sharedMu.Unlock()
 		s.metrics.op("ipset", "sync", err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ipset members: %w", err))
-		} else {
-			s.members = m
 		}
 	}
 	if len(errs) == 0 {
@@ -89,47 +89,303 @@ func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 // itself after the VIPs. Until the first full sync has compared the shared
 // state with the kernel, what the ipsets hold is not known here and next
 // is written as it is.
-func (s *Syncer) tighten(ctx context.Context, next netfilter.Members) error {
+func (s *Syncer) tighten(ctx context.Context, next netfilter.Members, d *memberDelta) error {
 	pre := next
 	if s.sharedChecked {
 		cur := s.members
-		pre = netfilter.Members{
-			Masquerade: union(cur.Masquerade, next.Masquerade),
-			Restricted: union(cur.Restricted, next.Restricted),
-			Allowed:    union(next.Allowed, lifted(cur, next)),
-			Hairpin:    union(cur.Hairpin, next.Hairpin),
-		}
-		if membersEqual(pre, cur) {
-			return nil
+		if d != nil && sameMembers(cur, s.sh.members) {
+			// What the ipsets hold is what the groups wanted before this
+			// change, and d turns that into next: the same sets as below,
+			// from the change alone. Masquerade, restricted and hairpin
+			// entries: cur and what d adds. Allowed: cur and what d adds,
+			// less what d removes of a VIP:port next still restricts
+			// (lifted keeps the ranges of one it no longer restricts).
+			var drop []ipset.Entry
+			for _, a := range d.del[listAllowed] {
+				k := ipset.Entry{IP: a.IP, Protocol: a.Protocol, Port: a.Port}
+				if _, found := slices.BinarySearchFunc(next.Restricted, k, ipset.Entry.Compare); found {
+					drop = append(drop, a)
+				}
+			}
+			if d.none(false) && len(drop) == 0 {
+				return nil
+			}
+			pick := func(l int, cur, next []ipset.Entry, del []ipset.Entry) []ipset.Entry {
+				if len(d.del[l]) == len(del) {
+					return next // the same set: share it, so that syncShared finds it written
+				}
+				return patch(cur, d.add[l], del, ipset.Entry.Compare)
+			}
+			pre = netfilter.Members{
+				Masquerade: pick(listMasquerade, cur.Masquerade, next.Masquerade, nil),
+				Restricted: pick(listRestricted, cur.Restricted, next.Restricted, nil),
+				Allowed:    pick(listAllowed, cur.Allowed, next.Allowed, drop),
+				Hairpin:    pick(listHairpin, cur.Hairpin, next.Hairpin, nil),
+			}
+		} else {
+			pre = netfilter.Members{
+				Masquerade: union(cur.Masquerade, next.Masquerade),
+				Restricted: union(cur.Restricted, next.Restricted),
+				Allowed:    union(next.Allowed, lifted(cur, next)),
+				Hairpin:    union(cur.Hairpin, next.Hairpin),
+			}
+			if membersEqual(pre, cur) {
+				return nil
+			}
 		}
 	}
+	s.sharedMu.Lock()
+	s.sharedGen++
 	err := s.k.Netfilter.SyncMembers(ctx, pre)
+	if err == nil {
+		s.members = pre
+	}
+	s.sharedMu.Unlock()
 	s.metrics.op("ipset", "sync", err)
 	if err != nil {
 		// Nothing of the change is written: adding a virtual server
 		// without its restriction would open it to every source.
 		return fmt.Errorf("ipset members, before the virtual servers: %w", err)
 	}
-	s.members = pre
 	if !s.sharedChecked {
 		s.sharedDirty = true // syncShared(ctx, force) still checks them all
 	}
 	return nil
 }
 
-// mergedMembers returns the members of every group, sorted and without
-// duplicates, with the group named skip left out and extra added.
-func (s *Syncer) mergedMembers(skip types.NamespacedName, extra *netfilter.Members) netfilter.Members {
-	var m netfilter.Members
-	for name, g := range s.groups {
-		if name != skip {
-			m = appendMembers(m, g.members)
+// The four member lists, as indexes.
+const (
+	listMasquerade = iota
+	listRestricted
+	listAllowed
+	listHairpin
+	nLists
+)
+
+func lists(m *netfilter.Members) [nLists]*[]ipset.Entry {
+	return [nLists]*[]ipset.Entry{&m.Masquerade, &m.Restricted, &m.Allowed, &m.Hairpin}
+}
+
+// sharedState is what all groups together want of the shared state, kept
+// as groups change rather than merged from every group on each change: a
+// count of the groups that want each VIP and each ipset member, and the
+// sorted lists of those wanted (what syncShared writes). A group's change
+// costs the difference between its old and its new VIPs and members, plus
+// one copy of a list that changes (the interfaces take the whole set). The
+// lists are never changed in place: a change makes new ones, so a list
+// handed to a writer, or remembered as written, stays as it was.
+type sharedState struct {
+	vipRefs    map[netip.Addr]int
+	memberRefs [nLists]map[ipset.Entry]int
+	vips       []netip.Addr
+	members    netfilter.Members
+	// memo is the members a group's change was computed to give before
+	// its IPVS writes (for tighten), reused when the change is recorded.
+	memo struct {
+		from, to, base, result netfilter.Members
+		ok                     bool
+	}
+}
+
+func newSharedState() sharedState {
+	sh := sharedState{vipRefs: map[netip.Addr]int{}}
+	for l := range sh.memberRefs {
+		sh.memberRefs[l] = map[ipset.Entry]int{}
+	}
+	return sh
+}
+
+// memberDelta is how the wanted members change: entries no group wanted
+// before (add) and entries no group wants any more (del), each sorted.
+type memberDelta struct {
+	add, del [nLists][]ipset.Entry
+}
+
+// none reports whether d adds nothing (and, with dels, removes nothing).
+func (d *memberDelta) none(dels bool) bool {
+	for l := range nLists {
+		if len(d.add[l]) > 0 || dels && len(d.del[l]) > 0 {
+			return false
 		}
 	}
-	if extra != nil {
-		m = appendMembers(m, *extra)
+	return true
+}
+
+// membersDelta returns how the wanted members change when a group that
+// wanted from wants to instead.
+func (sh *sharedState) membersDelta(from, to netfilter.Members) memberDelta {
+	var d memberDelta
+	fl, tl := lists(&from), lists(&to)
+	for l := range nLists {
+		plus, minus := diffSorted(distinct(*fl[l], ipset.Entry.Compare), distinct(*tl[l], ipset.Entry.Compare), ipset.Entry.Compare)
+		refs := sh.memberRefs[l]
+		for _, e := range plus {
+			if refs[e] == 0 {
+				d.add[l] = append(d.add[l], e)
+			}
+		}
+		for _, e := range minus {
+			if refs[e] == 1 {
+				d.del[l] = append(d.del[l], e)
+			}
+		}
 	}
-	return sortMembers(m)
+	return d
+}
+
+// membersAfter returns the wanted members after the change d.
+func (sh *sharedState) membersAfter(d *memberDelta) netfilter.Members {
+	m := sh.members
+	ml := lists(&m)
+	for l := range nLists {
+		*ml[l] = patch(*ml[l], d.add[l], d.del[l], ipset.Entry.Compare)
+	}
+	return m
+}
+
+// nextMembers returns what the groups will want once the group that wants
+// from wants to, and how that differs from what they want now; the result
+// is remembered for setGroup.
+func (sh *sharedState) nextMembers(from, to netfilter.Members) (netfilter.Members, memberDelta) {
+	d := sh.membersDelta(from, to)
+	next := sh.membersAfter(&d)
+	sh.memo.from, sh.memo.to, sh.memo.base, sh.memo.result, sh.memo.ok = from, to, sh.members, next, true
+	return next, d
+}
+
+// setGroup records what a group now contributes (nil: nothing) and brings
+// the shared state's counts and lists up to date with its difference.
+func (s *Syncer) setGroup(name types.NamespacedName, g *group) {
+	var from, to group
+	if prev := s.groups[name]; prev != nil {
+		from = *prev
+	}
+	if g != nil {
+		to = *g
+		s.groups[name] = g
+	} else {
+		delete(s.groups, name)
+	}
+	sh := &s.sh
+	// VIPs.
+	plus, minus := diffSorted(distinct(from.vips, netip.Addr.Compare), distinct(to.vips, netip.Addr.Compare), netip.Addr.Compare)
+	var vadd, vdel []netip.Addr
+	for _, v := range plus {
+		if sh.vipRefs[v]++; sh.vipRefs[v] == 1 {
+			vadd = append(vadd, v)
+		}
+	}
+	for _, v := range minus {
+		if sh.vipRefs[v]--; sh.vipRefs[v] == 0 {
+			delete(sh.vipRefs, v)
+			vdel = append(vdel, v)
+		}
+	}
+	sh.vips = patch(sh.vips, vadd, vdel, netip.Addr.Compare)
+	// Members: as computed for tighten, unless the group changed otherwise.
+	next := sh.memo.result
+	if !sh.memo.ok || !sameMembers(sh.memo.from, from.members) || !sameMembers(sh.memo.to, to.members) || !sameMembers(sh.memo.base, sh.members) {
+		d := sh.membersDelta(from.members, to.members)
+		next = sh.membersAfter(&d)
+	}
+	sh.memo.ok = false
+	sh.memo.from, sh.memo.to, sh.memo.base, sh.memo.result = netfilter.Members{}, netfilter.Members{}, netfilter.Members{}, netfilter.Members{}
+	fl, tl := lists(&from.members), lists(&to.members)
+	for l := range nLists {
+		refs := sh.memberRefs[l]
+		plus, minus := diffSorted(distinct(*fl[l], ipset.Entry.Compare), distinct(*tl[l], ipset.Entry.Compare), ipset.Entry.Compare)
+		for _, e := range plus {
+			refs[e]++
+		}
+		for _, e := range minus {
+			if refs[e]--; refs[e] == 0 {
+				delete(refs, e)
+			}
+		}
+	}
+	sh.members = next
+}
+
+// distinct returns a sorted copy of a group's list without duplicates (the
+// list itself is the caller's and stays as it is).
+func distinct[T any](xs []T, cmp func(a, b T) int) []T {
+	if len(xs) == 0 {
+		return nil
+	}
+	out := slices.Clone(xs)
+	slices.SortFunc(out, cmp)
+	return slices.CompactFunc(out, func(a, b T) bool { return cmp(a, b) == 0 })
+}
+
+// diffSorted returns what b has that a has not, and what a has that b has
+// not; both sorted and without duplicates.
+func diffSorted[T any](a, b []T, cmp func(a, b T) int) (plus, minus []T) {
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || i < len(a) && cmp(a[i], b[j]) < 0:
+			minus = append(minus, a[i])
+			i++
+		case i == len(a) || cmp(a[i], b[j]) > 0:
+			plus = append(plus, b[j])
+			j++
+		default:
+			i, j = i+1, j+1
+		}
+	}
+	return plus, minus
+}
+
+// patch returns base, sorted, with add inserted and del removed (both
+// sorted; add holds nothing of base, del only what base holds). base is
+// returned as it is when neither changes it, else a new list: one copy,
+// the elements in between moved in blocks.
+func patch[T any](base, add, del []T, cmp func(a, b T) int) []T {
+	if len(add) == 0 && len(del) == 0 {
+		return base
+	}
+	out := make([]T, 0, len(base)+len(add))
+	i := 0
+	for len(add) > 0 || len(del) > 0 {
+		isAdd := len(del) == 0 || len(add) > 0 && cmp(add[0], del[0]) < 0
+		var e T
+		if isAdd {
+			e, add = add[0], add[1:]
+		} else {
+			e, del = del[0], del[1:]
+		}
+		j, found := slices.BinarySearchFunc(base[i:], e, cmp)
+		out = append(out, base[i:i+j]...)
+		i += j
+		switch {
+		case isAdd && !found:
+			out = append(out, e)
+		case !isAdd && found:
+			i++
+		}
+	}
+	return append(out, base[i:]...)
+}
+
+// sameAddrs and sameMembers compare lists, at no cost when they are the
+// same slices (what was written is the wanted list itself, shared).
+func sameAddrs(a, b []netip.Addr) bool {
+	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
+		return true
+	}
+	return slices.Equal(a, b)
+}
+
+func sameEntries(a, b []ipset.Entry) bool {
+	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
+		return true
+	}
+	return slices.Equal(a, b)
+}
+
+func sameMembers(a, b netfilter.Members) bool {
+	return sameEntries(a.Masquerade, b.Masquerade) && sameEntries(a.Restricted, b.Restricted) && sameEntries(a.Allowed, b.Allowed) &&
+		sameEntries(a.Hairpin, b.Hairpin)
 }
 
 func appendMembers(m, o netfilter.Members) netfilter.Members {

@@ -63,6 +63,18 @@ type Syncer struct {
 	groups   map[types.NamespacedName]*group
 	vips     []netip.Addr      // on kubelvs0, as last written
 	members  netfilter.Members // in the ipsets, as last written
+	// sharedMu is held, under mu, around each write of the VIPs and
+	// members and the update of vips, members and sharedGen (which mu
+	// also guards), so that Verify can have the members compared by
+	// their writer without mu (verifyShared).
+	sharedMu sync.Mutex
+	// sh is what all groups together want of the VIPs and members, kept
+	// as they change (setGroup).
+	sh sharedState
+	// sharedGen counts the writes of the VIPs and members (and Adopt's
+	// reading of the VIPs), so that Verify can tell whether what it read
+	// of them without the lock is still what the kernel holds.
+	sharedGen uint64
 	// epoch counts the locked operations that may write IPVS, so that
 	// Verify can tell whether a listing it took without the lock is still
 	// what the kernel holds.
@@ -171,6 +183,7 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 		groups:      map[types.NamespacedName]*group{},
 		drainSet:    map[ipvs.Key]*service{},
 		held:        map[types.NamespacedName]bool{},
+		sh:          newSharedState(),
 		sharedDirty: true,
 	}
 }
@@ -214,7 +227,10 @@ func (s *Syncer) Adopt(ctx context.Context) error {
 		s.services[k] = svc
 		s.recount(k, svc, true)
 	}
+	s.sharedMu.Lock()
 	s.vips = vips
+	s.sharedGen++
+	s.sharedMu.Unlock()
 	return nil
 }
 
@@ -252,7 +268,14 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 	s.epoch++
 	start := s.clock.Now()
 	if prev := s.groups[g.Name]; prev == nil || !membersEqual(prev.members, g.Members) {
-		if err := s.tighten(ctx, s.mergedMembers(g.Name, &g.Members)); err != nil {
+		// What the groups want once this one is synced: from what they
+		// want now and this group's difference alone.
+		var from netfilter.Members
+		if prev != nil {
+			from = prev.members
+		}
+		next, d := s.sh.nextMembers(from, g.Members)
+		if err := s.tighten(ctx, next, &d); err != nil {
 			s.metrics.observeSync("group", s.clock.Since(start), err)
 			return Result{Draining: s.drainingOf(g.Name)}, err
 		}
@@ -331,7 +354,7 @@ func (s *Syncer) SyncAll(ctx context.Context, groups []desired.Group) (Result, e
 		if kg := s.groups[keptGroup]; kg != nil && unknownHold {
 			next = appendMembers(next, kg.members)
 		}
-		if err := s.tighten(ctx, sortMembers(next)); err != nil {
+		if err := s.tighten(ctx, sortMembers(next), nil); err != nil {
 			s.metrics.observeSync("full", s.clock.Since(start), err)
 			return Result{Draining: s.drainingLocked()}, err
 		}
@@ -421,9 +444,9 @@ func (s *Syncer) keep(ctx context.Context, claimed map[ipvs.Key]bool) error {
 		}
 	}
 	if len(keys) == 0 {
-		delete(s.groups, keptGroup)
+		s.setGroup(keptGroup, nil)
 	} else {
-		s.groups[keptGroup] = &group{keys: keys, vips: vips, members: members}
+		s.setGroup(keptGroup, &group{keys: keys, vips: vips, members: members})
 	}
 	s.sharedDirty = true
 	return nil
@@ -517,9 +540,9 @@ func (s *Syncer) syncGroup(ctx context.Context, g desired.Group) (Result, error)
 		}
 	}
 	if len(keys) == 0 && len(g.VIPs) == 0 && len(g.Services) == 0 {
-		delete(s.groups, g.Name)
+		s.setGroup(g.Name, nil)
 	} else {
-		s.groups[g.Name] = &group{keys: keys, vips: g.VIPs, members: g.Members}
+		s.setGroup(g.Name, &group{keys: keys, vips: g.VIPs, members: g.Members})
 	}
 	res.Draining = s.drainingOf(g.Name)
 	return res, errors.Join(errs...)

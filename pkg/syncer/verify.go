@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 )
@@ -12,9 +14,10 @@ import (
 // drift: a virtual or real server deleted or changed by hand comes back.
 // It costs one dump of the virtual servers plus one listing per owned
 // virtual server, so it runs on the slow periodic resync only, and it
-// takes the syncer's lock one virtual server at a time and reads the VIPs
-// and ipsets without it: changes keep flowing while it walks thousands of
-// them. It returns the number of repairs.
+// takes the syncer's lock one virtual server at a time and reads and
+// compares the VIPs and ipsets without it (verifyShared): changes keep
+// flowing while it walks thousands of them. It returns the number of
+// repairs.
 func (s *Syncer) Verify(ctx context.Context) (int, error) {
 	all, err := s.k.IPVS.ListVirtualServers(ctx)
 	if err != nil {
@@ -48,11 +51,9 @@ func (s *Syncer) Verify(ctx context.Context) (int, error) {
 	if _, err := s.k.Netfilter.SyncRules(ctx, true); err != nil {
 		errs = append(errs, fmt.Errorf("verify netfilter rules: %w", err))
 	}
-	// With it, the shared state is compared with those records, which
-	// the writers keep true across concurrent changes.
+	errs = append(errs, s.verifyShared(ctx))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	errs = append(errs, s.syncShared(ctx, true))
 	if s.k.ReleaseStale != nil {
 		// Records of virtual servers that a failed add or delete left
 		// behind; the ones the syncer programs stay.
@@ -174,4 +175,83 @@ func (s *Syncer) verifyOne(ctx context.Context, k ipvs.Key, inKernel map[ipvs.Ke
 	}
 	s.recount(k, svc, true)
 	return repairs, errors.Join(errs...)
+}
+
+// verifyShared compares the VIPs on kubelvs0 and the ipset members with
+// what the syncer last wrote, and repairs them, without the syncer's lock
+// for the comparison:
+//
+//   - the VIPs are listed and compared with a snapshot taken under the
+//     lock (the written list is never changed in place, so the snapshot is
+//     its slice header and a generation, sharedGen); the lock is taken
+//     again only on a difference, to rewrite them if nothing wrote them
+//     meanwhile (else the listing is taken again, three times at most), so
+//     a change made meanwhile is never undone;
+//   - the members are compared by their writer, against what it read from
+//     the kernel in the forced SyncRules just before: SyncMembers with what
+//     the syncer last wrote, under sharedMu, which keeps the syncer's own
+//     member writes out meanwhile but not the syncer's lock: a change of
+//     real servers never waits for it, and one that writes members waits
+//     for that one diff, not for Verify.
+//
+// Before the first full sync, or after a failed write (the syncer does not
+// know what the kernel holds), the writers compare both under the lock,
+// with what the groups want.
+func (s *Syncer) verifyShared(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.sharedChecked || s.sharedDirty {
+		defer s.mu.Unlock()
+		return s.syncShared(ctx, true)
+	}
+	s.mu.Unlock()
+	var errs []error
+	vipsOK := false
+	for range 3 {
+		s.mu.Lock()
+		gen, vips := s.sharedGen, s.vips
+		s.mu.Unlock()
+		have, err := s.k.VIPs.ListAddresses(ctx)
+		if err == nil && slices.Equal(distinct(have, netip.Addr.Compare), distinct(vips, netip.Addr.Compare)) {
+			vipsOK = true
+			break
+		}
+		s.mu.Lock()
+		if s.sharedGen != gen {
+			s.mu.Unlock()
+			continue // written meanwhile: what was read may be the change
+		}
+		// Drift, or kubelvs0 could not be read: rewrite what was
+		// written (its writer compares with kubelvs0 as EnsureDevice
+		// read it).
+		errs = append(errs, s.writeVIPs(ctx, s.vips))
+		s.mu.Unlock()
+		vipsOK = true
+		break
+	}
+	if !vipsOK {
+		s.mu.Lock()
+		errs = append(errs, s.writeVIPs(ctx, s.vips))
+		s.mu.Unlock()
+	}
+	s.sharedMu.Lock()
+	defer s.sharedMu.Unlock()
+	err := s.k.Netfilter.SyncMembers(ctx, s.members)
+	s.metrics.op("ipset", "sync", err)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("ipset members: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// writeVIPs rewrites the VIPs as last written; s.mu is held.
+func (s *Syncer) writeVIPs(ctx context.Context, vips []netip.Addr) error {
+	s.sharedMu.Lock()
+	defer s.sharedMu.Unlock()
+	s.sharedGen++
+	err := s.k.VIPs.SyncAddresses(ctx, vips)
+	s.metrics.op("vip", "sync", err)
+	if err != nil {
+		return fmt.Errorf("VIPs: %w", err)
+	}
+	return nil
 }
