@@ -192,7 +192,10 @@ func selectsNode(sel map[string]lvsv1.LabelValue, labels map[string]string) bool
 }
 
 // waiting maps a NodeReport's change to the VirtualServices that wait for
-// nodes (Programmed not True) and those the report lists as failed.
+// nodes (Programmed not True) and those the report lists as failed (it is
+// called with the report before and after the change, so a failure that
+// cleared is seen too). A report created or deleted requeues every
+// VirtualService instead (everyVirtualService).
 func (r *VirtualServiceReconciler) waiting(ctx context.Context, obj client.Object) []reconcile.Request {
 	rep, _ := obj.(*lvsv1.NodeReport)
 	listed := map[types.NamespacedName]bool{}

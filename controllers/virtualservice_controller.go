@@ -246,7 +246,16 @@ func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctr
 			})).
 		// A node's report: the VirtualServices waiting for nodes, and
 		// those it lists as failed.
-		Watches(&lvsv1.NodeReport{}, handler.EnqueueRequestsFromMapFunc(r.waiting)).
+		Watches(&lvsv1.NodeReport{}, handler.EnqueueRequestsFromMapFunc(r.waiting),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc: func(event.CreateEvent) bool { return false },
+				DeleteFunc: func(event.DeleteEvent) bool { return false },
+			})).
+		// A node that starts or stops reporting changes every count.
+		Watches(&lvsv1.NodeReport{}, handler.EnqueueRequestsFromMapFunc(r.everyVirtualService),
+			builder.WithPredicates(predicate.Funcs{
+				UpdateFunc: func(event.UpdateEvent) bool { return false },
+			})).
 		// Their backend counts, for the nodes that report in NodeReports.
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(r.sliceUsers)).
 		// Pools decide which addresses every VirtualService may bind.

@@ -109,3 +109,43 @@ func TestControllerFoldsNodeReportObjects(t *testing.T) {
 	report("report-a", synced())
 	waitCondition(t, key, lvsv1.ConditionProgrammed, metav1.ConditionTrue, "Programmed")
 }
+
+// A node that starts reporting after a VirtualService was Programmed on
+// the others changes its count, and a node behind makes it Pending again.
+func TestANodeThatStartsReportingCounts(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "ctrl-late")
+	spec := validSpec()
+	spec.Addresses = []lvsv1.IPAddress{"10.96.0.15"}
+	vs := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: spec}
+	if err := k8s.Create(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(vs)
+	waitCondition(t, key, lvsv1.ConditionAccepted, metav1.ConditionTrue, "Accepted")
+	for _, n := range []string{"late-a", "late-b"} {
+		node(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}})
+	}
+	create := func(name, watermark string) {
+		t.Helper()
+		r := &lvsv1.NodeReport{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: lvsv1.NodeReportStatus{ResourceVersion: watermark}}
+		if err := k8s.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), r) })
+	}
+	var cur lvsv1.VirtualService
+	if err := k8s.Get(ctx, key, &cur); err != nil {
+		t.Fatal(err)
+	}
+	create("late-a", cur.ResourceVersion)
+	c := waitCondition(t, key, lvsv1.ConditionProgrammed, metav1.ConditionTrue, "Programmed")
+	if m := meta.FindStatusCondition(c.Status.Conditions, lvsv1.ConditionProgrammed).Message; !strings.Contains(m, "on 1 nodes") {
+		t.Fatalf("Programmed says %q", m)
+	}
+	create("late-b", "1")
+	p := waitCondition(t, key, lvsv1.ConditionProgrammed, metav1.ConditionFalse, "Pending")
+	if m := meta.FindStatusCondition(p.Status.Conditions, lvsv1.ConditionProgrammed).Message; !strings.Contains(m, "late-b") {
+		t.Fatalf("Pending says %q", m)
+	}
+}
