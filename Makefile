@@ -146,6 +146,17 @@ image: ## Build image archives of $(IMG), $(ECHO_IMG) and $(PAUSE_IMG) for `ctr 
 bench: test-bins ## Scale benchmarks in a guest kernel -> bench/results.json, bench/results.svg (see BENCHMARKS.md).
 	hack/bench.sh
 
+# The cluster-scale simulation of the agents' status reports (issue 15): one
+# kube-apiserver + etcd on the host, the controller and NODES agents (fake
+# kernels) in one process. Runs are merged into bench/cluster-results.json.
+NODES ?= 50,100,200
+CLUSTER_VS ?= 1000
+CLUSTER_CHANGES ?= 10
+.PHONY: bench-cluster
+bench-cluster: test-bins ## Status reports at cluster scale: NODES agents (default 50,100,200) in one process against one kube-apiserver -> bench/cluster-results.json, .svg.
+	KUBEBUILDER_ASSETS=$(TEST_BINS) go run ./bench/cluster -nodes $(NODES) -virtualservices $(CLUSTER_VS) \
+		-changes $(CLUSTER_CHANGES) -commit $$(git rev-parse --short HEAD)
+
 .PHONY: bench-agent
 bench-agent: test-bins ## EndpointSlice-to-kernel latency of the agent binary with 1,000 VirtualServices, in the guest.
 	hack/bench-agent.sh

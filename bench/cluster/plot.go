@@ -1,0 +1,139 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"html"
+	"math"
+	"os"
+	"slices"
+	"strings"
+)
+
+// plotFile draws the results at path into svg: per change, API requests
+// (left) and watch events delivered (right) against the number of nodes,
+// both on log scales, so that growth as N and as N² are straight lines of
+// slopes 1 and 2. Plain SVG text, in the style of bench/plot.
+func plotFile(path, svg string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if len(r.Records) == 0 {
+		return fmt.Errorf("%s: no records", path)
+	}
+	return os.WriteFile(svg, []byte(draw(r)), 0o644)
+}
+
+type series struct {
+	label, color, dash string
+	kind               string
+	value              func(record) float64
+}
+
+func draw(r results) string {
+	const w, h = 960, 440
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", w, h)
+	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
+	title := "Status reports at cluster scale, today's design (one status.nodes entry per node): cost of one change"
+	fmt.Fprintf(&sb, `<text x="%d" y="22" text-anchor="middle" font-size="14" font-weight="bold">%s</text>`+"\n", w/2, html.EscapeString(title))
+	sub := fmt.Sprintf("%d VirtualServices, %d endpoints each; kube-apiserver %s; %s, %d CPUs",
+		r.Records[0].VirtualServices, r.Records[0].Endpoints, strings.TrimPrefix(r.Machine.APIServer, "Kubernetes "), r.Machine.CPU, r.Machine.CPUs)
+	fmt.Fprintf(&sb, `<text x="%d" y="40" text-anchor="middle" fill="#555">%s</text>`+"\n", w/2, html.EscapeString(sub))
+
+	vsColor, sliceColor := "#762a83", "#1b7837"
+	panel(&sb, r.Records, 60, 70, 380, 300, "API requests per change", []series{
+		{"VirtualService change: writes", vsColor, "", kindVS, func(x record) float64 { return x.WritesPerChange }},
+		{"EndpointSlice change: writes", sliceColor, "", kindSlice, func(x record) float64 { return x.WritesPerChange }},
+		{"VirtualService change: reads", vsColor, "4,3", kindVS, func(x record) float64 { return x.ReadsPerChange }},
+		{"EndpointSlice change: reads", sliceColor, "4,3", kindSlice, func(x record) float64 { return x.ReadsPerChange }},
+	})
+	panel(&sb, r.Records, 540, 70, 380, 300, "watch events delivered per change", []series{
+		{"VirtualService change", vsColor, "", kindVS, func(x record) float64 { return x.EventsTotal }},
+		{"EndpointSlice change", sliceColor, "", kindSlice, func(x record) float64 { return x.EventsTotal }},
+	})
+	sb.WriteString("</svg>\n")
+	return sb.String()
+}
+
+// panel draws series on log-log axes at (x0, y0), size pw x ph.
+func panel(sb *strings.Builder, recs []record, x0, y0, pw, ph float64, title string, ss []series) {
+	var ns []float64
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, r := range recs {
+		ns = append(ns, float64(r.Nodes))
+		for _, s := range ss {
+			if r.Kind == s.kind {
+				if v := s.value(r); v > 0 {
+					lo, hi = min(lo, v), max(hi, v)
+				}
+			}
+		}
+	}
+	slices.Sort(ns)
+	ns = slices.Compact(ns)
+	if math.IsInf(lo, 1) {
+		lo, hi = 1, 10
+	}
+	nlo, nhi := math.Floor(math.Log10(ns[0]*0.8)*2)/2, math.Ceil(math.Log10(ns[len(ns)-1]*1.25)*2)/2
+	vlo, vhi := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
+	if vhi == vlo {
+		vhi++
+	}
+	px := func(n float64) float64 { return x0 + (math.Log10(n)-nlo)/(nhi-nlo)*pw }
+	py := func(v float64) float64 { return y0 + ph - (math.Log10(v)-vlo)/(vhi-vlo)*ph }
+
+	fmt.Fprintf(sb, `<text x="%.0f" y="%.0f" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x0+pw/2, y0-8, html.EscapeString(title))
+	fmt.Fprintf(sb, `<rect x="%.0f" y="%.0f" width="%.0f" height="%.0f" fill="none" stroke="#333"/>`+"\n", x0, y0, pw, ph)
+	for e := vlo; e <= vhi; e++ {
+		y := py(math.Pow(10, e))
+		fmt.Fprintf(sb, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#ddd"/>`+"\n", x0, y, x0+pw, y)
+		fmt.Fprintf(sb, `<text x="%.0f" y="%.1f" text-anchor="end">%s</text>`+"\n", x0-4, y+4, tick(math.Pow(10, e)))
+	}
+	for _, n := range ns {
+		x := px(n)
+		fmt.Fprintf(sb, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="#ddd"/>`+"\n", x, y0, x, y0+ph)
+		fmt.Fprintf(sb, `<text x="%.1f" y="%.0f" text-anchor="middle">%g</text>`+"\n", x, y0+ph+16, n)
+	}
+	fmt.Fprintf(sb, `<text x="%.0f" y="%.0f" text-anchor="middle">nodes (agents), log scale</text>`+"\n", x0+pw/2, y0+ph+34)
+	for i, s := range ss {
+		var pts []string
+		for _, r := range recs {
+			if r.Kind != s.kind {
+				continue
+			}
+			v := s.value(r)
+			if v <= 0 {
+				continue
+			}
+			x, y := px(float64(r.Nodes)), py(v)
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
+			fmt.Fprintf(sb, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"><title>%s, N=%d: %.1f</title></circle>`+"\n", x, y, s.color, html.EscapeString(s.label), r.Nodes, v)
+		}
+		dash := ""
+		if s.dash != "" {
+			dash = fmt.Sprintf(` stroke-dasharray="%s"`, s.dash)
+		}
+		if len(pts) > 1 {
+			fmt.Fprintf(sb, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"%s/>`+"\n", strings.Join(pts, " "), s.color, dash)
+		}
+		ly := y0 + 14 + float64(i)*16
+		fmt.Fprintf(sb, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="%s" stroke-width="2"%s/>`+"\n", x0+8, ly-4, x0+28, ly-4, s.color, dash)
+		fmt.Fprintf(sb, `<text x="%.0f" y="%.0f">%s</text>`+"\n", x0+32, ly, html.EscapeString(s.label))
+	}
+}
+
+func tick(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%gM", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%gk", v/1e3)
+	}
+	return fmt.Sprintf("%g", v)
+}
