@@ -112,7 +112,7 @@ func main() {
 		}
 		log.Printf("N=%d: wall time %s", n, wall.Round(time.Second))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("N=%d: %w", n, err))
+			errs = append(errs, fmt.Errorf("with %d nodes: %w", n, err))
 			if ctx.Err() != nil {
 				break
 			}
@@ -122,7 +122,8 @@ func main() {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
-		log.Fatal(err)
+		stop()
+		log.Fatal(err) //nolint:gocritic // stop has run
 	}
 }
 

@@ -28,7 +28,7 @@ const (
 
 // sample is what is read before and after each change.
 type sample struct {
-	requests map[string]float64 // "VERB resource[/subresource]"
+	requests map[string]float64 // "VERB resource[/subresource]", then the code unless 2xx
 	events   map[string]float64 // by resource
 	bytes    map[string]float64 // by resource
 	cpu      float64            // kube-apiserver's utime+stime, seconds
@@ -61,7 +61,11 @@ func (c *cluster) sample(ctx context.Context) (sample, error) {
 			if sub := labels["subresource"]; sub != "" {
 				res += "/" + sub
 			}
-			s.requests[labels["verb"]+" "+res] += v
+			key := labels["verb"] + " " + res
+			if code := labels["code"]; !strings.HasPrefix(code, "2") {
+				key += " " + code // refused or failed
+			}
+			s.requests[key] += v
 		case "apiserver_watch_events_total":
 			s.events[res] += v
 		case "apiserver_watch_events_sizes_sum":
@@ -87,14 +91,13 @@ func parseLine(l string) (name string, labels map[string]string, v float64, ok b
 	if l == "" || l[0] == '#' {
 		return "", nil, 0, false
 	}
-	open := strings.IndexByte(l, '{')
-	close := strings.LastIndexByte(l, '}')
-	if open < 0 || close < open {
+	open, end := strings.IndexByte(l, '{'), strings.LastIndexByte(l, '}')
+	if open < 0 || end < open {
 		return "", nil, 0, false
 	}
 	name = l[:open]
 	labels = map[string]string{}
-	rest := l[open+1 : close]
+	rest := l[open+1 : end]
 	for rest != "" {
 		k, after, found := strings.Cut(rest, `="`)
 		if !found {
@@ -107,7 +110,7 @@ func parseLine(l string) (name string, labels map[string]string, v float64, ok b
 		labels[k] = after[:end]
 		rest = strings.TrimPrefix(after[end+1:], ",")
 	}
-	f := strings.Fields(l[close+1:])
+	f := strings.Fields(l[end+1:])
 	if len(f) == 0 {
 		return "", nil, 0, false
 	}
@@ -338,16 +341,16 @@ func readStat(pid int) (procStat, error) {
 		return procStat{}, err
 	}
 	s := string(b)
-	open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || close < open {
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
 		return procStat{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
-	f := strings.Fields(s[close+1:])
+	f := strings.Fields(s[end+1:])
 	// f[0] is the state (field 3); ppid is field 4, utime 14, stime 15.
 	if len(f) < 13 {
 		return procStat{}, fmt.Errorf("/proc/%d/stat: too few fields", pid)
 	}
-	st := procStat{comm: s[open+1 : close]}
+	st := procStat{comm: s[open+1 : end]}
 	st.ppid, _ = strconv.Atoi(f[1])
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	stm, _ := strconv.ParseFloat(f[12], 64)

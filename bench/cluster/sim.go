@@ -107,7 +107,7 @@ func runOnce(parent context.Context, o options, n int) (recs []record, err error
 	}
 	boot := time.Now()
 	run("controller", func() error {
-		return roles.RunController(ctx, ownConnection(cfg, "controller"), roles.ControllerOptions{MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
+		return roles.RunController(ctx, ownConnection(cfg, "controller"), roles.ControllerOptions{MetricsBindAddress: "0", HealthProbeBindAddress: "0", SecondInProcess: true})
 	})
 	for i := range n {
 		name := nodeName(i)
