@@ -42,16 +42,22 @@ func draw(r results) string {
 	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
 	title := "Status reports at cluster scale, today's design (one status.nodes entry per node): cost of one change"
 	fmt.Fprintf(&sb, `<text x="%d" y="22" text-anchor="middle" font-size="14" font-weight="bold">%s</text>`+"\n", w/2, html.EscapeString(title))
-	sub := fmt.Sprintf("%d VirtualServices, %d endpoints each; kube-apiserver %s; %s, %d CPUs",
-		r.Records[0].VirtualServices, r.Records[0].Endpoints, strings.TrimPrefix(r.Machine.APIServer, "Kubernetes "), r.Machine.CPU, r.Machine.CPUs)
+	var runs []string
+	for _, x := range r.Records {
+		if x.Kind == kindVS {
+			runs = append(runs, fmt.Sprintf("%d nodes: %d", x.Nodes, x.VirtualServices))
+		}
+	}
+	sub := fmt.Sprintf("VirtualServices (%s), %d endpoints each; kube-apiserver %s; %s, %d CPUs",
+		strings.Join(runs, ", "), r.Records[0].Endpoints, strings.TrimPrefix(r.Machine.APIServer, "Kubernetes "), r.Machine.CPU, r.Machine.CPUs)
 	fmt.Fprintf(&sb, `<text x="%d" y="40" text-anchor="middle" fill="#555">%s</text>`+"\n", w/2, html.EscapeString(sub))
 
 	vsColor, sliceColor := "#762a83", "#1b7837"
 	panel(&sb, r.Records, 60, 70, 380, 300, "API requests per change", []series{
-		{"VirtualService change: writes", vsColor, "", kindVS, func(x record) float64 { return x.WritesPerChange }},
-		{"EndpointSlice change: writes", sliceColor, "", kindSlice, func(x record) float64 { return x.WritesPerChange }},
-		{"VirtualService change: reads", vsColor, "4,3", kindVS, func(x record) float64 { return x.ReadsPerChange }},
-		{"EndpointSlice change: reads", sliceColor, "4,3", kindSlice, func(x record) float64 { return x.ReadsPerChange }},
+		{"VirtualService change: write requests", vsColor, "", kindVS, func(x record) float64 { return x.WritesPerChange }},
+		{"EndpointSlice change: write requests", sliceColor, "", kindSlice, func(x record) float64 { return x.WritesPerChange }},
+		{"VirtualService change: read requests", vsColor, "4,3", kindVS, func(x record) float64 { return x.ReadsPerChange }},
+		{"EndpointSlice change: read requests", sliceColor, "4,3", kindSlice, func(x record) float64 { return x.ReadsPerChange }},
 	})
 	panel(&sb, r.Records, 540, 70, 380, 300, "watch events delivered per change", []series{
 		{"VirtualService change", vsColor, "", kindVS, func(x record) float64 { return x.EventsTotal }},
