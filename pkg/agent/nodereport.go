@@ -38,7 +38,6 @@ type nodeReporter struct {
 	mu         sync.Mutex
 	failed     map[types.NamespacedName]lvsv1.NodeReportFailure
 	programmed map[types.NamespacedName]bool
-	urgent     bool
 	written    string // the last report written, without its time
 }
 
@@ -55,32 +54,22 @@ func newNodeReporter(node string, c client.Client, w *watermark, clk clock.Clock
 func (r *nodeReporter) outcome(key types.NamespacedName, generation int64, selected bool, problems []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old, hadFailure := r.failed[key]
 	if len(problems) > 0 {
-		f := lvsv1.NodeReportFailure{Namespace: key.Namespace, Name: key.Name, Generation: generation,
+		r.failed[key] = lvsv1.NodeReportFailure{Namespace: key.Namespace, Name: key.Name, Generation: generation,
 			Message: truncate(strings.Join(problems, "; "), 512)}
-		r.failed[key] = f
-		r.urgent = r.urgent || !hadFailure || old != f
-	} else if hadFailure {
+	} else {
 		delete(r.failed, key)
-		r.urgent = true
 	}
 	if selected && len(problems) == 0 {
 		r.programmed[key] = true
 	} else {
 		delete(r.programmed, key)
 	}
-	r.urgent = true // a spec change was synced: the controller waits for it
-	r.poke()
+	r.poke() // a spec change was synced: the controller waits for it
 }
 
 // announcedChanged is the announcer's callback.
-func (r *nodeReporter) announcedChanged() {
-	r.mu.Lock()
-	r.urgent = true
-	r.mu.Unlock()
-	r.poke()
-}
+func (r *nodeReporter) announcedChanged() { r.poke() }
 
 // removed forgets a deleted VirtualService.
 func (r *nodeReporter) removed(key types.NamespacedName) {
@@ -88,7 +77,6 @@ func (r *nodeReporter) removed(key types.NamespacedName) {
 	defer r.mu.Unlock()
 	delete(r.failed, key)
 	delete(r.programmed, key)
-	r.urgent = true
 	r.poke()
 }
 
@@ -128,7 +116,6 @@ func (r *nodeReporter) write(ctx context.Context) (bool, error) {
 	key := fmt.Sprintf("%+v", st)
 	r.mu.Lock()
 	same := key == r.written
-	r.urgent = false
 	r.mu.Unlock()
 	if same {
 		return false, nil

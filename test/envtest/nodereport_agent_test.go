@@ -15,15 +15,7 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/agent"
-	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracktest"
-	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
-	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
-	"github.com/kubelvs/kubelvs/pkg/netfilter"
-	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
-	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
-	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
-	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
 
 // An agent with --node-reports reports through its NodeReport only: the
@@ -31,15 +23,7 @@ import (
 // and no entry of the node is written into the VirtualService.
 func TestAgentNodeReportsThroughTheController(t *testing.T) {
 	ctx := context.Background()
-	sets := ipsettest.NewFake()
-	own, err := ownership.NewSetRecords(ctx, sets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kernel := &syncer.Kernel{
-		IPVS: ownership.NewGuard(ipvstest.NewFake(), own), Owns: own.Owns, VIPs: netiftest.NewFake(),
-		Conntrack: conntracktest.NewFake(), Netfilter: netfiltertest.NewFake(netfilter.Config{}),
-	}
+	kernel := newFakeNode(t).k
 	const nodeName = "node-reporting"
 	node(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}})
 	actx, cancel := context.WithCancel(ctx)
@@ -105,17 +89,7 @@ func TestAgentNodeReportsThroughTheController(t *testing.T) {
 		t.Fatalf("report %+v", rep.Status)
 	}
 	// A new generation: Programmed again once the agent synced it.
-	eventually(t, 10*time.Second, "change the spec", func() error {
-		var cur lvsv1.VirtualService
-		if err := k8s.Get(ctx, key, &cur); err != nil {
-			return err
-		}
-		cur.Spec.Scheduler = lvsv1.SchedulerRoundRobin
-		if got.Spec.Scheduler == lvsv1.SchedulerRoundRobin {
-			cur.Spec.Scheduler = lvsv1.SchedulerWeightedRoundRobin
-		}
-		return k8s.Update(ctx, &cur)
-	})
+	toggleScheduler(t, key)
 	eventually(t, 20*time.Second, "generation 2 programmed", func() error {
 		c, cur, err := condition(t, key, lvsv1.ConditionProgrammed)
 		if err != nil {

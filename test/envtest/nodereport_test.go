@@ -91,17 +91,7 @@ func TestControllerFoldsNodeReportObjects(t *testing.T) {
 	}
 	waitCondition(t, key, lvsv1.ConditionProgrammed, metav1.ConditionTrue, "Programmed")
 	// A new generation waits for node-a's watermark to pass it.
-	eventually(t, 10*time.Second, "change the spec", func() error {
-		var cur lvsv1.VirtualService
-		if err := k8s.Get(ctx, key, &cur); err != nil {
-			return err
-		}
-		cur.Spec.Scheduler = lvsv1.SchedulerRoundRobin
-		if got.Spec.Scheduler == lvsv1.SchedulerRoundRobin {
-			cur.Spec.Scheduler = lvsv1.SchedulerWeightedRoundRobin
-		}
-		return k8s.Update(ctx, &cur)
-	})
+	toggleScheduler(t, key)
 	p := waitCondition(t, key, lvsv1.ConditionProgrammed, metav1.ConditionFalse, "Pending")
 	if p.Generation < 2 {
 		t.Fatalf("generation %d", p.Generation)
@@ -148,4 +138,22 @@ func TestANodeThatStartsReportingCounts(t *testing.T) {
 	if m := meta.FindStatusCondition(p.Status.Conditions, lvsv1.ConditionProgrammed).Message; !strings.Contains(m, "late-b") {
 		t.Fatalf("Pending says %q", m)
 	}
+}
+
+// toggleScheduler changes a VirtualService's scheduler (rr and wrr), so
+// that its generation moves on.
+func toggleScheduler(t *testing.T, key client.ObjectKey) {
+	t.Helper()
+	eventually(t, 10*time.Second, "change the spec", func() error {
+		var cur lvsv1.VirtualService
+		if err := k8s.Get(context.Background(), key, &cur); err != nil {
+			return err
+		}
+		if cur.Spec.Scheduler == lvsv1.SchedulerRoundRobin {
+			cur.Spec.Scheduler = lvsv1.SchedulerWeightedRoundRobin
+		} else {
+			cur.Spec.Scheduler = lvsv1.SchedulerRoundRobin
+		}
+		return k8s.Update(context.Background(), &cur)
+	})
 }
