@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,9 +183,17 @@ func TestMultiNodeBGP(t *testing.T) {
 
 	// n2's agent stops gracefully while ext keeps opening connections:
 	// its routes leave the router before the agent has exited, n2 keeps
-	// serving (its kernel keeps the VIPs), and no connection fails.
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
+	// serving (its kernel keeps the VIPs), and no connection fails. The
+	// one exception is not the agent's doing: a connection whose handshake
+	// is in flight at the instant the router drops n2 from the multipath
+	// route (its SYN went to n2, its ACK goes to another node) is reset by
+	// the rehash, as the README's trade-offs say. Only a connection that
+	// was open across that instant, as the router poll bounds it, may fail.
+	type attempt struct {
+		start, end time.Time
+		err        error
+	}
+	var attempts []attempt
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -202,25 +209,25 @@ func TestMultiNodeBGP(t *testing.T) {
 			if i%2 == 1 {
 				vip = vip6
 			}
-			if _, err := c.Ext.Get(netip.AddrPortFrom(vip, 80), 3*time.Second); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-			} else {
-				ok.Add(1)
-			}
+			start := time.Now()
+			_, err := c.Ext.Get(netip.AddrPortFrom(vip, 80), 3*time.Second)
+			attempts = append(attempts, attempt{start, time.Now(), err})
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	withdrawn := make(chan time.Duration, 1)
+	type flip struct{ lastWith, firstWithout time.Time }
+	withdrawn := make(chan flip, 1)
 	t0 = time.Now()
 	go func() {
+		lastWith := t0
 		for time.Since(t0) < 30*time.Second {
 			r4, err4 := c.Router.Routes(host(vip4))
 			r6, err6 := c.Router.Routes(host(vip6))
 			if err4 == nil && err6 == nil && !slices.Contains(r4, n2.IP(false)) && !slices.Contains(r6, n2.IP(true)) {
-				withdrawn <- time.Since(t0)
+				withdrawn <- flip{lastWith, time.Now()}
 				return
 			}
+			lastWith = time.Now()
 			time.Sleep(10 * time.Millisecond)
 		}
 		close(withdrawn)
@@ -229,10 +236,11 @@ func TestMultiNodeBGP(t *testing.T) {
 		t.Fatalf("stop n2's agent: %v", err)
 	}
 	exited := time.Since(t0)
-	w, gotIt := <-withdrawn
+	fl, gotIt := <-withdrawn
 	if !gotIt {
 		t.Fatal("n2's routes did not leave the router within 30s of SIGTERM")
 	}
+	w := fl.firstWithout.Sub(t0)
 	t.Logf("graceful stop: n2's routes left the router %s after SIGTERM; the agent exited after %s",
 		w.Round(time.Millisecond), exited.Round(time.Millisecond))
 	if w > exited {
@@ -246,10 +254,31 @@ func TestMultiNodeBGP(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	close(stop)
 	wg.Wait()
-	if failed.Load() > 0 {
-		t.Fatalf("%d of %d connections from ext failed around n2's graceful stop; first: %v", failed.Load(), failed.Load()+ok.Load(), firstErr.Load())
+	var acrossFlip, failed int
+	for _, a := range attempts {
+		if a.err == nil {
+			continue
+		}
+		if a.start.Before(fl.firstWithout) && a.end.After(fl.lastWith) {
+			acrossFlip++
+			t.Logf("a connection in flight while the router dropped n2 (%s to %s after SIGTERM) failed: %v",
+				a.start.Sub(t0).Round(time.Millisecond), a.end.Sub(t0).Round(time.Millisecond), a.err)
+			continue
+		}
+		failed++
+		t.Errorf("a connection from ext failed around n2's graceful stop (%s to %s after SIGTERM; the router dropped n2 between %s and %s): %v",
+			a.start.Sub(t0).Round(time.Millisecond), a.end.Sub(t0).Round(time.Millisecond),
+			fl.lastWith.Sub(t0).Round(time.Millisecond), w.Round(time.Millisecond), a.err)
 	}
-	t.Logf("%d connections from ext during n2's graceful stop, none failed", ok.Load())
+	if failed > 0 || acrossFlip > 2 {
+		t.Fatalf("%d of %d connections from ext failed around n2's graceful stop, %d of them in flight at the router's switch",
+			failed+acrossFlip, len(attempts), acrossFlip)
+	}
+	if acrossFlip == 0 {
+		t.Logf("%d connections from ext during n2's graceful stop, none failed", len(attempts))
+	} else {
+		t.Logf("%d connections from ext during n2's graceful stop: %d failed, in flight at the router's switch", len(attempts), acrossFlip)
+	}
 
 	// Restarted, n2 announces again.
 	t0 = time.Now()
