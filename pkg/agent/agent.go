@@ -23,8 +23,10 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
@@ -71,9 +73,13 @@ type Agent struct {
 	mgr    manager.Manager
 	syncer *syncer.Syncer
 	health *health.Manager
-	queue  workqueue.TypedRateLimitingInterface[types.NamespacedName]
-	ready  atomic.Bool
-	lat    *eventLatency
+	queue  priorityqueue.PriorityQueue[types.NamespacedName]
+	// programmed holds the VirtualServices the syncer has a group for:
+	// a change of one of those goes ahead of creates and of the agent's
+	// own work in the queue (urgent).
+	programmed sync.Map
+	ready      atomic.Bool
+	lat        *eventLatency
 
 	// Lookups kept by the event handlers (index.go): VirtualServices by
 	// the keys they claim and by the Service they point at, EndpointSlices
@@ -125,9 +131,7 @@ func newAgent(c client.Client, s *syncer.Syncer, hm *health.Manager, o Options) 
 	}
 	a := &Agent{
 		opts: o, client: c, syncer: s, health: hm,
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "kubelvs-agent"}),
+		queue:    newQueue(),
 		reported: map[types.NamespacedName]lvsv1.NodeStatus{},
 		lat:      newEventLatency(o.Metrics, clock.RealClock{}),
 		byKey:    newIndex(vsServiceKeys),
@@ -173,12 +177,41 @@ func (a *Agent) HealthChanged(group string) {
 	}
 }
 
+// urgent is the queue priority of a change to a VirtualService already
+// programmed; creates and the agent's own work (full syncs, drains,
+// retries) have priority 0.
+const urgent = 1
+
+// newQueue is the agent's work queue: de-duplicating, one worker per key
+// at a time, rate-limited retries like any controller's, and two
+// priorities, so that a single change never waits behind a burst of
+// creates (each O(N) in the syncer) or the requeue of every VirtualService.
+func newQueue() priorityqueue.PriorityQueue[types.NamespacedName] {
+	return priorityqueue.New("kubelvs-agent", func(o *priorityqueue.Opts[types.NamespacedName]) {
+		o.RateLimiter = workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName]()
+	})
+}
+
 // event queues a VirtualService because of a watch event (or a health
-// change), starting its event-to-kernel clock. Work the agent makes for
-// itself (full syncs, drains, retries) uses the queue directly.
+// change), starting its event-to-kernel clock: ahead of creates if the
+// kernel has it already. Work the agent makes for itself (full syncs,
+// drains, retries) uses the queue directly.
 func (a *Agent) event(key types.NamespacedName) {
+	a.eventAt(key, a.priority(key))
+}
+
+// priority is urgent for a VirtualService the kernel has, else 0.
+func (a *Agent) priority(key types.NamespacedName) int {
+	if _, ok := a.programmed.Load(key); ok {
+		return urgent
+	}
+	return 0
+}
+
+// eventAt is event at a given priority.
+func (a *Agent) eventAt(key types.NamespacedName, priority int) {
 	a.lat.seen(key)
-	a.queue.Add(key)
+	a.queue.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(priority)}, key)
 }
 
 // Ready is a readiness check: true once the first full sync is done.
@@ -335,6 +368,9 @@ func (a *Agent) fullSync(ctx context.Context, verify bool) error {
 	})
 	if _, err := a.syncer.SyncAll(ctx, groups); err != nil {
 		errs = append(errs, err)
+	}
+	for _, g := range groups {
+		a.programmed.Store(g.Name, struct{}{})
 	}
 	if verify {
 		if n, err := a.syncer.Verify(ctx); err != nil {

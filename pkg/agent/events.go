@@ -200,16 +200,23 @@ func (a *Agent) indexVS(old, cur any) {
 }
 
 // onVS queues a VirtualService and those that share one of its keys:
-// whoever shares a key may win or lose it now.
+// whoever shares a key may win or lose it now. They are queued behind it
+// at its priority, so that a VirtualService taking a key over is synced
+// before the one losing it (an in-place takeover, not a delete and a
+// create of the virtual server).
 func (a *Agent) onVS(obj any) {
 	vs, ok := obj.(*lvsv1.VirtualService)
 	if !ok {
 		return
 	}
-	a.event(types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name})
+	key := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
+	p := a.priority(key)
+	a.eventAt(key, p)
 	for _, k := range vs.ServiceKeys() {
 		for _, r := range a.byKey.lookup(k) {
-			a.event(r)
+			if r != key {
+				a.eventAt(r, p)
+			}
 		}
 	}
 }

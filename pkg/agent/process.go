@@ -62,6 +62,7 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 		}
 		a.forget(key)
 		a.announce.remove(key)
+		a.programmed.Delete(key)
 		_, err := a.syncer.RemoveGroup(ctx, key)
 		kernelDone(err)
 		if err == nil && a.syncer.Keeping() {
@@ -98,6 +99,7 @@ func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.V
 	}
 	res, syncErr := a.syncer.SyncGroup(ctx, g)
 	kernelDone(syncErr)
+	a.programmed.Store(key, struct{}{})
 	a.announce.set(key, g, node.Labels, syncErr)
 	if a.health != nil {
 		cfg := health.ConfigFrom(vs.Spec.HealthCheck)

@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -49,7 +48,7 @@ func TestQueueAllRetriesAFailedList(t *testing.T) {
 	var logMu sync.Mutex
 	log := funcr.New(func(prefix, args string) { logMu.Lock(); logs.WriteString(args + "\n"); logMu.Unlock() }, funcr.Options{})
 	a := &Agent{client: c, lat: newEventLatency(nil, clock.RealClock{}),
-		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName]())}
+		queue: newQueue()}
 	defer a.queue.ShutDown()
 	ctx, cancel := context.WithCancel(ctrl.LoggerInto(context.Background(), log))
 	defer cancel()
