@@ -210,7 +210,7 @@ func (a *Agent) priority(key types.NamespacedName) int {
 
 // eventAt is event at a given priority.
 func (a *Agent) eventAt(key types.NamespacedName, priority int) {
-	a.lat.seen(key)
+	a.lat.seen(key, a.priority(key) < urgent)
 	a.queue.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(priority)}, key)
 }
 

@@ -17,59 +17,80 @@ import (
 // ride along, as the workqueue merges them), a successful sync stops it, a
 // failed one keeps it running for the retry.
 type eventLatency struct {
-	hist  prometheus.Histogram
+	hist  *prometheus.HistogramVec
 	clock clock.PassiveClock
 
 	mu      sync.Mutex
-	pending map[types.NamespacedName]time.Time
+	pending map[types.NamespacedName]pendingEvent
+}
+
+// pendingEvent is when the first event not yet programmed came, and
+// whether it came for a VirtualService the kernel did not have yet.
+type pendingEvent struct {
+	at     time.Time
+	create bool
+}
+
+// kind is the histogram's label: a create is a VirtualService new to the
+// kernel; a change, one it has (what operators alert on: a burst of
+// creates queues behind itself, a change goes ahead of it).
+func (p pendingEvent) kind() string {
+	if p.create {
+		return "create"
+	}
+	return "change"
 }
 
 func newEventLatency(reg prometheus.Registerer, clk clock.PassiveClock) *eventLatency {
 	e := &eventLatency{
 		clock: clk,
-		hist: prometheus.NewHistogram(prometheus.HistogramOpts{
+		hist: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "kubelvs", Name: "event_to_kernel_seconds",
 			Help: "Time from a watch event (VirtualService, EndpointSlice, Node, health check) reaching the agent " +
-				"until the kernel acknowledged the VirtualService's sync.",
+				"until the kernel acknowledged the VirtualService's sync; kind: create (a VirtualService new to the kernel) or change.",
 			// 0.5 ms to 32 s.
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 17),
-		}),
-		pending: map[types.NamespacedName]time.Time{},
+		}, []string{"kind"}),
+		pending: map[types.NamespacedName]pendingEvent{},
 	}
+	// Both series exist from the start, at zero.
+	e.hist.WithLabelValues("create")
+	e.hist.WithLabelValues("change")
 	if reg != nil {
 		reg.MustRegister(e.hist)
 	}
 	return e
 }
 
-// seen records an event for key now, unless an earlier one is pending.
-func (e *eventLatency) seen(key types.NamespacedName) {
+// seen records an event for key now, unless an earlier one is pending;
+// create: the kernel does not have key yet.
+func (e *eventLatency) seen(key types.NamespacedName, create bool) {
 	now := e.clock.Now()
 	e.mu.Lock()
 	if _, ok := e.pending[key]; !ok {
-		e.pending[key] = now
+		e.pending[key] = pendingEvent{at: now, create: create}
 	}
 	e.mu.Unlock()
 }
 
-// take removes and returns key's pending event time, before a sync starts:
-// an event that arrives during the sync starts a new clock.
-func (e *eventLatency) take(key types.NamespacedName) (time.Time, bool) {
+// take removes and returns key's pending event, before a sync starts: an
+// event that arrives during the sync starts a new clock.
+func (e *eventLatency) take(key types.NamespacedName) (pendingEvent, bool) {
 	e.mu.Lock()
-	t, ok := e.pending[key]
+	p, ok := e.pending[key]
 	delete(e.pending, key)
 	e.mu.Unlock()
-	return t, ok
+	return p, ok
 }
 
 // done ends the clock taken for key: observed after a successful sync, put
 // back after a failed one (it is earlier than any event seen meanwhile).
-func (e *eventLatency) done(key types.NamespacedName, t time.Time, ok bool) {
+func (e *eventLatency) done(key types.NamespacedName, p pendingEvent, ok bool) {
 	if ok {
-		e.hist.Observe(e.clock.Since(t).Seconds())
+		e.hist.WithLabelValues(p.kind()).Observe(e.clock.Since(p.at).Seconds())
 		return
 	}
 	e.mu.Lock()
-	e.pending[key] = t
+	e.pending[key] = p
 	e.mu.Unlock()
 }

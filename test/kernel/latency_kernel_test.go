@@ -224,7 +224,10 @@ func startLatencyAgent(tb testing.TB, kubeconfig string, kubeconfigFlag bool, ex
 		tb.Fatal(err)
 	}
 	args := append([]string{"agent", "--node-name", "guest",
-		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--drain-interval=100ms"}, extra...)
+		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--drain-interval=100ms",
+		// The benchmarks scrape the agent's metrics over loopback, as
+		// plain HTTP.
+		"--metrics-secure=false"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -396,12 +399,35 @@ func (m metrics) sum(name string, labels ...string) float64 {
 	return s
 }
 
+// has reports whether m holds a series of name with those labels.
+func (m metrics) has(name string, labels ...string) bool {
+	for k := range m {
+		n, l, _ := strings.Cut(k, "{")
+		if n != name {
+			continue
+		}
+		ok := true
+		for _, want := range labels {
+			ok = ok && strings.Contains(l, want)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
 func scrape() (metrics, error) {
 	resp, err := http.Get("http://" + latMetricsAddr + "/metrics")
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		// E.g. 400 from a metrics server on HTTPS: no figures, and a
+		// queue depth read from nothing must not pass for zero.
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
 	m := metrics{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -474,6 +500,29 @@ func logAgentErrors(tb testing.TB, path string) {
 // CPU the agent and kube-apiserver need.
 func waitStatusReported(tb testing.TB, c client.Client, n, total int, pause time.Duration) {
 	tb.Helper()
+	waitReported(tb, c, n, total, pause, false)
+}
+
+// waitReported waits until the agent reported n VirtualServices
+// programmed: in status.nodes (each with total backends), or with
+// nodeReports in its NodeReport (no failure).
+func waitReported(tb testing.TB, c client.Client, n, total int, pause time.Duration, nodeReports bool) {
+	tb.Helper()
+	if nodeReports {
+		waitFor(tb, 30*time.Minute, "the node's NodeReport", func() error {
+			var r lvsv1.NodeReport
+			if err := c.Get(context.Background(), client.ObjectKey{Name: "guest"}, &r); err != nil {
+				time.Sleep(pause)
+				return err
+			}
+			if int(r.Status.VirtualServices) != n || r.Status.FailedCount != 0 {
+				time.Sleep(pause)
+				return fmt.Errorf("%d of %d programmed, %d failed", r.Status.VirtualServices, n, r.Status.FailedCount)
+			}
+			return nil
+		})
+		return
+	}
 	waitFor(tb, 30*time.Minute, "status of every VirtualService", func() error {
 		var list lvsv1.VirtualServiceList
 		if err := c.List(context.Background(), &list, client.InNamespace("default")); err != nil {

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,7 +77,27 @@ type AgentScale struct {
 	PeakRSSMiB   float64 `json:"agent_peak_rss_mib"`
 	RSSMiB       float64 `json:"agent_rss_mib"`
 	HeapInuseMiB float64 `json:"agent_heap_inuse_mib"`
-	Note         string  `json:"note"`
+	// AfterBurst is the same single changes right after a burst of
+	// creates (KUBELVS_BENCH_BURST, default 1,000; 0 skips it).
+	AfterBurst *BurstScale `json:"after_burst,omitempty"`
+	Note       string      `json:"note"`
+}
+
+// BurstScale is the single changes taken right after a burst of creates:
+// Creates VirtualServices (each with its EndpointSlice) are written by
+// parallel writers while the samples run. Each sample is timed from the
+// API write to the kernel, and by the agent from its watch event to the
+// kernel (kubelvs_event_to_kernel_seconds{kind="change"}: the creates
+// are timed apart, as kind="create"). DuringProgramming counts
+// the samples that were done before the kernel held the whole burst;
+// ProgrammedSeconds is when it did, from the burst's first write.
+type BurstScale struct {
+	Creates           int     `json:"creates"`
+	WrittenSeconds    float64 `json:"written_seconds"`
+	ProgrammedSeconds float64 `json:"programmed_seconds"`
+	EventToKernel     Summary `json:"event_to_kernel"`
+	APIToKernel       Summary `json:"api_write_to_kernel"`
+	DuringProgramming int     `json:"samples_during_programming"`
 }
 
 // Summary is a latency distribution, milliseconds.
@@ -192,7 +214,8 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 
 	// Settle: every status entry written and the queue empty, so that the
 	// samples are steady-state changes.
-	waitStatusReported(b, c, n, scaleRealServers, 5*time.Second)
+	nodeReports := slices.ContainsFunc(args, func(a string) bool { return a == "--node-reports" || a == "--node-reports=true" })
+	waitReported(b, c, n, scaleRealServers, 5*time.Second, nodeReports)
 	waitQueueEmpty(b)
 	r.SettledSeconds = time.Since(start).Seconds()
 	b.Logf("vs=%d: status reported and agent queue empty %.1fs after the first write", n, r.SettledSeconds)
@@ -231,8 +254,8 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 		if err != nil {
 			b.Fatal(err)
 		}
-		dn := cur.sum("kubelvs_event_to_kernel_seconds_count") - prev.sum("kubelvs_event_to_kernel_seconds_count")
-		ds := cur.sum("kubelvs_event_to_kernel_seconds_sum") - prev.sum("kubelvs_event_to_kernel_seconds_sum")
+		dn := cur.sum("kubelvs_event_to_kernel_seconds_count", `kind="change"`) - prev.sum("kubelvs_event_to_kernel_seconds_count", `kind="change"`)
+		ds := cur.sum("kubelvs_event_to_kernel_seconds_sum", `kind="change"`) - prev.sum("kubelvs_event_to_kernel_seconds_sum", `kind="change"`)
 		switch {
 		case dn == 1:
 			event = append(event, ds*1000)
@@ -269,12 +292,25 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 		}
 	}
 
+	burst := 1000
+	if v := os.Getenv("KUBELVS_BENCH_BURST"); v != "" {
+		if burst, err = strconv.Atoi(v); err != nil || burst < 0 {
+			b.Fatalf("KUBELVS_BENCH_BURST: %q", v)
+		}
+	}
+	if burst > 0 {
+		r.AfterBurst = afterBurst(b, c, h, sliceOf, burst, samples)
+	}
+
 	if !last {
 		// The next size starts from an empty API server and kernel.
+		if r.AfterBurst != nil {
+			n += burst
+		}
 		start = time.Now()
 		parallel(b, n, func(i int) error {
 			err := c.Delete(ctx, &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("svc-%d", i), Namespace: "default"}})
-			return errors.Join(err, c.Delete(ctx, sliceOf[i]))
+			return errors.Join(err, c.Delete(ctx, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("svc-%d-1", i), Namespace: "default"}}))
 		})
 		waitFor(b, 30*time.Minute, "VirtualServices removed from the kernel", func() error {
 			if left := countVirtualServers(b, h); left != 0 {
@@ -287,6 +323,140 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 	}
 	agent.stop(b)
 	logAgentErrors(b, agent.log)
+	return r
+}
+
+// afterBurst writes burst more VirtualServices (and their slices) with
+// parallel writers and, from the burst's first write on, takes samples
+// single changes to the existing ones, timed from the API write to the
+// kernel: a change must not wait behind the creates (issue 15).
+func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*discoveryv1.EndpointSlice, burst, samples int) *BurstScale {
+	ctx := context.Background()
+	n := len(sliceOf)
+	r := &BurstScale{Creates: burst}
+	start := time.Now()
+	written := make(chan error, 1)
+	go func() {
+		next := make(chan int)
+		errs := make(chan error, latWriters)
+		var wg sync.WaitGroup
+		for range latWriters {
+			wg.Go(func() {
+				var first error
+				for i := range next {
+					if err := c.Create(ctx, scaleSlice(i)); err != nil && first == nil {
+						first = err
+					}
+					if err := c.Create(ctx, latVS(i)); err != nil && first == nil {
+						first = err
+					}
+				}
+				errs <- first
+			})
+		}
+		for i := n; i < n+burst; i++ {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
+		close(errs)
+		var err error
+		for e := range errs {
+			err = errors.Join(err, e)
+		}
+		written <- err
+	}()
+	// When the kernel holds the whole burst, polled every 2 s (a dump of
+	// every virtual server costs CPU the agent needs).
+	var programmed atomic.Int64 // nanoseconds after start; 0: not yet
+	stopPoll := make(chan struct{})
+	var pollErr atomic.Value
+	go func() {
+		for {
+			select {
+			case <-stopPoll:
+				return
+			case <-time.After(2 * time.Second):
+			}
+			vss, err := h.ListVirtualServers(ctx)
+			if err != nil {
+				pollErr.Store(err)
+				return
+			}
+			got := 0
+			for _, v := range vss {
+				if isLatVIP(v.Address) {
+					got++
+				}
+			}
+			if got >= n+burst {
+				programmed.Store(int64(time.Since(start)))
+				return
+			}
+		}
+	}()
+
+	rng := rand.New(rand.NewPCG(15, uint64(n)))
+	var api, event []float64
+	multi := 0
+	prev, err := scrape()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for k := range samples {
+		i := rng.IntN(n)
+		s := sliceOf[i]
+		addr := latEndpoint(scaleSampleBase + 1<<20 + k)
+		s.Endpoints[k%scaleRealServers] = readyEndpoint(addr)
+		want := ipvs.RealKey{Address: addr, Port: 8080}
+		key := ipvs.Key{Address: latVIP(i), Protocol: ipvs.TCP, Port: 80}
+		t0 := time.Now()
+		if err := c.Update(ctx, s); err != nil {
+			b.Fatalf("burst sample %d: update %s: %v", k, s.Name, err)
+		}
+		waitRealServer(b, h, key, want, scalePoll, fmt.Sprintf("burst sample %d", k))
+		api = append(api, float64(time.Since(t0).Microseconds())/1000)
+		if programmed.Load() == 0 {
+			r.DuringProgramming++
+		}
+		time.Sleep(scaleGap / 4)
+		cur, err := scrape()
+		if err != nil {
+			b.Fatal(err)
+		}
+		dn := cur.sum("kubelvs_event_to_kernel_seconds_count", `kind="change"`) - prev.sum("kubelvs_event_to_kernel_seconds_count", `kind="change"`)
+		ds := cur.sum("kubelvs_event_to_kernel_seconds_sum", `kind="change"`) - prev.sum("kubelvs_event_to_kernel_seconds_sum", `kind="change"`)
+		switch {
+		case dn == 1:
+			event = append(event, ds*1000)
+		case dn > 1:
+			multi++
+		}
+		prev = cur
+	}
+	if err := <-written; err != nil {
+		b.Fatalf("burst of %d creates: %v", burst, err)
+	}
+	r.WrittenSeconds = time.Since(start).Seconds()
+	if programmed.Load() == 0 {
+		waitFor(b, 30*time.Minute, "the burst in the kernel", func() error {
+			if programmed.Load() != 0 {
+				return nil
+			}
+			if err, _ := pollErr.Load().(error); err != nil {
+				b.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			return errors.New("not yet")
+		})
+	}
+	close(stopPoll)
+	r.ProgrammedSeconds = time.Duration(programmed.Load()).Seconds()
+	r.APIToKernel, r.EventToKernel = summarize(api), summarize(event)
+	b.Logf("vs=%d: one EndpointSlice change right after a burst of %d creates, %d samples (%d while the burst was being programmed, which took %.1fs): event->kernel p50 %.2fms p90 %.2fms p99 %.2fms max %.2fms (%d samples, %d left out: several changes timed in their window); API write->kernel p50 %.2fms p90 %.2fms p99 %.2fms max %.2fms",
+		n, burst, len(api), r.DuringProgramming, r.ProgrammedSeconds,
+		r.EventToKernel.P50, r.EventToKernel.P90, r.EventToKernel.P99, r.EventToKernel.Max, len(event), multi,
+		r.APIToKernel.P50, r.APIToKernel.P90, r.APIToKernel.P99, r.APIToKernel.Max)
 	return r
 }
 
@@ -316,6 +486,9 @@ func waitQueueEmpty(tb testing.TB) {
 		m, err := scrape()
 		if err != nil {
 			return err
+		}
+		if !m.has("workqueue_depth", `name="kubelvs-agent"`) {
+			return errors.New("the agent exports no workqueue_depth for its queue")
 		}
 		if d := m.sum("workqueue_depth", `name="kubelvs-agent"`); d != 0 {
 			settle = 0
