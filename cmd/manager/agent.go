@@ -28,7 +28,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", roles.DefaultResyncPeriod, "how often to rebuild everything and repair drift in the kernel")
 	fs.DurationVar(&o.DrainInterval, "drain-interval", time.Second, "how often to check draining real servers")
 	fs.BoolVar(&o.ReportStatus, "report-status", true, "write this node's entry into VirtualService status (turn off in very large clusters)")
-	fs.BoolVar(&o.NodeReports, "node-reports", false, "report what this node programmed in its NodeReport (one object per node, folded into each VirtualService's conditions by the controller) instead of an entry in every VirtualService's status.nodes")
+	fs.BoolVar(&o.NodeReports, "node-reports", true, "report what this node programmed in its NodeReport (one object per node, folded into each VirtualService's conditions by the controller); false: an entry in every VirtualService's status.nodes instead, which costs O(nodes²) watch events per change")
 	fs.BoolVar(&o.HealthChecks, "health-checks", true, "run the health checks VirtualServices ask for")
 	fs.BoolVar(&o.CleanupOnUninstall, "cleanup-on-uninstall", false, "when stopping after the agent saw its own DaemonSet deleted (or the API server answers it is gone), remove every kernel object kubelvs made; any doubt keeps the kernel (needs $POD_NAME and $POD_NAMESPACE)")
 	fs.BoolVar(&o.BGP, "bgp", true, "announce the VIPs this node serves over BGP to the BGPPeers that select it (AddressPool spec.announce.bgp); no BGP runs until one does")

@@ -71,7 +71,9 @@ type AgentOptions struct {
 }
 
 // +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices,verbs=get;list;watch
-// +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices/status,verbs=patch
+// The agent writes no VirtualService status with NodeReports (the
+// default); the chart grants virtualservices/status patch only with
+// agent.nodeReports=false.
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch

@@ -202,7 +202,6 @@ func TestRBACIsExactly(t *testing.T) {
 			"lvs.kubelvs.io/addresspools get", "lvs.kubelvs.io/addresspools list", "lvs.kubelvs.io/addresspools watch",
 			"discovery.k8s.io/endpointslices get", "discovery.k8s.io/endpointslices list", "discovery.k8s.io/endpointslices watch",
 			"lvs.kubelvs.io/virtualservices get", "lvs.kubelvs.io/virtualservices list", "lvs.kubelvs.io/virtualservices watch",
-			"lvs.kubelvs.io/virtualservices/status patch",                                                  // its node's entry (server-side apply)
 			"lvs.kubelvs.io/bgppeers get", "lvs.kubelvs.io/bgppeers list", "lvs.kubelvs.io/bgppeers watch", // its BGP sessions
 			"lvs.kubelvs.io/bgppeers/status patch",                                                                    // its node's session entry
 			"lvs.kubelvs.io/nodereports get", "lvs.kubelvs.io/nodereports create", "lvs.kubelvs.io/nodereports patch", // its node's report

@@ -1,6 +1,7 @@
 package chart
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -395,4 +396,34 @@ func TestBGPPasswordSecretsAndAnnounceArgs(t *testing.T) {
 	} else if !strings.Contains(stderr, "layer2LeaseDuration") {
 		t.Errorf("stderr %q does not name layer2LeaseDuration", stderr)
 	}
+}
+
+// NodeReports are the default: the agent writes no VirtualService status
+// and is not granted it. With agent.nodeReports=false it writes its entry
+// in status.nodes and is granted exactly that; a release from before the
+// value existed (helm upgrade --reuse-values) gets the default.
+func TestNodeReportsValue(t *testing.T) {
+	t.Parallel()
+	check := func(what string, objs []*unstructured.Unstructured, wantReports bool) {
+		t.Helper()
+		ds := typed[appsv1.DaemonSet](t, find(t, objs, "DaemonSet", "kubelvs-agent"))
+		args := container(t, ds.Spec.Template.Spec.Containers, "agent").Args
+		if want := fmt.Sprintf("--node-reports=%v", wantReports); !slices.Contains(args, want) {
+			t.Errorf("%s: agent args %v lack %s", what, args, want)
+		}
+		g := grants(t, typed[rbacv1.ClusterRole](t, find(t, objs, "ClusterRole", "kubelvs-agent")).Rules)
+		if got := g["lvs.kubelvs.io/virtualservices/status patch"]; got == wantReports {
+			t.Errorf("%s: agent granted virtualservices/status patch: %v, want %v", what, got, !wantReports)
+		}
+		if !g["lvs.kubelvs.io/bgppeers/status patch"] {
+			t.Errorf("%s: agent lost bgppeers/status patch", what)
+		}
+	}
+	check("default", render(t), true)
+	check("nodeReports=false", render(t, writeValues(t, "agent:\n  nodeReports: false\n")), false)
+	out, stderr, err := helm(t, "template", release, chartDir, "--set", "agent.nodeReports=null")
+	if err != nil {
+		t.Fatalf("without agent.nodeReports: %v: %s", err, stderr)
+	}
+	check("without the value", decode(t, out), true)
 }

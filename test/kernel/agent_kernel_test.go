@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -419,6 +420,11 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 	if r, err := established.ping("agent down"); err != nil || r != tcpBackend+": agent down" {
 		t.Fatalf("connection broken while the agent is down: %q %v", r, err)
 	}
+	// Its NodeReport goes with it: the new agent writes a new one once
+	// it has synced.
+	if err := c.Delete(ctx, &lvsv1.NodeReport{ObjectMeta: metav1.ObjectMeta{Name: "guest"}}); err != nil {
+		t.Fatalf("delete the old agent's NodeReport: %v", err)
+	}
 	agent = startAgent(t, kc)
 	_ = agent
 	waitFor(t, 60*time.Second, "the new agent reports", func() error {
@@ -426,12 +432,16 @@ func TestAgentProgramsTrafficDrainsAndSurvivesRestart(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
 			return err
 		}
-		for _, n := range cur.Status.Nodes {
-			if n.Node == "guest" && n.Programmed && n.Backends.Draining > 0 {
-				return nil
-			}
+		var rep lvsv1.NodeReport
+		if err := c.Get(ctx, client.ObjectKey{Name: "guest"}, &rep); err != nil {
+			return err
 		}
-		return fmt.Errorf("nodes %+v", cur.Status.Nodes)
+		rv, _ := strconv.ParseUint(cur.ResourceVersion, 10, 64)
+		wm, _ := strconv.ParseUint(rep.Status.ResourceVersion, 10, 64)
+		if wm >= rv && rep.Status.FailedCount == 0 && rep.Status.VirtualServices > 0 {
+			return nil
+		}
+		return fmt.Errorf("NodeReport %+v, VirtualService at resourceVersion %d", rep.Status, rv)
 	})
 	if after := kernelDump(ctx, t, h, vip); after != before {
 		t.Fatalf("restart changed the kernel:\n--- before\n%s--- after\n%s", before, after)

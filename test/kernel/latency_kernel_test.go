@@ -129,7 +129,7 @@ func benchSliceToKernel(b *testing.B, kubeconfigFlag bool, flags []string) {
 	// Let the agent settle: every status entry written (when reporting)
 	// and its queue empty, so that samples are steady-state updates.
 	if reportStatus {
-		waitStatusReported(b, c, latVirtualServices, latEndpoints, 0)
+		waitReported(b, c, latVirtualServices, latEndpoints, 0, nodeReportsOn(flags))
 		b.Logf("status reported for all %d VirtualServices %s after the first write", latVirtualServices, time.Since(start).Round(time.Millisecond))
 	}
 	waitQueueEmpty(b)
@@ -494,13 +494,19 @@ func logAgentErrors(tb testing.TB, path string) {
 	}
 }
 
-// waitStatusReported waits until this node's status entry of each of the
-// n VirtualServices in "default" is programmed with total backends,
-// listing every pause (plus waitFor's 50 ms): each list of n objects costs
-// CPU the agent and kube-apiserver need.
-func waitStatusReported(tb testing.TB, c client.Client, n, total int, pause time.Duration) {
-	tb.Helper()
-	waitReported(tb, c, n, total, pause, false)
+// nodeReportsOn reports whether an agent started with args reports in its
+// NodeReport (the default) rather than in status.nodes.
+func nodeReportsOn(args []string) bool {
+	on := true
+	for _, a := range args {
+		switch a {
+		case "--node-reports", "--node-reports=true":
+			on = true
+		case "--node-reports=false":
+			on = false
+		}
+	}
+	return on
 }
 
 // waitReported waits until the agent reported n VirtualServices

@@ -214,8 +214,7 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 
 	// Settle: every status entry written and the queue empty, so that the
 	// samples are steady-state changes.
-	nodeReports := slices.ContainsFunc(args, func(a string) bool { return a == "--node-reports" || a == "--node-reports=true" })
-	waitReported(b, c, n, scaleRealServers, 5*time.Second, nodeReports)
+	waitReported(b, c, n, scaleRealServers, 5*time.Second, nodeReportsOn(args))
 	waitQueueEmpty(b)
 	r.SettledSeconds = time.Since(start).Seconds()
 	b.Logf("vs=%d: status reported and agent queue empty %.1fs after the first write", n, r.SettledSeconds)

@@ -166,14 +166,10 @@ func TestMultiNodeBGP(t *testing.T) {
 		t.Logf("BGP withdrawal: %s left the router's FIB %s after n3's last local endpoint became unready",
 			vip, time.Since(t0).Round(time.Millisecond))
 	}
-	WaitFor(t, 10*time.Second, "status.nodes says who announces", func() error {
-		var vs lvsv1.VirtualService
-		if err := c.API.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "web"}, &vs); err != nil {
+	WaitFor(t, 10*time.Second, "the NodeReports say who announces", func() error {
+		got, err := announcedIn(ctx, c, vip4, vip6)
+		if err != nil {
 			return err
-		}
-		got := map[string]int{}
-		for _, s := range vs.Status.Nodes {
-			got[s.Node] = len(s.Announced)
 		}
 		if got[n1.Name] != 2 || got[n2.Name] != 2 || got[n3.Name] != 0 {
 			return fmt.Errorf("addresses announced per node: %v", got)

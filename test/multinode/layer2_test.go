@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/announce"
@@ -289,18 +288,18 @@ func TestMultiNodeLayer2(t *testing.T) {
 		}
 		t.Logf("capture: %d answers for %s in 2 s, all from %s", len(got), vip, owner.Name)
 	}
-	WaitFor(t, 10*time.Second, "status.nodes says who answers", func() error {
-		var vs lvsv1.VirtualService
-		if err := c.API.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "lan"}, &vs); err != nil {
+	WaitFor(t, 10*time.Second, "the NodeReports say who answers", func() error {
+		got, err := announcedIn(ctx, c, vip4, vip6)
+		if err != nil {
 			return err
 		}
-		for _, s := range vs.Status.Nodes {
+		for _, n := range c.Nodes {
 			want := 0
-			if s.Node == owner.Name {
+			if n.Name == owner.Name {
 				want = 2
 			}
-			if len(s.Announced) != want {
-				return fmt.Errorf("%s announces %+v", s.Node, s.Announced)
+			if got[n.Name] != want {
+				return fmt.Errorf("addresses announced per node: %v, want 2 by %s alone", got, owner.Name)
 			}
 		}
 		return nil

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,4 +85,22 @@ func TestMultiNodeNodeReports(t *testing.T) {
 	start = time.Now()
 	WaitFor(t, 60*time.Second, "generation 2 Programmed on every node", programmedOnAll(2))
 	t.Logf("generation 2 Programmed on %d nodes %s after the change", len(c.Nodes), time.Since(start).Round(time.Millisecond))
+}
+
+// announcedIn reads every node's NodeReport (the agents' default way to
+// report) and counts, per node, the addresses of addrs it announces.
+func announcedIn(ctx context.Context, c *Cluster, addrs ...netip.Addr) (map[string]int, error) {
+	got := map[string]int{}
+	for _, n := range c.Nodes {
+		var rep lvsv1.NodeReport
+		if err := c.API.Get(ctx, client.ObjectKey{Name: n.Name}, &rep); err != nil {
+			return nil, fmt.Errorf("NodeReport of %s: %w", n.Name, err)
+		}
+		for _, a := range rep.Status.Announced {
+			if slices.ContainsFunc(addrs, func(x netip.Addr) bool { return x.String() == a.Address }) {
+				got[n.Name]++
+			}
+		}
+	}
+	return got, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,23 +76,29 @@ func TestMultiNodeSmoke(t *testing.T) {
 	}
 	t.Logf("every node programmed after %s", time.Since(start).Round(time.Millisecond))
 
-	// Every agent reports its node.
-	WaitFor(t, 30*time.Second, "every node in the status", func() error {
-		var cur lvsv1.VirtualService
-		if err := c.API.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
-			return err
-		}
-		got := map[string]bool{}
-		for _, s := range cur.Status.Nodes {
-			got[s.Node] = s.Programmed
-		}
-		for _, n := range c.Nodes {
-			if !got[n.Name] {
-				return fmt.Errorf("status.nodes %+v", cur.Status.Nodes)
+	// Every agent reports its node in its NodeReport: one VirtualService
+	// programmed, none failed, every change up to it synced.
+	var cur lvsv1.VirtualService
+	if err := c.API.Get(ctx, client.ObjectKeyFromObject(vs), &cur); err != nil {
+		t.Fatal(err)
+	}
+	rv, err := strconv.ParseUint(cur.ResourceVersion, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		WaitFor(t, 30*time.Second, n.Name+"'s NodeReport", func() error {
+			var rep lvsv1.NodeReport
+			if err := c.API.Get(ctx, client.ObjectKey{Name: n.Name}, &rep); err != nil {
+				return err
 			}
-		}
-		return nil
-	})
+			wm, _ := strconv.ParseUint(rep.Status.ResourceVersion, 10, 64)
+			if rep.Status.VirtualServices != 1 || rep.Status.FailedCount != 0 || wm < rv {
+				return fmt.Errorf("report %+v, want 1 VirtualService, none failed, resourceVersion >= %d", rep.Status, rv)
+			}
+			return nil
+		})
+	}
 
 	// reachesAll connects from ns to the VIP until every pod answered.
 	reachesAll := func(ns *Netns, vip netip.Addr) {
