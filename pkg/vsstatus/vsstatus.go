@@ -5,6 +5,7 @@ package vsstatus
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -246,6 +247,11 @@ func applyNodeReports(vs *lvsv1.VirtualService, nodes []lvsv1.NodeStatus, set fu
 	}
 	var counts lvsv1.BackendCounts
 	var failed, behind []string
+	// By name: the messages name nodes, and the controller lists
+	// NodeReports from its cache in no fixed order; the same results in
+	// another order must not be a new status (a write, and an event to
+	// every agent).
+	nodes = slices.SortedStableFunc(slices.Values(nodes), func(a, b lvsv1.NodeStatus) int { return strings.Compare(a.Node, b.Node) })
 	for _, n := range nodes {
 		switch {
 		case n.Message != "":

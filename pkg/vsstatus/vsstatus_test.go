@@ -3,6 +3,7 @@ package vsstatus
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +133,50 @@ func TestApplyFoldsNodeReports(t *testing.T) {
 	}
 	if meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionAccepted) || vs.Status.Backends != nil {
 		t.Fatalf("a conflicted VirtualService is not accepted and has no counts: %+v", vs.Status)
+	}
+}
+
+// The controller lists NodeReports in no fixed order: the same results in
+// another order are the same status (no write).
+func TestApplyNodesIgnoresTheirOrder(t *testing.T) {
+	failing := []lvsv1.NodeStatus{
+		{Node: "n3", ObservedGeneration: 1},
+		{Node: "n1", ObservedGeneration: 1},
+		{Node: "n4", ObservedGeneration: 2, Message: "no route"},
+		{Node: "n2", ObservedGeneration: 2, Programmed: true},
+		{Node: "n5", ObservedGeneration: 2, Message: "no memory"},
+	}
+	behind := slices.Clone(failing)
+	behind[2].Message, behind[4].Message = "", ""
+	programmed := func(nodes []lvsv1.NodeStatus) metav1.Condition {
+		vs := vsAt("x", "a", time.Unix(0, 0), "10.0.0.1", port(80, "TCP"))
+		vs.Generation = 2
+		ApplyNodes(&vs, nil, nil, nil, nodes)
+		c := *meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionProgrammed)
+		c.LastTransitionTime = metav1.Time{}
+		return c
+	}
+	for _, tc := range []struct {
+		nodes []lvsv1.NodeStatus
+		want  string
+	}{
+		{failing, "n4: no route; n5: no memory"},
+		{behind, "4 of 5 nodes have not programmed generation 2 yet: n1, n3, n4, n5"},
+	} {
+		want := programmed(tc.nodes)
+		if want.Message != tc.want {
+			t.Fatalf("message %q, want %q", want.Message, tc.want)
+		}
+		for i := range 10 {
+			nodes := slices.Clone(tc.nodes)
+			for j := range nodes {
+				k := (j*7 + i*3) % len(nodes)
+				nodes[j], nodes[k] = nodes[k], nodes[j]
+			}
+			if got := programmed(nodes); got != want {
+				t.Fatalf("in another order:\n got %+v\nwant %+v", got, want)
+			}
+		}
 	}
 }
 
