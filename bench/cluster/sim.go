@@ -39,20 +39,26 @@ const namespace = "sim"
 
 // cluster is one run: the API server, the admin clients, the observer.
 type cluster struct {
-	o      options
-	n      int
-	cfg    *rest.Config
-	k8s    client.Client
-	kube   *kubernetes.Clientset
-	apiPID int
-	obs    *observer
+	o       options
+	n       int
+	design  string
+	kernels []*ipvstest.Fake // each node's IPVS table, under its ownership guard
+	cfg     *rest.Config
+	k8s     client.Client
+	kube    *kubernetes.Clientset
+	apiPID  int
+	obs     *observer
+	bg      *background
 }
 
 // runOnce starts a fresh API server, the workload, the controller and n
-// agents, waits until everything is programmed on every node, then
-// measures the changes. Everything it started is stopped when it returns.
-func runOnce(parent context.Context, o options, n int) (recs []record, err error) {
-	log.Printf("N=%d: starting kube-apiserver and etcd", n)
+// agents reporting as design says, waits until everything is programmed on
+// every node, then measures the changes. Everything it started is stopped
+// when it returns, so that runs are independent of one another.
+func runOnce(parent context.Context, o options, n int, design string) (recs []record, err error) {
+	roleErrors.Store(0)
+	c := &cluster{o: o, n: n, design: design}
+	log.Printf("%s: starting kube-apiserver and etcd", c.tag())
 	env := &envtest.Environment{CRDDirectoryPaths: []string{o.crds}, ErrorIfCRDPathMissing: true}
 	// Each of the many status writes keeps a revision until the API
 	// server compacts (every 5 minutes): room for them.
@@ -74,7 +80,7 @@ func runOnce(parent context.Context, o options, n int) (recs []record, err error
 		wg.Wait()
 	}()
 
-	c := &cluster{o: o, n: n, cfg: cfg}
+	c.cfg = cfg
 	if c.k8s, err = client.New(cfg, client.Options{Scheme: roles.Scheme()}); err != nil {
 		return nil, err
 	}
@@ -88,9 +94,16 @@ func runOnce(parent context.Context, o options, n int) (recs []record, err error
 	if err := c.createWorkload(ctx); err != nil {
 		return nil, err
 	}
-	log.Printf("N=%d: %d Nodes, %d Services, EndpointSlices and VirtualServices created in %s", n, n, o.vs, time.Since(t).Round(time.Millisecond))
+	log.Printf("%s: %d Nodes, %d Services, EndpointSlices and VirtualServices created in %s", c.tag(), n, o.vs, time.Since(t).Round(time.Millisecond))
 
-	if c.obs, err = startObserver(ctx, ownConnection(cfg, "observer"), n); err != nil {
+	kernels := make([]*syncer.Kernel, n)
+	c.kernels = make([]*ipvstest.Fake, n)
+	for i := range n {
+		if kernels[i], c.kernels[i], err = fakeKernel(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if c.obs, err = startObserver(ctx, ownConnection(cfg, "observer"), n, design, c.kernels); err != nil {
 		return nil, err
 	}
 	roleErr := make(chan error, n+1)
@@ -111,22 +124,19 @@ func runOnce(parent context.Context, o options, n int) (recs []record, err error
 	})
 	for i := range n {
 		name := nodeName(i)
-		k, err := fakeKernel(ctx)
-		if err != nil {
-			return nil, err
-		}
 		run(name, func() error {
 			return roles.RunAgent(ctx, ownConnection(cfg, name), roles.AgentOptions{
 				Options: agent.Options{
 					NodeName: name, ResyncPeriod: roles.DefaultResyncPeriod, DrainInterval: time.Second, ReportStatus: true,
+					NodeReports: design == designNodeReports,
 				},
 				AnnounceOptions:    roles.AnnounceOptions{BGP: false, Layer2: false},
 				MetricsBindAddress: "0", HealthProbeBindAddress: "0",
-				Kernel: k, HealthChecks: false, MetricsRegistry: prometheus.NewRegistry(),
+				Kernel: kernels[i], HealthChecks: false, MetricsRegistry: prometheus.NewRegistry(),
 			})
 		})
 	}
-	log.Printf("N=%d: controller and %d agents started; waiting until every VirtualService is programmed on every node", n, n)
+	log.Printf("%s: controller and %d agents started; waiting until every VirtualService is programmed on every node", c.tag(), n)
 	if err := c.waitProgrammed(ctx, roleErr); err != nil {
 		return nil, err
 	}
@@ -135,9 +145,12 @@ func runOnce(parent context.Context, o options, n int) (recs []record, err error
 	if err != nil {
 		return nil, err
 	}
-	log.Printf("N=%d: all %d VirtualServices programmed on all %d nodes after %s (kube-apiserver CPU %.0f s)",
-		n, o.vs, n, bootTime.Round(time.Second), bootCPU1-bootCPU0)
+	log.Printf("%s: all %d VirtualServices programmed on all %d nodes after %s (kube-apiserver CPU %.0f s)",
+		c.tag(), o.vs, n, bootTime.Round(time.Second), bootCPU1-bootCPU0)
 
+	if c.bg, err = c.measureBackground(ctx); err != nil {
+		return nil, err
+	}
 	for _, kind := range []string{kindVS, kindSlice} {
 		r, err := c.measure(ctx, kind)
 		if err != nil {
@@ -168,20 +181,25 @@ func ownConnection(cfg *rest.Config, name string) *rest.Config {
 	return c
 }
 
+// tag names the run in the log.
+func (c *cluster) tag() string { return fmt.Sprintf("N=%d %s", c.n, c.design) }
+
 func nodeName(i int) string { return fmt.Sprintf("sim-%04d", i+1) }
 
-// fakeKernel is the kernel of the agent tests: fakes that keep state.
-func fakeKernel(ctx context.Context) (*syncer.Kernel, error) {
+// fakeKernel is the kernel of the agent tests: fakes that keep state. The
+// IPVS fake is returned too, for the observer to read what a node has
+// programmed.
+func fakeKernel(ctx context.Context) (*syncer.Kernel, *ipvstest.Fake, error) {
 	raw, sets := ipvstest.NewFake(), ipsettest.NewFake()
 	own, err := ownership.NewSetRecords(ctx, sets)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	guard := ownership.NewGuard(raw, own)
 	return &syncer.Kernel{
 		IPVS: guard, Owns: own.Owns, ReleaseStale: guard.ReleaseStale, VIPs: netiftest.NewFake(),
 		Netfilter: netfiltertest.NewFake(netfilter.Config{}), Conntrack: conntracktest.NewFake(),
-	}, nil
+	}, raw, nil
 }
 
 func vsName(i int) string    { return fmt.Sprintf("vs-%04d", i) }
@@ -312,11 +330,11 @@ func (c *cluster) waitProgrammed(ctx context.Context, roleErr <-chan error) erro
 		}
 		if time.Since(last) >= 30*time.Second {
 			last = time.Now()
-			log.Printf("N=%d: %d of %d VirtualServices programmed on all nodes; %d of %d node entries (%d role errors logged)",
-				c.n, done, c.o.vs, entries, c.o.vs*c.n, roleErrors.Load())
+			log.Printf("%s: %d of %d VirtualServices programmed on all nodes; %d of %d programmed per node (%d role errors logged)",
+				c.tag(), done, c.o.vs, entries, c.o.vs*c.n, roleErrors.Load())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not every VirtualService programmed on every node after %s: %d of %d done, %d of %d node entries",
+			return fmt.Errorf("not every VirtualService programmed on every node after %s: %d of %d done, %d of %d programmed per node",
 				c.o.bootTimeout, done, c.o.vs, entries, c.o.vs*c.n)
 		}
 		select {
