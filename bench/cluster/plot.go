@@ -14,7 +14,7 @@ import (
 // requests, watch events delivered and the time until Programmed on all
 // nodes, and the size of a VirtualService, against the number of nodes,
 // on log scales (growth as N and as N² are straight lines of slopes 1 and
-// 2); one colour per design, solid for a VirtualService change, dashed
+// 2); one color per design, solid for a VirtualService change, dashed
 // for an EndpointSlice change. Plain SVG text, in the style of bench/plot.
 func plotFile(path, svg string) error {
 	r, err := readResults(path)
@@ -81,7 +81,7 @@ func draw(r results) string {
 	return sb.String()
 }
 
-// legend draws the key shared by the panels, centred at x.
+// legend draws the key shared by the panels, centered at x.
 func legend(sb *strings.Builder, x, y float64) {
 	items := []struct{ label, color, dash string }{
 		{designLabel(designStatusNodes), designColors[designStatusNodes], ""},
