@@ -154,10 +154,12 @@ bench: test-bins ## Scale benchmarks in a guest kernel -> bench/results.json, be
 # kube-apiserver. Runs are merged into bench/cluster-results.json.
 # The old design bounds the defaults: with per-node entries in every
 # VirtualService's status, kube-apiserver's CPU, not the agents, bounds what
-# one host can simulate (BENCHMARKS.md), so status-nodes alone takes about
-# 25 minutes on 2 cores; node-reports adds a few minutes per number of nodes
-# (a minute of background, and up to 30 s per spec change for the reports the
-# agents write at their idle tick). The new design alone, which leaves
+# one host can simulate (BENCHMARKS.md), so status-nodes alone took about
+# 25 minutes on 2 cores. Every run now also measures a minute of
+# kube-apiserver's background first (-baseline), and node-reports waits up to
+# 30 s after each spec change for the reports the agents write at their idle
+# tick: about 7 more minutes per number of nodes, both designs together (an
+# estimate from small runs). The new design alone, which leaves
 # kube-apiserver far less to do, can be run at larger N, e.g.
 # make bench-cluster DESIGNS=node-reports NODES=100,200 (not measured here
 # yet: the agents in the one process then cost CPU and memory of their own).
