@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -298,7 +299,7 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 		}
 	}
 	if burst > 0 {
-		r.AfterBurst = afterBurst(b, c, h, sliceOf, burst, samples)
+		r.AfterBurst = afterBurst(b, c, h, sliceOf, burst, samples, agent.cmd.Process.Pid)
 	}
 
 	if !last {
@@ -339,10 +340,16 @@ func changes(m metrics) []string {
 // parallel writers and, from the burst's first write on, takes samples
 // single changes to the existing ones, timed from the API write to the
 // kernel: a change must not wait behind the creates (issue 15).
-func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*discoveryv1.EndpointSlice, burst, samples int) *BurstScale {
+func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*discoveryv1.EndpointSlice, burst, samples, agentPID int) *BurstScale {
 	ctx := context.Background()
 	n := len(sliceOf)
 	r := &BurstScale{Creates: burst}
+	first, err := scrape()
+	if err != nil {
+		b.Fatal(err)
+	}
+	agentCPU0, _ := cpuSeconds(agentPID)
+	busy0, total0 := guestCPU()
 	start := time.Now()
 	written := make(chan error, 1)
 	go func() {
@@ -408,10 +415,7 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 	rng := rand.New(rand.NewPCG(15, uint64(n)))
 	var api, event []float64
 	multi := 0
-	prev, err := scrape()
-	if err != nil {
-		b.Fatal(err)
-	}
+	prev := first
 	for k := range samples {
 		i := rng.IntN(n)
 		s := sliceOf[i]
@@ -462,11 +466,56 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 	close(stopPoll)
 	r.ProgrammedSeconds = time.Duration(programmed.Load()).Seconds()
 	r.APIToKernel, r.EventToKernel = summarize(api), summarize(event)
+	// Where the time went: the agent's queue and syncs over the burst,
+	// and how busy the guest's CPU was (kube-apiserver, etcd, the agent
+	// and the writers share it).
+	logAgentMetrics(b, "during the burst and its samples", first, prev)
+	agentCPU1, _ := cpuSeconds(agentPID)
+	busy1, total1 := guestCPU()
+	wall := time.Since(start).Seconds()
+	b.Logf("vs=%d: over the burst's %.1fs: agent CPU %.1fs (%.0f%% of one CPU), guest CPUs busy %.0f%%",
+		n, wall, agentCPU1-agentCPU0, 100*(agentCPU1-agentCPU0)/wall, 100*(busy1-busy0)/max(total1-total0, 1))
 	b.Logf("vs=%d: one EndpointSlice change right after a burst of %d creates, %d samples (%d while the burst was being programmed, which took %.1fs): event->kernel p50 %.2fms p90 %.2fms p99 %.2fms max %.2fms (%d samples, %d left out: several changes timed in their window); API write->kernel p50 %.2fms p90 %.2fms p99 %.2fms max %.2fms",
 		n, burst, len(api), r.DuringProgramming, r.ProgrammedSeconds,
 		r.EventToKernel.P50, r.EventToKernel.P90, r.EventToKernel.P99, r.EventToKernel.Max, len(event), multi,
 		r.APIToKernel.P50, r.APIToKernel.P90, r.APIToKernel.P99, r.APIToKernel.Max)
 	return r
+}
+
+// cpuSeconds is a process's user and system CPU time, in seconds.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces): utime and
+	// stime are the 12th and 13th of them.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100, nil // USER_HZ
+}
+
+// guestCPU returns the CPU time the guest's CPUs spent busy and in all,
+// in ticks, from /proc/stat.
+func guestCPU() (busy, total float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		x, _ := strconv.ParseFloat(v, 64)
+		total += x
+		if i != 3 && i != 4 { // idle, iowait
+			busy += x
+		}
+	}
+	return busy, total
 }
 
 // fetch saves what url serves into path.
