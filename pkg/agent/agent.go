@@ -23,10 +23,8 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
@@ -73,13 +71,18 @@ type Agent struct {
 	mgr    manager.Manager
 	syncer *syncer.Syncer
 	health *health.Manager
-	queue  priorityqueue.PriorityQueue[types.NamespacedName]
-	// programmed holds the VirtualServices the syncer has a group for:
-	// a change of one of those goes ahead of creates and of the agent's
-	// own work in the queue (urgent).
+	// Two lanes (lanes.go): queue for creates and the agent's own work,
+	// changes for events of VirtualServices the kernel already has.
+	queue   workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	changes workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	// programmed holds the VirtualServices the syncer has a group for.
 	programmed sync.Map
-	ready      atomic.Bool
-	lat        *eventLatency
+	// creating admits one sync of the create lane into the syncer at a
+	// time; keyLocks keep the two lanes off the same VirtualService.
+	creating chan struct{}
+	keyLocks [64]sync.Mutex
+	ready    atomic.Bool
+	lat      *eventLatency
 
 	// Lookups kept by the event handlers (index.go): VirtualServices by
 	// the keys they claim and by the Service they point at, EndpointSlices
@@ -131,7 +134,9 @@ func newAgent(c client.Client, s *syncer.Syncer, hm *health.Manager, o Options) 
 	}
 	a := &Agent{
 		opts: o, client: c, syncer: s, health: hm,
-		queue:    newQueue(),
+		queue:    newLane("kubelvs-agent"),
+		changes:  newLane("kubelvs-agent-changes"),
+		creating: make(chan struct{}, 1),
 		reported: map[types.NamespacedName]lvsv1.NodeStatus{},
 		lat:      newEventLatency(o.Metrics, clock.RealClock{}),
 		byKey:    newIndex(vsServiceKeys),
@@ -175,43 +180,6 @@ func (a *Agent) HealthChanged(group string) {
 	if ns, name, err := toolscache.SplitMetaNamespaceKey(group); err == nil {
 		a.event(types.NamespacedName{Namespace: ns, Name: name})
 	}
-}
-
-// urgent is the queue priority of a change to a VirtualService already
-// programmed; creates and the agent's own work (full syncs, drains,
-// retries) have priority 0.
-const urgent = 1
-
-// newQueue is the agent's work queue: de-duplicating, one worker per key
-// at a time, rate-limited retries like any controller's, and two
-// priorities, so that a single change never waits behind a burst of
-// creates (each O(N) in the syncer) or the requeue of every VirtualService.
-func newQueue() priorityqueue.PriorityQueue[types.NamespacedName] {
-	return priorityqueue.New("kubelvs-agent", func(o *priorityqueue.Opts[types.NamespacedName]) {
-		o.RateLimiter = workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName]()
-	})
-}
-
-// event queues a VirtualService because of a watch event (or a health
-// change), starting its event-to-kernel clock: ahead of creates if the
-// kernel has it already. Work the agent makes for itself (full syncs,
-// drains, retries) uses the queue directly.
-func (a *Agent) event(key types.NamespacedName) {
-	a.eventAt(key, a.priority(key))
-}
-
-// priority is urgent for a VirtualService the kernel has, else 0.
-func (a *Agent) priority(key types.NamespacedName) int {
-	if _, ok := a.programmed.Load(key); ok {
-		return urgent
-	}
-	return 0
-}
-
-// eventAt is event at a given priority.
-func (a *Agent) eventAt(key types.NamespacedName, priority int) {
-	a.lat.seen(key, a.priority(key) < urgent)
-	a.queue.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(priority)}, key)
 }
 
 // Ready is a readiness check: true once the first full sync is done.
@@ -266,15 +234,22 @@ func (a *Agent) Start(ctx context.Context) error {
 	if a.reports != nil {
 		run(func() { a.reports.run(ctx) })
 	}
-	// The workqueue hands a VirtualService to one worker at a time.
+	// Each lane hands a VirtualService to one of its workers at a time.
 	for range a.opts.Workers {
 		run(func() {
-			for a.processNext(ctx) {
+			for a.processNext(ctx, a.queue) {
+			}
+		})
+	}
+	for range changeWorkers {
+		run(func() {
+			for a.processNext(ctx, a.changes) {
 			}
 		})
 	}
 	<-ctx.Done()
 	a.queue.ShutDown()
+	a.changes.ShutDown()
 	wg.Wait()
 	return nil
 }

@@ -201,7 +201,7 @@ func (a *Agent) indexVS(old, cur any) {
 
 // onVS queues a VirtualService and those that share one of its keys:
 // whoever shares a key may win or lose it now. They are queued behind it
-// at its priority, so that a VirtualService taking a key over is synced
+// in its lane, so that a VirtualService taking a key over is synced
 // before the one losing it (an in-place takeover, not a delete and a
 // create of the virtual server).
 func (a *Agent) onVS(obj any) {
@@ -210,12 +210,12 @@ func (a *Agent) onVS(obj any) {
 		return
 	}
 	key := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
-	p := a.priority(key)
-	a.eventAt(key, p)
+	change := a.isProgrammed(key)
+	a.eventIn(key, change)
 	for _, k := range vs.ServiceKeys() {
 		for _, r := range a.byKey.lookup(k) {
 			if r != key {
-				a.eventAt(r, p)
+				a.eventIn(r, change)
 			}
 		}
 	}

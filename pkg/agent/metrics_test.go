@@ -104,8 +104,9 @@ func TestEventLatencyClock(t *testing.T) {
 // The agent times an event as a create when the kernel does not have the
 // VirtualService yet, as a change once it has.
 func TestEventKindFollowsTheKernel(t *testing.T) {
-	a := &Agent{lat: newEventLatency(nil, clocktesting.NewFakePassiveClock(time.Unix(1000, 0))), queue: newQueue()}
+	a := &Agent{lat: newEventLatency(nil, clocktesting.NewFakePassiveClock(time.Unix(1000, 0))), queue: newLane("q"), changes: newLane("c")}
 	defer a.queue.ShutDown()
+	defer a.changes.ShutDown()
 	k := types.NamespacedName{Namespace: "ns", Name: "k"}
 	a.event(k)
 	if p, _ := a.lat.take(k); !p.create {

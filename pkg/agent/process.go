@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -18,26 +19,31 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/health"
 )
 
-// processNext syncs one queued VirtualService; false when the queue is shut.
-func (a *Agent) processNext(ctx context.Context) bool {
-	key, shutdown := a.queue.Get()
+// processNext syncs one VirtualService queued in lane (a.queue or
+// a.changes); false when the lane is shut.
+func (a *Agent) processNext(ctx context.Context, lane workqueue.TypedRateLimitingInterface[types.NamespacedName]) bool {
+	key, shutdown := lane.Get()
 	if shutdown {
 		return false
 	}
-	defer a.queue.Done(key)
-	if err := a.syncOne(ctx, key); err != nil {
+	defer lane.Done(key)
+	unlock := a.lockKey(key)
+	err := a.syncOne(ctx, key, lane == a.changes)
+	unlock()
+	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "sync failed; retrying with backoff", "virtualservice", key)
-		a.queue.AddRateLimited(key)
+		lane.AddRateLimited(key)
 		return true
 	}
-	a.queue.Forget(key)
+	lane.Forget(key)
 	return true
 }
 
 // syncOne brings one VirtualService's kernel objects, health targets and
 // status entry up to date. An error requeues it with backoff; other
 // VirtualServices are not held up.
-func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
+// change: it came through the changes lane (admit).
+func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName, change bool) error {
 	group := key.Namespace + "/" + key.Name
 	// The event clock stops when the kernel has acknowledged this sync.
 	evt, timed := a.lat.take(key)
@@ -63,7 +69,9 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 		a.forget(key)
 		a.announce.remove(key)
 		a.programmed.Delete(key)
+		out := a.admit(change)
 		_, err := a.syncer.RemoveGroup(ctx, key)
+		out()
 		kernelDone(err)
 		if err == nil && a.syncer.Keeping() {
 			// It may have been on hold since a restart, with its kernel
@@ -78,7 +86,7 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 		var g desired.Group
 		if g, err = a.build(ctx, &vs, node); err == nil {
 			defer a.wm.handled(key, token)
-			return a.apply(ctx, key, &vs, g, node, kernelDone)
+			return a.apply(ctx, key, &vs, g, node, change, kernelDone)
 		}
 		// Its inputs did not load: the kernel keeps what it has, and the
 		// report says so (the retry corrects it).
@@ -92,12 +100,14 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName) error {
 }
 
 // apply syncs g, tells kernelDone, then updates health targets and status.
-func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.VirtualService, g desired.Group, node desired.Node, kernelDone func(error)) error {
+func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.VirtualService, g desired.Group, node desired.Node, change bool, kernelDone func(error)) error {
 	group := key.Namespace + "/" + key.Name
 	if !vs.DeletionTimestamp.IsZero() {
 		g = desired.Group{Name: key}
 	}
+	out := a.admit(change)
 	res, syncErr := a.syncer.SyncGroup(ctx, g)
+	out()
 	kernelDone(syncErr)
 	a.programmed.Store(key, struct{}{})
 	a.announce.set(key, g, node.Labels, syncErr)

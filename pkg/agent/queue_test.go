@@ -3,55 +3,76 @@ package agent
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 )
 
-// A change to a VirtualService the kernel has goes ahead of a burst of
-// creates and of the agent's own requeue of everything; among equals the
-// queue stays first in, first out; a retry keeps its backoff.
-func TestChangesGoAheadOfCreates(t *testing.T) {
-	a := &Agent{lat: newEventLatency(nil, clock.RealClock{}), queue: newQueue()}
+// An event of a VirtualService the kernel has goes to the changes lane,
+// one of a VirtualService new to it (a create) and the agent's own work to
+// the other; the creates let one sync at a time into the syncer, the
+// changes are not held by them.
+func TestChangesHaveTheirOwnLane(t *testing.T) {
+	a := &Agent{lat: newEventLatency(nil, clock.RealClock{}), queue: newLane("q"), changes: newLane("c"),
+		creating: make(chan struct{}, 1)}
 	defer a.queue.ShutDown()
+	defer a.changes.ShutDown()
 	key := func(i int) types.NamespacedName {
 		return types.NamespacedName{Namespace: "default", Name: fmt.Sprintf("vs-%d", i)}
 	}
-	// vs-0 and vs-1 are programmed; vs-2.. are being created.
 	a.programmed.Store(key(0), struct{}{})
-	a.programmed.Store(key(1), struct{}{})
-	a.queue.Add(key(1)) // the agent's own work on a programmed one: not urgent
-	for i := 2; i < 1002; i++ {
+	for i := 1; i <= 1000; i++ {
 		a.event(key(i))
 	}
 	a.event(key(0))
-	a.event(key(1)) // now an event: urgent, behind vs-0
+	if a.queue.Len() != 1000 || a.changes.Len() != 1 {
+		t.Fatalf("creates lane %d, changes lane %d; want 1000 and 1", a.queue.Len(), a.changes.Len())
+	}
+	if got, _ := a.changes.Get(); got != key(0) {
+		t.Fatalf("changes lane gave %s", got)
+	}
+	a.changes.Done(key(0))
 
-	want := []types.NamespacedName{key(0), key(1), key(2), key(3)}
-	for _, w := range want {
-		got, prio, shut := a.queue.GetWithPriority()
-		if shut {
-			t.Fatal("queue shut down")
-		}
-		if got != w {
-			t.Fatalf("got %s (priority %d), want %s", got, prio, w)
-		}
-		if wantPrio := map[bool]int{true: urgent, false: 0}[w == key(0) || w == key(1)]; prio != wantPrio {
-			t.Errorf("%s came with priority %d, want %d", got, prio, wantPrio)
-		}
-		a.queue.Done(got)
+	// A create inside the syncer holds the create lane's admission: a
+	// second create waits, a change does not.
+	out := a.admit(false)
+	second := make(chan struct{})
+	go func() { a.admit(false)(); close(second) }()
+	select {
+	case <-a.admitted(true):
+	case <-time.After(10 * time.Second):
+		t.Fatal("a change waited for a create's admission")
 	}
-	if n := a.queue.Len(); n != 998 {
-		t.Errorf("%d left in the queue, want 998", n)
+	select {
+	case <-second:
+		t.Fatal("two creates admitted at once")
+	case <-time.After(50 * time.Millisecond):
+	}
+	out()
+	select {
+	case <-second:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second create was never admitted")
 	}
 
-	// Removed from the kernel: its next event is a create again.
-	a.programmed.Delete(key(0))
-	a.event(key(0))
-	a.event(key(5000))
-	a.programmed.Store(key(5000), struct{}{})
-	a.event(key(5000))
-	if got, _, _ := a.queue.GetWithPriority(); got != key(5000) {
-		t.Fatalf("got %s first, want vs-5000 (programmed, urgent)", got)
+	// The same VirtualService is never synced from both lanes at once.
+	unlock := a.lockKey(key(7))
+	locked := make(chan struct{})
+	go func() { a.lockKey(key(7))(); close(locked) }()
+	select {
+	case <-locked:
+		t.Fatal("vs-7 locked twice")
+	case <-time.After(50 * time.Millisecond):
 	}
+	unlock()
+	<-locked
+}
+
+// admitted admits a sync and lets it out at once, closing the channel
+// when it was admitted.
+func (a *Agent) admitted(change bool) <-chan struct{} {
+	done := make(chan struct{})
+	go func() { a.admit(change)(); close(done) }()
+	return done
 }

@@ -48,7 +48,7 @@ func TestQueueAllRetriesAFailedList(t *testing.T) {
 	var logMu sync.Mutex
 	log := funcr.New(func(prefix, args string) { logMu.Lock(); logs.WriteString(args + "\n"); logMu.Unlock() }, funcr.Options{})
 	a := &Agent{client: c, lat: newEventLatency(nil, clock.RealClock{}),
-		queue: newQueue()}
+		queue: newLane("q"), changes: newLane("c")}
 	defer a.queue.ShutDown()
 	ctx, cancel := context.WithCancel(ctrl.LoggerInto(context.Background(), log))
 	defer cancel()

@@ -291,11 +291,13 @@ func (s *script) start() error {
 func (s *script) stop() {
 	if s.agent != nil {
 		s.agent.queue.ShutDown()
+		s.agent.changes.ShutDown()
 		s.agent = nil
 	}
 }
 
-// sync runs the agent's workers until the queue is empty, and the
+// sync runs the agent's workers until both lanes are empty (changes
+// first, as their own workers would take them first), and the
 // announcer whenever it was poked (which may queue status reports). A
 // failed sync is logged (and so fails the script) rather than retried.
 func (s *script) sync() error {
@@ -303,8 +305,12 @@ func (s *script) sync() error {
 		if n == 10000 {
 			return errors.New("the queue does not empty")
 		}
+		if s.agent.changes.Len() > 0 {
+			s.agent.processNext(s.ctx, s.agent.changes)
+			continue
+		}
 		if s.agent.queue.Len() > 0 {
-			s.agent.processNext(s.ctx)
+			s.agent.processNext(s.ctx, s.agent.queue)
 			continue
 		}
 		select {

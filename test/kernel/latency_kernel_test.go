@@ -456,7 +456,7 @@ func logAgentMetrics(tb testing.TB, when string, before, after metrics) {
 	d := func(name string, labels ...string) float64 {
 		return after.sum(name, labels...) - before.sum(name, labels...)
 	}
-	q := `name="kubelvs-agent"`
+	q := `name="kubelvs-agent` // both lanes
 	mean := func(name string, labels ...string) float64 {
 		n := d(name+"_count", labels...)
 		if n == 0 {

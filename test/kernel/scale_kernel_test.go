@@ -545,10 +545,11 @@ func waitQueueEmpty(tb testing.TB) {
 		if err != nil {
 			return err
 		}
-		if !m.has("workqueue_depth", `name="kubelvs-agent"`) {
+		// Both lanes: kubelvs-agent and kubelvs-agent-changes.
+		if !m.has("workqueue_depth", `name="kubelvs-agent`) {
 			return errors.New("the agent exports no workqueue_depth for its queue")
 		}
-		if d := m.sum("workqueue_depth", `name="kubelvs-agent"`); d != 0 {
+		if d := m.sum("workqueue_depth", `name="kubelvs-agent`); d != 0 {
 			settle = 0
 			time.Sleep(200 * time.Millisecond)
 			return fmt.Errorf("depth %v", d)
