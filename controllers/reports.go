@@ -8,6 +8,7 @@ import (
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -112,7 +113,13 @@ type genRV struct {
 }
 
 // rvOf returns the resourceVersion at which vs's generation was first
-// seen, recording it now if it is new.
+// seen, recording it now if it is new. A generation whose status already
+// says Programmed (a controller before this one, e.g. before a restart or
+// a change of leader, saw every node program it) is recorded at 0: every
+// node that reports has programmed it, unless it lists it as failed (a
+// node writes its first report only after its first full sync). Else a
+// restarted controller would wait for every node's watermark to pass its
+// own last status write, which the nodes report only every few minutes.
 func (g *generations) rvOf(vs *lvsv1.VirtualService) (uint64, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -122,6 +129,11 @@ func (g *generations) rvOf(vs *lvsv1.VirtualService) (uint64, bool) {
 	key := client.ObjectKeyFromObject(vs)
 	if cur, ok := g.m[key]; ok && cur.gen == vs.Generation {
 		return cur.rv, true
+	}
+	if c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionProgrammed); c != nil &&
+		c.Status == metav1.ConditionTrue && c.ObservedGeneration == vs.Generation {
+		g.m[key] = genRV{gen: vs.Generation}
+		return 0, true
 	}
 	rv, err := strconv.ParseUint(vs.ResourceVersion, 10, 64)
 	if err != nil {

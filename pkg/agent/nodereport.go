@@ -20,17 +20,20 @@ import (
 )
 
 // nodeReporter keeps what this node programmed — the watermark, the
-// VirtualServices it failed — and writes its NodeReport: soon (within
-// prompt) after a change of a VirtualService's spec was synced or the
-// failures changed, and otherwise at most every idle while the watermark
-// moves (status-only events, which need no sync), so that a restarted
-// controller catches up.
+// VirtualServices it failed — and writes its NodeReport soon (within
+// prompt) after a VirtualService was synced, the failures or what the node
+// announces changed. A watermark moved only by status-only events (the
+// controller's own status writes, which need no sync and which the
+// controller does not wait for) is written at most every refresh, so that
+// one change costs one report write per node, not two (the controller's
+// Programmed=True write would otherwise move every watermark once more).
 type nodeReporter struct {
 	node         string
 	c            client.Client
 	w            *watermark
 	clock        clock.Clock
 	prompt, idle time.Duration
+	refresh      time.Duration
 	kick         chan struct{}
 	// announced lists what the node announces (nil: nothing).
 	announced func() []lvsv1.AnnouncedAddress
@@ -39,11 +42,14 @@ type nodeReporter struct {
 	failed     map[types.NamespacedName]lvsv1.NodeReportFailure
 	programmed map[types.NamespacedName]bool
 	written    string // the last report written, without its time
+	// writtenBody is written without the watermark; writtenAt when.
+	writtenBody string
+	writtenAt   time.Time
 }
 
 func newNodeReporter(node string, c client.Client, w *watermark, clk clock.Clock) *nodeReporter {
 	return &nodeReporter{
-		node: node, c: c, w: w, clock: clk, prompt: time.Second, idle: 30 * time.Second,
+		node: node, c: c, w: w, clock: clk, prompt: time.Second, idle: 30 * time.Second, refresh: 5 * time.Minute,
 		kick:   make(chan struct{}, 1),
 		failed: map[types.NamespacedName]lvsv1.NodeReportFailure{}, programmed: map[types.NamespacedName]bool{},
 	}
@@ -111,13 +117,20 @@ func (r *nodeReporter) status() lvsv1.NodeReportStatus {
 }
 
 // write applies the report if it changed; it reports whether it wrote.
-func (r *nodeReporter) write(ctx context.Context) (bool, error) {
+// On an idle tick (idle), a report whose only change is its watermark is
+// written only once refresh has passed since the last write.
+func (r *nodeReporter) write(ctx context.Context, idle bool) (bool, error) {
 	st := r.status()
 	key := fmt.Sprintf("%+v", st)
+	bare := st
+	bare.ResourceVersion = ""
+	body := fmt.Sprintf("%+v", bare)
 	r.mu.Lock()
 	same := key == r.written
+	onlyWatermark := body == r.writtenBody
+	recent := r.clock.Since(r.writtenAt) < r.refresh
 	r.mu.Unlock()
-	if same {
+	if same || (idle && onlyWatermark && recent) {
 		return false, nil
 	}
 	failed := make([]any, len(st.Failed))
@@ -143,7 +156,7 @@ func (r *nodeReporter) write(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("write NodeReport %s: %w", r.node, err)
 	}
 	r.mu.Lock()
-	r.written = key
+	r.written, r.writtenBody, r.writtenAt = key, body, r.clock.Now()
 	r.mu.Unlock()
 	return true, nil
 }
@@ -154,6 +167,7 @@ func (r *nodeReporter) run(ctx context.Context) {
 	idle := time.NewTicker(r.idle)
 	defer idle.Stop()
 	for {
+		idleTick := false
 		select {
 		case <-ctx.Done():
 			return
@@ -165,8 +179,9 @@ func (r *nodeReporter) run(ctx context.Context) {
 			case <-time.After(r.prompt):
 			}
 		case <-idle.C:
+			idleTick = true
 		}
-		if _, err := r.write(ctx); err != nil && ctx.Err() == nil {
+		if _, err := r.write(ctx, idleTick); err != nil && ctx.Err() == nil {
 			log.Error(err, "writing this node's report failed; retrying")
 			r.poke()
 		}

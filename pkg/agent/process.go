@@ -59,7 +59,7 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName, change bo
 			kernelDone(err)
 			return err
 		}
-		defer a.wm.handled(key, token)
+		defer a.synced(key, token)
 		if a.reports != nil {
 			a.reports.removed(key)
 		}
@@ -85,18 +85,28 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName, change bo
 	if err == nil {
 		var g desired.Group
 		if g, err = a.build(ctx, &vs, node); err == nil {
-			defer a.wm.handled(key, token)
+			defer a.synced(key, token)
 			return a.apply(ctx, key, &vs, g, node, change, kernelDone)
 		}
 		// Its inputs did not load: the kernel keeps what it has, and the
 		// report says so (the retry corrects it).
 		if a.reports != nil {
 			a.reports.outcome(key, vs.Generation, true, []string{err.Error()})
-			a.wm.handled(key, token)
+			a.synced(key, token)
 		}
 	}
 	kernelDone(err)
 	return err
+}
+
+// synced records that the sync of key that began with token finished
+// (the watermark moves past the events it saw) and has the report
+// written soon: the controller waits for it.
+func (a *Agent) synced(key types.NamespacedName, token uint64) {
+	a.wm.handled(key, token)
+	if a.reports != nil {
+		a.reports.poke()
+	}
 }
 
 // apply syncs g, tells kernelDone, then updates health targets and status.
