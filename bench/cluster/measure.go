@@ -295,8 +295,8 @@ func (c *cluster) measure(ctx context.Context, kind string) (record, error) {
 		u := between(before, after)
 		u.minus(c.bg)
 		if c.design == designNodeReports {
-			// The reports written late, at the agents' idle tick (settle),
-			// are part of the change; the rest of that long tail is not
+			// Reports written late (settle) would be part of the change;
+			// the rest of that long tail is not
 			// (bookmarks to every watch, kube-apiserver's upkeep), nor its
 			// CPU, which the background would drown.
 			if err := c.settle(ctx, true); err != nil {
@@ -416,10 +416,10 @@ func sum(m map[string]float64) float64 {
 
 // settle waits until no VirtualService (or NodeReport) event has been
 // seen for o.quiet and, with NodeReports and reports set, until every
-// node's report has caught up with the newest VirtualService event: an
-// agent writes its report promptly after it synced a spec change, but a
-// watermark moved only by status writes (the controller's
-// Programmed=True) waits for the agent's idle tick, up to 30 s later.
+// node's report has caught up with the newest spec change (a watermark
+// moved only by status writes, e.g. the controller's Programmed=True, is
+// not reported per change: at the agent's next sync, or every few
+// minutes).
 func (c *cluster) settle(ctx context.Context, reports bool) error {
 	deadline := time.Now().Add(5 * time.Minute)
 	for {

@@ -46,8 +46,11 @@ type observer struct {
 type seenState struct {
 	latest  map[types.NamespacedName]*lvsv1.VirtualService
 	reports map[string]*lvsv1.NodeReport
-	// maxVSRV is the newest resourceVersion of a VirtualService event.
-	maxVSRV      uint64
+	// maxSpecRV is the newest resourceVersion at which a VirtualService
+	// was created or changed its generation: what the agents' reports
+	// follow (a watermark moved only by status writes is reported at the
+	// next sync or every few minutes, not per change).
+	maxSpecRV    uint64
 	reportEvents int64
 }
 
@@ -118,10 +121,13 @@ func (o *observer) seen(obj any) {
 			}
 			fmt.Fprintf(os.Stderr, "trace %s vs %s rv=%s gen=%d entries=%d programmed=%q backends=%v\n", now.Format("15:04:05.000"), x.Name, x.ResourceVersion, x.Generation, len(x.Status.Nodes), msg, x.Status.Backends)
 		}
-		o.latest[types.NamespacedName{Namespace: x.Namespace, Name: x.Name}] = x
-		if rv, err := strconv.ParseUint(x.ResourceVersion, 10, 64); err == nil {
-			o.maxVSRV = max(o.maxVSRV, rv)
+		key := types.NamespacedName{Namespace: x.Namespace, Name: x.Name}
+		if prev := o.latest[key]; prev == nil || prev.Generation != x.Generation {
+			if rv, err := strconv.ParseUint(x.ResourceVersion, 10, 64); err == nil {
+				o.maxSpecRV = max(o.maxSpecRV, rv)
+			}
 		}
+		o.latest[key] = x
 		o.events++
 	case *lvsv1.NodeReport:
 		if traceEvents {
@@ -186,12 +192,12 @@ func (o *observer) counts() (vs, reports int64, since time.Duration) {
 }
 
 // reportsBehind counts the nodes whose NodeReport is missing or has a
-// watermark below the newest VirtualService event seen: they have a
-// report still to write (at the latest on their idle tick).
+// watermark below the newest spec change seen: they have a report still
+// to write.
 func (o *observer) reportsBehind() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.nodes - o.watermarksAtLeast(o.maxVSRV)
+	return o.nodes - o.watermarksAtLeast(o.maxSpecRV)
 }
 
 // statusNodeEntries counts the entries of status.nodes over all

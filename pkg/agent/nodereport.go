@@ -178,6 +178,11 @@ func (r *nodeReporter) run(ctx context.Context) {
 				return
 			case <-time.After(r.prompt):
 			}
+			// This write covers the pokes that came meanwhile.
+			select {
+			case <-r.kick:
+			default:
+			}
 		case <-idle.C:
 			idleTick = true
 		}
