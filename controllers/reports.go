@@ -161,11 +161,11 @@ func (r *VirtualServiceReconciler) reportedNodes(ctx context.Context, vs *lvsv1.
 		}
 		return nil, fmt.Errorf("list NodeReports: %w", err)
 	}
-	if len(reports.Items) == 0 {
-		return nil, nil
-	}
+	// Recorded at the first reconcile of a generation, reports or not: a
+	// reconcile runs on the spec write, before the controller's own
+	// status writes, which agents do not report per change.
 	rv, ok := r.gens.rvOf(vs)
-	if !ok {
+	if len(reports.Items) == 0 || !ok {
 		return nil, nil
 	}
 	counts, err := r.backendCounts(ctx, vs)

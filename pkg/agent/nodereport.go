@@ -24,7 +24,8 @@ import (
 // prompt) after a VirtualService was synced, the failures or what the node
 // announces changed. A watermark moved only by status-only events (the
 // controller's own status writes, which need no sync and which the
-// controller does not wait for) is written at most every refresh, so that
+// controller does not wait for) is written at most every refresh (a
+// minute: what a restarted controller may wait for), so that
 // one change costs one report write per node, not two (the controller's
 // Programmed=True write would otherwise move every watermark once more).
 type nodeReporter struct {
@@ -49,7 +50,7 @@ type nodeReporter struct {
 
 func newNodeReporter(node string, c client.Client, w *watermark, clk clock.Clock) *nodeReporter {
 	return &nodeReporter{
-		node: node, c: c, w: w, clock: clk, prompt: time.Second, idle: 30 * time.Second, refresh: 5 * time.Minute,
+		node: node, c: c, w: w, clock: clk, prompt: time.Second, idle: 30 * time.Second, refresh: time.Minute,
 		kick:   make(chan struct{}, 1),
 		failed: map[types.NamespacedName]lvsv1.NodeReportFailure{}, programmed: map[types.NamespacedName]bool{},
 	}
