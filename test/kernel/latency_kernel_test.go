@@ -380,19 +380,26 @@ func pct(d []time.Duration, p int) time.Duration {
 // metrics are the agent's Prometheus samples, by "name{labels}".
 type metrics map[string]float64
 
+// matches reports whether the series key is of name with labels that
+// contain every one of labels.
+func matches(key, name string, labels []string) bool {
+	n, l, _ := strings.Cut(key, "{")
+	if n != name {
+		return false
+	}
+	for _, want := range labels {
+		if !strings.Contains(l, want) {
+			return false
+		}
+	}
+	return true
+}
+
 // sum adds the samples of name whose labels contain every one of labels.
 func (m metrics) sum(name string, labels ...string) float64 {
 	var s float64
 	for k, v := range m {
-		n, l, _ := strings.Cut(k, "{")
-		if n != name {
-			continue
-		}
-		ok := true
-		for _, want := range labels {
-			ok = ok && strings.Contains(l, want)
-		}
-		if ok {
+		if matches(k, name, labels) {
 			s += v
 		}
 	}
@@ -402,15 +409,7 @@ func (m metrics) sum(name string, labels ...string) float64 {
 // has reports whether m holds a series of name with those labels.
 func (m metrics) has(name string, labels ...string) bool {
 	for k := range m {
-		n, l, _ := strings.Cut(k, "{")
-		if n != name {
-			continue
-		}
-		ok := true
-		for _, want := range labels {
-			ok = ok && strings.Contains(l, want)
-		}
-		if ok {
+		if matches(k, name, labels) {
 			return true
 		}
 	}
