@@ -341,11 +341,27 @@ func (a *Agent) fullSync(ctx context.Context, verify bool) error {
 	groups, errs := groupsOf(list.Items, func(vs *lvsv1.VirtualService) (desired.Group, error) {
 		return a.build(ctx, vs, node)
 	})
-	if _, err := a.syncer.SyncAll(ctx, groups); err != nil {
+	// The periodic resync leaves VirtualServices new to the kernel to the
+	// create lane (syncer.Resync), so that it never programs a burst of
+	// creates under the syncer's lock while changes wait. They are queued
+	// there already, and again here in case an event was missed.
+	sync := a.syncer.SyncAll
+	if verify {
+		sync = a.syncer.Resync
+	}
+	res, err := sync(ctx, groups)
+	if err != nil {
 		errs = append(errs, err)
 	}
+	deferred := make(map[types.NamespacedName]bool, len(res.Deferred))
+	for _, name := range res.Deferred {
+		deferred[name] = true
+		a.queue.Add(name)
+	}
 	for _, g := range groups {
-		a.programmed.Store(g.Name, struct{}{})
+		if !deferred[g.Name] {
+			a.programmed.Store(g.Name, struct{}{})
+		}
 	}
 	if verify {
 		if n, err := a.syncer.Verify(ctx); err != nil {

@@ -251,6 +251,8 @@ type Result struct {
 	Ops int
 	// Draining counts real servers at weight 0 waiting to be deleted.
 	Draining int
+	// Deferred are the groups a Resync left for their own syncs.
+	Deferred []types.NamespacedName
 }
 
 // SyncGroup makes the kernel hold g and nothing else of g.Name. It writes
@@ -280,7 +282,7 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 			return Result{Draining: s.drainingOf(g.Name)}, err
 		}
 	}
-	res, err := s.syncGroup(ctx, g)
+	res, err := s.syncGroup(ctx, g, nil)
 	if e := s.syncShared(ctx, false); e != nil {
 		err = errors.Join(err, e)
 	}
@@ -305,6 +307,39 @@ func (s *Syncer) RemoveGroup(ctx context.Context, name types.NamespacedName) (Re
 // any adopted virtual server that no other group claims, so while there is
 // such a group nothing adopted is deleted (see keptGroup).
 func (s *Syncer) SyncAll(ctx context.Context, groups []desired.Group) (Result, error) {
+	return s.syncAll(ctx, groups, false)
+}
+
+// Resync is SyncAll for the periodic resync: it leaves out, and returns in
+// Result.Deferred, the groups it has never programmed whose every virtual
+// server is new to the kernel. Programming those only adds (their own
+// virtual servers, VIPs and ipset members), so leaving them changes
+// nothing of what is programmed; their own syncs (SyncGroup) add them,
+// each holding the lock for one group rather than a resync holding it for
+// a whole burst of creates. A new group that takes over a virtual server
+// the syncer has (a conflict it won, or one adopted at a restart) is
+// synced here as by SyncAll. Until the first full sync has compared the
+// shared state with the kernel, nothing is deferred.
+func (s *Syncer) Resync(ctx context.Context, groups []desired.Group) (Result, error) {
+	return s.syncAll(ctx, groups, true)
+}
+
+// additive reports whether syncing g, which the syncer has never
+// programmed, would only add: none of its virtual servers is in the
+// kernel as far as the syncer knows.
+func (s *Syncer) additive(g desired.Group) bool {
+	if s.groups[g.Name] != nil {
+		return false
+	}
+	for _, d := range g.Services {
+		if s.services[d.Key()] != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew bool) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.epoch++
@@ -313,14 +348,24 @@ func (s *Syncer) SyncAll(ctx context.Context, groups []desired.Group) (Result, e
 	var errs []error
 	want := make(map[types.NamespacedName]bool, len(groups)+1)
 	membersChange := !s.sharedChecked
+	deferNew = deferNew && s.sharedChecked
 	unknownHold := false
 	claimed := map[ipvs.Key]bool{}
 	clear(s.held)
+	var deferred map[types.NamespacedName]bool
 	for _, g := range groups {
 		want[g.Name] = true
 		s.setHeld(g.Name, g.Hold)
 		if g.Hold {
 			unknownHold = unknownHold || s.groups[g.Name] == nil
+			continue
+		}
+		if deferNew && s.additive(g) {
+			if deferred == nil {
+				deferred = map[types.NamespacedName]bool{}
+			}
+			deferred[g.Name] = true
+			total.Deferred = append(total.Deferred, g.Name)
 			continue
 		}
 		for _, d := range g.Services {
@@ -343,6 +388,9 @@ func (s *Syncer) SyncAll(ctx context.Context, groups []desired.Group) (Result, e
 	if membersChange {
 		var next netfilter.Members
 		for _, g := range groups {
+			if deferred[g.Name] {
+				continue
+			}
 			if g.Hold {
 				if prev := s.groups[g.Name]; prev != nil {
 					next = appendMembers(next, prev.members)
@@ -360,10 +408,10 @@ func (s *Syncer) SyncAll(ctx context.Context, groups []desired.Group) (Result, e
 		}
 	}
 	for _, g := range groups {
-		if g.Hold {
+		if g.Hold || deferred[g.Name] {
 			continue
 		}
-		r, err := s.syncGroup(ctx, g)
+		r, err := s.syncGroup(ctx, g, claimed)
 		total.Ops += r.Ops
 		errs = append(errs, err)
 	}
@@ -376,7 +424,7 @@ func (s *Syncer) SyncAll(ctx context.Context, groups []desired.Group) (Result, e
 	}
 	for name := range s.groups {
 		if !want[name] {
-			r, err := s.syncGroup(ctx, desired.Group{Name: name})
+			r, err := s.syncGroup(ctx, desired.Group{Name: name}, claimed)
 			total.Ops += r.Ops
 			errs = append(errs, err)
 		}
@@ -462,7 +510,11 @@ func (s *Syncer) setHeld(name types.NamespacedName, hold bool) {
 	s.metrics.setHeld(len(s.held))
 }
 
-func (s *Syncer) syncGroup(ctx context.Context, g desired.Group) (Result, error) {
+// syncGroup syncs one group; s.mu is held. A virtual server it no longer
+// wants that claimed (the keys the groups of a full sync want) holds is
+// left to the group that takes it over in place later in the same full
+// sync, rather than deleted and re-added, whatever the order of the groups.
+func (s *Syncer) syncGroup(ctx context.Context, g desired.Group, claimed map[ipvs.Key]bool) (Result, error) {
 	var res Result
 	var errs []error
 	prev := s.groups[g.Name]
@@ -514,7 +566,7 @@ func (s *Syncer) syncGroup(ctx context.Context, g desired.Group) (Result, error)
 	}
 	if prev != nil {
 		for _, k := range prev.keys {
-			if svc := s.services[k]; svc != nil && !wanted[k] && svc.owner == g.Name {
+			if svc := s.services[k]; svc != nil && !wanted[k] && svc.owner == g.Name && !claimed[k] {
 				res.Ops++
 				errs = append(errs, s.deleteService(ctx, k, svc))
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -712,5 +713,65 @@ func TestVerifyDuringAChange(t *testing.T) {
 	}
 	if rs, _ := n.ipvs.ListRealServers(ctx, k); len(rs) != 2 {
 		t.Fatalf("kernel holds %v, want the two real servers of the change", rs)
+	}
+}
+
+// The periodic resync leaves a VirtualService new to the kernel to its own
+// sync, so that it never programs a burst of creates under the lock, and
+// still syncs the rest: a changed group, and a new group that takes over a
+// virtual server the kernel has (in place, as SyncAll would). Before the
+// first full sync it defers nothing.
+func TestResyncDefersOnlyWhatIsNewToTheKernel(t *testing.T) {
+	ctx := context.Background()
+	n := newNode()
+	s := n.syncer(t)
+	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
+	a := grp("a", "10.96.0.1", tcp, "10.1.0.1:80")
+	b := grp("b", "10.96.0.2", tcp, "10.1.0.2:80")
+	first, err := s.Resync(ctx, []desired.Group{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Deferred) != 0 {
+		t.Fatalf("first full sync deferred %v", first.Deferred)
+	}
+	// c is new; d is new and wins b's virtual server; a changed.
+	c := grp("c", "10.96.0.3", tcp, "10.1.0.3:80")
+	d := grp("d", "10.96.0.2", tcp, "10.1.0.4:80")
+	a2 := grp("a", "10.96.0.1", tcp, "10.1.0.1:80", "10.1.0.5:80")
+	churn := n.ipvs.Calls("DeleteVirtualServer") + n.ipvs.Calls("AddVirtualServer")
+	res, err := s.Resync(ctx, []desired.Group{a2, {Name: b.Name}, c, d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(res.Deferred, []types.NamespacedName{c.Name}) {
+		t.Fatalf("deferred %v, want only %v", res.Deferred, c.Name)
+	}
+	if got := n.ipvs.Calls("DeleteVirtualServer") + n.ipvs.Calls("AddVirtualServer") - churn; got != 0 {
+		t.Fatalf("%d virtual servers deleted or added; d takes b's over in place, c waits", got)
+	}
+	// b's real server drains in d's virtual server, as after a takeover
+	// by SyncGroup.
+	ref := want(t, a, b)
+	rs := ref.syncer(t)
+	for _, g := range []desired.Group{a2, d, {Name: b.Name}} {
+		if _, err := rs.SyncGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.Contains(ref.ipvs.Dump(), "10.1.0.2:80 w=0") {
+		t.Fatalf("reference: b's real server not draining:\n%s", ref.ipvs.Dump())
+	}
+	sameKernel(t, "after the resync", n, ref)
+	if _, err := s.SyncGroup(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.SyncGroup(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	sameKernel(t, "after c's own sync", n, ref)
+	// The next resync has nothing left to defer.
+	if res, err := s.Resync(ctx, []desired.Group{a2, c, d}); err != nil || len(res.Deferred) != 0 || res.Ops != 0 {
+		t.Fatalf("resync after: %+v, %v", res, err)
 	}
 }

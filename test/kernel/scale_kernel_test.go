@@ -351,6 +351,22 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 	agentCPU0, _ := cpuSeconds(agentPID)
 	busy0, total0 := guestCPU()
 	start := time.Now()
+	profiled := make(chan struct{})
+	if dir := os.Getenv("KUBELVS_BENCH_PROFILE_DIR"); dir != "" {
+		// Where the agent's CPU goes over the burst's first 20 s:
+		// go tool pprof -top <file>
+		go func() {
+			defer close(profiled)
+			path := filepath.Join(dir, fmt.Sprintf("agent-cpu-burst-%d.pb.gz", n))
+			if err := fetch("http://"+scalePprofAddr+"/debug/pprof/profile?seconds=20", path); err != nil {
+				b.Logf("CPU profile: %v", err)
+				return
+			}
+			b.Logf("vs=%d: agent CPU profile over the burst in %s", n, path)
+		}()
+	} else {
+		close(profiled)
+	}
 	written := make(chan error, 1)
 	go func() {
 		next := make(chan int)
@@ -464,6 +480,7 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 		})
 	}
 	close(stopPoll)
+	<-profiled
 	r.ProgrammedSeconds = time.Duration(programmed.Load()).Seconds()
 	r.APIToKernel, r.EventToKernel = summarize(api), summarize(event)
 	// Where the time went: the agent's queue and syncs over the burst,
