@@ -32,6 +32,21 @@ func indexServiceRef(obj client.Object) []string {
 	return []string{vs.Spec.Backends.ServiceRef.Name}
 }
 
+// waitingIndex indexes the VirtualServices whose Programmed condition is
+// not True (value "true"): a NodeReport's change can concern only those
+// (and the ones it lists as failed), so its handler lists them alone
+// rather than every VirtualService, once per report event, N times per
+// change on N nodes.
+const waitingIndex = "status.waitingForNodes"
+
+func indexWaiting(obj client.Object) []string {
+	vs, ok := obj.(*lvsv1.VirtualService)
+	if !ok || meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionProgrammed) {
+		return nil
+	}
+	return []string{"true"}
+}
+
 // backendCounts counts a VirtualService's backends as the API shows them,
 // for the nodes that report in NodeReports (which carry no per-
 // VirtualService counts): its EndpointSlices' endpoints (ready, or
@@ -154,8 +169,10 @@ func (g *generations) forget(key types.NamespacedName) {
 // watermark passed vs's generation), failed (the node lists vs at its
 // generation, with why), or behind.
 func (r *VirtualServiceReconciler) reportedNodes(ctx context.Context, vs *lvsv1.VirtualService, live map[string]map[string]string) ([]lvsv1.NodeStatus, error) {
+	// Read only: the cache's objects as they are, not a copy of every
+	// node's report per reconcile.
 	var reports lvsv1.NodeReportList
-	if err := r.Client.List(ctx, &reports); err != nil {
+	if err := r.Client.List(ctx, &reports, client.UnsafeDisableDeepCopy); err != nil {
 		if meta.IsNoMatchError(err) {
 			return nil, nil // a cluster whose CRDs predate NodeReports
 		}
@@ -209,25 +226,19 @@ func selectsNode(sel map[string]lvsv1.LabelValue, labels map[string]string) bool
 // cleared is seen too). A report created or deleted requeues every
 // VirtualService instead (everyVirtualService).
 func (r *VirtualServiceReconciler) waiting(ctx context.Context, obj client.Object) []reconcile.Request {
-	rep, _ := obj.(*lvsv1.NodeReport)
-	listed := map[types.NamespacedName]bool{}
-	if rep != nil {
+	var reqs []reconcile.Request
+	if rep, _ := obj.(*lvsv1.NodeReport); rep != nil {
 		for _, f := range rep.Status.Failed {
-			listed[types.NamespacedName{Namespace: f.Namespace, Name: f.Name}] = true
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: f.Namespace, Name: f.Name}})
 		}
 	}
 	var list lvsv1.VirtualServiceList
-	if err := r.Client.List(ctx, &list); err != nil {
+	if err := r.Client.List(ctx, &list, client.MatchingFields{waitingIndex: "true"}, client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "cannot list VirtualServices after a NodeReport changed")
 		return nil
 	}
-	var reqs []reconcile.Request
 	for i := range list.Items {
-		vs := &list.Items[i]
-		key := client.ObjectKeyFromObject(vs)
-		if listed[key] || !meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionProgrammed) {
-			reqs = append(reqs, reconcile.Request{NamespacedName: key})
-		}
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 	}
 	return reqs
 }

@@ -1,9 +1,13 @@
 package controllers
 
 import (
+	"context"
+	"slices"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 )
@@ -43,5 +47,37 @@ func TestGenerationsRecordWhereTheyWereFirstSeen(t *testing.T) {
 	var pending generations
 	if rv, _ := pending.rvOf(vs); rv != 60 {
 		t.Fatalf("pending before the restart: %d, want 60", rv)
+	}
+}
+
+// A NodeReport's change queues the VirtualServices still waiting for nodes
+// and those it lists as failed, and no other (the list is taken through
+// the waiting index, not of every VirtualService).
+func TestReportEventQueuesOnlyTheWaiting(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := lvsv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	vs := func(name string, programmed bool) *lvsv1.VirtualService {
+		v := &lvsv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Generation: 1}}
+		st := metav1.ConditionFalse
+		if programmed {
+			st = metav1.ConditionTrue
+		}
+		v.Status.Conditions = []metav1.Condition{{Type: lvsv1.ConditionProgrammed, Status: st, ObservedGeneration: 1, Reason: "X"}}
+		return v
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithIndex(&lvsv1.VirtualService{}, waitingIndex, indexWaiting).
+		WithObjects(vs("done", true), vs("pending", false), vs("failed-here", true), vs("other", true)).Build()
+	r := &VirtualServiceReconciler{Client: c}
+	rep := &lvsv1.NodeReport{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}
+	rep.Status.Failed = []lvsv1.NodeReportFailure{{Namespace: "shop", Name: "failed-here", Generation: 1, Message: "boom"}}
+	var got []string
+	for _, req := range r.waiting(context.Background(), rep) {
+		got = append(got, req.Name)
+	}
+	slices.Sort(got)
+	if want := []string{"failed-here", "pending"}; !slices.Equal(got, want) {
+		t.Fatalf("queued %v, want %v", got, want)
 	}
 }

@@ -234,6 +234,9 @@ func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctr
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &lvsv1.VirtualService{}, serviceRefIndex, indexServiceRef); err != nil {
 		return fmt.Errorf("index VirtualServices by Service: %w", err)
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &lvsv1.VirtualService{}, waitingIndex, indexWaiting); err != nil {
+		return fmt.Errorf("index VirtualServices waiting for nodes: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&lvsv1.VirtualService{}).
 		Watches(&lvsv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.sharers)).
