@@ -11,6 +11,10 @@
 #   VM_BACKEND=qemu VM_CPUS=2 hack/bench.sh        # stock Debian kernel under QEMU
 #   hack/bench.sh -test.cpuprofile=/abs/dir/cpu.out   # extra test binary flags
 #   KUBELVS_BENCH_PHASES=agent hack/bench.sh       # only the agent binary's figures
+#   KUBELVS_BENCH_AGENT_ARGS=--resync-period=15s   # extra agent flags
+#   KUBELVS_BENCH_AGENT_SAMPLES=200                # single changes per scenario
+#   KUBELVS_BENCH_BURST=1000                       # creates before the after-burst
+#                                                  # samples (0: no burst scenario)
 #
 # Two guest boots: the syncer-level scenarios and baselines (test/bench,
 # writes the results file), then the agent binary against etcd and
