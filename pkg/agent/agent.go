@@ -83,6 +83,8 @@ type Agent struct {
 	keyLocks [64]sync.Mutex
 	ready    atomic.Bool
 	lat      *eventLatency
+	// watchEvents counts the events the handlers receive (metrics.go).
+	watchEvents *watchEvents
 
 	// Lookups kept by the event handlers (index.go): VirtualServices by
 	// the keys they claim and by the Service they point at, EndpointSlices
@@ -134,14 +136,15 @@ func newAgent(c client.Client, s *syncer.Syncer, hm *health.Manager, o Options) 
 	}
 	a := &Agent{
 		opts: o, client: c, syncer: s, health: hm,
-		queue:    newLane("kubelvs-agent"),
-		changes:  newLane("kubelvs-agent-changes"),
-		creating: make(chan struct{}, 1),
-		reported: map[types.NamespacedName]lvsv1.NodeStatus{},
-		lat:      newEventLatency(o.Metrics, clock.RealClock{}),
-		byKey:    newIndex(vsServiceKeys),
-		byRef:    newIndex(vsServiceRef),
-		slicesOf: newIndex(sliceService),
+		queue:       newLane("kubelvs-agent"),
+		changes:     newLane("kubelvs-agent-changes"),
+		creating:    make(chan struct{}, 1),
+		reported:    map[types.NamespacedName]lvsv1.NodeStatus{},
+		lat:         newEventLatency(o.Metrics, clock.RealClock{}),
+		watchEvents: newWatchEvents(o.Metrics),
+		byKey:       newIndex(vsServiceKeys),
+		byRef:       newIndex(vsServiceRef),
+		slicesOf:    newIndex(sliceService),
 	}
 	if o.Announcers.Layer2 != nil && o.Announcers.Members == nil {
 		return nil, errors.New("agent: layer-2 announcement needs a Membership")

@@ -29,7 +29,7 @@ func (a *Agent) watch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch VirtualServices: %w", err)
 	}
-	reg, err := vsInf.AddEventHandler(a.vsEvents())
+	reg, err := vsInf.AddEventHandler(a.watchEvents.counted(resourceVirtualServices, a.vsEvents()))
 	if err != nil {
 		return err
 	}
@@ -39,7 +39,7 @@ func (a *Agent) watch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch EndpointSlices: %w", err)
 	}
-	reg, err = sliceInf.AddEventHandler(a.sliceEvents())
+	reg, err = sliceInf.AddEventHandler(a.watchEvents.counted(resourceEndpointSlices, a.sliceEvents()))
 	if err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func (a *Agent) watch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch AddressPools: %w", err)
 	}
-	reg, err = poolInf.AddEventHandler(a.poolEvents(ctx))
+	reg, err = poolInf.AddEventHandler(a.watchEvents.counted(resourceAddressPools, a.poolEvents(ctx)))
 	if err != nil {
 		return err
 	}
@@ -61,7 +61,7 @@ func (a *Agent) watch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch Namespaces: %w", err)
 	}
-	reg, err = nsInf.AddEventHandler(a.namespaceEvents(ctx))
+	reg, err = nsInf.AddEventHandler(a.watchEvents.counted(resourceNamespaces, a.namespaceEvents(ctx)))
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func (a *Agent) watch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch Nodes: %w", err)
 	}
-	_, err = nodeInf.AddEventHandler(a.nodeEvents(ctx))
+	_, err = nodeInf.AddEventHandler(a.watchEvents.counted(resourceNodes, a.nodeEvents(ctx)))
 	return err
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 )
 
@@ -93,4 +94,64 @@ func (e *eventLatency) done(key types.NamespacedName, p pendingEvent, ok bool) {
 	e.mu.Lock()
 	e.pending[key] = p
 	e.mu.Unlock()
+}
+
+// watchEvents counts the watch events the agent's handlers receive, per
+// resource and kind of event: the load the API server's watches put on
+// this agent, whatever the handlers do with them (most EndpointSlice
+// events of a large cluster concern no VirtualService). Each series is
+// bound once, so an event costs one atomic add.
+type watchEvents struct {
+	vec *prometheus.CounterVec
+}
+
+// Resources whose events watchEvents counts (the label's values).
+const (
+	resourceVirtualServices = "virtualservices"
+	resourceEndpointSlices  = "endpointslices"
+	resourceAddressPools    = "addresspools"
+	resourceNamespaces      = "namespaces"
+	resourceNodes           = "nodes"
+)
+
+func newWatchEvents(reg prometheus.Registerer) *watchEvents {
+	w := &watchEvents{vec: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "kubelvs", Name: "watch_events_total",
+		Help: "Watch events (add, update, delete) the agent's handlers received, per resource: " +
+			"the informers' initial lists count as adds.",
+	}, []string{"resource", "event"})}
+	for _, r := range []string{resourceVirtualServices, resourceEndpointSlices, resourceAddressPools, resourceNamespaces, resourceNodes} {
+		for _, e := range []string{"add", "update", "delete"} {
+			w.vec.WithLabelValues(r, e)
+		}
+	}
+	if reg != nil {
+		reg.MustRegister(w.vec)
+	}
+	return w
+}
+
+// counted wraps h so that every event is counted under resource first.
+func (w *watchEvents) counted(resource string, h toolscache.ResourceEventHandlerFuncs) toolscache.ResourceEventHandlerFuncs {
+	add, upd, del := w.vec.WithLabelValues(resource, "add"), w.vec.WithLabelValues(resource, "update"), w.vec.WithLabelValues(resource, "delete")
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			add.Inc()
+			if h.AddFunc != nil {
+				h.AddFunc(obj)
+			}
+		},
+		UpdateFunc: func(old, cur any) {
+			upd.Inc()
+			if h.UpdateFunc != nil {
+				h.UpdateFunc(old, cur)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			del.Inc()
+			if h.DeleteFunc != nil {
+				h.DeleteFunc(obj)
+			}
+		},
+	}
 }

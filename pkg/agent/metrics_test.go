@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
@@ -116,5 +117,50 @@ func TestEventKindFollowsTheKernel(t *testing.T) {
 	a.event(k)
 	if p, _ := a.lat.take(k); p.create {
 		t.Error("an event for a programmed VirtualService: a create")
+	}
+}
+
+// Every event a counted handler receives is counted under its resource,
+// whether or not the handler handles that kind of event.
+func TestWatchEventsCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	w := newWatchEvents(reg)
+	var adds int
+	h := w.counted(resourceEndpointSlices, toolscache.ResourceEventHandlerFuncs{AddFunc: func(any) { adds++ }})
+	h.OnAdd(nil, false)
+	h.OnAdd(nil, true)
+	h.OnUpdate(nil, nil)
+	h.OnDelete(nil)
+	if adds != 2 {
+		t.Errorf("the wrapped handler saw %d adds, want 2", adds)
+	}
+	want := map[string]float64{"add": 2, "update": 1, "delete": 1}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, mf := range mfs {
+		if mf.GetName() != "kubelvs_watch_events_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			got := m.GetCounter().GetValue()
+			if l["resource"] == resourceEndpointSlices {
+				seen++
+				if got != want[l["event"]] {
+					t.Errorf("%v: %v, want %v", l, got, want[l["event"]])
+				}
+			} else if got != 0 {
+				t.Errorf("%v: %v, want 0", l, got)
+			}
+		}
+	}
+	if seen != 3 {
+		t.Errorf("%d endpointslices series, want 3", seen)
 	}
 }
