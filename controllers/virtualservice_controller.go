@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -39,6 +41,11 @@ const statusRetry = 200 * time.Millisecond
 type VirtualServiceReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
+	// ServiceSelector is the agents' --endpointslice-selector (nil: none):
+	// a VirtualService whose Service it does not select gets Ready=False,
+	// ServiceNotSelected, and a Warning Event, since no agent watches that
+	// Service's EndpointSlices.
+	ServiceSelector labels.Selector
 
 	gens generations
 }
@@ -126,6 +133,14 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	wasFailing := programmingFailed(orig)
 	wasNotAllowed := acceptedReason(orig) == vsstatus.ReasonAddressNotAllowed
 	becameConflicted := vsstatus.ApplyNodes(&vs, problems, notAllowed, conflicts, nodes)
+	unselected, err := r.unselectedService(ctx, &vs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	wasNotSelected := readyReason(orig) == vsstatus.ReasonServiceNotSelected
+	if unselected != nil {
+		vsstatus.NotSelected(&vs, notSelectedMessage(unselected, r.ServiceSelector))
+	}
 	if equality.Semantic.DeepEqual(orig.Status, vs.Status) {
 		return ctrl.Result{}, nil
 	}
@@ -147,6 +162,15 @@ func (r *VirtualServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if programmingFailed(&vs) && !wasFailing {
 		c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionProgrammed)
 		r.Recorder.Eventf(&vs, nil, "Warning", vsstatus.ReasonProgrammingFailed, "Program", "%s", c.Message)
+	}
+	if readyReason(&vs) == vsstatus.ReasonServiceNotSelected && !wasNotSelected {
+		msg := notSelectedMessage(unselected, r.ServiceSelector)
+		r.Recorder.Eventf(&vs, unselected, corev1.EventTypeWarning, vsstatus.ReasonServiceNotSelected, "Validate", "%s", msg)
+		if owner := metav1.GetControllerOf(&vs); owner != nil && owner.APIVersion == "v1" && owner.Kind == "Service" && owner.UID == unselected.UID {
+			// Generated from a Service of type LoadBalancer: its user
+			// looks at the Service, so it says so too.
+			r.Recorder.Eventf(unselected, &vs, corev1.EventTypeWarning, vsstatus.ReasonServiceNotSelected, "Validate", "%s", msg)
+		}
 	}
 	if becameConflicted && len(conflicts) > 0 {
 		c := conflicts[0]
@@ -237,7 +261,13 @@ func (r *VirtualServiceReconciler) SetupWithManager(ctx context.Context, mgr ctr
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &lvsv1.VirtualService{}, waitingIndex, indexWaiting); err != nil {
 		return fmt.Errorf("index VirtualServices waiting for nodes: %w", err)
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.ServiceSelector != nil {
+		// Whether the agents select a Service is in its labels.
+		b = b.Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.servicesUsers),
+			builder.WithPredicates(predicate.LabelChangedPredicate{}))
+	}
+	return b.
 		For(&lvsv1.VirtualService{}).
 		Watches(&lvsv1.VirtualService{}, handler.EnqueueRequestsFromMapFunc(r.sharers)).
 		// A node that goes away takes its reports with it.
@@ -305,6 +335,56 @@ func (r *VirtualServiceReconciler) namespaceMembers(ctx context.Context, obj cli
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 	}
 	return reqs
+}
+
+// unselectedService returns the Service of vs's spec.backends.serviceRef
+// when ServiceSelector is set and does not select it; nil when it does,
+// when there is no selector or serviceRef, or when the Service does not
+// exist (its backends are empty for that reason, not this one).
+func (r *VirtualServiceReconciler) unselectedService(ctx context.Context, vs *lvsv1.VirtualService) (*corev1.Service, error) {
+	ref := vs.Spec.Backends.ServiceRef
+	if r.ServiceSelector == nil || ref == nil {
+		return nil, nil
+	}
+	var svc corev1.Service
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: vs.Namespace, Name: ref.Name}, &svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("get Service %s: %w", ref.Name, err)
+	}
+	if r.ServiceSelector.Matches(labels.Set(svc.Labels)) {
+		return nil, nil
+	}
+	return &svc, nil
+}
+
+func notSelectedMessage(svc *corev1.Service, sel labels.Selector) string {
+	return fmt.Sprintf("Service %s/%s does not match the agents' --endpointslice-selector %q: they do not watch its EndpointSlices, "+
+		"so no node has backends for this VirtualService; label the Service to match (its EndpointSlices get its labels)",
+		svc.Namespace, svc.Name, sel.String())
+}
+
+// servicesUsers maps a Service to the VirtualServices of its namespace
+// whose serviceRef names it.
+func (r *VirtualServiceReconciler) servicesUsers(ctx context.Context, obj client.Object) []reconcile.Request {
+	var list lvsv1.VirtualServiceList
+	if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{serviceRefIndex: obj.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "cannot find the VirtualServices of a Service", "service", client.ObjectKeyFromObject(obj))
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+func readyReason(vs *lvsv1.VirtualService) string {
+	if c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
 }
 
 func acceptedReason(vs *lvsv1.VirtualService) string {

@@ -36,11 +36,15 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&o.Layer2, "layer2", true, "answer ARP and NDP for the VIPs this node owns (AddressPool spec.announce.layer2); needs $POD_NAMESPACE for the heartbeat Leases")
 	fs.StringVar(&o.Layer2Interface, "layer2-interface", "", "the interface toward the clients that layer-2 announcement answers on (default: the default route's)")
 	fs.DurationVar(&o.Layer2LeaseDuration, "layer2-lease-duration", roles.DefaultLayer2LeaseDuration, "how long after an agent's last heartbeat the others take its layer-2 addresses over (whole seconds, at least 2s)")
+	fs.StringVar(&o.EndpointSliceSelector, "endpointslice-selector", "", endpointSliceSelectorUsage)
 	o.PodName, o.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	zo := zap.Options{}
 	zo.BindFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if _, _, err := roles.EndpointSliceSelectors(o.EndpointSliceSelector); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if o.NodeName == "" {
 		return fmt.Errorf("%w: --node-name (or $NODE_NAME) is required", errUsage)

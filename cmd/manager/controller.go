@@ -27,10 +27,14 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader so that only one replica is active")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease (default $POD_NAMESPACE)")
 	fs.BoolVar(&o.DefaultLoadBalancerClass, "default-load-balancer-class", false, "also serve Services of type LoadBalancer without a loadBalancerClass (besides those of class "+lbservice.Class+")")
+	fs.StringVar(&o.EndpointSliceSelector, "endpointslice-selector", "", endpointSliceSelectorUsage)
 	zo := zap.Options{}
 	zo.BindFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if _, _, err := roles.EndpointSliceSelectors(o.EndpointSliceSelector); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if o.LeaderElect && o.LeaderElectionNamespace == "" {
 		if _, err := rest.InClusterConfig(); err != nil {
@@ -44,6 +48,12 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	return roles.RunController(ctx, cfg, o)
 }
+
+// endpointSliceSelectorUsage documents the flag both roles take, with the
+// same value.
+const endpointSliceSelectorUsage = "label selector (e.g. lvs.kubelvs.io/backend=true) that the EndpointSlices agents watch must match, besides having the kubernetes.io/service-name label; " +
+	"the EndpointSlice controller copies a Service's labels onto its slices, so label the Services that back VirtualServices. " +
+	"Give agents and controller the same value: the controller flags VirtualServices whose Service does not match (Ready=False, ServiceNotSelected). Default: every Service's slices"
 
 // parseFlags parses args and rejects positional arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {

@@ -39,6 +39,8 @@ current-context: c
 		{"missing kubeconfig", []string{"controller", "--kubeconfig", "/nonexistent"}, 1, "load kubeconfig /nonexistent"},
 		{"agent without node name", []string{"agent"}, 2, "--node-name (or $NODE_NAME) is required"},
 		{"agent bad resync", []string{"agent", "--node-name", "n1", "--resync-period", "1ms"}, 2, "--resync-period must be at least 1s"},
+		{"agent bad selector", []string{"agent", "--node-name", "n1", "--endpointslice-selector", "tier in a"}, 2, `--endpointslice-selector "tier in a"`},
+		{"controller bad selector", []string{"controller", "--endpointslice-selector", "a=b=c"}, 2, `--endpointslice-selector "a=b=c"`},
 		{"agent unreachable API server", []string{"agent", "--node-name", "n1", "--kubeconfig", kubeconfig}, 1, "cannot reach the API server at https://127.0.0.1:1"},
 	}
 	for _, tc := range cases {

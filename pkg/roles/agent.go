@@ -68,6 +68,12 @@ type AgentOptions struct {
 	// registry, which the metrics endpoint serves. A test that runs several
 	// agents in one process gives each its own.
 	MetricsRegistry prometheus.Registerer
+	// EndpointSliceSelector is a label selector the EndpointSlices the
+	// agent watches must match besides having the kubernetes.io/service-name
+	// label (EndpointSliceSelectors); "" adds nothing. The controller must
+	// be given the same one: it flags the VirtualServices whose Service it
+	// does not select.
+	EndpointSliceSelector string
 }
 
 // +kubebuilder:rbac:groups=lvs.kubelvs.io,resources=virtualservices,verbs=get;list;watch
@@ -86,6 +92,10 @@ type AgentOptions struct {
 // when it returns, unless CleanupOnUninstall is set and kubelvs is
 // positively being uninstalled (package uninstall decides).
 func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
+	sliceSel, _, err := EndpointSliceSelectors(o.EndpointSliceSelector)
+	if err != nil {
+		return err
+	}
 	if err := CheckAPIServer(cfg); err != nil {
 		return err
 	}
@@ -128,7 +138,7 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 			NewInformer: func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, idx toolscache.Indexers) toolscache.SharedIndexInformer {
 				return toolscache.NewSharedIndexInformer(watches.Wrap(lw, apiwatch.ResourceOf(obj)), obj, resync, idx)
 			},
-			ByObject: agentCache(o),
+			ByObject: agentCache(o, sliceSel),
 		},
 		// Every agent works: no leader election.
 		LeaderElection: false,
@@ -186,13 +196,15 @@ func RunAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) error {
 	return err
 }
 
-// agentCache is what the agent's cache holds of each kind.
-func agentCache(o AgentOptions) map[client.Object]cache.ByObject {
+// agentCache is what the agent's cache holds of each kind. slices selects
+// the EndpointSlices it lists and watches (EndpointSliceSelectors): the
+// API server filters them, so the others cost the agent nothing.
+func agentCache(o AgentOptions, slices labels.Selector) map[client.Object]cache.ByObject {
 	by := map[client.Object]cache.ByObject{
 		// Only this node's Node object: its labels drive nodeSelector.
 		&corev1.Node{}:               {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName), Transform: agent.TransformNode},
 		&lvsv1.VirtualService{}:      {Transform: agent.TransformVirtualService(o.NodeName)},
-		&discoveryv1.EndpointSlice{}: {Transform: agent.TransformEndpointSlice},
+		&discoveryv1.EndpointSlice{}: {Label: slices, Transform: agent.TransformEndpointSlice},
 		&corev1.Namespace{}:          {Transform: agent.TransformNamespace},
 	}
 	if o.Layer2 && o.PodNamespace != "" {

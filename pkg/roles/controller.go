@@ -57,6 +57,10 @@ type ControllerOptions struct {
 	// that runs one already (controller-runtime refuses a second controller
 	// of the same name: their metrics would mix).
 	SecondInProcess bool
+	// EndpointSliceSelector: the agents' (AgentOptions). The controller
+	// counts backends only from the EndpointSlices it selects, as agents
+	// see them, and flags VirtualServices whose Service it does not select.
+	EndpointSliceSelector string
 }
 
 // MetricsOptions serves metrics at bind: plain HTTP, or when secure HTTPS
@@ -77,6 +81,10 @@ const LeaderElectionID = "kubelvs-controller.lvs.kubelvs.io"
 
 // RunController runs the controller role until ctx ends.
 func RunController(ctx context.Context, cfg *rest.Config, o ControllerOptions) error {
+	sliceSel, svcSel, err := EndpointSliceSelectors(o.EndpointSliceSelector)
+	if err != nil {
+		return err
+	}
 	if err := CheckAPIServer(cfg); err != nil {
 		return err
 	}
@@ -91,17 +99,19 @@ func RunController(ctx context.Context, cfg *rest.Config, o ControllerOptions) e
 		LeaderElectionReleaseOnCancel: true,
 		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.SecondInProcess)},
 		// The EndpointSlices give the backend counts of VirtualServices
-		// whose nodes report in NodeReports: keep only what is counted.
+		// whose nodes report in NodeReports: keep only what is counted,
+		// of the slices the agents watch.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&discoveryv1.EndpointSlice{}: {Transform: agent.TransformEndpointSlice},
+			&discoveryv1.EndpointSlice{}: {Label: sliceSel, Transform: agent.TransformEndpointSlice},
 		}},
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
 	r := &controllers.VirtualServiceReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("kubelvs-controller"),
+		Client:          mgr.GetClient(),
+		Recorder:        mgr.GetEventRecorder("kubelvs-controller"),
+		ServiceSelector: svcSel,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return err

@@ -40,6 +40,11 @@ const (
 	// VirtualService has a free address of a family it asks for, or none
 	// admits its namespace (AddressesAllocated=False, and Accepted).
 	ReasonNoAddressAvailable = "NoAddressAvailable"
+	// ReasonServiceNotSelected: the Service of spec.backends.serviceRef
+	// does not match the --endpointslice-selector of the agents, which
+	// therefore do not watch its EndpointSlices: Ready=False, whatever the
+	// slices say (NotSelected).
+	ReasonServiceNotSelected = "ServiceNotSelected"
 	// ReasonReallocated is the reason of the Event that says a
 	// VirtualService lost an allocated address, and why.
 	ReasonReallocated = "Reallocated"
@@ -212,6 +217,22 @@ func allocated(vs *lvsv1.VirtualService, set func(t string, s metav1.ConditionSt
 	set(lvsv1.ConditionProgrammed, st, reason, "not programmed: "+msg)
 	set(lvsv1.ConditionReady, st, reason, "not programmed: "+msg)
 	return false
+}
+
+// NotSelected sets Ready to False with ReasonServiceNotSelected and msg on
+// a VirtualService that ApplyNodes accepted: its Service's EndpointSlices
+// are not watched by the agents, so its backends are empty on every node,
+// and Ready says why. A VirtualService not accepted keeps the reason it
+// was refused for. It reports whether it set the condition.
+func NotSelected(vs *lvsv1.VirtualService, msg string) bool {
+	if !meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionAccepted) {
+		return false
+	}
+	meta.SetStatusCondition(&vs.Status.Conditions, metav1.Condition{
+		Type: lvsv1.ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonServiceNotSelected,
+		Message: msg, ObservedGeneration: vs.Generation,
+	})
+	return true
 }
 
 // PortSummary renders ports as Kubernetes Services do: 80/TCP,53/UDP.

@@ -260,3 +260,29 @@ func TestAdmittedLeavesOutRefusedRivals(t *testing.T) {
 		t.Fatal("an unreadable namespace must be an error, not an admission")
 	}
 }
+
+// NotSelected turns Ready False on an accepted VirtualService, and leaves
+// a refused one's reasons alone.
+func TestNotSelected(t *testing.T) {
+	vs := vsAt("x", "a", time.Now(), "10.0.0.1", port(80, "TCP"))
+	ApplyNodes(&vs, nil, nil, nil, []lvsv1.NodeStatus{{Node: "n1", ObservedGeneration: 1, Programmed: true}})
+	if !NotSelected(&vs, "Service x/web is not selected") {
+		t.Fatal("an accepted VirtualService was not flagged")
+	}
+	c := meta.FindStatusCondition(vs.Status.Conditions, lvsv1.ConditionReady)
+	if c.Status != metav1.ConditionFalse || c.Reason != ReasonServiceNotSelected || c.Message != "Service x/web is not selected" {
+		t.Errorf("Ready %+v", c)
+	}
+	if !meta.IsStatusConditionTrue(vs.Status.Conditions, lvsv1.ConditionProgrammed) {
+		t.Error("Programmed changed")
+	}
+
+	bad := vsAt("x", "b", time.Now(), "10.0.0.1")
+	ApplyNodes(&bad, []string{"spec.ports: none"}, nil, nil, nil)
+	if NotSelected(&bad, "not selected") {
+		t.Error("a refused VirtualService was flagged")
+	}
+	if c := meta.FindStatusCondition(bad.Status.Conditions, lvsv1.ConditionReady); c.Reason != ReasonInvalid {
+		t.Errorf("Ready %+v, want the reason it was refused for", c)
+	}
+}
