@@ -64,14 +64,9 @@ func TestMain(m *testing.M) {
 		}
 		defer func() { _ = k8s.Delete(context.Background(), suitePool()) }()
 		// The controller role runs for the whole suite, as `manager controller` would.
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- roles.RunController(ctx, cfg, roles.ControllerOptions{MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
-		}()
+		stopSuiteController = runController(suiteControllerOptions())
 		code := m.Run()
-		cancel()
-		if err := <-done; err != nil {
+		if err := stopSuiteController(); err != nil {
 			fmt.Fprintf(os.Stderr, "controller role: %v\n", err)
 			return 1
 		}
@@ -81,6 +76,46 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
 	}
 	os.Exit(code)
+}
+
+// stopSuiteController stops the suite's controller role and returns what
+// it returned.
+var stopSuiteController func() error
+
+func suiteControllerOptions() roles.ControllerOptions {
+	return roles.ControllerOptions{MetricsBindAddress: "0", HealthProbeBindAddress: "0"}
+}
+
+// runController runs a controller role until stop.
+func runController(o roles.ControllerOptions) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- roles.RunController(ctx, cfg, o) }()
+	return func() error {
+		cancel()
+		return <-done
+	}
+}
+
+// replaceSuiteController runs, for one test, a controller role with
+// options o instead of the suite's (two would fight over the status they
+// compute differently), and the suite's again when the test ends.
+func replaceSuiteController(t *testing.T, o roles.ControllerOptions) {
+	t.Helper()
+	if err := stopSuiteController(); err != nil {
+		t.Fatalf("the suite's controller role: %v", err)
+	}
+	o.MetricsBindAddress, o.HealthProbeBindAddress, o.SecondInProcess = "0", "0", true
+	stop := runController(o)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("the test's controller role: %v", err)
+		}
+		so := suiteControllerOptions()
+		// Its controllers' names are taken in this process already.
+		so.SecondInProcess = true
+		stopSuiteController = runController(so)
+	})
 }
 
 // suitePool admits every namespace to the networks the tests bind.
