@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
 
@@ -56,6 +57,34 @@ func TestEndpointSliceSelectors(t *testing.T) {
 	for _, bad := range []string{"a=b=c", "tier in a", "-x", "Bad Key=1"} {
 		if _, _, err := EndpointSliceSelectors(bad); err == nil || !strings.Contains(err.Error(), "--endpointslice-selector") {
 			t.Errorf("%q: error %v, want one naming the flag", bad, err)
+		}
+	}
+}
+
+// The agent's cache lists and watches EndpointSlices with the selector,
+// and nothing else with it.
+func TestAgentCacheSelectsEndpointSlices(t *testing.T) {
+	sel, _, err := EndpointSliceSelectors("lvs.kubelvs.io/backend=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, layer2 := range []bool{false, true} {
+		o := AgentOptions{PodNamespace: "kubelvs"}
+		o.NodeName, o.Layer2 = "n1", layer2
+		by := agentCache(o, sel)
+		found := false
+		for obj, b := range by {
+			if _, ok := obj.(*discoveryv1.EndpointSlice); ok {
+				found = true
+				if b.Label == nil || b.Label.String() != sel.String() || b.Transform == nil {
+					t.Errorf("layer2=%v: EndpointSlices cached with label %v (transform %v), want %q", layer2, b.Label, b.Transform != nil, sel)
+				}
+			} else if b.Label != nil && b.Label.String() == sel.String() {
+				t.Errorf("layer2=%v: %T cached with the EndpointSlice selector", layer2, obj)
+			}
+		}
+		if !found {
+			t.Errorf("layer2=%v: no EndpointSlice entry", layer2)
 		}
 	}
 }
