@@ -93,6 +93,9 @@ func TestDefaults(t *testing.T) {
 		if !slices.Contains(c.Args, "--cleanup-on-uninstall") {
 			t.Errorf("agent args %v: cleanup on uninstall is on by default", c.Args)
 		}
+		if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--endpointslice-selector") }) {
+			t.Errorf("agent args %v: an EndpointSlice selector by default", c.Args)
+		}
 		for name, path := range map[string]string{"NODE_NAME": "spec.nodeName", "POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"} {
 			env := envVar(t, c, name)
 			if env.ValueFrom == nil || env.ValueFrom.FieldRef == nil || env.ValueFrom.FieldRef.FieldPath != path {
@@ -155,6 +158,9 @@ func TestDefaults(t *testing.T) {
 		if slices.Contains(c.Args, "--default-load-balancer-class") {
 			t.Errorf("args %v: kubelvs is the default load balancer without being asked", c.Args)
 		}
+		if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--endpointslice-selector") }) {
+			t.Errorf("controller args %v: an EndpointSlice selector by default", c.Args)
+		}
 		env := envVar(t, c, "POD_NAMESPACE")
 		if env.ValueFrom == nil || env.ValueFrom.FieldRef == nil || env.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
 			t.Errorf("POD_NAMESPACE %+v, want fieldRef metadata.namespace", env)
@@ -169,6 +175,10 @@ func TestDefaults(t *testing.T) {
 	})
 }
 
+// customSelector is testdata/values-custom.yaml's endpointSliceSelector as
+// both roles get it: one argument, spaces and parentheses kept.
+const customSelector = "--endpointslice-selector=lvs.kubelvs.io/backend=true, tier in (web,api)"
+
 func TestCustomValues(t *testing.T) {
 	t.Parallel()
 	objs := render(t, customValues)
@@ -182,7 +192,7 @@ func TestCustomValues(t *testing.T) {
 	if c.Image != img || c.ImagePullPolicy != corev1.PullAlways {
 		t.Errorf("controller image %s %s", c.Image, c.ImagePullPolicy)
 	}
-	for _, a := range []string{"--leader-elect", "--default-load-balancer-class", "--metrics-bind-address=:18080", "--health-probe-bind-address=:18081", "--zap-log-level=debug", "--zap-encoder=console"} {
+	for _, a := range []string{"--leader-elect", "--default-load-balancer-class", "--metrics-bind-address=:18080", "--health-probe-bind-address=:18081", "--zap-log-level=debug", "--zap-encoder=console", customSelector} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("controller args %v lack %s", c.Args, a)
 		}
@@ -206,7 +216,7 @@ func TestCustomValues(t *testing.T) {
 		t.Errorf("maxUnavailable %s, want 10%%", got)
 	}
 	ac := container(t, p.Containers, "agent")
-	for _, a := range []string{"--metrics-bind-address=:19741", "--health-probe-bind-address=127.0.0.1:19742", "--resync-period=1h30m", "--drain-interval=500ms", "--report-status=false", "--health-checks=false", "--zap-log-level=error", "--cleanup-on-uninstall"} {
+	for _, a := range []string{"--metrics-bind-address=:19741", "--health-probe-bind-address=127.0.0.1:19742", "--resync-period=1h30m", "--drain-interval=500ms", "--report-status=false", "--health-checks=false", "--zap-log-level=error", "--cleanup-on-uninstall", customSelector} {
 		if !slices.Contains(ac.Args, a) {
 			t.Errorf("agent args %v lack %s", ac.Args, a)
 		}

@@ -23,6 +23,7 @@ func TestSchemaRejects(t *testing.T) {
 		"repository-empty.yaml":     {"at '/image/repository'", "minLength: got 0, want 1"},
 		"addresspool-name.yaml":     {"at '/addressPools/0/name'", "'Shop_Pool' does not match pattern"},
 		"default-class-string.yaml": {"at '/controller/defaultLoadBalancerClass'", "got string, want boolean"},
+		"selector-type.yaml":        {"at '/endpointSliceSelector'", "got boolean, want string"},
 	}
 	files, err := filepath.Glob("testdata/bad/*.yaml")
 	if err != nil {
