@@ -176,17 +176,17 @@ TCP/10.96.61.2:80 rr
 		t.Errorf("VirtualService adds %v, want at least 2", vsAdds)
 	}
 
-	// Labelled, a slice comes into the agent's watch (an add); unlabelled,
+	// Labeled, a slice comes into the agent's watch (an add); unlabeled,
 	// it leaves it (a delete), and its backends with it.
 	updateSlice(t, client.ObjectKey{Namespace: ns, Name: "other-2"}, func(s *discoveryv1.EndpointSlice) { s.Labels[selectedLabel] = "true" })
-	kernelIs("a slice labelled into the selector", `TCP/10.96.61.1:80 rr
+	kernelIs("a slice labeled into the selector", `TCP/10.96.61.1:80 rr
   -> 10.2.0.1:8080 w=1 Masquerade
   -> 10.2.0.5:8080 w=1 Masquerade
 TCP/10.96.61.2:80 rr
   -> 10.2.1.5:8080 w=1 Masquerade
 `)
 	updateSlice(t, client.ObjectKey{Namespace: ns, Name: "other-2"}, func(s *discoveryv1.EndpointSlice) { delete(s.Labels, selectedLabel) })
-	kernelIs("a slice labelled out of the selector", `TCP/10.96.61.1:80 rr
+	kernelIs("a slice labeled out of the selector", `TCP/10.96.61.1:80 rr
   -> 10.2.0.1:8080 w=1 Masquerade
   -> 10.2.0.5:8080 w=1 Masquerade
 TCP/10.96.61.2:80 rr
@@ -198,7 +198,7 @@ TCP/10.96.61.2:80 rr
 
 // A controller with --endpointslice-selector flags a VirtualService whose
 // Service the selector leaves out (Ready=False, ServiceNotSelected, and a
-// Warning Event), and clears it once the Service is labelled; a Service of
+// Warning Event), and clears it once the Service is labeled; a Service of
 // type LoadBalancer whose generated VirtualService is flagged gets the
 // Event too.
 func TestControllerFlagsUnselectedService(t *testing.T) {
@@ -241,7 +241,7 @@ func TestControllerFlagsUnselectedService(t *testing.T) {
 		t.Errorf("a VirtualService whose Service does not exist is flagged: %+v", c)
 	}
 
-	// Labelled: no longer flagged.
+	// Labeled: no longer flagged.
 	updateService(t, client.ObjectKeyFromObject(svc), func(s *corev1.Service) { s.Labels = map[string]string{selectedLabel: "true"} })
 	eventually(t, 20*time.Second, "the flag cleared", func() error {
 		c, _, err := condition(t, key, lvsv1.ConditionReady)
