@@ -33,6 +33,12 @@ type Interface interface {
 	ListAddresses(ctx context.Context) ([]netip.Addr, error)
 	// SyncAddresses makes kubelvs0 hold exactly vips, as /32 and /128.
 	SyncAddresses(ctx context.Context, vips []netip.Addr) error
+	// UpdateAddresses adds add to kubelvs0 and removes del from it,
+	// leaving every other address as it is, at the cost of the change
+	// alone: an address of add already there and one of del already gone
+	// are success, and one in both is added. SyncAddresses is for when
+	// what kubelvs0 should hold is known but not what it holds.
+	UpdateAddresses(ctx context.Context, add, del []netip.Addr) error
 	// DeleteDevice removes kubelvs0 and its addresses; gone is success.
 	DeleteDevice(ctx context.Context) error
 	// Close releases the netlink handle.

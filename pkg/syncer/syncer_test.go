@@ -528,6 +528,11 @@ func (w watchedVIPs) SyncAddresses(ctx context.Context, vips []netip.Addr) error
 	return w.Fake.SyncAddresses(ctx, vips)
 }
 
+func (w watchedVIPs) UpdateAddresses(ctx context.Context, add, del []netip.Addr) error {
+	defer w.after("UpdateAddresses")
+	return w.Fake.UpdateAddresses(ctx, add, del)
+}
+
 // restricted is grp with sourceRanges on its one port.
 func restricted(name, vip string, port ipvs.Key, ranges ...netip.Prefix) desired.Group {
 	g := grp(name, vip, []ipvs.Key{port}, "10.1.0.1:8080")

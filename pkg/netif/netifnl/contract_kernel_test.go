@@ -15,16 +15,18 @@ import (
 // TestContract runs on the fake.
 func TestKernelContract(t *testing.T) {
 	kerneltest.Require(t)
+	open := func(t *testing.T) netif.Interface {
+		h, err := netifnl.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		return h
+	}
 	netiftest.Contract(t, netiftest.Harness{
-		Open: func(t *testing.T) netif.Interface {
-			h, err := netifnl.New()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { h.Close() })
-			return h
-		},
+		Open:    open,
 		Foreign: foreignBridge,
+		Another: func(t *testing.T, _ netif.Interface) netif.Interface { return open(t) },
 	})
 }
 

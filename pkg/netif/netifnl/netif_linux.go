@@ -20,10 +20,12 @@ import (
 type Netlink struct {
 	mu sync.Mutex
 	h  *netlink.Handle
-	// known is what kubelvs0 held after the last successful sync, so a
+	// known is what kubelvs0 held after the last successful write, so a
 	// change costs its own writes rather than a dump of every VIP; nil
-	// means unknown (first sync, after an error or EnsureDevice).
-	known []netip.Addr
+	// means unknown (first sync, after an error or EnsureDevice). It is a
+	// set so that UpdateAddresses brings it up to date at the cost of the
+	// change, not of a copy of every VIP.
+	known map[netip.Addr]struct{}
 }
 
 var _ netif.Interface = (*Netlink)(nil)
@@ -97,7 +99,7 @@ func (n *Netlink) EnsureDevice(ctx context.Context) error {
 	// kernel without a read of thousands of addresses while changes wait.
 	// If the read fails, SyncAddresses reads.
 	if known, err := n.list(l); err == nil {
-		n.known = known
+		n.known = addrSet(known)
 	}
 	return nil
 }
@@ -145,6 +147,14 @@ func (n *Netlink) ListAddresses(ctx context.Context) ([]netip.Addr, error) {
 	return n.list(l)
 }
 
+func addrSet(as []netip.Addr) map[netip.Addr]struct{} {
+	m := make(map[netip.Addr]struct{}, len(as))
+	for _, a := range as {
+		m[a] = struct{}{}
+	}
+	return m
+}
+
 func nlAddr(a netip.Addr) *netlink.Addr {
 	p := netif.Prefix(a)
 	na := &netlink.Addr{IPNet: netlink.NewIPNet(a.AsSlice())}
@@ -181,25 +191,95 @@ func (n *Netlink) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
 	}
 	have := n.known
 	if have == nil {
-		if have, err = n.list(l); err != nil {
+		listed, err := n.list(l)
+		if err != nil {
 			return err
 		}
+		have = addrSet(listed)
 	}
 	n.known = nil
-	add, del := netif.DiffAddresses(have, vips)
+	want := addrSet(vips)
+	var del []netip.Addr
+	for a := range have {
+		if _, ok := want[a]; !ok {
+			del = append(del, a)
+		}
+	}
+	slices.SortFunc(del, netip.Addr.Compare)
 	var errs []error
 	for _, a := range del {
 		if err := n.h.AddrDel(l, nlAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			errs = append(errs, fmt.Errorf("remove %s from %s: %w", a, netif.DeviceName, err))
 		}
 	}
-	for _, a := range add {
+	for _, a := range vips {
+		if _, ok := have[a]; ok {
+			continue
+		}
+		have[a] = struct{}{} // a duplicate in vips is added once
 		if err := n.h.AddrReplace(l, nlAddr(a)); err != nil {
 			errs = append(errs, fmt.Errorf("add %s to %s: %w", a, netif.DeviceName, err))
 		}
 	}
 	if len(errs) == 0 {
-		n.known = append([]netip.Addr(nil), vips...)
+		n.known = want
+	}
+	return errors.Join(errs...)
+}
+
+// UpdateAddresses adds add and removes del, writing only what known says
+// is missing or there; with known unknown it writes them all, which is
+// as cheap and needs no dump of every VIP: adding an address that is there
+// (AddrReplace) and removing one that is gone (EADDRNOTAVAIL) change
+// nothing. known stays unknown then, since the other addresses were not
+// looked at.
+func (n *Netlink) UpdateAddresses(ctx context.Context, add, del []netip.Addr) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l, err := n.link()
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return fmt.Errorf("update addresses: %s does not exist", netif.DeviceName)
+	}
+	known := n.known
+	n.known = nil
+	var adding map[netip.Addr]struct{}
+	if len(add) > 0 && len(del) > 0 {
+		adding = addrSet(add) // an address in both is added
+	}
+	var errs []error
+	for _, a := range del {
+		if _, ok := adding[a]; ok {
+			continue
+		}
+		if _, ok := known[a]; !ok && known != nil {
+			continue
+		}
+		if err := n.h.AddrDel(l, nlAddr(a)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("remove %s from %s: %w", a, netif.DeviceName, err))
+		}
+	}
+	for _, a := range add {
+		if _, ok := known[a]; ok {
+			continue
+		}
+		if err := n.h.AddrReplace(l, nlAddr(a)); err != nil {
+			errs = append(errs, fmt.Errorf("add %s to %s: %w", a, netif.DeviceName, err))
+		}
+	}
+	if len(errs) == 0 && known != nil {
+		for _, a := range del {
+			delete(known, a)
+		}
+		for _, a := range add {
+			known[a] = struct{}{}
+		}
+		n.known = known
 	}
 	return errors.Join(errs...)
 }

@@ -19,6 +19,9 @@ type Harness struct {
 	// dummy, as another program would, on the host behind h. remove
 	// fails t unless it is still there as it was made, then removes it.
 	Foreign func(t *testing.T, h netif.Interface) (remove func())
+	// Another returns a second handle on the host behind h, as a
+	// restarted agent would open: it knows nothing of what h wrote.
+	Another func(t *testing.T, h netif.Interface) netif.Interface
 }
 
 // Contract checks the behaviors kubelvs relies on from a netif.Interface
@@ -33,6 +36,9 @@ func Contract(t *testing.T, h Harness) {
 		{"without kubelvs0 there are no addresses, and syncing them fails", noDevice},
 		{"EnsureDevice is idempotent and keeps the addresses", ensureIdempotent},
 		{"SyncAddresses makes kubelvs0 hold exactly the VIPs, listed sorted", syncRoundTrip},
+		{"UpdateAddresses adds and removes its own addresses and leaves the others", updateAmongOthers},
+		{"UpdateAddresses of addresses already there or already gone is success", updateIdempotent},
+		{"a new handle updates and then syncs without knowing what kubelvs0 holds", updateUnknown},
 		{"DeleteDevice removes kubelvs0 and its addresses; gone is success", deleteDevice},
 		{"another program's kubelvs0 is refused with ErrNotOwned and left as it was", foreignRefused},
 		{"a canceled context changes nothing and returns context.Canceled", canceledContext},
@@ -89,10 +95,22 @@ func (e *env) expect(t *testing.T, want ...netip.Addr) {
 	}
 }
 
+func (e *env) update(t *testing.T, i netif.Interface, add, del []netip.Addr) {
+	t.Helper()
+	if err := i.UpdateAddresses(e.ctx, add, del); err != nil {
+		t.Fatalf("update add %v del %v: %v", add, del, err)
+	}
+}
+
+func addrs(as ...netip.Addr) []netip.Addr { return as }
+
 func noDevice(t *testing.T, e *env) {
 	e.expect(t)
 	if err := e.i.SyncAddresses(e.ctx, []netip.Addr{v4a}); err == nil || errors.Is(err, netif.ErrNotOwned) {
 		t.Errorf("sync without %s: %v, want an error saying it does not exist", netif.DeviceName, err)
+	}
+	if err := e.i.UpdateAddresses(e.ctx, []netip.Addr{v4a}, nil); err == nil || errors.Is(err, netif.ErrNotOwned) {
+		t.Errorf("update without %s: %v, want an error saying it does not exist", netif.DeviceName, err)
 	}
 	if err := e.i.DeleteDevice(e.ctx); err != nil {
 		t.Errorf("delete a missing %s: %v, want success", netif.DeviceName, err)
@@ -128,6 +146,58 @@ func syncRoundTrip(t *testing.T, e *env) {
 	}
 }
 
+func updateAmongOthers(t *testing.T, e *env) {
+	e.ensure(t)
+	e.sync(t, v4a, v6a)
+	e.update(t, e.i, addrs(v4b), addrs(v6a))
+	e.expect(t, v4a, v4b)
+	e.update(t, e.i, addrs(v6a, v6b), nil)
+	e.expect(t, v4a, v4b, v6a, v6b)
+	e.update(t, e.i, nil, addrs(v4a, v6b))
+	e.expect(t, v4b, v6a)
+	// One in both is added.
+	e.update(t, e.i, addrs(v4a), addrs(v4a, v4b))
+	e.expect(t, v4a, v6a)
+	// A full sync after updates compares with what they left.
+	e.sync(t, v4b, v6a)
+	e.expect(t, v4b, v6a)
+	e.update(t, e.i, addrs(v6b), addrs(v4b))
+	e.expect(t, v6a, v6b)
+}
+
+func updateIdempotent(t *testing.T, e *env) {
+	e.ensure(t)
+	e.sync(t, v4a, v6a)
+	for range 2 {
+		e.update(t, e.i, addrs(v4a, v6b), addrs(v4b, v6a))
+		e.expect(t, v4a, v6b)
+	}
+	e.update(t, e.i, nil, nil)
+	e.expect(t, v4a, v6b)
+	// After EnsureDevice, which reads kubelvs0 again.
+	e.ensure(t)
+	e.update(t, e.i, addrs(v4a), addrs(v6a))
+	e.expect(t, v4a, v6b)
+}
+
+func updateUnknown(t *testing.T, e *env) {
+	e.ensure(t)
+	e.sync(t, v4a, v6a)
+	o := e.h.Another(t, e.i)
+	// A present address added and an absent one removed, among a real
+	// change, by a handle that never read kubelvs0.
+	e.update(t, o, addrs(v4a, v4b), addrs(v6a, v6b))
+	e.expect(t, v4a, v4b)
+	// Its next full sync reads kubelvs0 rather than trusting the update
+	// alone: it removes v4a, which it never wrote.
+	if err := o.SyncAddresses(e.ctx, addrs(v4b, v6b)); err != nil {
+		t.Fatal(err)
+	}
+	e.expect(t, v4b, v6b)
+	e.update(t, o, addrs(v6a), addrs(v4b))
+	e.expect(t, v6a, v6b)
+}
+
 func deleteDevice(t *testing.T, e *env) {
 	e.ensure(t)
 	e.sync(t, v4a, v6a)
@@ -140,6 +210,9 @@ func deleteDevice(t *testing.T, e *env) {
 	if err := e.i.SyncAddresses(e.ctx, []netip.Addr{v4a}); err == nil {
 		t.Errorf("sync after DeleteDevice: success, want an error")
 	}
+	if err := e.i.UpdateAddresses(e.ctx, []netip.Addr{v4a}, nil); err == nil {
+		t.Errorf("update after DeleteDevice: success, want an error")
+	}
 	e.ensure(t)
 	e.expect(t)
 }
@@ -149,6 +222,7 @@ func foreignRefused(t *testing.T, e *env) {
 	for name, err := range map[string]error{
 		"ensure": e.i.EnsureDevice(e.ctx),
 		"sync":   e.i.SyncAddresses(e.ctx, []netip.Addr{v4a}),
+		"update": e.i.UpdateAddresses(e.ctx, []netip.Addr{v4a}, []netip.Addr{v4b}),
 		"delete": e.i.DeleteDevice(e.ctx),
 		"list": func() error {
 			_, err := e.i.ListAddresses(e.ctx)
@@ -179,6 +253,7 @@ func canceledContext(t *testing.T, e *env) {
 	e.sync(t, v4a, v6a)
 	for name, err := range map[string]error{
 		"sync":   e.i.SyncAddresses(ctx, []netip.Addr{v4b}),
+		"update": e.i.UpdateAddresses(ctx, []netip.Addr{v4b}, []netip.Addr{v4a}),
 		"delete": e.i.DeleteDevice(ctx),
 		"ensure": e.i.EnsureDevice(ctx),
 		"list": func() error {

@@ -26,12 +26,29 @@ type Fake struct {
 	// foreign is the kind of another program's interface named kubelvs0
 	// ("" when there is none).
 	foreign string
+	calls   map[string]int
 }
 
 var _ netif.Interface = (*Fake)(nil)
 
 // NewFake returns a host without kubelvs0.
-func NewFake() *Fake { return &Fake{addrs: map[netip.Addr]struct{}{}} }
+func NewFake() *Fake { return &Fake{addrs: map[netip.Addr]struct{}{}, calls: map[string]int{}} }
+
+// enter counts a call of op and returns the fault injected into it, if any.
+func (f *Fake) enter(op string) error {
+	f.mu.Lock()
+	f.calls[op]++
+	f.mu.Unlock()
+	return f.Check(op)
+}
+
+// Calls returns how many times op was called (successful or not, a
+// canceled context aside).
+func (f *Fake) Calls(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
+}
 
 // AddForeignDevice makes kubelvs0 another program's interface of the given
 // kind (a "bridge", say), replacing kubelvs's: every call then fails with
@@ -67,7 +84,7 @@ func (f *Fake) EnsureDevice(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := f.Check("EnsureDevice"); err != nil {
+	if err := f.enter("EnsureDevice"); err != nil {
 		return err
 	}
 	f.mu.Lock()
@@ -84,7 +101,7 @@ func (f *Fake) ListAddresses(ctx context.Context) ([]netip.Addr, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := f.Check("ListAddresses"); err != nil {
+	if err := f.enter("ListAddresses"); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
@@ -109,7 +126,7 @@ func (f *Fake) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := f.Check("SyncAddresses"); err != nil {
+	if err := f.enter("SyncAddresses"); err != nil {
 		return err
 	}
 	f.mu.Lock()
@@ -127,12 +144,37 @@ func (f *Fake) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
 	return nil
 }
 
+// UpdateAddresses adds add and removes del, at the cost of the change.
+func (f *Fake) UpdateAddresses(ctx context.Context, add, del []netip.Addr) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := f.enter("UpdateAddresses"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.owned(); err != nil {
+		return err
+	}
+	if !f.exists {
+		return fmt.Errorf("update addresses: %s does not exist", netif.DeviceName)
+	}
+	for _, a := range del {
+		delete(f.addrs, a)
+	}
+	for _, a := range add {
+		f.addrs[a] = struct{}{}
+	}
+	return nil
+}
+
 // DeleteDevice removes the device and its addresses.
 func (f *Fake) DeleteDevice(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := f.Check("DeleteDevice"); err != nil {
+	if err := f.enter("DeleteDevice"); err != nil {
 		return err
 	}
 	f.mu.Lock()
