@@ -186,6 +186,12 @@ type Interface interface {
 	// SyncMembers makes the ipsets hold exactly m, writing only the
 	// differences.
 	SyncMembers(ctx context.Context, m Members) error
+	// UpdateMembers adds the members of add to their ipsets and removes
+	// those of del, leaving every other member as it is, at the cost of
+	// the change alone: a member of add already there and one of del
+	// already gone are success. Members are compared as the ipsets hold
+	// them (prefixes masked), and one in both add and del is added.
+	UpdateMembers(ctx context.Context, add, del Members) error
 	// ListMembers reads what the ipsets hold, both families.
 	ListMembers(ctx context.Context) (Members, error)
 }

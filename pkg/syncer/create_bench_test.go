@@ -38,15 +38,20 @@ func benchGroup(i int) desired.Group {
 
 // stubVIPs and stubNetfilter take the shared state's writes and do nothing
 // with them: with them the benchmark measures the syncer's own part, without
-// the fakes' diff of the whole set (which the kernel implementations do too).
+// the fakes' writes. stubVIPs overrides both writes: the fake it embeds for
+// the reads would otherwise take the updates.
 type stubVIPs struct{ *netiftest.Fake }
 
-func (*stubVIPs) SyncAddresses(context.Context, []netip.Addr) error { return nil }
+func (*stubVIPs) SyncAddresses(context.Context, []netip.Addr) error                 { return nil }
+func (*stubVIPs) UpdateAddresses(context.Context, []netip.Addr, []netip.Addr) error { return nil }
 
 type stubNetfilter struct{}
 
 func (*stubNetfilter) SyncRules(context.Context, bool) (bool, error)        { return false, nil }
 func (*stubNetfilter) SyncMembers(context.Context, netfilter.Members) error { return nil }
+func (*stubNetfilter) UpdateMembers(context.Context, netfilter.Members, netfilter.Members) error {
+	return nil
+}
 func (*stubNetfilter) ListMembers(context.Context) (netfilter.Members, error) {
 	return netfilter.Members{}, nil
 }

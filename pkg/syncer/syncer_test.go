@@ -518,6 +518,11 @@ func (w watchedNetfilter) SyncMembers(ctx context.Context, m netfilter.Members) 
 	return w.Fake.SyncMembers(ctx, m)
 }
 
+func (w watchedNetfilter) UpdateMembers(ctx context.Context, add, del netfilter.Members) error {
+	defer w.after("Members")
+	return w.Fake.UpdateMembers(ctx, add, del)
+}
+
 type watchedVIPs struct {
 	*netiftest.Fake
 	after func(string)

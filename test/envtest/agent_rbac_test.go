@@ -253,8 +253,8 @@ func TestAgentWithoutRBACLeavesTheKernel(t *testing.T) {
 	})
 }
 
-// recordedNetfilter is the fake netfilter telling written about every
-// member set it is given, after the fake took it.
+// recordedNetfilter is the fake netfilter telling written about the
+// members it holds after every write, whole or an update.
 type recordedNetfilter struct {
 	*netfiltertest.Fake
 	written func(netfilter.Members)
@@ -264,6 +264,14 @@ func (r recordedNetfilter) SyncMembers(ctx context.Context, m netfilter.Members)
 	if err := r.Fake.SyncMembers(ctx, m); err != nil {
 		return err
 	}
-	r.written(m)
+	r.written(r.Fake.Members())
+	return nil
+}
+
+func (r recordedNetfilter) UpdateMembers(ctx context.Context, add, del netfilter.Members) error {
+	if err := r.Fake.UpdateMembers(ctx, add, del); err != nil {
+		return err
+	}
+	r.written(r.Fake.Members())
 	return nil
 }

@@ -22,7 +22,23 @@ func TestKernelContract(t *testing.T) {
 		Open:        openRules,
 		RemoveRules: removeRules,
 		HasRules:    hasRules,
+		Another:     anotherRules,
 	})
+}
+
+// anotherRules opens a second Rules on the same kernel, which has read
+// nothing of what the first wrote.
+func anotherRules(t *testing.T, _ netfilter.Interface) netfilter.Interface {
+	sets, err := ipsetnl.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sets.Close() })
+	r, err := iptables.New(context.Background(), sets, iptables.ExecRunner{}, netfilter.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func openRules(t *testing.T) netfilter.Interface {

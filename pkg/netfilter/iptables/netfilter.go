@@ -52,8 +52,8 @@ type Rules struct {
 	rulesMu   sync.Mutex
 	synced    map[netfilter.Family]string
 	membersMu sync.Mutex
-	members   map[string][]ipset.Entry // per set, as last written or read
-	gen       uint64                   // bumped by every change of members
+	members   map[string]entrySet // per set, as last written or read
+	gen       uint64              // bumped by every change of members
 }
 
 // New detects the iptables backend (unless cfg.Mode is set) and returns
@@ -202,12 +202,12 @@ func (r *Rules) loadMembers(ctx context.Context) {
 		r.membersMu.Lock()
 		gen := r.gen
 		r.membersMu.Unlock()
-		loaded := map[string][]ipset.Entry{}
+		loaded := map[string]entrySet{}
 		for _, f := range r.fams {
 			n := netfilter.Sets(f)
 			for _, name := range []string{n.Masquerade, n.Restricted, n.Allowed, n.Hairpin} {
 				if es, err := r.sets.ListEntries(ctx, name); err == nil {
-					loaded[name] = es
+					loaded[name] = newEntrySet(es)
 				}
 			}
 		}
@@ -250,10 +250,11 @@ func (r *Rules) ListMembers(ctx context.Context) (netfilter.Members, error) {
 const replaceAbove = 256
 
 // SyncMembers makes the ipsets hold exactly m, adding and deleting only the
-// differences (replacing a set whole when they are many). It diffs against what it wrote last, reading the kernel only
-// the first time, after a forced SyncRules (a periodic resync) and after a
-// failed write, so a change costs its own writes and not a read of every
-// member. It never waits for a rule write or a reload (see rulesMu).
+// differences (replacing a set whole when they are many). It diffs against
+// what it wrote last, reading the kernel only the first time, after a
+// forced SyncRules (a periodic resync) and after a failed write, so a
+// change costs its own writes and not a read of every member. It never
+// waits for a rule write or a reload (see rulesMu).
 func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -262,7 +263,7 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 	defer r.membersMu.Unlock()
 	r.gen++
 	if r.members == nil {
-		r.members = map[string][]ipset.Entry{}
+		r.members = map[string]entrySet{}
 	}
 	var errs []error
 	for _, f := range r.fams {
@@ -278,13 +279,27 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 			p.want = held(p.want)
 			have, known := r.members[p.name]
 			if !known {
-				var err error
-				if have, err = r.sets.ListEntries(ctx, p.name); err != nil {
+				es, err := r.sets.ListEntries(ctx, p.name)
+				if err != nil {
 					errs = append(errs, err)
 					continue
 				}
+				have = newEntrySet(es)
 			}
-			add, del := ipset.Diff(have, p.want)
+			want := newEntrySet(p.want)
+			var add, del []ipset.Entry
+			for _, e := range p.want {
+				if _, ok := have[e]; !ok {
+					have[e] = struct{}{} // a duplicate in want is added once
+					add = append(add, e)
+				}
+			}
+			for e := range have {
+				if _, ok := want[e]; !ok {
+					del = append(del, e)
+				}
+			}
+			ipset.SortEntries(del)
 			if len(add)+len(del) >= replaceAbove {
 				// Many changes (a first boot, a large allow-list): one
 				// atomic swap, batched, instead of a request per member.
@@ -292,7 +307,7 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 					errs = append(errs, err)
 					delete(r.members, p.name)
 				} else {
-					r.members[p.name] = append([]ipset.Entry(nil), p.want...)
+					r.members[p.name] = want
 				}
 				continue
 			}
@@ -310,11 +325,103 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 			if failed {
 				delete(r.members, p.name) // unknown state: read it next time
 			} else {
-				r.members[p.name] = p.want
+				r.members[p.name] = want
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// UpdateMembers adds add and removes del, member by member, writing only
+// what the record says is missing or there: a change costs its own writes,
+// however many members the sets hold. A set whose record is unknown gets
+// every member of the change written, which the kernel takes as it is
+// (ipset.Interface: adding a present member and deleting an absent one are
+// success), and stays unknown, since its other members were not looked at.
+// Adds go before deletes, as in SyncMembers, so that a source that both
+// an old and a new allowed range admit is never dropped on the way.
+func (r *Rules) UpdateMembers(ctx context.Context, add, del netfilter.Members) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.membersMu.Lock()
+	defer r.membersMu.Unlock()
+	r.gen++
+	if r.members == nil {
+		r.members = map[string]entrySet{}
+	}
+	var errs []error
+	for _, f := range r.fams {
+		n, fa, fd := netfilter.Sets(f), add.Split(f), del.Split(f)
+		for _, p := range []struct {
+			name     string
+			add, del []ipset.Entry
+		}{{n.Masquerade, fa.Masquerade, fd.Masquerade}, {n.Restricted, fa.Restricted, fd.Restricted},
+			{n.Allowed, fa.Allowed, fd.Allowed}, {n.Hairpin, fa.Hairpin, fd.Hairpin}} {
+			if len(p.add) == 0 && len(p.del) == 0 {
+				continue
+			}
+			if err := r.updateSet(ctx, p.name, held(p.add), held(p.del)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// updateSet writes one set's part of UpdateMembers; membersMu is held.
+func (r *Rules) updateSet(ctx context.Context, name string, add, del []ipset.Entry) error {
+	have := r.members[name] // nil: unknown
+	var adding entrySet
+	if len(add) > 0 && len(del) > 0 {
+		adding = newEntrySet(add) // a member in both is added
+	}
+	var errs []error
+	for _, e := range add {
+		if _, ok := have[e]; ok {
+			continue
+		}
+		if err := r.sets.AddEntry(ctx, name, e); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, e := range del {
+		if _, ok := adding[e]; ok {
+			continue
+		}
+		if _, ok := have[e]; !ok && have != nil {
+			continue
+		}
+		if err := r.sets.DelEntry(ctx, name, e); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		delete(r.members, name) // unknown state: read it next time
+		return errors.Join(errs...)
+	}
+	if have != nil {
+		for _, e := range del {
+			delete(have, e)
+		}
+		for _, e := range add {
+			have[e] = struct{}{}
+		}
+	}
+	return nil
+}
+
+// entrySet is the members of one set, as the record of what it holds: a
+// set, so that UpdateMembers brings it up to date at the cost of the
+// change.
+type entrySet map[ipset.Entry]struct{}
+
+func newEntrySet(es []ipset.Entry) entrySet {
+	s := make(entrySet, len(es))
+	for _, e := range es {
+		s[e] = struct{}{}
+	}
+	return s
 }
 
 // held returns es as the ipsets hold them, prefixes masked: the record of

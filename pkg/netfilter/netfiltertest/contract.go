@@ -24,6 +24,9 @@ type Harness struct {
 	// HasRules reports whether every rule and jump of every family is in
 	// place behind h, exactly once.
 	HasRules func(t *testing.T, h netfilter.Interface) bool
+	// Another returns a second instance on the kernel behind h, as a
+	// restarted agent would open: it knows nothing of what h wrote.
+	Another func(t *testing.T, h netfilter.Interface) netfilter.Interface
 }
 
 // Contract checks the behaviors kubelvs relies on from a
@@ -39,6 +42,9 @@ func Contract(t *testing.T, h Harness) {
 		{"SyncRules writes the first time, then only when forced", rulesWrittenOnce},
 		{"SyncMembers and ListMembers round-trip the members of each family", membersRoundTrip},
 		{"members are held as the ipsets hold them, also across a forced SyncRules", membersNormalised},
+		{"UpdateMembers adds and removes its own members and leaves the others", updateAmongOthers},
+		{"UpdateMembers of members already there or already gone is success", updateIdempotent},
+		{"a new instance updates and then syncs without knowing what the ipsets hold", updateUnknown},
 		{"a canceled context changes nothing and returns context.Canceled", canceledContext},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -92,6 +98,13 @@ func (e *env) expect(t *testing.T, want netfilter.Members) {
 		if !slices.Equal(l.got, slices.Compact(w)) {
 			t.Errorf("%s members = %v, want %v", l.name, l.got, w)
 		}
+	}
+}
+
+func (e *env) update(t *testing.T, i netfilter.Interface, add, del netfilter.Members) {
+	t.Helper()
+	if err := i.UpdateMembers(e.ctx, add, del); err != nil {
+		t.Fatalf("UpdateMembers: %v", err)
 	}
 }
 
@@ -196,6 +209,102 @@ func membersNormalised(t *testing.T, e *env) {
 	e.expect(t, held)
 }
 
+// Members of both families for the UpdateMembers cases: base is synced
+// first, then changed.
+var (
+	u4, u4b = entry("203.0.113.10", ipset.ProtoTCP, 80), entry("203.0.113.11", ipset.ProtoUDP, 53)
+	u6, u6b = entry("2001:db8:c1::10", ipset.ProtoTCP, 443), entry("2001:db8:c1::11", ipset.ProtoSCTP, 9)
+	base    = netfilter.Members{
+		Masquerade: []ipset.Entry{u4, u6},
+		Restricted: []ipset.Entry{u4b, u6b},
+		Allowed:    []ipset.Entry{allowed(u4b, "192.0.2.0/24"), allowed(u6b, "2001:db8:c3::/48")},
+		Hairpin:    []ipset.Entry{allowed(u4, "10.99.1.2/32"), allowed(u6, "fd99:1::2/128")},
+	}
+)
+
+func updateAmongOthers(t *testing.T, e *env) {
+	e.syncRules(t, false, true)
+	e.syncMembers(t, base)
+	// Each list gains one member and loses another, of each family;
+	// allowed ranges are given unmasked, as the ipsets do not hold them.
+	add := netfilter.Members{
+		Masquerade: []ipset.Entry{u4b, u6b},
+		Restricted: []ipset.Entry{u4},
+		Allowed:    []ipset.Entry{allowed(u4b, "198.51.100.77/24"), allowed(u6b, "2001:db8:c4::77/48")},
+		Hairpin:    []ipset.Entry{allowed(u4, "10.99.2.2/32"), allowed(u6, "fd99:2::2/128")},
+	}
+	del := netfilter.Members{
+		Masquerade: []ipset.Entry{u4},
+		Restricted: []ipset.Entry{u6b},
+		Allowed:    []ipset.Entry{allowed(u4b, "192.0.2.99/24")},
+		Hairpin:    []ipset.Entry{allowed(u6, "fd99:1::2/128")},
+	}
+	e.update(t, e.i, add, del)
+	after := netfilter.Members{
+		Masquerade: []ipset.Entry{u6, u4b, u6b},
+		Restricted: []ipset.Entry{u4b, u4},
+		Allowed:    []ipset.Entry{allowed(u6b, "2001:db8:c3::/48"), allowed(u4b, "198.51.100.0/24"), allowed(u6b, "2001:db8:c4::/48")},
+		Hairpin:    []ipset.Entry{allowed(u4, "10.99.1.2/32"), allowed(u4, "10.99.2.2/32"), allowed(u6, "fd99:2::2/128")},
+	}
+	e.expect(t, after)
+	// A member in both is added.
+	e.update(t, e.i, netfilter.Members{Masquerade: []ipset.Entry{u4}}, netfilter.Members{Masquerade: []ipset.Entry{u4, u4b}})
+	after.Masquerade = []ipset.Entry{u4, u6, u6b}
+	e.expect(t, after)
+	// A full sync compares with what the updates left, also after a
+	// forced SyncRules read the sets again.
+	e.syncMembers(t, base)
+	e.expect(t, base)
+	e.update(t, e.i, netfilter.Members{Masquerade: []ipset.Entry{u4b}}, netfilter.Members{Hairpin: base.Hairpin})
+	e.syncRules(t, true, true)
+	e.expect(t, netfilter.Members{Masquerade: []ipset.Entry{u4, u6, u4b}, Restricted: base.Restricted, Allowed: base.Allowed})
+	e.update(t, e.i, netfilter.Members{}, netfilter.Members{Masquerade: []ipset.Entry{u4b}, Allowed: base.Allowed})
+	e.expect(t, netfilter.Members{Masquerade: []ipset.Entry{u4, u6}, Restricted: base.Restricted})
+	e.syncMembers(t, base)
+	e.expect(t, base)
+}
+
+func updateIdempotent(t *testing.T, e *env) {
+	e.syncRules(t, false, true)
+	e.syncMembers(t, base)
+	gone := entry("203.0.113.12", ipset.ProtoTCP, 8080)
+	for range 2 {
+		// Present members added, absent ones removed: nothing changes.
+		e.update(t, e.i, base, netfilter.Members{Masquerade: []ipset.Entry{gone}, Allowed: []ipset.Entry{allowed(u4, "192.0.2.0/24")}})
+		e.expect(t, base)
+	}
+	for range 2 {
+		e.update(t, e.i, netfilter.Members{}, base)
+		e.expect(t, netfilter.Members{})
+	}
+	e.update(t, e.i, base, netfilter.Members{})
+	e.expect(t, base)
+}
+
+func updateUnknown(t *testing.T, e *env) {
+	e.syncRules(t, false, true)
+	e.syncMembers(t, base)
+	o := e.h.Another(t, e.i)
+	// A present member added and an absent one removed, among a real
+	// change, by an instance that never read the ipsets.
+	e.update(t, o,
+		netfilter.Members{Masquerade: []ipset.Entry{u4, u4b}, Allowed: []ipset.Entry{allowed(u6b, "2001:db8:c4::1/48")}},
+		netfilter.Members{Masquerade: []ipset.Entry{u6, u6b}, Hairpin: []ipset.Entry{allowed(u4, "10.99.1.2/32")}})
+	now := netfilter.Members{
+		Masquerade: []ipset.Entry{u4, u4b},
+		Restricted: base.Restricted,
+		Allowed:    append(slices.Clone(base.Allowed), allowed(u6b, "2001:db8:c4::/48")),
+		Hairpin:    []ipset.Entry{allowed(u6, "fd99:1::2/128")},
+	}
+	e.expect(t, now)
+	// Its next full sync reads the sets rather than trusting the update
+	// alone: it removes what it never wrote.
+	if err := o.SyncMembers(e.ctx, netfilter.Members{Masquerade: []ipset.Entry{u4b}}); err != nil {
+		t.Fatal(err)
+	}
+	e.expect(t, netfilter.Members{Masquerade: []ipset.Entry{u4b}})
+}
+
 func canceledContext(t *testing.T, e *env) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	cancel()
@@ -210,6 +319,9 @@ func canceledContext(t *testing.T, e *env) {
 	e.syncMembers(t, m)
 	if err := e.i.SyncMembers(ctx, netfilter.Members{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("SyncMembers: %v, want context.Canceled", err)
+	}
+	if err := e.i.UpdateMembers(ctx, netfilter.Members{Restricted: m.Masquerade}, m); !errors.Is(err, context.Canceled) {
+		t.Errorf("UpdateMembers: %v, want context.Canceled", err)
 	}
 	if _, err := e.i.ListMembers(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("ListMembers: %v, want context.Canceled", err)

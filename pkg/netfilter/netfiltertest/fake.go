@@ -24,9 +24,9 @@ type Fake struct {
 	fams []netfilter.Family
 
 	mu      sync.Mutex
-	rules   map[netfilter.Family]string // rendered chains in the "kernel"
-	synced  map[netfilter.Family]string // as last written by SyncRules
-	sets    map[string][]ipset.Entry    // per set name, sorted
+	rules   map[netfilter.Family]string         // rendered chains in the "kernel"
+	synced  map[netfilter.Family]string         // as last written by SyncRules
+	sets    map[string]map[ipset.Entry]struct{} // per set name, prefixes masked
 	calls   map[string]int
 	written int // rule writes (one per family rewritten)
 }
@@ -43,7 +43,7 @@ func NewFake(cfg netfilter.Config, fams ...netfilter.Family) *Fake {
 		fams = []netfilter.Family{netfilter.IPv4, netfilter.IPv6}
 	}
 	return &Fake{cfg: cfg, fams: fams, rules: map[netfilter.Family]string{}, synced: map[netfilter.Family]string{},
-		sets: map[string][]ipset.Entry{}, calls: map[string]int{}}
+		sets: map[string]map[ipset.Entry]struct{}{}, calls: map[string]int{}}
 }
 
 func (f *Fake) enter(op string) error {
@@ -129,24 +129,83 @@ func (f *Fake) SyncMembers(ctx context.Context, m netfilter.Members) error {
 	defer f.mu.Unlock()
 	for _, fam := range f.fams {
 		n, fm := netfilter.Sets(fam), m.Split(fam)
-		f.sets[n.Masquerade] = set(fm.Masquerade)
-		f.sets[n.Restricted] = set(fm.Restricted)
-		f.sets[n.Allowed] = set(fm.Allowed)
-		f.sets[n.Hairpin] = set(fm.Hairpin)
+		for _, p := range []struct {
+			name string
+			es   []ipset.Entry
+		}{{n.Masquerade, fm.Masquerade}, {n.Restricted, fm.Restricted}, {n.Allowed, fm.Allowed}, {n.Hairpin, fm.Hairpin}} {
+			set := make(map[ipset.Entry]struct{}, len(p.es))
+			for _, e := range p.es {
+				set[held(e)] = struct{}{}
+			}
+			f.sets[p.name] = set
+		}
 	}
 	return nil
 }
 
-// set is es as an ipset holds them: prefixes masked, sorted, once each.
-func set(es []ipset.Entry) []ipset.Entry {
-	out := slices.Clone(es)
-	for i := range out {
-		if out[i].Net.IsValid() {
-			out[i].Net = out[i].Net.Masked()
+// UpdateMembers adds add and removes del (adds first, so that a member in
+// both stays), at the cost of the change; members of a family the fake was
+// not made for are ignored, as the real rules do.
+func (f *Fake) UpdateMembers(ctx context.Context, add, del netfilter.Members) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := f.enter("UpdateMembers"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fam := range f.fams {
+		n := netfilter.Sets(fam)
+		for _, p := range []struct {
+			name     string
+			add, del []ipset.Entry
+		}{{n.Masquerade, add.Masquerade, del.Masquerade}, {n.Restricted, add.Restricted, del.Restricted},
+			{n.Allowed, add.Allowed, del.Allowed}, {n.Hairpin, add.Hairpin, del.Hairpin}} {
+			if len(p.add) == 0 && len(p.del) == 0 {
+				continue
+			}
+			set := f.sets[p.name]
+			if set == nil {
+				set = map[ipset.Entry]struct{}{}
+				f.sets[p.name] = set
+			}
+			var adding map[ipset.Entry]struct{}
+			for _, e := range p.add {
+				if e.IP.Is4() == (fam == netfilter.IPv4) {
+					if adding == nil {
+						adding = map[ipset.Entry]struct{}{}
+					}
+					adding[held(e)] = struct{}{}
+					set[held(e)] = struct{}{}
+				}
+			}
+			for _, e := range p.del {
+				if _, ok := adding[held(e)]; !ok && e.IP.Is4() == (fam == netfilter.IPv4) {
+					delete(set, held(e))
+				}
+			}
 		}
 	}
+	return nil
+}
+
+// held is e as an ipset holds it: its prefix masked.
+func held(e ipset.Entry) ipset.Entry {
+	if e.Net.IsValid() {
+		e.Net = e.Net.Masked()
+	}
+	return e
+}
+
+// sorted returns a set's members sorted.
+func sorted(set map[ipset.Entry]struct{}) []ipset.Entry {
+	out := make([]ipset.Entry, 0, len(set))
+	for e := range set {
+		out = append(out, e)
+	}
 	ipset.SortEntries(out)
-	return slices.Compact(out)
+	return out
 }
 
 // ListMembers returns the members of both families, each set sorted.
@@ -168,10 +227,10 @@ func (f *Fake) Members() netfilter.Members {
 	var m netfilter.Members
 	for _, fam := range f.fams {
 		n := netfilter.Sets(fam)
-		m.Masquerade = append(m.Masquerade, f.sets[n.Masquerade]...)
-		m.Restricted = append(m.Restricted, f.sets[n.Restricted]...)
-		m.Allowed = append(m.Allowed, f.sets[n.Allowed]...)
-		m.Hairpin = append(m.Hairpin, f.sets[n.Hairpin]...)
+		m.Masquerade = append(m.Masquerade, sorted(f.sets[n.Masquerade])...)
+		m.Restricted = append(m.Restricted, sorted(f.sets[n.Restricted])...)
+		m.Allowed = append(m.Allowed, sorted(f.sets[n.Allowed])...)
+		m.Hairpin = append(m.Hairpin, sorted(f.sets[n.Hairpin])...)
 	}
 	return m
 }
@@ -182,8 +241,8 @@ func (f *Fake) Dump() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var lines []string
-	for name, es := range f.sets {
-		for _, e := range es {
+	for name, set := range f.sets {
+		for e := range set {
 			lines = append(lines, "ipset "+name+" member "+e.String())
 		}
 	}
