@@ -23,43 +23,68 @@ import (
 // compare with the kernel). What all groups want is kept as they change
 // (sharedState), so this costs nothing per other group; comparing with
 // what was last written is free when it is the same slice, which it is
-// after a write of it.
+// after a write of it. Once a full sync has compared the shared state with
+// the kernel, an unforced write is the difference from what was last
+// written (UpdateAddresses, UpdateMembers), so that the writers' cost is
+// that of the change and not of every VIP and member on the node; the
+// difference is a merge of the sorted lists, without a map of the whole
+// set. After a failed write the kernel may hold part of it, so the next
+// write is whole again (vipsUnknown, membersUnknown).
 func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 	if !force && !s.sharedDirty {
 		s.metrics.setProgrammed(len(s.services), s.realCount())
 		return nil
 	}
 	vips, m := s.sh.vips, s.sh.members
+	update := !force && s.sharedChecked
 	// VIPs before members: a VIP that goes away stops taking traffic
 	// before its sourceRanges are lifted (tighten put new restrictions in
 	// place before anything was added).
 	var errs []error
-	if force || !sameAddrs(vips, s.vips) {
-		s.sharedMu.Lock()
+	s.sharedMu.Lock()
+	if force || s.vipsUnknown || !sameAddrs(vips, s.vips) {
 		s.sharedGen++
-		err := s.k.VIPs.SyncAddresses(ctx, vips)
+		op := "sync"
+		var err error
+		if update && !s.vipsUnknown {
+			op = "update"
+			add, del := diffSorted(s.vips, vips, netip.Addr.Compare)
+			err = s.k.VIPs.UpdateAddresses(ctx, add, del)
+		} else {
+			err = s.k.VIPs.SyncAddresses(ctx, vips)
+		}
+		s.vipsUnknown = err != nil
 		if err == nil {
 			s.vips = vips
 		}
-		s.sharedMu.Unlock()
-		s.metrics.op("vip", "sync", err)
+		s.metrics.op("vip", op, err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("VIPs: %w", err))
 		}
 	}
-	if force || !sameMembers(m, s.members) {
-		s.sharedMu.Lock()
+	s.sharedMu.Unlock()
+	s.sharedMu.Lock()
+	if force || s.membersUnknown || !sameMembers(m, s.members) {
 		s.sharedGen++
-		err := s.k.Netfilter.SyncMembers(ctx, m)
+		op := "sync"
+		var err error
+		if update && !s.membersUnknown {
+			op = "update"
+			add, del := membersDiff(s.members, m)
+			err = s.k.Netfilter.UpdateMembers(ctx, add, del)
+		} else {
+			err = s.k.Netfilter.SyncMembers(ctx, m)
+		}
+		s.membersUnknown = err != nil
 		if err == nil {
 			s.members = m
 		}
-		s.sharedMu.Unlock()
-		s.metrics.op("ipset", "sync", err)
+		s.metrics.op("ipset", op, err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ipset members: %w", err))
 		}
 	}
+	s.sharedMu.Unlock()
 	if len(errs) == 0 {
 		s.sharedDirty = false
 		if force {
@@ -68,6 +93,19 @@ func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 	}
 	s.metrics.setProgrammed(len(s.services), s.realCount())
 	return errors.Join(errs...)
+}
+
+// membersDiff returns what to add to and remove from the members have to
+// make them want: a merge of each pair of sorted lists, and nothing for a
+// list that is the very one in both.
+func membersDiff(have, want netfilter.Members) (add, del netfilter.Members) {
+	hl, wl, al, dl := lists(&have), lists(&want), lists(&add), lists(&del)
+	for l := range nLists {
+		if !sameEntries(*hl[l], *wl[l]) {
+			*al[l], *dl[l] = diffSorted(*hl[l], *wl[l], ipset.Entry.Compare)
+		}
+	}
+	return add, del
 }
 
 // tighten writes, before any virtual server or VIP changes, the ipset
@@ -88,9 +126,13 @@ func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 // server's hairpin entry is there before it is. syncShared writes next
 // itself after the VIPs. Until the first full sync has compared the shared
 // state with the kernel, what the ipsets hold is not known here and next
-// is written as it is.
+// is written as it is. When the change alone makes pre (d, below), only
+// that change is written (UpdateMembers), unless the last write of the
+// members failed: the kernel may then hold part of it, and pre is written
+// whole.
 func (s *Syncer) tighten(ctx context.Context, next netfilter.Members, d *memberDelta) error {
 	pre := next
+	var add, del *netfilter.Members // the change from s.members to pre, when known
 	if s.sharedChecked {
 		cur := s.members
 		if d != nil && sameMembers(cur, s.sh.members) {
@@ -122,6 +164,9 @@ func (s *Syncer) tighten(ctx context.Context, next netfilter.Members, d *memberD
 				Allowed:    pick(listAllowed, cur.Allowed, next.Allowed, drop),
 				Hairpin:    pick(listHairpin, cur.Hairpin, next.Hairpin, nil),
 			}
+			add = &netfilter.Members{Masquerade: d.add[listMasquerade], Restricted: d.add[listRestricted],
+				Allowed: d.add[listAllowed], Hairpin: d.add[listHairpin]}
+			del = &netfilter.Members{Allowed: drop}
 		} else {
 			pre = netfilter.Members{
 				Masquerade: union(cur.Masquerade, next.Masquerade),
@@ -136,12 +181,20 @@ func (s *Syncer) tighten(ctx context.Context, next netfilter.Members, d *memberD
 	}
 	s.sharedMu.Lock()
 	s.sharedGen++
-	err := s.k.Netfilter.SyncMembers(ctx, pre)
+	op := "sync"
+	var err error
+	if add != nil && !s.membersUnknown {
+		op = "update"
+		err = s.k.Netfilter.UpdateMembers(ctx, *add, *del)
+	} else {
+		err = s.k.Netfilter.SyncMembers(ctx, pre)
+	}
+	s.membersUnknown = err != nil
 	if err == nil {
 		s.members = pre
 	}
 	s.sharedMu.Unlock()
-	s.metrics.op("ipset", "sync", err)
+	s.metrics.op("ipset", op, err)
 	if err != nil {
 		// Nothing of the change is written: adding a virtual server
 		// without its restriction would open it to every source.

@@ -87,6 +87,14 @@ type Syncer struct {
 	// with the kernel; later full syncs compare with what they wrote, and
 	// Verify still reads the kernel on the slow periodic pass.
 	sharedChecked bool
+	// vipsUnknown and membersUnknown are set when the last write of the
+	// VIPs or of the members failed: the kernel may hold part of it, so
+	// what was last written (vips, members) no longer tells what it holds
+	// and the next write is whole (SyncAddresses, SyncMembers), which its
+	// writer compares with the kernel, rather than a difference from what
+	// was written. sharedMu guards them, as Verify writes the members
+	// without mu.
+	vipsUnknown, membersUnknown bool
 	// Totals kept as services change (recount), so that neither a change
 	// nor a drain pass walks every service: the cost of a change is its
 	// own, however many virtual servers the node has.

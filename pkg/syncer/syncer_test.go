@@ -406,7 +406,7 @@ func TestResyncNothingChangedTouchesNothing(t *testing.T) {
 	if _, err := s.SyncAll(ctx, gs); err != nil {
 		t.Fatal(err)
 	}
-	memberWrites := func() int { return n.nf.Calls("SyncMembers") }
+	memberWrites := func() int { return n.nf.Calls("SyncMembers") + n.nf.Calls("UpdateMembers") }
 	membersBefore := memberWrites()
 	w, lists := n.writes(), n.ipvs.Calls("ListVirtualServers")+n.ipvs.Calls("ListRealServers")+n.ipvs.Calls("GetVirtualServer")
 	res, err := s.SyncAll(ctx, gs)
@@ -665,6 +665,7 @@ func TestSourceRangesBeforeTraffic(t *testing.T) {
 			t.Fatal(err)
 		}
 		n.nf.FailAlways("SyncMembers", errors.New("ipset: no buffer space"))
+		n.nf.FailAlways("UpdateMembers", errors.New("ipset: no buffer space"))
 		if _, err := s.SyncGroup(ctx, restricted("r", "10.96.0.9", k, a)); err == nil || !strings.Contains(err.Error(), "no buffer space") {
 			t.Fatalf("SyncGroup with a failing ipset: err %v", err)
 		}

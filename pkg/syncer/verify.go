@@ -236,6 +236,7 @@ func (s *Syncer) verifyShared(ctx context.Context) error {
 	s.sharedMu.Lock()
 	defer s.sharedMu.Unlock()
 	err := s.k.Netfilter.SyncMembers(ctx, s.members)
+	s.membersUnknown = err != nil
 	s.metrics.op("ipset", "sync", err)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("ipset members: %w", err))
@@ -249,6 +250,7 @@ func (s *Syncer) writeVIPs(ctx context.Context, vips []netip.Addr) error {
 	defer s.sharedMu.Unlock()
 	s.sharedGen++
 	err := s.k.VIPs.SyncAddresses(ctx, vips)
+	s.vipsUnknown = err != nil
 	s.metrics.op("vip", "sync", err)
 	if err != nil {
 		return fmt.Errorf("VIPs: %w", err)
