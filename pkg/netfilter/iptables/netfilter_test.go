@@ -210,7 +210,17 @@ func TestSyncMembersReplacesASetWithManyChanges(t *testing.T) {
 
 type countingSets struct {
 	*ipsettest.Fake
-	replaces, adds int
+	replaces, adds, dels, lists int
+}
+
+func (c *countingSets) DelEntry(ctx context.Context, name string, e ipset.Entry) error {
+	c.dels++
+	return c.Fake.DelEntry(ctx, name, e)
+}
+
+func (c *countingSets) ListEntries(ctx context.Context, name string) ([]ipset.Entry, error) {
+	c.lists++
+	return c.Fake.ListEntries(ctx, name)
 }
 
 func (c *countingSets) Replace(ctx context.Context, s ipset.Set, es []ipset.Entry) error {
@@ -221,4 +231,76 @@ func (c *countingSets) Replace(ctx context.Context, s ipset.Set, es []ipset.Entr
 func (c *countingSets) AddEntry(ctx context.Context, name string, e ipset.Entry) error {
 	c.adds++
 	return c.Fake.AddEntry(ctx, name, e)
+}
+
+// UpdateMembers writes only what the record says is missing or there: an
+// update of a set of many members costs its own writes and no listing; a
+// new Rules, which knows nothing, writes the whole change and still lists
+// nothing, and its next SyncMembers reads the set.
+func TestUpdateMembersWritesOnlyTheChange(t *testing.T) {
+	ctx := context.Background()
+	sets := &countingSets{Fake: ipsettest.NewFake()}
+	r, err := New(ctx, sets, &fakeRunner{}, netfilter.Config{Mode: "legacy"}, netfilter.IPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.EnsureSets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	many := make([]ipset.Entry, 1000)
+	for i := range many {
+		many[i] = ipset.Entry{IP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), Protocol: ipset.ProtoTCP, Port: 80}
+	}
+	ipset.SortEntries(many)
+	if err := r.SyncMembers(ctx, netfilter.Members{Masquerade: many}); err != nil {
+		t.Fatal(err)
+	}
+	masq := netfilter.Sets(netfilter.IPv4).Masquerade
+	fresh := ipset.Entry{IP: netip.MustParseAddr("10.97.0.1"), Protocol: ipset.ProtoTCP, Port: 80}
+	absent := ipset.Entry{IP: netip.MustParseAddr("10.97.0.2"), Protocol: ipset.ProtoTCP, Port: 80}
+	adds, dels, lists := sets.adds, sets.dels, sets.lists
+	// many[0] is there and absent is not: only fresh and many[1] are written.
+	if err := r.UpdateMembers(ctx, netfilter.Members{Masquerade: []ipset.Entry{fresh, many[0]}},
+		netfilter.Members{Masquerade: []ipset.Entry{many[1], absent}}); err != nil {
+		t.Fatal(err)
+	}
+	if sets.adds-adds != 1 || sets.dels-dels != 1 || sets.lists != lists {
+		t.Fatalf("%d adds, %d deletes and %d listings, want 1, 1 and 0", sets.adds-adds, sets.dels-dels, sets.lists-lists)
+	}
+	want := append(slices.Concat(many[:1], many[2:]), fresh)
+	ipset.SortEntries(want)
+	if got, _ := sets.Fake.ListEntries(ctx, masq); !slices.Equal(got, want) {
+		t.Fatalf("set holds %d members, want %d", len(got), len(want))
+	}
+	// The record followed the update: a full sync back to many writes
+	// two changes and reads nothing.
+	adds, dels = sets.adds, sets.dels
+	if err := r.SyncMembers(ctx, netfilter.Members{Masquerade: many}); err != nil {
+		t.Fatal(err)
+	}
+	if sets.adds-adds != 1 || sets.dels-dels != 1 || sets.lists != lists {
+		t.Fatalf("sync after update: %d adds, %d deletes and %d listings, want 1, 1 and 0", sets.adds-adds, sets.dels-dels, sets.lists-lists)
+	}
+
+	o, err := New(ctx, sets, &fakeRunner{}, netfilter.Config{Mode: "legacy"}, netfilter.IPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adds, dels = sets.adds, sets.dels
+	if err := o.UpdateMembers(ctx, netfilter.Members{Masquerade: []ipset.Entry{fresh, many[0]}},
+		netfilter.Members{Masquerade: []ipset.Entry{many[1], absent}}); err != nil {
+		t.Fatal(err)
+	}
+	if sets.adds-adds != 2 || sets.dels-dels != 2 || sets.lists != lists {
+		t.Fatalf("unknown record: %d adds, %d deletes and %d listings, want 2, 2 and 0", sets.adds-adds, sets.dels-dels, sets.lists-lists)
+	}
+	if err := o.SyncMembers(ctx, netfilter.Members{Masquerade: many}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(netfilter.IPSets(netfilter.IPv4)); sets.lists-lists != n {
+		t.Fatalf("a sync after an update of sets it did not know listed %d sets, want all %d", sets.lists-lists, n)
+	}
+	if got, _ := sets.Fake.ListEntries(ctx, masq); !slices.Equal(got, many) {
+		t.Fatalf("set holds %d members, want %d", len(got), len(many))
+	}
 }
