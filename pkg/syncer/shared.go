@@ -48,7 +48,10 @@ func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 		var err error
 		if update && !s.vipsUnknown {
 			op = "update"
-			add, del := diffSorted(s.vips, vips, netip.Addr.Compare)
+			add, del := s.sh.last.addVIPs, s.sh.last.delVIPs
+			if !identical(s.vips, s.sh.last.fromVIPs) || !identical(vips, s.sh.last.toVIPs) {
+				add, del = diffSorted(s.vips, vips, netip.Addr.Compare)
+			}
 			err = s.k.VIPs.UpdateAddresses(ctx, add, del)
 		} else {
 			err = s.k.VIPs.SyncAddresses(ctx, vips)
@@ -70,7 +73,7 @@ func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 		var err error
 		if update && !s.membersUnknown {
 			op = "update"
-			add, del := membersDiff(s.members, m)
+			add, del := s.membersDiff(s.members, m)
 			err = s.k.Netfilter.UpdateMembers(ctx, add, del)
 		} else {
 			err = s.k.Netfilter.SyncMembers(ctx, m)
@@ -91,21 +94,39 @@ func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 			s.sharedChecked = true
 		}
 	}
+	// What the last change kept of the old lists is not needed any more.
+	s.sh.last.fromVIPs, s.sh.last.toVIPs, s.sh.last.addVIPs, s.sh.last.delVIPs = nil, nil, nil, nil
+	s.sh.last.from, s.sh.last.to, s.sh.last.d = netfilter.Members{}, netfilter.Members{}, memberDelta{}
 	s.metrics.setProgrammed(len(s.services), s.realCount())
 	return errors.Join(errs...)
 }
 
 // membersDiff returns what to add to and remove from the members have to
-// make them want: a merge of each pair of sorted lists, and nothing for a
-// list that is the very one in both.
-func membersDiff(have, want netfilter.Members) (add, del netfilter.Members) {
+// make them want, list by list: nothing for a list that is the very one in
+// both; the last group's change when have's list is what it changed and
+// want's what it made (a create or delete of one VirtualService, which
+// tighten did not write ahead); else a merge of the two sorted lists.
+func (s *Syncer) membersDiff(have, want netfilter.Members) (add, del netfilter.Members) {
+	last := &s.sh.last
 	hl, wl, al, dl := lists(&have), lists(&want), lists(&add), lists(&del)
+	fl, tl := lists(&last.from), lists(&last.to)
 	for l := range nLists {
-		if !sameEntries(*hl[l], *wl[l]) {
+		switch {
+		case sameEntries(*hl[l], *wl[l]):
+		case identical(*hl[l], *fl[l]) && identical(*wl[l], *tl[l]):
+			*al[l], *dl[l] = last.d.add[l], last.d.del[l]
+		default:
 			*al[l], *dl[l] = diffSorted(*hl[l], *wl[l], ipset.Entry.Compare)
 		}
 	}
 	return add, del
+}
+
+// identical reports whether a and b are the same list, not just equal:
+// the lists are never changed in place, so the same array and length are
+// the same contents.
+func identical[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // tighten writes, before any virtual server or VIP changes, the ipset
@@ -236,7 +257,17 @@ type sharedState struct {
 	// its IPVS writes (for tighten), reused when the change is recorded.
 	memo struct {
 		from, to, base, result netfilter.Members
+		d                      memberDelta
 		ok                     bool
+	}
+	// last is the last group's change of the lists: what they were before
+	// it, what they are after it and the difference, so that syncShared
+	// writes the difference without comparing the lists when what was
+	// written is what they were before it (see lastDiff).
+	last struct {
+		fromVIPs, toVIPs, addVIPs, delVIPs []netip.Addr
+		from, to                           netfilter.Members
+		d                                  memberDelta
 	}
 }
 
@@ -302,7 +333,7 @@ func (sh *sharedState) membersAfter(d *memberDelta) netfilter.Members {
 func (sh *sharedState) nextMembers(from, to netfilter.Members) (netfilter.Members, memberDelta) {
 	d := sh.membersDelta(from, to)
 	next := sh.membersAfter(&d)
-	sh.memo.from, sh.memo.to, sh.memo.base, sh.memo.result, sh.memo.ok = from, to, sh.members, next, true
+	sh.memo.from, sh.memo.to, sh.memo.base, sh.memo.result, sh.memo.d, sh.memo.ok = from, to, sh.members, next, d, true
 	return next, d
 }
 
@@ -334,15 +365,18 @@ func (s *Syncer) setGroup(name types.NamespacedName, g *group) {
 			vdel = append(vdel, v)
 		}
 	}
+	sh.last.fromVIPs, sh.last.addVIPs, sh.last.delVIPs = sh.vips, vadd, vdel
 	sh.vips = patch(sh.vips, vadd, vdel, netip.Addr.Compare)
+	sh.last.toVIPs = sh.vips
 	// Members: as computed for tighten, unless the group changed otherwise.
-	next := sh.memo.result
+	next, d := sh.memo.result, sh.memo.d
 	if !sh.memo.ok || !sameMembers(sh.memo.from, from.members) || !sameMembers(sh.memo.to, to.members) || !sameMembers(sh.memo.base, sh.members) {
-		d := sh.membersDelta(from.members, to.members)
+		d = sh.membersDelta(from.members, to.members)
 		next = sh.membersAfter(&d)
 	}
+	sh.last.from, sh.last.to, sh.last.d = sh.members, next, d
 	sh.memo.ok = false
-	sh.memo.from, sh.memo.to, sh.memo.base, sh.memo.result = netfilter.Members{}, netfilter.Members{}, netfilter.Members{}, netfilter.Members{}
+	sh.memo.from, sh.memo.to, sh.memo.base, sh.memo.result, sh.memo.d = netfilter.Members{}, netfilter.Members{}, netfilter.Members{}, netfilter.Members{}, memberDelta{}
 	fl, tl := lists(&from.members), lists(&to.members)
 	for l := range nLists {
 		refs := sh.memberRefs[l]
