@@ -26,8 +26,10 @@ import (
 // after a write of it. Once a full sync has compared the shared state with
 // the kernel, an unforced write is the difference from what was last
 // written (UpdateAddresses, UpdateMembers), so that the writers' cost is
-// that of the change and not of every VIP and member on the node; the
-// difference is a merge of the sorted lists, without a map of the whole
+// that of the change and not of every VIP and member on the node. The
+// difference is the last group's change when what was written is what
+// that change started from (sharedState.last: one VirtualService created
+// or deleted), else a merge of the sorted lists, never a map of the whole
 // set. After a failed write the kernel may hold part of it, so the next
 // write is whole again (vipsUnknown, membersUnknown).
 func (s *Syncer) syncShared(ctx context.Context, force bool) error {
@@ -263,7 +265,8 @@ type sharedState struct {
 	// last is the last group's change of the lists: what they were before
 	// it, what they are after it and the difference, so that syncShared
 	// writes the difference without comparing the lists when what was
-	// written is what they were before it (see lastDiff).
+	// written is what they were before it (membersDiff). syncShared drops
+	// it, so that it does not keep old lists alive.
 	last struct {
 		fromVIPs, toVIPs, addVIPs, delVIPs []netip.Addr
 		from, to                           netfilter.Members
