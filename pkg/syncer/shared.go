@@ -247,9 +247,11 @@ func lists(m *netfilter.Members) [nLists]*[]ipset.Entry {
 // count of the groups that want each VIP and each ipset member, and the
 // sorted lists of those wanted (what syncShared writes). A group's change
 // costs the difference between its old and its new VIPs and members, plus
-// one copy of a list that changes (the interfaces take the whole set). The
-// lists are never changed in place: a change makes new ones, so a list
-// handed to a writer, or remembered as written, stays as it was.
+// one copy of a list that changes: the writers take the difference
+// (UpdateAddresses, UpdateMembers), but a full sync, Verify and the write
+// after a failure hand them the whole set, and tighten compares with it.
+// The lists are never changed in place: a change makes new ones, so a
+// list handed to a writer, or remembered as written, stays as it was.
 type sharedState struct {
 	vipRefs    map[netip.Addr]int
 	memberRefs [nLists]map[ipset.Entry]int
