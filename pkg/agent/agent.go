@@ -333,6 +333,9 @@ func (a *Agent) drain(ctx context.Context) {
 // fullSync rebuilds every VirtualService and syncs them all; verify also
 // compares the kernel with what was programmed and repairs drift.
 func (a *Agent) fullSync(ctx context.Context, verify bool) error {
+	// Taken before anything is read: the VirtualServices' own syncs that
+	// read after it and are applied first are not undone (syncer.Resync).
+	read := a.syncer.ReadToken()
 	var list lvsv1.VirtualServiceList
 	if err := a.client.List(ctx, &list); err != nil {
 		return fmt.Errorf("list VirtualServices: %w", err)
@@ -344,15 +347,18 @@ func (a *Agent) fullSync(ctx context.Context, verify bool) error {
 	groups, errs := groupsOf(list.Items, func(vs *lvsv1.VirtualService) (desired.Group, error) {
 		return a.build(ctx, vs, node)
 	})
-	// The periodic resync leaves VirtualServices new to the kernel to the
-	// create lane (syncer.Resync), so that it never programs a burst of
-	// creates under the syncer's lock while changes wait. They are queued
-	// there already, and again here in case an event was missed.
-	sync := a.syncer.SyncAll
-	if verify {
-		sync = a.syncer.Resync
+	// Once the lanes run (after the first full sync), a full sync leaves
+	// VirtualServices new to the kernel to the create lane
+	// (syncer.Resync), so that it never programs a burst of creates under
+	// the syncer's lock while changes wait, and does not undo what their
+	// own syncs applied since it read. The deferred ones are queued there
+	// already, and again here in case an event was missed.
+	var res syncer.Result
+	if a.ready.Load() {
+		res, err = a.syncer.Resync(ctx, groups, read)
+	} else {
+		res, err = a.syncer.SyncAll(ctx, groups)
 	}
-	res, err := sync(ctx, groups)
 	if err != nil {
 		errs = append(errs, err)
 	}

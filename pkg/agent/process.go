@@ -53,6 +53,10 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName, change bo
 		}
 	}
 	token := a.wm.start(key)
+	// Before the reads: a full sync that read earlier does not undo this
+	// sync (desired.Group.Read). The key lock orders this VirtualService's
+	// own syncs.
+	read := a.syncer.ReadToken()
 	var vs lvsv1.VirtualService
 	if err := a.client.Get(ctx, key, &vs); err != nil {
 		if !apierrors.IsNotFound(err) {
@@ -70,7 +74,7 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName, change bo
 		a.announce.remove(key)
 		a.programmed.Delete(key)
 		out := a.admit(change)
-		_, err := a.syncer.RemoveGroup(ctx, key)
+		_, err := a.syncer.SyncGroup(ctx, desired.Group{Name: key, Read: read})
 		out()
 		kernelDone(err)
 		if err == nil && a.syncer.Keeping() {
@@ -85,6 +89,7 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName, change bo
 	if err == nil {
 		var g desired.Group
 		if g, err = a.build(ctx, &vs, node); err == nil {
+			g.Read = read
 			defer a.synced(key, token)
 			return a.apply(ctx, key, &vs, g, node, change, kernelDone)
 		}
@@ -113,7 +118,7 @@ func (a *Agent) synced(key types.NamespacedName, token uint64) {
 func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.VirtualService, g desired.Group, node desired.Node, change bool, kernelDone func(error)) error {
 	group := key.Namespace + "/" + key.Name
 	if !vs.DeletionTimestamp.IsZero() {
-		g = desired.Group{Name: key}
+		g = desired.Group{Name: key, Read: g.Read}
 	}
 	out := a.admit(change)
 	res, syncErr := a.syncer.SyncGroup(ctx, g)

@@ -105,6 +105,12 @@ type Group struct {
 	// to load): the syncer then keeps whatever the kernel holds for it,
 	// neither programming nor removing anything, and Problems say why.
 	Hold bool
+	// Read orders the syncs of one VirtualService by when their inputs
+	// were read from the caches (syncer.Syncer.ReadToken, taken before the
+	// reads): the syncer does not apply a group read before one of the
+	// same name it has applied, which would put an older state back. 0:
+	// unordered (always applied).
+	Read uint64
 }
 
 // Counts are a VirtualService's backends on this node.

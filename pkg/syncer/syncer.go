@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -103,6 +104,13 @@ type Syncer struct {
 	// held are the VirtualServices whose desired state is not known
 	// (desired.Group.Hold): their kernel objects are kept as they are.
 	held map[types.NamespacedName]bool
+	// reads hands out ReadTokens; applied is, per VirtualService, the
+	// token of the latest sync of it that was applied (a removal too),
+	// so that a sync whose inputs were read earlier does not put an older
+	// state back (desired.Group.Read). Entries older than a full sync's
+	// token are dropped by it: every later token is newer.
+	reads   atomic.Uint64
+	applied map[types.NamespacedName]uint64
 }
 
 // keptGroup owns, after a restart, the adopted virtual servers that no
@@ -191,6 +199,7 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 		groups:      map[types.NamespacedName]*group{},
 		drainSet:    map[ipvs.Key]*service{},
 		held:        map[types.NamespacedName]bool{},
+		applied:     map[types.NamespacedName]uint64{},
 		sh:          newSharedState(),
 		sharedDirty: true,
 	}
@@ -271,10 +280,14 @@ type Result struct {
 func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stale(g.Name, g.Read) {
+		return Result{Draining: s.drainingOf(g.Name)}, nil
+	}
 	s.setHeld(g.Name, g.Hold)
 	if g.Hold {
 		return Result{Draining: s.drainingOf(g.Name)}, nil
 	}
+	s.markApplied(g.Name, g.Read)
 	s.epoch++
 	start := s.clock.Now()
 	if prev := s.groups[g.Name]; prev == nil || !membersEqual(prev.members, g.Members) {
@@ -298,6 +311,24 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 	return res, err
 }
 
+// ReadToken returns a token to take before reading the inputs of a sync
+// (desired.Group.Read, Resync): tokens taken later are greater.
+func (s *Syncer) ReadToken() uint64 { return s.reads.Add(1) }
+
+// stale reports whether a sync of name whose inputs were read at read
+// comes after one read later was applied; s.mu is held.
+func (s *Syncer) stale(name types.NamespacedName, read uint64) bool {
+	return read != 0 && read < s.applied[name]
+}
+
+// markApplied records that a sync of name read at read is applied; s.mu is
+// held.
+func (s *Syncer) markApplied(name types.NamespacedName, read uint64) {
+	if read > s.applied[name] {
+		s.applied[name] = read
+	}
+}
+
 // RemoveGroup deletes every kernel object of a VirtualService that is gone.
 func (s *Syncer) RemoveGroup(ctx context.Context, name types.NamespacedName) (Result, error) {
 	return s.SyncGroup(ctx, desired.Group{Name: name})
@@ -315,7 +346,7 @@ func (s *Syncer) RemoveGroup(ctx context.Context, name types.NamespacedName) (Re
 // any adopted virtual server that no other group claims, so while there is
 // such a group nothing adopted is deleted (see keptGroup).
 func (s *Syncer) SyncAll(ctx context.Context, groups []desired.Group) (Result, error) {
-	return s.syncAll(ctx, groups, false)
+	return s.syncAll(ctx, groups, false, 0)
 }
 
 // Resync is SyncAll for the periodic resync: it leaves out, and returns in
@@ -328,8 +359,16 @@ func (s *Syncer) SyncAll(ctx context.Context, groups []desired.Group) (Result, e
 // the syncer has (a conflict it won, or one adopted at a restart) is
 // synced here as by SyncAll. Until the first full sync has compared the
 // shared state with the kernel, nothing is deferred.
-func (s *Syncer) Resync(ctx context.Context, groups []desired.Group) (Result, error) {
-	return s.syncAll(ctx, groups, true)
+//
+// read is the ReadToken taken before the groups were read: a full sync
+// reads every VirtualService, for seconds at 10,000, while their own syncs
+// go on. A group whose own sync, read later, was applied meanwhile keeps
+// what that sync programmed, one that sync removed stays removed, and one
+// it created that is not in groups is not removed as unwanted. Else a
+// resync would put back, until the next event or resync, what a change had
+// just replaced (a removed endpoint taking traffic again).
+func (s *Syncer) Resync(ctx context.Context, groups []desired.Group, read uint64) (Result, error) {
+	return s.syncAll(ctx, groups, true, read)
 }
 
 // additive reports whether syncing g, which the syncer has never
@@ -347,7 +386,7 @@ func (s *Syncer) additive(g desired.Group) bool {
 	return true
 }
 
-func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew bool) (Result, error) {
+func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew bool, read uint64) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.epoch++
@@ -359,10 +398,33 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 	deferNew = deferNew && s.sharedChecked
 	unknownHold := false
 	claimed := map[ipvs.Key]bool{}
-	clear(s.held)
 	var deferred map[types.NamespacedName]bool
+	// newer are the groups whose own sync, read after this full sync's
+	// read, was applied: they keep what it programmed, as a group on hold
+	// keeps what it has.
+	newer := map[types.NamespacedName]bool{}
+	for name := range s.applied {
+		if s.stale(name, read) {
+			newer[name] = true
+		} else if read != 0 {
+			delete(s.applied, name) // older than every token to come
+		}
+	}
+	for name := range s.held {
+		if !newer[name] {
+			delete(s.held, name)
+		}
+	}
 	for _, g := range groups {
 		want[g.Name] = true
+		if newer[g.Name] {
+			if prev := s.groups[g.Name]; prev != nil {
+				for _, k := range prev.keys {
+					claimed[k] = true
+				}
+			}
+			continue
+		}
 		s.setHeld(g.Name, g.Hold)
 		if g.Hold {
 			unknownHold = unknownHold || s.groups[g.Name] == nil
@@ -399,7 +461,7 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 			if deferred[g.Name] {
 				continue
 			}
-			if g.Hold {
+			if g.Hold || newer[g.Name] {
 				if prev := s.groups[g.Name]; prev != nil {
 					next = appendMembers(next, prev.members)
 				}
@@ -416,7 +478,7 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 		}
 	}
 	for _, g := range groups {
-		if g.Hold || deferred[g.Name] {
+		if g.Hold || deferred[g.Name] || newer[g.Name] {
 			continue
 		}
 		r, err := s.syncGroup(ctx, g, claimed)
@@ -431,7 +493,7 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 		return Result{Ops: total.Ops, Draining: s.drainingLocked()}, err
 	}
 	for name := range s.groups {
-		if !want[name] {
+		if !want[name] && !newer[name] {
 			r, err := s.syncGroup(ctx, desired.Group{Name: name}, claimed)
 			total.Ops += r.Ops
 			errs = append(errs, err)

@@ -739,7 +739,7 @@ func TestResyncDefersOnlyWhatIsNewToTheKernel(t *testing.T) {
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
 	a := grp("a", "10.96.0.1", tcp, "10.1.0.1:80")
 	b := grp("b", "10.96.0.2", tcp, "10.1.0.2:80")
-	first, err := s.Resync(ctx, []desired.Group{a, b})
+	first, err := s.Resync(ctx, []desired.Group{a, b}, s.ReadToken())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -751,7 +751,7 @@ func TestResyncDefersOnlyWhatIsNewToTheKernel(t *testing.T) {
 	d := grp("d", "10.96.0.2", tcp, "10.1.0.4:80")
 	a2 := grp("a", "10.96.0.1", tcp, "10.1.0.1:80", "10.1.0.5:80")
 	churn := n.ipvs.Calls("DeleteVirtualServer") + n.ipvs.Calls("AddVirtualServer")
-	res, err := s.Resync(ctx, []desired.Group{a2, {Name: b.Name}, c, d})
+	res, err := s.Resync(ctx, []desired.Group{a2, {Name: b.Name}, c, d}, s.ReadToken())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -782,7 +782,58 @@ func TestResyncDefersOnlyWhatIsNewToTheKernel(t *testing.T) {
 	}
 	sameKernel(t, "after c's own sync", n, ref)
 	// The next resync has nothing left to defer.
-	if res, err := s.Resync(ctx, []desired.Group{a2, c, d}); err != nil || len(res.Deferred) != 0 || res.Ops != 0 {
+	if res, err := s.Resync(ctx, []desired.Group{a2, c, d}, s.ReadToken()); err != nil || len(res.Deferred) != 0 || res.Ops != 0 {
 		t.Fatalf("resync after: %+v, %v", res, err)
+	}
+}
+
+// A resync reads every VirtualService before it takes the lock; their own
+// syncs go on meanwhile. What one of them applied after the resync read
+// (a changed endpoint, a create, a delete) is not undone by the resync's
+// older view: a removed endpoint must not take traffic again. A resync
+// that read later applies as usual.
+func TestResyncDoesNotUndoNewerSyncs(t *testing.T) {
+	ctx := context.Background()
+	n := newNode()
+	s := n.syncer(t)
+	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
+	a := grp("a", "10.96.0.1", tcp, "10.1.0.1:80")
+	b := grp("b", "10.96.0.2", tcp, "10.1.0.2:80")
+	if _, err := s.SyncAll(ctx, []desired.Group{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	// The resync reads: a and b as they were, no c.
+	read := s.ReadToken()
+	// Then their own syncs: a's endpoint replaced, b deleted, c created.
+	a2 := grp("a", "10.96.0.1", tcp, "10.1.0.9:80")
+	a2.Read = s.ReadToken()
+	c := grp("c", "10.96.0.3", tcp, "10.1.0.3:80")
+	c.Read = s.ReadToken()
+	for _, g := range []desired.Group{a2, {Name: b.Name, Read: s.ReadToken()}, c} {
+		if _, err := s.SyncGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := n.dump()
+	if _, err := s.Resync(ctx, []desired.Group{a, b}, read); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.dump(); got != after {
+		t.Fatalf("the resync undid newer syncs:\n%s\nwant\n%s", got, after)
+	}
+	// A sync read before one already applied changes nothing either.
+	if _, err := s.SyncGroup(ctx, desired.Group{Name: c.Name, Read: read}); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.dump(); got != after {
+		t.Fatalf("an older sync removed c:\n%s\nwant\n%s", got, after)
+	}
+	// A resync that read after them all applies what it read.
+	a3 := grp("a", "10.96.0.1", tcp, "10.1.0.8:80")
+	if _, err := s.Resync(ctx, []desired.Group{a3, c}, s.ReadToken()); err != nil {
+		t.Fatal(err)
+	}
+	if d := n.ipvs.Dump(); !strings.Contains(d, "10.1.0.8:80 w=1") || !strings.Contains(d, "10.1.0.9:80 w=0") || !strings.Contains(d, "10.96.0.3:80") {
+		t.Fatalf("the later resync did not apply:\n%s", d)
 	}
 }
