@@ -121,22 +121,35 @@ func (f *Fake) sorted() []netip.Addr {
 	return out
 }
 
-// SyncAddresses makes the device hold exactly vips.
-func (f *Fake) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
+// writable counts op and takes the lock for a write of the addresses, which
+// needs kubelvs0 to exist and be the dummy kubelvs made; the returned
+// function unlocks.
+func (f *Fake) writable(ctx context.Context, op, what string) (func(), error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
-	if err := f.enter("SyncAddresses"); err != nil {
-		return err
+	if err := f.enter(op); err != nil {
+		return nil, err
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if err := f.owned(); err != nil {
-		return err
+		f.mu.Unlock()
+		return nil, err
 	}
 	if !f.exists {
-		return fmt.Errorf("sync addresses: %s does not exist", netif.DeviceName)
+		f.mu.Unlock()
+		return nil, fmt.Errorf("%s: %s does not exist", what, netif.DeviceName)
 	}
+	return f.mu.Unlock, nil
+}
+
+// SyncAddresses makes the device hold exactly vips.
+func (f *Fake) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
+	unlock, err := f.writable(ctx, "SyncAddresses", "sync addresses")
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	f.addrs = map[netip.Addr]struct{}{}
 	for _, a := range vips {
 		f.addrs[a] = struct{}{}
@@ -146,20 +159,11 @@ func (f *Fake) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
 
 // UpdateAddresses adds add and removes del, at the cost of the change.
 func (f *Fake) UpdateAddresses(ctx context.Context, add, del []netip.Addr) error {
-	if err := ctx.Err(); err != nil {
+	unlock, err := f.writable(ctx, "UpdateAddresses", "update addresses")
+	if err != nil {
 		return err
 	}
-	if err := f.enter("UpdateAddresses"); err != nil {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.owned(); err != nil {
-		return err
-	}
-	if !f.exists {
-		return fmt.Errorf("update addresses: %s does not exist", netif.DeviceName)
-	}
+	defer unlock()
 	for _, a := range del {
 		delete(f.addrs, a)
 	}
