@@ -161,11 +161,26 @@ fi
 export KUBECONFIG=$S/admin.kubeconfig
 
 # ---------------------------------------------------------------- control plane
-start() { # NAME CMD... : in the background, output to $LOGS/NAME.log
+# start NAME CMD...: runs CMD in the background, output to $LOGS/NAME.log,
+# and starts it again whenever it exits, as a kubelet does with a static
+# pod. On a slow host a component can give up at start-up (the controller
+# manager exits when kube-apiserver's /healthz fails for 10 s while etcd
+# is slow); left dead, nothing would create or schedule a pod again. Every
+# exit is appended to $LOGS/restarts.txt, which the summary at the end
+# prints.
+start() {
 	local name=$1
 	shift
-	"$@" >"$LOGS/$name.log" 2>&1 &
-	echo $! >"$S/$name.pid"
+	(
+		n=0
+		while :; do
+			rc=0
+			"$@" >>"$LOGS/$name.log" 2>&1 || rc=$?
+			n=$((n + 1))
+			echo "$(date -u +%T) $name exited $rc (restart $n)" >>"$LOGS/restarts.txt"
+			sleep $((n < 10 ? n : 10))
+		done
+	) &
 }
 say "etcd and kube-apiserver"
 start etcd etcd --data-dir /var/lib/etcd --listen-client-urls http://127.0.0.1:2379 \
@@ -265,6 +280,10 @@ start kubelet kubelet --config "$S/kubelet.yaml" --kubeconfig "$S/kubelet.kubeco
 	--node-ip "$NODE_IP" --hostname-override "$NODE" --root-dir /var/lib/kubelet
 wait_for 180 "node $NODE Ready" kubectl wait --for=condition=Ready "node/$NODE" --timeout=1s
 say "node $NODE Ready"
+# The controller manager is up and running its controllers once the
+# ServiceAccount controller has made namespace default's account; without
+# it no Deployment or DaemonSet gets a pod.
+wait_for 180 "kube-controller-manager running (ServiceAccount default/default)" kubectl get serviceaccount default -n default
 
 # ---------------------------------------------------------------- the command
 rc=0
@@ -277,5 +296,7 @@ say "command exited $rc"
 	kubectl get lvs -A 2>&1 || true
 	echo "\$ ipvsadm -Ln"
 	ipvsadm -Ln 2>&1 || true
+	echo "\$ cat restarts.txt (components that exited and were started again)"
+	cat "$LOGS/restarts.txt" 2>/dev/null || echo "(none)"
 } | tee "$LOGS/after.txt" >&2
 exit "$rc"

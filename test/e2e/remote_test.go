@@ -6,12 +6,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -311,10 +313,14 @@ func (c *podClient) Hold(addr netip.AddrPort) (Held, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What the pod's hold command or kubectl says when the stream ends
+	// tells a reset connection from a broken exec stream.
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	h := &podHeld{cmd: cmd, in: in, out: bufio.NewReader(outp)}
+	h := &podHeld{cmd: cmd, in: in, out: bufio.NewReader(outp), stderr: stderr}
 	line, err := h.out.ReadString('\n')
 	if err != nil {
 		_ = h.Close()
@@ -329,6 +335,7 @@ type podHeld struct {
 	in      io.WriteCloser
 	out     *bufio.Reader
 	backend string
+	stderr  *lockedBuffer
 }
 
 func (h *podHeld) Backend() string { return h.backend }
@@ -338,10 +345,44 @@ func (h *podHeld) Ping(msg string) (string, error) {
 		return "", err
 	}
 	line, err := h.out.ReadString('\n')
-	return strings.TrimSpace(line), err
+	if err != nil {
+		// The stream ended: wait briefly for the exit status and stderr.
+		done := make(chan error, 1)
+		go func() { done <- h.cmd.Wait() }()
+		var exit error
+		select {
+		case exit = <-done:
+		case <-time.After(10 * time.Second):
+			exit = errors.New("kubectl exec still running")
+		}
+		h.cmd = nil
+		return strings.TrimSpace(line), fmt.Errorf("%w (kubectl exec: %v; stderr: %q)", err, exit, h.stderr.String())
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// lockedBuffer collects a process's output while it runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func (h *podHeld) Close() error {
 	h.in.Close()
+	if h.cmd == nil { // waited for in Ping
+		return nil
+	}
 	return h.cmd.Wait()
 }
