@@ -111,6 +111,10 @@ type Syncer struct {
 	// token are dropped by it: every later token is newer.
 	reads   atomic.Uint64
 	applied map[types.NamespacedName]uint64
+	// verifyBatch is how many virtual servers' real servers one Verify
+	// lists (0: all); verifyNext is the key it starts from next time.
+	verifyBatch int
+	verifyNext  ipvs.Key
 }
 
 // keptGroup owns, after a restart, the adopted virtual servers that no
@@ -202,6 +206,7 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 		applied:     map[types.NamespacedName]uint64{},
 		sh:          newSharedState(),
 		sharedDirty: true,
+		verifyBatch: DefaultVerifyBatch,
 	}
 }
 

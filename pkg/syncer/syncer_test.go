@@ -303,6 +303,64 @@ func TestVerifyRepairsDrift(t *testing.T) {
 	}
 }
 
+// Verify lists the real servers of a share of the virtual servers at a
+// time, and gets round to all of them; a virtual server's own attributes,
+// and its presence, are checked every time.
+func TestVerifyListsRealServersInShares(t *testing.T) {
+	ctx := context.Background()
+	n := newNode()
+	s := n.syncer(t)
+	s.SetVerifyBatch(2)
+	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
+	var groups []desired.Group
+	var keys []ipvs.Key
+	for i := range 5 {
+		vip := fmt.Sprintf("10.96.0.%d", i+1)
+		groups = append(groups, grp(fmt.Sprintf("vs%d", i), vip, tcp, fmt.Sprintf("10.1.0.%d:80", i+1)))
+		keys = append(keys, key(vip, ipvs.TCP, 80))
+	}
+	if _, err := s.SyncAll(ctx, groups); err != nil {
+		t.Fatal(err)
+	}
+	want := n.dump()
+	// By hand: every virtual server loses its real server.
+	for i, k := range keys {
+		_ = n.ipvs.DeleteRealServer(ctx, k, ipvs.RealKey{Address: netip.MustParseAddr(fmt.Sprintf("10.1.0.%d", i+1)), Port: 80})
+	}
+	lists := n.ipvs.Calls("ListRealServers")
+	// Shares of two in key order, from where the last one stopped: the
+	// third wraps round to the first, already repaired.
+	for pass, wantRepairs := range []int{2, 2, 1} {
+		repairs, err := s.Verify(ctx)
+		if err != nil || repairs != wantRepairs {
+			t.Fatalf("pass %d: repairs %d (%v), want %d", pass+1, repairs, err, wantRepairs)
+		}
+		if got := n.ipvs.Calls("ListRealServers") - lists; got != 2 {
+			t.Fatalf("pass %d listed the real servers of %d virtual servers, want 2", pass+1, got)
+		}
+		lists = n.ipvs.Calls("ListRealServers")
+		if got, want := strings.Count(n.dump(), "->"), min(2*(pass+1), 5); got != want {
+			t.Fatalf("pass %d: %d real servers back, want %d:\n%s", pass+1, got, want, n.dump())
+		}
+	}
+	if got := n.dump(); got != want {
+		t.Fatalf("after three passes of two:\n%s\nwant:\n%s", got, want)
+	}
+	// Outside this pass's share: a scheduler changed by hand, and a
+	// virtual server deleted by hand, come back at once, the latter with
+	// its real servers.
+	vs := groups[4].Services[0].VirtualServer
+	vs.Scheduler = "sh"
+	_ = n.ipvs.UpdateVirtualServer(ctx, vs)
+	_ = n.ipvs.DeleteVirtualServer(ctx, keys[3])
+	if repairs, err := s.Verify(ctx); err != nil || repairs != 3 {
+		t.Fatalf("repairs %d (%v), want 3: a scheduler, a virtual server and its real server", repairs, err)
+	}
+	if got := n.dump(); got != want {
+		t.Fatalf("after repair:\n%s\nwant:\n%s", got, want)
+	}
+}
+
 func TestErrorsDoNotBlockOthersAndConverge(t *testing.T) {
 	ctx := context.Background()
 	n := newNode()
