@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -115,6 +116,10 @@ type Syncer struct {
 	// lists (0: all); verifyNext is the key it starts from next time.
 	verifyBatch int
 	verifyNext  ipvs.Key
+	// waiting counts the SyncGroups waiting for mu, which a resync lets
+	// go first (yield); entered counts those that took it.
+	waiting atomic.Int32
+	entered atomic.Uint64
 }
 
 // keptGroup owns, after a restart, the adopted virtual servers that no
@@ -283,7 +288,7 @@ type Result struct {
 // A group on hold (g.Hold) changes nothing: what the kernel holds for it
 // stays as it is.
 func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error) {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	if s.stale(g.Name, g.Read) {
 		return Result{Draining: s.drainingOf(g.Name)}, nil
@@ -314,6 +319,31 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 	}
 	s.metrics.observeSync("group", s.clock.Since(start), err)
 	return res, err
+}
+
+// lock takes s.mu for a sync that a resync lets go first (yield).
+func (s *Syncer) lock() {
+	s.waiting.Add(1)
+	s.mu.Lock()
+	s.waiting.Add(-1)
+	s.entered.Add(1)
+}
+
+// yield hands s.mu, which is held, to the syncs waiting in lock, if any,
+// and takes it again after them. sync.Mutex does not hand over on Unlock
+// unless its waiter has waited for a millisecond, so yield waits until
+// one of them has the lock.
+func (s *Syncer) yield() {
+	if s.waiting.Load() == 0 {
+		return
+	}
+	e := s.entered.Load()
+	s.mu.Unlock()
+	for s.entered.Load() == e {
+		runtime.Gosched()
+	}
+	s.mu.Lock()
+	s.epoch++
 }
 
 // ReadToken returns a token to take before reading the inputs of a sync
@@ -483,7 +513,15 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 		}
 	}
 	for _, g := range groups {
-		if g.Hold || deferred[g.Name] || newer[g.Name] {
+		// A resync lets the syncs that wait for the lock go first,
+		// between groups, so that a change waits for one group rather
+		// than for all of them (read tokens make that safe: what those
+		// syncs apply is newer than what this one read, and it stays).
+		if read != 0 {
+			s.yield()
+		}
+		// stale: applied by its own sync during a yield.
+		if g.Hold || deferred[g.Name] || newer[g.Name] || s.stale(g.Name, read) {
 			continue
 		}
 		r, err := s.syncGroup(ctx, g, claimed)
@@ -498,7 +536,8 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 		return Result{Ops: total.Ops, Draining: s.drainingLocked()}, err
 	}
 	for name := range s.groups {
-		if !want[name] && !newer[name] {
+		// A group created by its own sync during a yield is newer too.
+		if !want[name] && !newer[name] && !s.stale(name, read) {
 			r, err := s.syncGroup(ctx, desired.Group{Name: name}, claimed)
 			total.Ops += r.Ops
 			errs = append(errs, err)

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -893,5 +895,84 @@ func TestResyncDoesNotUndoNewerSyncs(t *testing.T) {
 	}
 	if d := n.ipvs.Dump(); !strings.Contains(d, "10.1.0.8:80 w=1") || !strings.Contains(d, "10.1.0.9:80 w=0") || !strings.Contains(d, "10.96.0.3:80") {
 		t.Fatalf("the later resync did not apply:\n%s", d)
+	}
+}
+
+// orderedIPVS logs the keys of the virtual servers written to, in order,
+// and calls onAdd after each real server add.
+type orderedIPVS struct {
+	*ipvstest.Fake
+	mu    sync.Mutex
+	log   []string
+	onAdd func(ipvs.Key)
+}
+
+func (o *orderedIPVS) record(op string, k ipvs.Key) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.log = append(o.log, op+" "+k.String())
+}
+
+func (o *orderedIPVS) AddVirtualServer(ctx context.Context, vs ipvs.VirtualServer) error {
+	o.record("add", vs.Key())
+	return o.Fake.AddVirtualServer(ctx, vs)
+}
+
+func (o *orderedIPVS) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
+	o.record("add-real", k)
+	err := o.Fake.AddRealServer(ctx, k, rs)
+	if f := o.onAdd; f != nil {
+		f(k)
+	}
+	return err
+}
+
+// A resync lets a sync that waits for the lock go between two groups,
+// rather than after all of them; and what that sync applied stays: a
+// VirtualService it created is not removed as unwanted by the resync,
+// which read before it existed.
+func TestResyncLetsWaitingSyncsGoFirst(t *testing.T) {
+	ctx := context.Background()
+	n := newNode()
+	o := &orderedIPVS{Fake: n.ipvs}
+	s := n.syncerOver(t, o)
+	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
+	if _, err := s.SyncAll(ctx, []desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80")}); err != nil {
+		t.Fatal(err)
+	}
+	o.log = nil
+	read := s.ReadToken()
+	a2 := grp("a", "10.96.0.1", tcp, "10.1.0.1:80", "10.1.0.9:80")
+	b2 := grp("b", "10.96.0.2", tcp, "10.1.0.2:80", "10.1.0.8:80")
+	ka := key("10.96.0.1", ipvs.TCP, 80)
+	done := make(chan error, 1)
+	o.onAdd = func(k ipvs.Key) {
+		if k != ka {
+			return
+		}
+		o.onAdd = nil
+		// While the resync holds the lock for a: a create comes.
+		go func() {
+			d := grp("d", "10.96.0.4", tcp, "10.1.0.4:80")
+			d.Read = s.ReadToken()
+			_, err := s.SyncGroup(ctx, d)
+			done <- err
+		}()
+		for s.waiting.Load() == 0 {
+			runtime.Gosched()
+		}
+	}
+	if _, err := s.Resync(ctx, []desired.Group{a2, b2}, read); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"add-real TCP/10.96.0.1:80", "add TCP/10.96.0.4:80", "add-real TCP/10.96.0.4:80", "add-real TCP/10.96.0.2:80"}
+	if !slices.Equal(o.log, want) {
+		t.Fatalf("writes in order %q, want %q (the waiting create between a and b)", o.log, want)
+	}
+	if d := n.ipvs.Dump(); !strings.Contains(d, "10.96.0.4:80") || !strings.Contains(d, "10.1.0.8:80") {
+		t.Fatalf("the create made during the resync, or b's change, is missing:\n%s", d)
 	}
 }
