@@ -401,7 +401,9 @@ func (s *Syncer) SyncAll(ctx context.Context, groups []desired.Group) (Result, e
 // what that sync programmed, one that sync removed stays removed, and one
 // it created that is not in groups is not removed as unwanted. Else a
 // resync would put back, until the next event or resync, what a change had
-// just replaced (a removed endpoint taking traffic again).
+// just replaced (a removed endpoint taking traffic again). The other way
+// round too: a group's own sync read before read changes nothing once the
+// resync has applied or removed that group.
 func (s *Syncer) Resync(ctx context.Context, groups []desired.Group, read uint64) (Result, error) {
 	return s.syncAll(ctx, groups, true, read)
 }
@@ -527,6 +529,9 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 		r, err := s.syncGroup(ctx, g, claimed)
 		total.Ops += r.Ops
 		errs = append(errs, err)
+		// A sync of g read before this resync read it is older than
+		// what this applied.
+		s.markApplied(g.Name, read)
 	}
 	if err := ctx.Err(); err != nil {
 		// Stopped part way (the agent is shutting down): what is not yet
@@ -541,6 +546,7 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 			r, err := s.syncGroup(ctx, desired.Group{Name: name}, claimed)
 			total.Ops += r.Ops
 			errs = append(errs, err)
+			s.markApplied(name, read)
 		}
 	}
 	for k, svc := range s.services {

@@ -896,6 +896,25 @@ func TestResyncDoesNotUndoNewerSyncs(t *testing.T) {
 	if d := n.ipvs.Dump(); !strings.Contains(d, "10.1.0.8:80 w=1") || !strings.Contains(d, "10.1.0.9:80 w=0") || !strings.Contains(d, "10.96.0.3:80") {
 		t.Fatalf("the later resync did not apply:\n%s", d)
 	}
+	// A group's own sync read before a resync that applied the group
+	// (it waited for the lock meanwhile) changes nothing either, nor does
+	// one that would re-create a group the resync removed (c: not in it).
+	older := grp("a", "10.96.0.1", tcp, "10.1.0.7:80")
+	older.Read = s.ReadToken()
+	olderC := c
+	olderC.Read = older.Read
+	if _, err := s.Resync(ctx, []desired.Group{a3}, s.ReadToken()); err != nil {
+		t.Fatal(err)
+	}
+	after = n.dump()
+	for _, g := range []desired.Group{older, olderC} {
+		if _, err := s.SyncGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		if got := n.dump(); got != after {
+			t.Fatalf("a sync read before the resync applied %s over it:\n%s\nwant\n%s", g.Name, got, after)
+		}
+	}
 }
 
 // orderedIPVS logs the keys of the virtual servers written to, in order,
