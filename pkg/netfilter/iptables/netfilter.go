@@ -228,19 +228,39 @@ func (r *Rules) ListMembers(ctx context.Context) (netfilter.Members, error) {
 	}
 	var m netfilter.Members
 	for _, f := range r.fams {
-		n := netfilter.Sets(f)
-		for _, p := range []struct {
-			name string
-			into *[]ipset.Entry
-		}{{n.Masquerade, &m.Masquerade}, {n.Restricted, &m.Restricted}, {n.Allowed, &m.Allowed}, {n.Hairpin, &m.Hairpin}} {
+		for _, p := range setLists(f, &m) {
 			es, err := r.sets.ListEntries(ctx, p.name)
 			if err != nil {
 				return netfilter.Members{}, fmt.Errorf("list %s: %w", p.name, err)
 			}
-			*p.into = append(*p.into, es...)
+			*p.list = append(*p.list, es...)
 		}
 	}
 	return m, nil
+}
+
+// setList is one ipset of members and its list in a netfilter.Members.
+type setList struct {
+	name string
+	list *[]ipset.Entry
+}
+
+// setLists pairs the four member ipsets of family f with their lists in m.
+func setLists(f netfilter.Family, m *netfilter.Members) [4]setList {
+	n := netfilter.Sets(f)
+	return [4]setList{{n.Masquerade, &m.Masquerade}, {n.Restricted, &m.Restricted}, {n.Allowed, &m.Allowed}, {n.Hairpin, &m.Hairpin}}
+}
+
+// startMembersWrite begins a write of the members; membersMu is held.
+func (r *Rules) startMembersWrite(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.gen++
+	if r.members == nil {
+		r.members = map[string]entrySet{}
+	}
+	return nil
 }
 
 // replaceAbove is the number of changes to one set from which SyncMembers
@@ -256,39 +276,32 @@ const replaceAbove = 256
 // change costs its own writes and not a read of every member. It never
 // waits for a rule write or a reload (see rulesMu).
 func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	r.membersMu.Lock()
 	defer r.membersMu.Unlock()
-	r.gen++
-	if r.members == nil {
-		r.members = map[string]entrySet{}
+	if err := r.startMembersWrite(ctx); err != nil {
+		return err
 	}
 	var errs []error
 	for _, f := range r.fams {
-		n, fm := netfilter.Sets(f), m.Split(f)
+		fm := m.Split(f)
 		specs := map[string]ipset.Set{}
 		for _, s := range netfilter.IPSets(f) {
 			specs[s.Name] = s
 		}
-		for _, p := range []struct {
-			name string
-			want []ipset.Entry
-		}{{n.Masquerade, fm.Masquerade}, {n.Restricted, fm.Restricted}, {n.Allowed, fm.Allowed}, {n.Hairpin, fm.Hairpin}} {
-			p.want = held(p.want)
-			have, known := r.members[p.name]
+		for _, sl := range setLists(f, &fm) {
+			name, wantList := sl.name, held(*sl.list)
+			have, known := r.members[name]
 			if !known {
-				es, err := r.sets.ListEntries(ctx, p.name)
+				es, err := r.sets.ListEntries(ctx, name)
 				if err != nil {
 					errs = append(errs, err)
 					continue
 				}
 				have = newEntrySet(es)
 			}
-			want := newEntrySet(p.want)
+			want := newEntrySet(wantList)
 			var add, del []ipset.Entry
-			for _, e := range p.want {
+			for _, e := range wantList {
 				if _, ok := have[e]; !ok {
 					have[e] = struct{}{} // a duplicate in want is added once
 					add = append(add, e)
@@ -303,29 +316,29 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 			if len(add)+len(del) >= replaceAbove {
 				// Many changes (a first boot, a large allow-list): one
 				// atomic swap, batched, instead of a request per member.
-				if err := r.sets.Replace(ctx, specs[p.name], p.want); err != nil {
+				if err := r.sets.Replace(ctx, specs[name], wantList); err != nil {
 					errs = append(errs, err)
-					delete(r.members, p.name)
+					delete(r.members, name)
 				} else {
-					r.members[p.name] = want
+					r.members[name] = want
 				}
 				continue
 			}
 			failed := false
 			for _, e := range add {
-				if err := r.sets.AddEntry(ctx, p.name, e); err != nil {
+				if err := r.sets.AddEntry(ctx, name, e); err != nil {
 					errs, failed = append(errs, err), true
 				}
 			}
 			for _, e := range del {
-				if err := r.sets.DelEntry(ctx, p.name, e); err != nil {
+				if err := r.sets.DelEntry(ctx, name, e); err != nil {
 					errs, failed = append(errs, err), true
 				}
 			}
 			if failed {
-				delete(r.members, p.name) // unknown state: read it next time
+				delete(r.members, name) // unknown state: read it next time
 			} else {
-				r.members[p.name] = want
+				r.members[name] = want
 			}
 		}
 	}
@@ -341,27 +354,21 @@ func (r *Rules) SyncMembers(ctx context.Context, m netfilter.Members) error {
 // Adds go before deletes, as in SyncMembers, so that a source that both
 // an old and a new allowed range admit is never dropped on the way.
 func (r *Rules) UpdateMembers(ctx context.Context, add, del netfilter.Members) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	r.membersMu.Lock()
 	defer r.membersMu.Unlock()
-	r.gen++
-	if r.members == nil {
-		r.members = map[string]entrySet{}
+	if err := r.startMembersWrite(ctx); err != nil {
+		return err
 	}
 	var errs []error
 	for _, f := range r.fams {
-		n, fa, fd := netfilter.Sets(f), add.Split(f), del.Split(f)
-		for _, p := range []struct {
-			name     string
-			add, del []ipset.Entry
-		}{{n.Masquerade, fa.Masquerade, fd.Masquerade}, {n.Restricted, fa.Restricted, fd.Restricted},
-			{n.Allowed, fa.Allowed, fd.Allowed}, {n.Hairpin, fa.Hairpin, fd.Hairpin}} {
-			if len(p.add) == 0 && len(p.del) == 0 {
+		fa, fd := add.Split(f), del.Split(f)
+		dels := setLists(f, &fd)
+		for i, p := range setLists(f, &fa) {
+			a, d := *p.list, *dels[i].list
+			if len(a) == 0 && len(d) == 0 {
 				continue
 			}
-			if err := r.updateSet(ctx, p.name, held(p.add), held(p.del)); err != nil {
+			if err := r.updateSet(ctx, p.name, held(a), held(d)); err != nil {
 				errs = append(errs, err)
 			}
 		}

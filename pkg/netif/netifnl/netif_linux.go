@@ -177,17 +177,11 @@ func netMask(p netip.Prefix) []byte {
 
 // SyncAddresses adds missing VIPs and removes the others.
 func (n *Netlink) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	l, err := n.link()
+	l, err := n.device(ctx, "sync addresses")
 	if err != nil {
 		return err
-	}
-	if l == nil {
-		return fmt.Errorf("sync addresses: %s does not exist", netif.DeviceName)
 	}
 	have := n.known
 	if have == nil {
@@ -227,6 +221,22 @@ func (n *Netlink) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
+// device returns kubelvs0 for a write of its addresses (op, for the
+// error): an error unless ctx is live and the device exists. n.mu is held.
+func (n *Netlink) device(ctx context.Context, op string) (netlink.Link, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	l, err := n.link()
+	if err != nil {
+		return nil, err
+	}
+	if l == nil {
+		return nil, fmt.Errorf("%s: %s does not exist", op, netif.DeviceName)
+	}
+	return l, nil
+}
+
 // UpdateAddresses adds add and removes del, writing only what known says
 // is missing or there; with known unknown it writes them all, which is
 // as cheap and needs no dump of every VIP: adding an address that is there
@@ -234,17 +244,11 @@ func (n *Netlink) SyncAddresses(ctx context.Context, vips []netip.Addr) error {
 // nothing. known stays unknown then, since the other addresses were not
 // looked at.
 func (n *Netlink) UpdateAddresses(ctx context.Context, add, del []netip.Addr) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	l, err := n.link()
+	l, err := n.device(ctx, "update addresses")
 	if err != nil {
 		return err
-	}
-	if l == nil {
-		return fmt.Errorf("update addresses: %s does not exist", netif.DeviceName)
 	}
 	known := n.known
 	n.known = nil
