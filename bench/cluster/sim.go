@@ -24,15 +24,10 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/agent"
-	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracktest"
-	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
-	"github.com/kubelvs/kubelvs/pkg/netfilter"
-	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
-	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
-	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
+	"github.com/kubelvs/kubelvs/pkg/syncer/syncertest"
 )
 
 const namespace = "sim"
@@ -190,16 +185,9 @@ func nodeName(i int) string { return fmt.Sprintf("sim-%04d", i+1) }
 // IPVS fake is returned too, for the observer to read what a node has
 // programmed.
 func fakeKernel(ctx context.Context) (*syncer.Kernel, *ipvstest.Fake, error) {
-	raw, sets := ipvstest.NewFake(), ipsettest.NewFake()
-	own, err := ownership.NewSetRecords(ctx, sets)
-	if err != nil {
-		return nil, nil, err
-	}
-	guard := ownership.NewGuard(raw, own)
-	return &syncer.Kernel{
-		IPVS: guard, Owns: own.Owns, ReleaseStale: guard.ReleaseStale, VIPs: netiftest.NewFake(),
-		Netfilter: netfiltertest.NewFake(netfilter.Config{}), Conntrack: conntracktest.NewFake(),
-	}, raw, nil
+	k := syncertest.NewKernel()
+	sk, err := k.Wire(ctx)
+	return sk, k.IPVS, err
 }
 
 func vsName(i int) string    { return fmt.Sprintf("vs-%04d", i) }

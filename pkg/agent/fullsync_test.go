@@ -12,28 +12,19 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/desired"
-	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
-	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
-	"github.com/kubelvs/kubelvs/pkg/netfilter"
-	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
-	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
-	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/pools"
-	"github.com/kubelvs/kubelvs/pkg/syncer"
 )
 
 // A full sync in which one VirtualService's inputs fail to load keeps that
 // VirtualService's kernel objects: it must not remove them as unwanted.
 func TestFullSyncKeepsWhatFailedToBuild(t *testing.T) {
 	ctx := context.Background()
-	raw, sets, vips := ipvstest.NewFake(), ipsettest.NewFake(), netiftest.NewFake()
-	own, err := ownership.NewSetRecords(ctx, sets)
+	k := newFakeKernel()
+	raw, vips := k.IPVS, k.VIPs
+	s, err := k.syncer(ctx, clocktesting.NewFakeClock(time.Now()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := syncer.New(syncer.Kernel{
-		IPVS: ownership.NewGuard(raw, own), Owns: own.Owns, VIPs: vips, Netfilter: netfiltertest.NewFake(netfilter.Config{}),
-	}, clocktesting.NewFakeClock(time.Now()), nil)
 	if err := s.Adopt(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -218,7 +218,7 @@ func (s *script) run(at string, cmd []string) error {
 		if err := want(1); err != nil {
 			return err
 		}
-		return s.expect(at, args[0], s.kernel.dump())
+		return s.expect(at, args[0], s.kernel.Dump())
 	case "status":
 		if err := want(1); err != nil {
 			return err
@@ -349,7 +349,7 @@ func (s *script) conns(args []string) error {
 	if err != nil {
 		return err
 	}
-	return s.kernel.ipvs.SetConns(ipvs.Key{Address: vap.Addr(), Protocol: p, Port: vap.Port()},
+	return s.kernel.IPVS.SetConns(ipvs.Key{Address: vap.Addr(), Protocol: p, Port: vap.Port()},
 		ipvs.RealKey{Address: rap.Addr(), Port: rap.Port()}, active, inactive)
 }
 

@@ -18,15 +18,13 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/agent"
-	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracktest"
-	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
 	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
 	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
 	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
-	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
 	"github.com/kubelvs/kubelvs/pkg/syncer"
+	"github.com/kubelvs/kubelvs/pkg/syncer/syncertest"
 )
 
 // fakeNode is a node's kernel made of fakes that keep state, shared by the
@@ -43,19 +41,18 @@ type fakeNode struct {
 func newFakeNode(t *testing.T) *fakeNode {
 	ctx := context.Background()
 	t.Helper()
-	n := &fakeNode{ipvs: ipvstest.NewFake(), vips: netiftest.NewFake()}
-	own, err := ownership.NewSetRecords(ctx, ipsettest.NewFake())
+	fakes := syncertest.NewKernel()
+	n := &fakeNode{ipvs: fakes.IPVS, vips: fakes.VIPs}
+	k, err := fakes.Wire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.k = &syncer.Kernel{
-		IPVS: ownership.NewGuard(n.ipvs, own), Owns: own.Owns, VIPs: n.vips, Conntrack: conntracktest.NewFake(),
-		Netfilter: recordedNetfilter{netfiltertest.NewFake(netfilter.Config{}), func(m netfilter.Members) {
-			n.mu.Lock()
-			n.members = append(n.members, fmt.Sprint(m))
-			n.mu.Unlock()
-		}},
-	}
+	k.Netfilter = recordedNetfilter{fakes.Netfilter, func(m netfilter.Members) {
+		n.mu.Lock()
+		n.members = append(n.members, fmt.Sprint(m))
+		n.mu.Unlock()
+	}}
+	n.k = k
 	return n
 }
 

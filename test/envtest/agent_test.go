@@ -19,16 +19,10 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/agent"
-	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracktest"
-	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
-	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
 	"github.com/kubelvs/kubelvs/pkg/netfilter"
-	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
-	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
-	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
-	"github.com/kubelvs/kubelvs/pkg/syncer"
+	"github.com/kubelvs/kubelvs/pkg/syncer/syncertest"
 )
 
 func endpoints(addrs ...string) []discoveryv1.Endpoint {
@@ -44,21 +38,19 @@ func endpoints(addrs ...string) []discoveryv1.Endpoint {
 // server, and follows one VirtualService through its life.
 func TestAgentAndControllerAgainstAPIServer(t *testing.T) {
 	ctx := context.Background()
-	ipvsK, sets, vips := ipvstest.NewFake(), ipsettest.NewFake(), netiftest.NewFake()
-	own, err := ownership.NewSetRecords(ctx, sets)
+	fakes := syncertest.NewKernel()
+	ipvsK, vips := fakes.IPVS, fakes.VIPs
+	kernel, err := fakes.Wire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var masq []string
-	kernel := &syncer.Kernel{
-		IPVS: ownership.NewGuard(ipvsK, own), Owns: own.Owns, VIPs: vips, Conntrack: conntracktest.NewFake(),
-		Netfilter: recordedNetfilter{netfiltertest.NewFake(netfilter.Config{}), func(m netfilter.Members) {
-			masq = masq[:0]
-			for _, e := range m.Masquerade {
-				masq = append(masq, e.String())
-			}
-		}},
-	}
+	kernel.Netfilter = recordedNetfilter{fakes.Netfilter, func(m netfilter.Members) {
+		masq = masq[:0]
+		for _, e := range m.Masquerade {
+			masq = append(masq, e.String())
+		}
+	}}
 	node(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", Labels: map[string]string{"lb": "yes"}}})
 	actx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -23,15 +23,8 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/agent"
-	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracktest"
-	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
-	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
-	"github.com/kubelvs/kubelvs/pkg/netfilter"
-	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
-	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
-	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
-	"github.com/kubelvs/kubelvs/pkg/syncer"
+	"github.com/kubelvs/kubelvs/pkg/syncer/syncertest"
 )
 
 // cutProxy forwards TCP to the API server until cut: then it closes every
@@ -125,13 +118,12 @@ func TestAgentThroughAnAPIServerOutage(t *testing.T) {
 	acfg.Host = "https://" + proxy.l.Addr().String()
 	acfg.TLSClientConfig.ServerName = api.Hostname()
 
-	ipvsK, sets := ipvstest.NewFake(), ipsettest.NewFake()
-	own, err := ownership.NewSetRecords(ctx, sets)
+	fakes := syncertest.NewKernel()
+	ipvsK := fakes.IPVS
+	kernel, err := fakes.Wire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kernel := &syncer.Kernel{IPVS: ownership.NewGuard(ipvsK, own), Owns: own.Owns, VIPs: netiftest.NewFake(), Conntrack: conntracktest.NewFake(),
-		Netfilter: netfiltertest.NewFake(netfilter.Config{})}
 	probe, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

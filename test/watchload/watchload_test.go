@@ -40,15 +40,8 @@ import (
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/agent"
-	"github.com/kubelvs/kubelvs/pkg/conntrack/conntracktest"
-	"github.com/kubelvs/kubelvs/pkg/ipset/ipsettest"
-	"github.com/kubelvs/kubelvs/pkg/ipvs/ipvstest"
-	"github.com/kubelvs/kubelvs/pkg/netfilter"
-	"github.com/kubelvs/kubelvs/pkg/netfilter/netfiltertest"
-	"github.com/kubelvs/kubelvs/pkg/netif/netiftest"
-	"github.com/kubelvs/kubelvs/pkg/ownership"
 	"github.com/kubelvs/kubelvs/pkg/roles"
-	"github.com/kubelvs/kubelvs/pkg/syncer"
+	"github.com/kubelvs/kubelvs/pkg/syncer/syncertest"
 )
 
 const (
@@ -235,13 +228,12 @@ func TestWatchLoad(t *testing.T) {
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			base := heapLive()
-			ipvs := ipvstest.NewFake()
-			own, err := ownership.NewSetRecords(ctx, ipsettest.NewFake())
+			fakes := syncertest.NewKernel()
+			ipvs := fakes.IPVS
+			k, err := fakes.Wire(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			k := &syncer.Kernel{IPVS: ownership.NewGuard(ipvs, own), Owns: own.Owns, VIPs: netiftest.NewFake(),
-				Conntrack: conntracktest.NewFake(), Netfilter: netfiltertest.NewFake(netfilter.Config{})}
 			reg := prometheus.NewRegistry()
 			actx, cancel := context.WithCancel(ctx)
 			done := make(chan error, 1)
