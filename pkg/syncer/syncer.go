@@ -339,8 +339,14 @@ func (s *Syncer) yield() {
 	}
 	e := s.entered.Load()
 	s.mu.Unlock()
-	for s.entered.Load() == e {
-		runtime.Gosched()
+	for i := 0; s.entered.Load() == e; i++ {
+		if i < 100 {
+			runtime.Gosched()
+		} else {
+			// Another holder of the lock is in a kernel call: do not
+			// spin on the CPU it needs.
+			time.Sleep(50 * time.Microsecond)
+		}
 	}
 	s.mu.Lock()
 	s.epoch++
