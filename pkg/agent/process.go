@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -19,6 +20,9 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/health"
 )
 
+// slowSync is how long a sync may take before the agent logs it.
+const slowSync = time.Second
+
 // processNext syncs one VirtualService queued in lane (a.queue or
 // a.changes); false when the lane is shut.
 func (a *Agent) processNext(ctx context.Context, lane workqueue.TypedRateLimitingInterface[types.NamespacedName]) bool {
@@ -27,9 +31,17 @@ func (a *Agent) processNext(ctx context.Context, lane workqueue.TypedRateLimitin
 		return false
 	}
 	defer lane.Done(key)
+	t0 := time.Now()
 	unlock := a.lockKey(key)
+	locked := time.Now()
 	err := a.syncOne(ctx, key, lane == a.changes)
 	unlock()
+	if d := time.Since(t0); d > slowSync {
+		// What a user sees as a change that took long to apply: which
+		// part of the agent it waited for.
+		ctrl.LoggerFrom(ctx).Info("slow sync", "virtualservice", key, "change", lane == a.changes,
+			"took", d.Round(time.Millisecond), "keyLockWait", locked.Sub(t0).Round(time.Millisecond))
+	}
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "sync failed; retrying with backoff", "virtualservice", key)
 		lane.AddRateLimited(key)
@@ -120,9 +132,16 @@ func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.V
 	if !vs.DeletionTimestamp.IsZero() {
 		g = desired.Group{Name: key, Read: g.Read}
 	}
+	t0 := time.Now()
 	out := a.admit(change)
+	admitted := time.Now()
 	res, syncErr := a.syncer.SyncGroup(ctx, g)
 	out()
+	if d := time.Since(t0); d > slowSync {
+		ctrl.LoggerFrom(ctx).Info("slow kernel sync", "virtualservice", key, "change", change,
+			"took", d.Round(time.Millisecond), "admitWait", admitted.Sub(t0).Round(time.Millisecond),
+			"syncerLockWait", res.LockWait.Round(time.Millisecond))
+	}
 	kernelDone(syncErr)
 	a.programmed.Store(key, struct{}{})
 	a.announce.set(key, g, node.Labels, syncErr)

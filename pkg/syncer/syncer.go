@@ -280,6 +280,8 @@ type Result struct {
 	Draining int
 	// Deferred are the groups a Resync left for their own syncs.
 	Deferred []types.NamespacedName
+	// LockWait is how long a SyncGroup waited for the syncer's lock.
+	LockWait time.Duration
 }
 
 // SyncGroup makes the kernel hold g and nothing else of g.Name. It writes
@@ -288,14 +290,16 @@ type Result struct {
 // A group on hold (g.Hold) changes nothing: what the kernel holds for it
 // stays as it is.
 func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error) {
+	asked := s.clock.Now()
 	s.lock()
 	defer s.mu.Unlock()
+	wait := s.clock.Since(asked)
 	if s.stale(g.Name, g.Read) {
-		return Result{Draining: s.drainingOf(g.Name)}, nil
+		return Result{Draining: s.drainingOf(g.Name), LockWait: wait}, nil
 	}
 	s.setHeld(g.Name, g.Hold)
 	if g.Hold {
-		return Result{Draining: s.drainingOf(g.Name)}, nil
+		return Result{Draining: s.drainingOf(g.Name), LockWait: wait}, nil
 	}
 	s.markApplied(g.Name, g.Read)
 	s.epoch++
@@ -310,7 +314,7 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 		next, d := s.sh.nextMembers(from, g.Members)
 		if err := s.tighten(ctx, next, &d); err != nil {
 			s.metrics.observeSync("group", s.clock.Since(start), err)
-			return Result{Draining: s.drainingOf(g.Name)}, err
+			return Result{Draining: s.drainingOf(g.Name), LockWait: wait}, err
 		}
 	}
 	res, err := s.syncGroup(ctx, g, nil)
@@ -318,6 +322,7 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 		err = errors.Join(err, e)
 	}
 	s.metrics.observeSync("group", s.clock.Since(start), err)
+	res.LockWait = wait
 	return res, err
 }
 

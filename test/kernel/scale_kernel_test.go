@@ -195,6 +195,16 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 	}
 	start := time.Now()
 	agent := startLatencyAgent(b, kc, false, args...)
+	if dir := os.Getenv("KUBELVS_BENCH_PROFILE_DIR"); dir != "" {
+		// The agent's whole log beside the profiles (its slow syncs,
+		// errors), once it has stopped.
+		b.Cleanup(func() {
+			agent.stop(b)
+			if data, err := os.ReadFile(agent.log); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("agent-%d.log", n)), data, 0o644)
+			}
+		})
+	}
 	waitFor(b, 5*time.Minute, "agent ready (first full sync)", func() error { return probe("http://" + latProbeAddr + "/readyz") })
 	b.Logf("vs=%d: agent ready after %s", n, time.Since(start).Round(time.Millisecond))
 
