@@ -73,11 +73,11 @@ hack/guest-cluster.sh --pki "$OUT/pki"
 
 stamp "booting the guest kernel"
 export K8S_TEST_BINS_DIR=$BINS CLUSTER_LOGS=$OUT/logs CLUSTER_PKI=$OUT/pki
-export VM_MEM=${VM_MEM:-4096} VM_TIMEOUT=${VM_TIMEOUT:-3000}
+export VM_MEM=${VM_MEM:-4096} VM_TIMEOUT=${VM_TIMEOUT:-4200}
 export VM_RW_PATHS=$OUT
 rc=0
 hack/run-in-vm.sh hack/guest-cluster.sh -- \
-	"$OUT/e2e.test" -test.v -test.timeout 45m \
+	"$OUT/e2e.test" -test.v -test.timeout 65m \
 	-kubeconfig /var/lib/kubelvs-cluster/admin.kubeconfig -install \
 	-chart "$ROOT/charts/kubelvs" -previous-chart "$OUT/previous/charts/kubelvs" \
 	-image "$IMG" -previous-image "$PREV_IMG" -echo-image "$ECHO_IMG" "$@" || rc=$?
