@@ -345,6 +345,9 @@ func (a *Agent) fullSync(ctx context.Context, verify bool) error {
 		return err
 	}
 	groups, errs := groupsOf(list.Items, func(vs *lvsv1.VirtualService) (desired.Group, error) {
+		if a.ready.Load() {
+			a.syncer.GiveWay(ctx) // a change or create in the syncer goes first
+		}
 		return a.build(ctx, vs, node)
 	})
 	// Once the lanes run (after the first full sync), a full sync leaves

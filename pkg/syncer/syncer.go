@@ -117,9 +117,14 @@ type Syncer struct {
 	verifyBatch int
 	verifyNext  ipvs.Key
 	// waiting counts the SyncGroups waiting for mu, which a resync lets
-	// go first (yield); entered counts those that took it.
+	// go first (yield); entered counts those that took it; busy those
+	// waiting for or holding it, for which background work gives way
+	// (GiveWay).
 	waiting atomic.Int32
 	entered atomic.Uint64
+	busy    atomic.Int32
+	// giveWayMax is maxGiveWay (tests set more).
+	giveWayMax time.Duration
 }
 
 // keptGroup owns, after a restart, the adopted virtual servers that no
@@ -212,6 +217,7 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 		sh:          newSharedState(),
 		sharedDirty: true,
 		verifyBatch: DefaultVerifyBatch,
+		giveWayMax:  maxGiveWay,
 	}
 }
 
@@ -291,6 +297,8 @@ type Result struct {
 // stays as it is.
 func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error) {
 	asked := s.clock.Now()
+	s.busy.Add(1)
+	defer s.busy.Add(-1)
 	s.lock()
 	defer s.mu.Unlock()
 	wait := s.clock.Since(asked)
@@ -332,6 +340,27 @@ func (s *Syncer) lock() {
 	s.mu.Lock()
 	s.waiting.Add(-1)
 	s.entered.Add(1)
+}
+
+// maxGiveWay bounds how long background work waits in GiveWay at a time,
+// so that it still gets done under a steady stream of syncs.
+const maxGiveWay = 20 * time.Millisecond
+
+// GiveWay is called by background work (the resync's build of every
+// VirtualService, Verify) between its steps: it returns once no
+// SyncGroup waits for or holds the syncer's lock, or after maxGiveWay.
+// On a node with one CPU for the agent, a sync that holds the lock across
+// its kernel calls otherwise waits for the processor behind that work
+// after each call, and every change behind it waits too: creates held
+// the lock for seconds at each resync in make bench.
+func (s *Syncer) GiveWay(ctx context.Context) {
+	if s.busy.Load() == 0 {
+		return
+	}
+	deadline := time.Now().Add(s.giveWayMax)
+	for s.busy.Load() > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // yield hands s.mu, which is held, to the syncs waiting in lock, if any,

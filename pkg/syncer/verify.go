@@ -67,6 +67,7 @@ func (s *Syncer) Verify(ctx context.Context) (int, error) {
 	repairs := 0
 	var errs []error
 	for i, k := range keys {
+		s.GiveWay(ctx)
 		n, err := s.verifyOne(ctx, k, inKernel, listed(i))
 		repairs += n
 		errs = append(errs, err)
