@@ -125,6 +125,12 @@ type Syncer struct {
 	busy    atomic.Int32
 	// giveWayMax is maxGiveWay (tests set more).
 	giveWayMax time.Duration
+	// creating are the groups whose virtual servers a create is adding
+	// without mu (create), and reserved their keys; created (on mu) is
+	// signalled when one is done, for the syncs that wait for it.
+	creating map[types.NamespacedName]bool
+	reserved map[ipvs.Key]types.NamespacedName
+	created  *sync.Cond
 }
 
 // keptGroup owns, after a restart, the adopted virtual servers that no
@@ -206,7 +212,7 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Syncer{
+	s := &Syncer{
 		k: k, clock: clk, metrics: m,
 		flushWake:   make(chan struct{}, 1),
 		services:    map[ipvs.Key]*service{},
@@ -218,7 +224,11 @@ func New(k Kernel, clk clock.PassiveClock, m *Metrics) *Syncer {
 		sharedDirty: true,
 		verifyBatch: DefaultVerifyBatch,
 		giveWayMax:  maxGiveWay,
+		creating:    map[types.NamespacedName]bool{},
+		reserved:    map[ipvs.Key]types.NamespacedName{},
 	}
+	s.created = sync.NewCond(&s.mu)
+	return s
 }
 
 // Adopt reads the virtual servers kubelvs owns, with their real servers,
@@ -300,8 +310,18 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 	s.busy.Add(1)
 	defer s.busy.Add(-1)
 	s.lock()
-	defer s.mu.Unlock()
+	for s.waitsForCreate(g) {
+		s.created.Wait()
+	}
 	wait := s.clock.Since(asked)
+	if !g.Hold && !s.stale(g.Name, g.Read) && s.createsAlone(g) {
+		s.setHeld(g.Name, false)
+		s.markApplied(g.Name, g.Read)
+		res, err := s.create(ctx, g) // unlocks s.mu
+		res.LockWait = wait
+		return res, err
+	}
+	defer s.mu.Unlock()
 	if s.stale(g.Name, g.Read) {
 		return Result{Draining: s.drainingOf(g.Name), LockWait: wait}, nil
 	}
@@ -331,6 +351,122 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 	}
 	s.metrics.observeSync("group", s.clock.Since(start), err)
 	res.LockWait = wait
+	return res, err
+}
+
+// waitsForCreate reports whether a sync of g must wait for a create in
+// progress: of g itself, or of a virtual server g wants (a conflict the
+// controller has yet to settle); s.mu is held.
+func (s *Syncer) waitsForCreate(g desired.Group) bool {
+	if len(s.creating) == 0 {
+		return false
+	}
+	return s.creating[g.Name] || s.wantsReserved(g)
+}
+
+// wantsReserved reports whether g wants a virtual server that a create
+// of another group is adding; s.mu is held.
+func (s *Syncer) wantsReserved(g desired.Group) bool {
+	for _, d := range g.Services {
+		if owner, ok := s.reserved[d.Key()]; ok && owner != g.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// createsAlone reports whether g is a create that can add its virtual and
+// real servers without holding s.mu (create): a group the syncer has
+// never programmed, none of whose virtual servers it has or is adding,
+// once the shared state has been compared with the kernel; s.mu is held.
+func (s *Syncer) createsAlone(g desired.Group) bool {
+	if !s.sharedChecked || len(g.Services) == 0 || !s.additive(g) {
+		return false
+	}
+	seen := make(map[ipvs.Key]bool, len(g.Services))
+	for _, d := range g.Services {
+		k := d.Key()
+		if _, ok := s.reserved[k]; ok || seen[k] {
+			return false
+		}
+		seen[k] = true
+	}
+	return true
+}
+
+// create programs a group that createsAlone, called with s.mu held, which
+// it releases. A create makes a dozen or more kernel calls; on a busy node
+// each may wait for the CPU, and a create holding the lock across them
+// held every other change behind it for seconds after a burst of creates.
+// So only the shared state is written under the lock:
+//
+//  1. Under s.mu: its ipset members are written (tighten: its restrictions
+//     are in place before anything of it exists) and counted in the shared
+//     state, so that a sync of another group meanwhile keeps them; its
+//     virtual servers are reserved (s.reserved), so that nothing else adds
+//     them, and the group is marked as being created (s.creating): its own
+//     later syncs wait for this one, and a resync leaves it alone, as one
+//     applied by its own sync.
+//  2. Without s.mu: its virtual servers and their real servers are added.
+//     No other sync touches them: they are reserved, and the syncer does
+//     not know them yet (Verify checks only those it knows).
+//  3. Under s.mu again: they are recorded, and syncGroup brings the group
+//     to g, from them (retrying what failed in 2, writing nothing else),
+//     and then its VIPs go on kubelvs0 (syncShared): after the virtual
+//     servers, as ever.
+func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
+	start := s.clock.Now()
+	s.epoch++
+	next, d := s.sh.nextMembers(netfilter.Members{}, g.Members)
+	if err := s.tighten(ctx, next, &d); err != nil {
+		s.mu.Unlock()
+		s.metrics.observeSync("group", s.clock.Since(start), err)
+		return Result{}, err
+	}
+	s.setGroup(g.Name, &group{members: g.Members})
+	s.sharedDirty = true
+	for _, d := range g.Services {
+		s.reserved[d.Key()] = g.Name
+	}
+	s.creating[g.Name] = true
+	s.mu.Unlock()
+
+	made := make(map[ipvs.Key]*service, len(g.Services))
+	now := s.clock.Now()
+	for _, d := range g.Services {
+		err := s.k.IPVS.AddVirtualServer(ctx, d.VirtualServer)
+		s.metrics.op("virtual_server", "add", err)
+		if err != nil {
+			continue // syncGroup tries again, and reports it
+		}
+		svc := newService(d.VirtualServer)
+		// Errors too are left to syncGroup: it adds what is missing.
+		_, _ = s.syncReals(ctx, svc, d, g.DrainTimeout, now)
+		made[d.Key()] = svc
+	}
+
+	s.lock()
+	defer s.mu.Unlock()
+	defer s.created.Broadcast()
+	for _, d := range g.Services {
+		delete(s.reserved, d.Key())
+	}
+	delete(s.creating, g.Name)
+	s.epoch++
+	for k, svc := range made {
+		svc.owner = g.Name
+		svc.flushTCP = g.FlushTCP
+		s.services[k] = svc
+	}
+	res, err := s.syncGroup(ctx, g, nil)
+	res.Ops += len(made)
+	for _, svc := range made {
+		res.Ops += len(svc.reals)
+	}
+	if e := s.syncShared(ctx, false); e != nil {
+		err = errors.Join(err, e)
+	}
+	s.metrics.observeSync("group", s.clock.Since(start), err)
 	return res, err
 }
 
@@ -487,6 +623,9 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 			delete(s.applied, name) // older than every token to come
 		}
 	}
+	for name := range s.creating {
+		newer[name] = true // its create goes on without the lock
+	}
 	for name := range s.held {
 		if !newer[name] {
 			delete(s.held, name)
@@ -562,8 +701,10 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 		if read != 0 {
 			s.yield()
 		}
-		// stale: applied by its own sync during a yield.
-		if g.Hold || deferred[g.Name] || newer[g.Name] || s.stale(g.Name, read) {
+		// stale: applied by its own sync during a yield; creating or
+		// wanting what a create adds: a create that began during a yield.
+		if g.Hold || deferred[g.Name] || newer[g.Name] || s.stale(g.Name, read) ||
+			s.creating[g.Name] || s.wantsReserved(g) {
 			continue
 		}
 		r, err := s.syncGroup(ctx, g, claimed)
@@ -582,7 +723,7 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 	}
 	for name := range s.groups {
 		// A group created by its own sync during a yield is newer too.
-		if !want[name] && !newer[name] && !s.stale(name, read) {
+		if !want[name] && !newer[name] && !s.stale(name, read) && !s.creating[name] {
 			r, err := s.syncGroup(ctx, desired.Group{Name: name}, claimed)
 			total.Ops += r.Ops
 			errs = append(errs, err)
@@ -886,11 +1027,19 @@ func (s *Syncer) syncReals(ctx context.Context, svc *service, d desired.Service,
 
 // deleteService deletes an owned virtual server; its real servers go with
 // it, and so do their UDP flows.
+//
+// A delete that fails may have deleted the virtual server before it
+// failed (the release of its ownership record, after it): the kernel is
+// then asked, and a virtual server it no longer has is forgotten, its
+// record left to Verify (ReleaseStale). Remembered, it would make every
+// later sync that wants it again fail to add its real servers.
 func (s *Syncer) deleteService(ctx context.Context, k ipvs.Key, svc *service) error {
 	err := s.k.IPVS.DeleteVirtualServer(ctx, k)
 	s.metrics.op("virtual_server", "delete", err)
 	if err != nil {
-		return fmt.Errorf("delete virtual server %s: %w", k, err)
+		if _, gerr := s.k.IPVS.GetVirtualServer(ctx, k); !errors.Is(gerr, ipvs.ErrNotFound) {
+			return fmt.Errorf("delete virtual server %s: %w", k, err)
+		}
 	}
 	if k.Protocol == ipvs.UDP || svc.flushTCP {
 		var gone []conntrack.Target

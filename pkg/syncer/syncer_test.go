@@ -947,16 +947,17 @@ func (o *orderedIPVS) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.Rea
 }
 
 // A resync lets a sync that waits for the lock go between two groups,
-// rather than after all of them; and what that sync applied stays: a
-// VirtualService it created is not removed as unwanted by the resync,
-// which read before it existed.
+// rather than after all of them; and what that sync applied stays: the
+// resync, which read before it, does not put back what it replaced.
+// (A create that comes during a resync is TestCreateAddsWithoutTheLock.)
 func TestResyncLetsWaitingSyncsGoFirst(t *testing.T) {
 	ctx := context.Background()
 	n := newNode()
 	o := &orderedIPVS{Fake: n.ipvs}
 	s := n.syncerOver(t, o)
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
-	if _, err := s.SyncAll(ctx, []desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80")}); err != nil {
+	c := grp("c", "10.96.0.3", tcp, "10.1.0.3:80")
+	if _, err := s.SyncAll(ctx, []desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80"), c}); err != nil {
 		t.Fatal(err)
 	}
 	o.log = nil
@@ -970,29 +971,29 @@ func TestResyncLetsWaitingSyncsGoFirst(t *testing.T) {
 			return
 		}
 		o.onAdd = nil
-		// While the resync holds the lock for a: a create comes.
+		// While the resync holds the lock for a: a change to c comes.
 		go func() {
-			d := grp("d", "10.96.0.4", tcp, "10.1.0.4:80")
-			d.Read = s.ReadToken()
-			_, err := s.SyncGroup(ctx, d)
+			c2 := grp("c", "10.96.0.3", tcp, "10.1.0.3:80", "10.1.0.7:80")
+			c2.Read = s.ReadToken()
+			_, err := s.SyncGroup(ctx, c2)
 			done <- err
 		}()
 		for s.waiting.Load() == 0 {
 			runtime.Gosched()
 		}
 	}
-	if _, err := s.Resync(ctx, []desired.Group{a2, b2}, read); err != nil {
+	if _, err := s.Resync(ctx, []desired.Group{a2, b2, c}, read); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"add-real TCP/10.96.0.1:80", "add TCP/10.96.0.4:80", "add-real TCP/10.96.0.4:80", "add-real TCP/10.96.0.2:80"}
+	want := []string{"add-real TCP/10.96.0.1:80", "add-real TCP/10.96.0.3:80", "add-real TCP/10.96.0.2:80"}
 	if !slices.Equal(o.log, want) {
-		t.Fatalf("writes in order %q, want %q (the waiting create between a and b)", o.log, want)
+		t.Fatalf("writes in order %q, want %q (the waiting change between a and b)", o.log, want)
 	}
-	if d := n.ipvs.Dump(); !strings.Contains(d, "10.96.0.4:80") || !strings.Contains(d, "10.1.0.8:80") {
-		t.Fatalf("the create made during the resync, or b's change, is missing:\n%s", d)
+	if d := n.ipvs.Dump(); !strings.Contains(d, "10.1.0.7:80") || !strings.Contains(d, "10.1.0.8:80") {
+		t.Fatalf("the change made during the resync, or b's change, is missing:\n%s", d)
 	}
 }
 
@@ -1044,4 +1045,98 @@ func TestGiveWayWaitsForSyncs(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-gaveWay
+}
+
+// gatedAdds holds the real server adds to one virtual server until
+// release is closed.
+type gatedAdds struct {
+	*ipvstest.Fake
+	key     ipvs.Key
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *gatedAdds) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
+	if k == b.key {
+		b.entered <- struct{}{}
+		<-b.release
+	}
+	return b.Fake.AddRealServer(ctx, k, rs)
+}
+
+// A create adds its virtual and real servers without the syncer's lock:
+// while its kernel calls wait, a change to another VirtualService and a
+// resync go through, and neither lifts the create's restrictions or
+// touches what it adds; its VIP comes up only once its virtual server is
+// there; then the syncer holds exactly the three groups, as a merge of
+// them would.
+func TestCreateAddsWithoutTheLock(t *testing.T) {
+	ctx := context.Background()
+	n := newNode()
+	kn := key("10.96.0.9", ipvs.TCP, 80)
+	gate := &gatedAdds{Fake: n.ipvs, key: kn, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	s := n.syncerOver(t, gate)
+	release := sync.OnceFunc(func() { close(gate.release) })
+	defer release() // on failure too: the cleanup's count takes the lock
+	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
+	a, b := grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80")
+	if _, err := s.SyncAll(ctx, []desired.Group{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	resyncRead := s.ReadToken() // a resync that read before the create
+	created := restricted("new", "10.96.0.9", kn, netip.MustParsePrefix("192.0.2.0/24"))
+	created.Read = s.ReadToken()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.SyncGroup(ctx, created)
+		done <- err
+	}()
+	<-gate.entered // the create is in its kernel calls
+	if !s.mu.TryLock() {
+		t.Fatal("a create holds the syncer's lock across its kernel calls")
+	}
+	s.mu.Unlock()
+	restrict := ipset.Entry{IP: kn.Address, Protocol: uint8(kn.Protocol), Port: kn.Port}
+	vips, _ := n.vips.ListAddresses(ctx)
+	if !slices.Contains(n.members().Restricted, restrict) || slices.Contains(vips, kn.Address) {
+		t.Fatalf("during the create: restricted %v, VIPs %v; want %s restricted and its VIP not yet up", n.members().Restricted, vips, kn)
+	}
+	// A change that writes the members, and a resync that knows nothing
+	// of the create.
+	a2 := withAllowList(grp("a", "10.96.0.1", tcp, "10.1.0.1:80", "10.1.0.5:80"), "198.51.100.0/24")
+	a2.Read = s.ReadToken()
+	if _, err := s.SyncGroup(ctx, a2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Resync(ctx, []desired.Group{a, b}, resyncRead); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(n.members().Restricted, restrict) {
+		t.Fatalf("a sync during the create lifted its restriction: %v", n.members().Restricted)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	checkShared(t, s, "after the create")
+	sameKernel(t, "after the create", n, want(t, a2, b, created))
+}
+
+// A delete that fails after the kernel deleted the virtual server (here
+// the release of its ownership record) leaves the syncer knowing it is
+// gone: a later sync that wants it again adds it back.
+func TestDeleteFailedAfterTheKernelDeleted(t *testing.T) {
+	ctx := context.Background()
+	n := newNode()
+	s := n.syncer(t)
+	a := grp("a", "10.96.0.1", web, "10.1.0.1:80")
+	if _, err := s.SyncAll(ctx, []desired.Group{a}); err != nil {
+		t.Fatal(err)
+	}
+	n.sets.FailNext("DelEntry", errors.New("ipset busy"))
+	_, _ = s.RemoveGroup(ctx, a.Name)
+	if _, err := s.SyncGroup(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	sameKernel(t, "synced again", n, want(t, a))
 }

@@ -88,7 +88,11 @@ func (s *Syncer) Verify(ctx context.Context) (int, error) {
 	if s.k.ReleaseStale != nil {
 		// Records of virtual servers that a failed add or delete left
 		// behind; the ones the syncer programs stay.
-		n, err := s.k.ReleaseStale(ctx, func(k ipvs.Key) bool { return s.services[k] != nil })
+		// A create in progress holds the records of what it adds.
+		n, err := s.k.ReleaseStale(ctx, func(k ipvs.Key) bool {
+			_, adding := s.reserved[k]
+			return s.services[k] != nil || adding
+		})
 		repairs += n
 		errs = append(errs, err)
 	}
