@@ -18,14 +18,12 @@ import (
 func (s *Syncer) Drain(ctx context.Context) ([]types.NamespacedName, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.drainSet) > 0 {
-		s.epoch++ // it may delete real servers
-	}
 	now := s.clock.Now()
 	changed := map[types.NamespacedName]bool{}
 	var errs []error
 	var gone []conntrack.Target
 	for k, svc := range s.drainSet {
+		svc.writes++ // it may delete real servers
 		rs, err := s.k.IPVS.ListRealServers(ctx, k)
 		s.metrics.op("real_server", "list", err)
 		if err != nil && !errors.Is(err, ipvs.ErrNotFound) {

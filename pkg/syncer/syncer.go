@@ -77,10 +77,6 @@ type Syncer struct {
 	// reading of the VIPs), so that Verify can tell whether what it read
 	// of them without the lock is still what the kernel holds.
 	sharedGen uint64
-	// epoch counts the locked operations that may write IPVS, so that
-	// Verify can tell whether a listing it took without the lock is still
-	// what the kernel holds.
-	epoch uint64
 	// sharedDirty is set when a group's VIPs or members changed since the
 	// shared state was last written, so that a change that touches only
 	// real servers does not rebuild the VIPs and members of every group.
@@ -149,6 +145,10 @@ type service struct {
 	flushTCP bool
 	// counted is what the syncer's totals hold of this service.
 	counted struct{ reals, draining int }
+	// writes counts the syncs, drains and repairs that may have written
+	// its real servers, so that Verify can tell whether a listing of them
+	// it took without the lock is still what the kernel holds.
+	writes uint64
 }
 
 // realServer is what the syncer remembers of a programmed real server besides its
@@ -265,7 +265,6 @@ func (s *Syncer) Adopt(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.epoch++
 	for k, svc := range adopted {
 		s.services[k] = svc
 		s.recount(k, svc, true)
@@ -330,7 +329,6 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 		return Result{Draining: s.drainingOf(g.Name), LockWait: wait}, nil
 	}
 	s.markApplied(g.Name, g.Read)
-	s.epoch++
 	start := s.clock.Now()
 	if prev := s.groups[g.Name]; prev == nil || !membersEqual(prev.members, g.Members) {
 		// What the groups want once this one is synced: from what they
@@ -416,7 +414,6 @@ func (s *Syncer) createsAlone(g desired.Group) bool {
 //     servers, as ever.
 func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 	start := s.clock.Now()
-	s.epoch++
 	next, d := s.sh.nextMembers(netfilter.Members{}, g.Members)
 	if err := s.tighten(ctx, next, &d); err != nil {
 		s.mu.Unlock()
@@ -452,7 +449,6 @@ func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 		delete(s.reserved, d.Key())
 	}
 	delete(s.creating, g.Name)
-	s.epoch++
 	for k, svc := range made {
 		svc.owner = g.Name
 		svc.flushTCP = g.FlushTCP
@@ -519,7 +515,6 @@ func (s *Syncer) yield() {
 		}
 	}
 	s.mu.Lock()
-	s.epoch++
 }
 
 // ReadToken returns a token to take before reading the inputs of a sync
@@ -602,7 +597,6 @@ func (s *Syncer) additive(g desired.Group) bool {
 func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew bool, read uint64) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.epoch++
 	start := s.clock.Now()
 	var total Result
 	var errs []error
@@ -850,6 +844,7 @@ func (s *Syncer) syncGroup(ctx context.Context, g desired.Group, claimed map[ipv
 			s.services[k] = svc
 		} else if !svc.vs.Equal(d.VirtualServer) {
 			res.Ops++
+			svc.writes++
 			err := s.k.IPVS.UpdateVirtualServer(ctx, d.VirtualServer)
 			s.metrics.op("virtual_server", "update", err)
 			if err != nil {
@@ -930,6 +925,7 @@ func (s *Syncer) unchanged(prev *group, g desired.Group) bool {
 
 // syncReals brings the real servers of one programmed service to d.
 func (s *Syncer) syncReals(ctx context.Context, svc *service, d desired.Service, drainTimeout time.Duration, now time.Time) (int, error) {
+	svc.writes++
 	ops := 0
 	var errs []error
 	k := svc.vs.Key()

@@ -787,6 +787,33 @@ func TestVerifyDuringAChange(t *testing.T) {
 	}
 }
 
+// A change to another VirtualService while Verify lists a virtual server's
+// real servers does not make Verify list them again under the lock: during
+// a burst of changes, every listing was taken twice, the second time
+// holding the lock every change waits for.
+func TestVerifyListsOnceDespiteOtherChanges(t *testing.T) {
+	ctx := context.Background()
+	n := newNode()
+	k, other := key("10.96.0.9", ipvs.TCP, 80), key("10.96.0.8", ipvs.TCP, 80)
+	hook := &listHook{Fake: n.ipvs, key: k}
+	s := n.syncerOver(t, hook)
+	if _, err := s.SyncAll(ctx, []desired.Group{grp("a", "10.96.0.9", []ipvs.Key{k}, "10.1.0.1:8080"), grp("b", "10.96.0.8", []ipvs.Key{other}, "10.1.0.1:8080")}); err != nil {
+		t.Fatal(err)
+	}
+	var changeErr error
+	hook.once = func() {
+		_, changeErr = s.SyncGroup(ctx, grp("b", "10.96.0.8", []ipvs.Key{other}, "10.1.0.1:8080", "10.1.0.2:8080"))
+	}
+	lists := n.ipvs.Calls("ListRealServers")
+	repairs, err := s.Verify(ctx)
+	if hook.once != nil || err != nil || changeErr != nil || repairs != 0 {
+		t.Fatalf("Verify with another change in between: ran %t, %d repairs, err %v (change: %v)", hook.once == nil, repairs, err, changeErr)
+	}
+	if got := n.ipvs.Calls("ListRealServers") - lists; got != 2 {
+		t.Fatalf("Verify listed real servers %d times for two virtual servers, want 2", got)
+	}
+}
+
 // The periodic resync leaves a VirtualService new to the kernel to its own
 // sync, so that it never programs a burst of creates under the lock, and
 // still syncs the rest: a changed group, and a new group that takes over a
@@ -1021,7 +1048,7 @@ func TestGiveWayWaitsForSyncs(t *testing.T) {
 	s.giveWayMax = time.Hour
 	release := sync.OnceFunc(func() { close(b.release) })
 	defer release() // on failure too: the cleanup's count takes the lock
-	s.GiveWay(ctx) // nothing in the syncer: returns
+	s.GiveWay(ctx)  // nothing in the syncer: returns
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
 	synced := make(chan error, 1)
 	go func() {

@@ -114,7 +114,7 @@ func (s *Syncer) verifyOne(ctx context.Context, k ipvs.Key, inKernel map[ipvs.Ke
 		if svc == nil || kv.Equal(svc.vs) {
 			return 0, nil
 		}
-		s.epoch++
+		svc.writes++
 		err := s.k.IPVS.UpdateVirtualServer(ctx, svc.vs)
 		s.metrics.op("virtual_server", "update", err)
 		if err != nil {
@@ -123,11 +123,18 @@ func (s *Syncer) verifyOne(ctx context.Context, k ipvs.Key, inKernel map[ipvs.Ke
 		return 1, nil
 	}
 	// The real servers are listed without the lock (a netlink dump, the
-	// costly part), and the listing is used only if no sync ran meanwhile;
-	// otherwise it is taken again under the lock.
+	// costly part), and the listing is used only if nothing wrote them
+	// meanwhile (the service's write count; a sync of another
+	// VirtualService does not count, so a burst of changes does not make
+	// every listing be taken again); otherwise it is taken again under
+	// the lock.
 	s.mu.Lock()
-	epoch := s.epoch
-	_, known := s.services[k]
+	before := s.services[k]
+	known := before != nil
+	var writes uint64
+	if known {
+		writes = before.writes
+	}
 	s.mu.Unlock()
 	kv, ok := inKernel[k]
 	if !known {
@@ -144,10 +151,10 @@ func (s *Syncer) verifyOne(ctx context.Context, k ipvs.Key, inKernel map[ipvs.Ke
 	if svc == nil {
 		return 0, nil // deleted meanwhile
 	}
-	if !ok || s.epoch != epoch {
+	if !ok || svc != before || svc.writes != writes {
 		listed, listErr = nil, errStale
 	}
-	s.epoch++ // a repair below is a write too
+	svc.writes++ // a repair below is a write too
 	if !ok {
 		// Added since the dump? Ask before re-adding, and re-add only on
 		// a clear answer that it is not there.
