@@ -18,8 +18,10 @@
 //
 // Only chains named KUBELVS-* are written; the built-in chains get one jump
 // each, ensured (added if missing, de-duplicated) and never anything else.
-// Each sync is one iptables-save and one iptables-restore --noflush per
-// family, and none at all when the rendered rules did not change.
+// A sync is one iptables-save and one iptables-restore --noflush per
+// family, and none at all when the rendered rules did not change; a forced
+// sync (the periodic check) is the iptables-save, and the restore only for
+// a family whose tables do not hold our rules exactly (Holds).
 package netfilter
 
 import (
@@ -175,13 +177,80 @@ func RestoreInput(chains map[string][]string, saved string) string {
 	return b.String()
 }
 
+// Holds reports whether saved (iptables-save output) already holds what
+// RestoreInput would write: every one of our chains declared, with exactly
+// the rendered rules in order, and every jump exactly once. A forced sync
+// then writes nothing: a rewrite would change nothing but reset the
+// chains' counters, and it costs an exec that takes the xtables lock. It
+// compares text, so a rule that iptables-save prints otherwise than we
+// render it makes this false, and the rules are written, as before.
+func Holds(chains map[string][]string, saved string) bool {
+	have := map[string][]string{} // table/chain: its -A lines, in order
+	declared := map[string]bool{} // table/chain
+	count := map[jump]int{}
+	table := ""
+	for _, l := range strings.Split(saved, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "*"):
+			table = l[1:]
+		case strings.HasPrefix(l, ":"):
+			if name, _, ok := strings.Cut(l[1:], " "); ok {
+				declared[table+"/"+name] = true
+			}
+		case strings.HasPrefix(l, "-A "):
+			chain, _, _ := strings.Cut(l[len("-A "):], " ")
+			have[table+"/"+chain] = append(have[table+"/"+chain], l)
+			for _, j := range jumps {
+				if j.table == table && l == j.spec() {
+					count[j]++
+				}
+			}
+		}
+	}
+	for _, j := range jumps {
+		if count[j] != 1 {
+			return false
+		}
+	}
+	for t, lines := range chains {
+		want := map[string][]string{}
+		for _, l := range lines {
+			switch {
+			case strings.HasPrefix(l, ":"):
+				name, _, _ := strings.Cut(l[1:], " ")
+				if !declared[t+"/"+name] {
+					return false
+				}
+				want[t+"/"+name] = want[t+"/"+name][:0:0]
+			case strings.HasPrefix(l, "-A "):
+				chain, _, _ := strings.Cut(l[len("-A "):], " ")
+				want[t+"/"+chain] = append(want[t+"/"+chain], l)
+			}
+		}
+		for c, rules := range want {
+			if len(rules) != len(have[c]) {
+				return false
+			}
+			for i := range rules {
+				if rules[i] != have[c][i] {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
 // Interface is what the syncer needs from netfilter: the constant rules, and
 // the ipset members they match. The implementation on the kernel is package
 // iptables; package netfiltertest keeps the same state in memory.
 type Interface interface {
 	// SyncRules writes the rules of every family whose rendering changed
-	// since the last successful call, or all of them when force is set
-	// (someone may have flushed the tables); it reports whether it wrote.
+	// since the last successful call; when force is set it reads them
+	// from the kernel and writes those of every family that does not hold
+	// them exactly (someone may have flushed or changed the tables). It
+	// reports whether it wrote.
 	SyncRules(ctx context.Context, force bool) (bool, error)
 	// SyncMembers makes the ipsets hold exactly m, writing only the
 	// differences.

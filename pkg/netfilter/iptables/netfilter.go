@@ -182,6 +182,10 @@ func (r *Rules) SyncRules(ctx context.Context, force bool) (bool, error) {
 		if err != nil {
 			return wrote, fmt.Errorf("netfilter %s: %w", f, err)
 		}
+		if netfilter.Holds(chains, saved) {
+			r.synced[f] = key // in place already: nothing to write
+			continue
+		}
 		in := netfilter.RestoreInput(chains, saved)
 		if _, err := r.run.Run(ctx, in, binary(r.mode, f, "restore"), "--noflush", "-w", "5"); err != nil {
 			return wrote, fmt.Errorf("netfilter %s: restore: %w", f, err)

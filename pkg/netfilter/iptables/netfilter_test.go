@@ -55,6 +55,21 @@ func TestSyncFixesJumpsAndSkipsUnchanged(t *testing.T) {
 	}
 	golden.Assert(t, "restore.txt", strings.Join(run.restores[:2], "---\n"))
 	golden.Assert(t, "sets.txt", sets.Dump())
+	// Once iptables-save shows the rules in place, a forced sync reads
+	// them and writes nothing.
+	for _, f := range []netfilter.Family{netfilter.IPv4, netfilter.IPv6} {
+		var b strings.Builder
+		in := netfilter.RestoreInput(netfilter.Render(f, netfilter.Config{MasqueradeMark: netfilter.DefaultMasqueradeMark}), "")
+		for _, l := range strings.Split(in, "\n") {
+			b.WriteString(strings.Replace(strings.Replace(l, "-I ", "-A ", 1), " 1 -j ", " -j ", 1) + "\n")
+		}
+		run.saved[binary("legacy", f, "save")] = b.String()
+	}
+	n, restores := len(run.calls), len(run.restores)
+	if wrote, err := r.SyncRules(ctx, true); err != nil || wrote || len(run.calls) != n+2 || len(run.restores) != restores {
+		t.Errorf("forced sync with the rules in place: wrote=%v err=%v, %d calls, %d restores; want one save per family",
+			wrote, err, len(run.calls)-n, len(run.restores)-restores)
+	}
 }
 
 func TestDetectMode(t *testing.T) {

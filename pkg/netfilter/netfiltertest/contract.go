@@ -39,7 +39,7 @@ func Contract(t *testing.T, h Harness) {
 		name string
 		run  func(t *testing.T, e *env)
 	}{
-		{"SyncRules writes the first time, then only when forced", rulesWrittenOnce},
+		{"SyncRules writes the first time, then only when forced and the rules are not in place", rulesWrittenOnce},
 		{"SyncMembers and ListMembers round-trip the members of each family", membersRoundTrip},
 		{"members are held as the ipsets hold them, also across a forced SyncRules", membersNormalised},
 		{"UpdateMembers adds and removes its own members and leaves the others", updateAmongOthers},
@@ -126,10 +126,14 @@ func rulesWrittenOnce(t *testing.T, e *env) {
 		t.Fatal("no rules after the first SyncRules")
 	}
 	e.syncRules(t, false, false)
-	e.syncRules(t, true, true)
+	// In place: a forced sync reads them and writes nothing.
+	e.syncRules(t, true, false)
 	if !e.hasRules(t) {
 		t.Fatal("no rules after a forced SyncRules")
 	}
+	// A new instance (a restarted agent) finds them in place too.
+	e.i = e.h.Another(t, e.i)
+	e.syncRules(t, true, false)
 	// Someone removes them: an unforced sync does not look, a forced one
 	// puts them back.
 	e.h.RemoveRules(t, e.i)
@@ -183,7 +187,7 @@ func membersRoundTrip(t *testing.T, e *env) {
 			e.expect(t, c.m)
 		})
 	}
-	e.syncRules(t, true, true)
+	e.syncRules(t, true, false) // in place: read, not written
 	e.expect(t, both)
 	e.syncMembers(t, changed)
 	e.expect(t, changed)
@@ -204,7 +208,7 @@ func membersNormalised(t *testing.T, e *env) {
 	e.syncMembers(t, m)
 	e.expect(t, held)
 	// After a periodic resync, the same members again.
-	e.syncRules(t, true, true)
+	e.syncRules(t, true, false) // in place: read, not written
 	e.syncMembers(t, m)
 	e.expect(t, held)
 }
@@ -256,7 +260,7 @@ func updateAmongOthers(t *testing.T, e *env) {
 	e.syncMembers(t, base)
 	e.expect(t, base)
 	e.update(t, e.i, netfilter.Members{Masquerade: []ipset.Entry{u4b}}, netfilter.Members{Hairpin: base.Hairpin})
-	e.syncRules(t, true, true)
+	e.syncRules(t, true, false) // in place: read, not written
 	e.expect(t, netfilter.Members{Masquerade: []ipset.Entry{u4, u6, u4b}, Restricted: base.Restricted, Allowed: base.Allowed})
 	e.update(t, e.i, netfilter.Members{}, netfilter.Members{Masquerade: []ipset.Entry{u4b}, Allowed: base.Allowed})
 	e.expect(t, netfilter.Members{Masquerade: []ipset.Entry{u4, u6}, Restricted: base.Restricted})

@@ -93,7 +93,8 @@ func render(fam netfilter.Family, cfg netfilter.Config) string {
 }
 
 // SyncRules writes the rules of every family whose rendering changed since
-// the last successful call, or all of them when force is set.
+// the last successful call, or, when force is set, of every family whose
+// rules are not in place.
 func (f *Fake) SyncRules(ctx context.Context, force bool) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
@@ -107,6 +108,10 @@ func (f *Fake) SyncRules(ctx context.Context, force bool) (bool, error) {
 	for _, fam := range f.fams {
 		key := render(fam, f.cfg)
 		if !force && f.synced[fam] == key {
+			continue
+		}
+		if f.rules[fam] == key {
+			f.synced[fam] = key // in place already, as the kernel's tables hold it
 			continue
 		}
 		f.rules[fam], f.synced[fam] = key, key
