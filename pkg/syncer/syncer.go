@@ -125,6 +125,11 @@ type Syncer struct {
 	// without mu (create), and reserved their keys; created (on mu) is
 	// signalled when one is done, for the syncs that wait for it.
 	creating map[types.NamespacedName]bool
+	// lastHolder and lastHeld say which work last released mu and how
+	// long it had held it (heldBy), so that a sync that waited for the
+	// lock can tell what it waited behind (Result.Behind).
+	lastHolder string
+	lastHeld   time.Duration
 	reserved map[ipvs.Key]types.NamespacedName
 	created  *sync.Cond
 }
@@ -297,6 +302,11 @@ type Result struct {
 	Deferred []types.NamespacedName
 	// LockWait is how long a SyncGroup waited for the syncer's lock.
 	LockWait time.Duration
+	// Behind says which work last released the lock before the SyncGroup
+	// took it, and how long that work had held it: what a sync that
+	// waited long waited behind (the syncs, creates, full syncs, drain
+	// passes and Verify's repairs record their holds).
+	Behind string
 }
 
 // SyncGroup makes the kernel hold g and nothing else of g.Name. It writes
@@ -313,20 +323,25 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 		s.created.Wait()
 	}
 	wait := s.clock.Since(asked)
+	behind := ""
+	if s.lastHolder != "" {
+		behind = fmt.Sprintf("%s, which held it for %s", s.lastHolder, s.lastHeld.Round(time.Millisecond))
+	}
 	if !g.Hold && !s.stale(g.Name, g.Read) && s.createsAlone(g) {
 		s.setHeld(g.Name, false)
 		s.markApplied(g.Name, g.Read)
 		res, err := s.create(ctx, g) // unlocks s.mu
-		res.LockWait = wait
+		res.LockWait, res.Behind = wait, behind
 		return res, err
 	}
 	defer s.mu.Unlock()
+	defer s.hold("a sync")()
 	if s.stale(g.Name, g.Read) {
-		return Result{Draining: s.drainingOf(g.Name), LockWait: wait}, nil
+		return Result{Draining: s.drainingOf(g.Name), LockWait: wait, Behind: behind}, nil
 	}
 	s.setHeld(g.Name, g.Hold)
 	if g.Hold {
-		return Result{Draining: s.drainingOf(g.Name), LockWait: wait}, nil
+		return Result{Draining: s.drainingOf(g.Name), LockWait: wait, Behind: behind}, nil
 	}
 	s.markApplied(g.Name, g.Read)
 	start := s.clock.Now()
@@ -348,8 +363,22 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 		err = errors.Join(err, e)
 	}
 	s.metrics.observeSync("group", s.clock.Since(start), err)
-	res.LockWait = wait
+	res.LockWait, res.Behind = wait, behind
 	return res, err
+}
+
+// hold returns what records, when called as s.mu is released, that work of
+// the kind named held it since now; s.mu is held. Deferred after the
+// deferred Unlock, it runs before it.
+func (s *Syncer) hold(kind string) func() {
+	since := s.clock.Now()
+	return func() { s.heldBy(kind, since) }
+}
+
+// heldBy records that work of kind held s.mu since since, which it is
+// about to release; s.mu is held.
+func (s *Syncer) heldBy(kind string, since time.Time) {
+	s.lastHolder, s.lastHeld = kind, s.clock.Since(since)
 }
 
 // waitsForCreate reports whether a sync of g must wait for a create in
@@ -416,6 +445,7 @@ func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 	start := s.clock.Now()
 	next, d := s.sh.nextMembers(netfilter.Members{}, g.Members)
 	if err := s.tighten(ctx, next, &d); err != nil {
+		s.heldBy("a create's members", start)
 		s.mu.Unlock()
 		s.metrics.observeSync("group", s.clock.Since(start), err)
 		return Result{}, err
@@ -426,6 +456,7 @@ func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 		s.reserved[d.Key()] = g.Name
 	}
 	s.creating[g.Name] = true
+	s.heldBy("a create's members", start)
 	s.mu.Unlock()
 
 	made := make(map[ipvs.Key]*service, len(g.Services))
@@ -444,6 +475,7 @@ func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 
 	s.lock()
 	defer s.mu.Unlock()
+	defer s.hold("a create's record and VIPs")()
 	defer s.created.Broadcast()
 	for _, d := range g.Services {
 		delete(s.reserved, d.Key())
@@ -499,11 +531,12 @@ func (s *Syncer) GiveWay(ctx context.Context) {
 // and takes it again after them. sync.Mutex does not hand over on Unlock
 // unless its waiter has waited for a millisecond, so yield waits until
 // one of them has the lock.
-func (s *Syncer) yield() {
+func (s *Syncer) yield(held *time.Time) {
 	if s.waiting.Load() == 0 {
 		return
 	}
 	e := s.entered.Load()
+	s.heldBy("a resync", *held)
 	s.mu.Unlock()
 	for i := 0; s.entered.Load() == e; i++ {
 		if i < 100 {
@@ -515,6 +548,7 @@ func (s *Syncer) yield() {
 		}
 	}
 	s.mu.Lock()
+	*held = s.clock.Now()
 }
 
 // ReadToken returns a token to take before reading the inputs of a sync
@@ -598,6 +632,8 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := s.clock.Now()
+	held := start // since the lock was last taken (yield)
+	defer func() { s.heldBy("a full sync", held) }()
 	var total Result
 	var errs []error
 	want := make(map[types.NamespacedName]bool, len(groups)+1)
@@ -693,7 +729,7 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 		// than for all of them (read tokens make that safe: what those
 		// syncs apply is newer than what this one read, and it stays).
 		if read != 0 {
-			s.yield()
+			s.yield(&held)
 		}
 		// stale: applied by its own sync during a yield; creating or
 		// wanting what a create adds: a create that began during a yield.

@@ -1002,7 +1002,10 @@ func TestResyncLetsWaitingSyncsGoFirst(t *testing.T) {
 		go func() {
 			c2 := grp("c", "10.96.0.3", tcp, "10.1.0.3:80", "10.1.0.7:80")
 			c2.Read = s.ReadToken()
-			_, err := s.SyncGroup(ctx, c2)
+			res, err := s.SyncGroup(ctx, c2)
+			if err == nil && !strings.HasPrefix(res.Behind, "a resync, which held it for ") {
+				err = fmt.Errorf("the change says it waited behind %q, want the resync", res.Behind)
+			}
 			done <- err
 		}()
 		for s.waiting.Load() == 0 {
