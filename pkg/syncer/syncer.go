@@ -125,13 +125,13 @@ type Syncer struct {
 	// without mu (create), and reserved their keys; created (on mu) is
 	// signalled when one is done, for the syncs that wait for it.
 	creating map[types.NamespacedName]bool
+	reserved map[ipvs.Key]types.NamespacedName
+	created  *sync.Cond
 	// lastHolder and lastHeld say which work last released mu and how
 	// long it had held it (heldBy), so that a sync that waited for the
 	// lock can tell what it waited behind (Result.Behind).
 	lastHolder string
 	lastHeld   time.Duration
-	reserved map[ipvs.Key]types.NamespacedName
-	created  *sync.Cond
 }
 
 // keptGroup owns, after a restart, the adopted virtual servers that no
