@@ -123,7 +123,7 @@ type Syncer struct {
 	giveWayMax time.Duration
 	// creating are the groups whose virtual servers a create is adding
 	// without mu (create), and reserved their keys; created (on mu) is
-	// signalled when one is done, for the syncs that wait for it.
+	// signaled when one is done, for the syncs that wait for it.
 	creating map[types.NamespacedName]bool
 	reserved map[ipvs.Key]types.NamespacedName
 	created  *sync.Cond
