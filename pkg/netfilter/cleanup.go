@@ -9,22 +9,11 @@ import (
 // every jump into our chains and then the chains themselves, from the
 // current iptables-save output. Nothing else is touched.
 func CleanupInput(saved string) string {
-	present := map[string]bool{} // "table/chain" of our chains that exist
+	st := parseSaved(saved)
 	var dels []string
-	table := ""
-	for _, l := range strings.Split(saved, "\n") {
-		l = strings.TrimSpace(l)
-		switch {
-		case strings.HasPrefix(l, "*"):
-			table = l[1:]
-		case strings.HasPrefix(l, ":KUBELVS-"):
-			present[table+"/"+strings.Fields(l[1:])[0]] = true
-		default:
-			for _, j := range jumps {
-				if j.table == table && l == j.spec() {
-					dels = append(dels, table+"\x00"+fmt.Sprintf("-D %s -j %s", j.chain, j.target))
-				}
-			}
+	for _, j := range jumps {
+		for range st.jumps[j] {
+			dels = append(dels, j.table+"\x00"+fmt.Sprintf("-D %s -j %s", j.chain, j.target))
 		}
 	}
 	var b strings.Builder
@@ -37,7 +26,7 @@ func CleanupInput(saved string) string {
 		}
 		var chains []string
 		for _, j := range jumps {
-			if j.table == t && present[t+"/"+j.target] {
+			if j.table == t && st.declared[t+"/"+j.target] {
 				chains = append(chains, j.target)
 			}
 		}

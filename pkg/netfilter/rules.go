@@ -27,6 +27,7 @@ package netfilter
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/kubelvs/kubelvs/pkg/ipset"
@@ -139,20 +140,7 @@ func Render(f Family, cfg Config) map[string][]string {
 // the current iptables-save output: inserted at the top if missing, extra
 // copies deleted.
 func RestoreInput(chains map[string][]string, saved string) string {
-	count := map[jump]int{}
-	table := ""
-	for _, l := range strings.Split(saved, "\n") {
-		l = strings.TrimSpace(l)
-		if strings.HasPrefix(l, "*") {
-			table = l[1:]
-			continue
-		}
-		for _, j := range jumps {
-			if j.table == table && l == j.spec() {
-				count[j]++
-			}
-		}
-	}
+	count := parseSaved(saved).jumps
 	var b strings.Builder
 	for _, t := range []string{"filter", "nat"} {
 		fmt.Fprintf(&b, "*%s\n", t)
@@ -177,17 +165,17 @@ func RestoreInput(chains map[string][]string, saved string) string {
 	return b.String()
 }
 
-// Holds reports whether saved (iptables-save output) already holds what
-// RestoreInput would write: every one of our chains declared, with exactly
-// the rendered rules in order, and every jump exactly once. A forced sync
-// then writes nothing: a rewrite would change nothing but reset the
-// chains' counters, and it costs an exec that takes the xtables lock. It
-// compares text, so a rule that iptables-save prints otherwise than we
-// render it makes this false, and the rules are written, as before.
-func Holds(chains map[string][]string, saved string) bool {
-	have := map[string][]string{} // table/chain: its -A lines, in order
-	declared := map[string]bool{} // table/chain
-	count := map[jump]int{}
+// savedTables is what iptables-save output holds: per "table/chain",
+// whether the chain is declared and its rules ("-A ..." lines) in order,
+// and how many times each of our jumps is there.
+type savedTables struct {
+	declared map[string]bool
+	rules    map[string][]string
+	jumps    map[jump]int
+}
+
+func parseSaved(saved string) savedTables {
+	st := savedTables{declared: map[string]bool{}, rules: map[string][]string{}, jumps: map[jump]int{}}
 	table := ""
 	for _, l := range strings.Split(saved, "\n") {
 		l = strings.TrimSpace(l)
@@ -196,18 +184,31 @@ func Holds(chains map[string][]string, saved string) bool {
 			table = l[1:]
 		case strings.HasPrefix(l, ":"):
 			if name, _, ok := strings.Cut(l[1:], " "); ok {
-				declared[table+"/"+name] = true
+				st.declared[table+"/"+name] = true
 			}
 		case strings.HasPrefix(l, "-A "):
 			chain, _, _ := strings.Cut(l[len("-A "):], " ")
-			have[table+"/"+chain] = append(have[table+"/"+chain], l)
+			st.rules[table+"/"+chain] = append(st.rules[table+"/"+chain], l)
 			for _, j := range jumps {
 				if j.table == table && l == j.spec() {
-					count[j]++
+					st.jumps[j]++
 				}
 			}
 		}
 	}
+	return st
+}
+
+// Holds reports whether saved (iptables-save output) already holds what
+// RestoreInput would write: every one of our chains declared, with exactly
+// the rendered rules in order, and every jump exactly once. A forced sync
+// then writes nothing: a rewrite would change nothing but reset the
+// chains' counters, and it costs an exec that takes the xtables lock. It
+// compares text, so a rule that iptables-save prints otherwise than we
+// render it makes this false, and the rules are written, as before.
+func Holds(chains map[string][]string, saved string) bool {
+	st := parseSaved(saved)
+	count, declared, have := st.jumps, st.declared, st.rules
 	for _, j := range jumps {
 		if count[j] != 1 {
 			return false
@@ -222,20 +223,17 @@ func Holds(chains map[string][]string, saved string) bool {
 				if !declared[t+"/"+name] {
 					return false
 				}
-				want[t+"/"+name] = want[t+"/"+name][:0:0]
+				if _, ok := want[t+"/"+name]; !ok {
+					want[t+"/"+name] = nil // declared: its rules are compared, none or not
+				}
 			case strings.HasPrefix(l, "-A "):
 				chain, _, _ := strings.Cut(l[len("-A "):], " ")
 				want[t+"/"+chain] = append(want[t+"/"+chain], l)
 			}
 		}
 		for c, rules := range want {
-			if len(rules) != len(have[c]) {
+			if !slices.Equal(rules, have[c]) {
 				return false
-			}
-			for i := range rules {
-				if rules[i] != have[c][i] {
-					return false
-				}
 			}
 		}
 	}

@@ -1027,26 +1027,13 @@ func TestResyncLetsWaitingSyncsGoFirst(t *testing.T) {
 	}
 }
 
-// blockingAdds holds every real server add until release is closed.
-type blockingAdds struct {
-	*ipvstest.Fake
-	entered chan struct{}
-	release chan struct{}
-}
-
-func (b *blockingAdds) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealServer) error {
-	b.entered <- struct{}{}
-	<-b.release
-	return b.Fake.AddRealServer(ctx, k, rs)
-}
-
 // Background work (the resync's build, Verify) gives way to a sync in the
 // syncer: GiveWay returns only once no SyncGroup holds or waits for the
 // lock (here with no time limit), and at once when none does.
 func TestGiveWayWaitsForSyncs(t *testing.T) {
 	ctx := context.Background()
 	n := newNode()
-	b := &blockingAdds{Fake: n.ipvs, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	b := &gatedAdds{Fake: n.ipvs, key: key("10.96.0.1", ipvs.TCP, 80), entered: make(chan struct{}, 1), release: make(chan struct{})}
 	s := n.syncerOver(t, b)
 	s.giveWayMax = time.Hour
 	release := sync.OnceFunc(func() { close(b.release) })
@@ -1058,7 +1045,7 @@ func TestGiveWayWaitsForSyncs(t *testing.T) {
 		_, err := s.SyncGroup(ctx, grp("a", "10.96.0.1", tcp, "10.1.0.1:80"))
 		synced <- err
 	}()
-	<-b.entered // the sync holds the lock, in a kernel call
+	<-b.entered // the sync is in a kernel call
 	gaveWay := make(chan struct{})
 	go func() {
 		s.GiveWay(ctx)
@@ -1067,7 +1054,7 @@ func TestGiveWayWaitsForSyncs(t *testing.T) {
 	runtime.Gosched()
 	select {
 	case <-gaveWay:
-		t.Fatal("GiveWay returned while a sync held the lock")
+		t.Fatal("GiveWay returned while a sync was in the syncer")
 	default:
 	}
 	release()
