@@ -473,6 +473,12 @@ func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 		made[d.Key()] = svc
 	}
 
+	// Once some of its virtual servers are in the kernel, the create
+	// finishes, with its VIPs, even if ctx ends meanwhile (the agent
+	// stopping), rather than leave them half done for the next agent.
+	if len(made) > 0 {
+		ctx = context.WithoutCancel(ctx)
+	}
 	s.lock()
 	defer s.mu.Unlock()
 	defer s.hold("a create's record and VIPs")()

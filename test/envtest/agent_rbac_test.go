@@ -141,8 +141,11 @@ func TestAgentWithoutRBACLeavesTheKernel(t *testing.T) {
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), vs) })
 	node := newFakeNode(t)
 	stop := runFakeAgent(t, cfg, node, roles.AgentOptions{})
+	// Programmed: the virtual server with its real servers, then its VIP
+	// (written after them, and the state compared below includes it).
 	eventually(t, 30*time.Second, "programmed", func() error {
-		if d := node.ipvs.Dump(); !strings.Contains(d, "TCP/"+vip+":80 rr\n  -> 10.2.0.1:8080 w=1 Masquerade\n  -> 10.2.0.2:8080 w=1 Masquerade\n") {
+		if d := node.state(); !strings.Contains(d, "TCP/"+vip+":80 rr\n  -> 10.2.0.1:8080 w=1 Masquerade\n  -> 10.2.0.2:8080 w=1 Masquerade\n") ||
+			!strings.Contains(d, "inet "+vip+"/32\n") {
 			return fmt.Errorf("kernel:\n%s", d)
 		}
 		return nil
