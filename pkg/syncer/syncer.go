@@ -523,14 +523,19 @@ const maxGiveWay = 20 * time.Millisecond
 // its kernel calls otherwise waits for the processor behind that work
 // after each call, and every change behind it waits too: creates held
 // the lock for seconds at each resync in make bench.
-func (s *Syncer) GiveWay(ctx context.Context) {
+//
+// It reports whether the syncer is still busy when it returns (the wait
+// ran out): syncs follow one another, as during a burst of creates, and
+// work that can wait for a later pass should.
+func (s *Syncer) GiveWay(ctx context.Context) (stillBusy bool) {
 	if s.busy.Load() == 0 {
-		return
+		return false
 	}
 	deadline := time.Now().Add(s.giveWayMax)
 	for s.busy.Load() > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
+	return s.busy.Load() > 0
 }
 
 // yield hands s.mu, which is held, to the syncs waiting in lock, if any,

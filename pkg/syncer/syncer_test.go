@@ -1157,3 +1157,48 @@ func TestDeleteFailedAfterTheKernelDeleted(t *testing.T) {
 	}
 	sameKernel(t, "synced again", n, want(t, a))
 }
+
+// While syncs follow one another (GiveWay runs out), Verify leaves its
+// share of real server listings to the next pass, which starts where this
+// one stopped; once the syncer is quiet, it lists them.
+func TestVerifyLeavesListingsWhileTheSyncerIsBusy(t *testing.T) {
+	ctx := context.Background()
+	n := newNode()
+	kn := key("10.96.0.9", ipvs.TCP, 80)
+	gate := &gatedAdds{Fake: n.ipvs, key: kn, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	s := n.syncerOver(t, gate)
+	release := sync.OnceFunc(func() { close(gate.release) })
+	defer release()
+	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
+	if _, err := s.SyncAll(ctx, []desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80")}); err != nil {
+		t.Fatal(err)
+	}
+	s.giveWayMax = 0 // GiveWay does not wait: busy is busy
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.SyncGroup(ctx, grp("new", "10.96.0.9", tcp, "10.1.0.9:80"))
+		done <- err
+	}()
+	<-gate.entered // a create is in its kernel calls: the syncer is busy
+	lists := n.ipvs.Calls("ListRealServers")
+	if _, err := s.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.ipvs.Calls("ListRealServers") - lists; got != 0 {
+		t.Fatalf("Verify listed real servers %d times while the syncer was busy, want none", got)
+	}
+	if want := key("10.96.0.1", ipvs.TCP, 80); s.verifyNext != want {
+		t.Fatalf("the next Verify starts at %s, want %s, where this one left its share", s.verifyNext, want)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	lists = n.ipvs.Calls("ListRealServers")
+	if _, err := s.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.ipvs.Calls("ListRealServers") - lists; got != 3 {
+		t.Fatalf("a quiet Verify listed real servers %d times, want 3 (every virtual server)", got)
+	}
+}
