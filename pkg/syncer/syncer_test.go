@@ -1033,12 +1033,9 @@ func TestResyncLetsWaitingSyncsGoFirst(t *testing.T) {
 func TestGiveWayWaitsForSyncs(t *testing.T) {
 	ctx := context.Background()
 	n := newNode()
-	b := &gatedAdds{Fake: n.ipvs, key: key("10.96.0.1", ipvs.TCP, 80), entered: make(chan struct{}, 1), release: make(chan struct{})}
-	s := n.syncerOver(t, b)
+	s, b, release := n.gatedSyncer(t, key("10.96.0.1", ipvs.TCP, 80))
 	s.giveWayMax = time.Hour
-	release := sync.OnceFunc(func() { close(b.release) })
-	defer release() // on failure too: the cleanup's count takes the lock
-	s.GiveWay(ctx)  // nothing in the syncer: returns
+	s.GiveWay(ctx) // nothing in the syncer: returns
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
 	synced := make(chan error, 1)
 	go func() {
@@ -1081,6 +1078,18 @@ func (b *gatedAdds) AddRealServer(ctx context.Context, k ipvs.Key, rs ipvs.RealS
 	return b.Fake.AddRealServer(ctx, k, rs)
 }
 
+// gatedSyncer starts a syncer on the node whose real server adds to k wait
+// at the gate until release (also called at cleanup, before the
+// syncer's count, which takes the lock).
+func (n *node) gatedSyncer(t *testing.T, k ipvs.Key) (*Syncer, *gatedAdds, func()) {
+	t.Helper()
+	gate := &gatedAdds{Fake: n.ipvs, key: k, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	s := n.syncerOver(t, gate)
+	release := sync.OnceFunc(func() { close(gate.release) })
+	t.Cleanup(release)
+	return s, gate, release
+}
+
 // A create adds its virtual and real servers without the syncer's lock:
 // while its kernel calls wait, a change to another VirtualService and a
 // resync go through, and neither lifts the create's restrictions or
@@ -1091,10 +1100,7 @@ func TestCreateAddsWithoutTheLock(t *testing.T) {
 	ctx := context.Background()
 	n := newNode()
 	kn := key("10.96.0.9", ipvs.TCP, 80)
-	gate := &gatedAdds{Fake: n.ipvs, key: kn, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	s := n.syncerOver(t, gate)
-	release := sync.OnceFunc(func() { close(gate.release) })
-	defer release() // on failure too: the cleanup's count takes the lock
+	s, gate, release := n.gatedSyncer(t, kn)
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
 	a, b := grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80")
 	if _, err := s.SyncAll(ctx, []desired.Group{a, b}); err != nil {
@@ -1165,10 +1171,7 @@ func TestVerifyLeavesListingsWhileTheSyncerIsBusy(t *testing.T) {
 	ctx := context.Background()
 	n := newNode()
 	kn := key("10.96.0.9", ipvs.TCP, 80)
-	gate := &gatedAdds{Fake: n.ipvs, key: kn, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	s := n.syncerOver(t, gate)
-	release := sync.OnceFunc(func() { close(gate.release) })
-	defer release()
+	s, gate, release := n.gatedSyncer(t, kn)
 	tcp := []ipvs.Key{{Protocol: ipvs.TCP, Port: 80}}
 	if _, err := s.SyncAll(ctx, []desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80")}); err != nil {
 		t.Fatal(err)
