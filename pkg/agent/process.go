@@ -140,7 +140,7 @@ func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.V
 	if d := time.Since(t0); d > slowSync {
 		ctrl.LoggerFrom(ctx).Info("slow kernel sync", "virtualservice", key, "change", change,
 			"took", d.Round(time.Millisecond), "admitWait", admitted.Sub(t0).Round(time.Millisecond),
-			"syncerLockWait", res.LockWait.Round(time.Millisecond), "behind", res.Behind)
+			"syncerLockWait", res.LockWait.Round(time.Millisecond), "behind", res.Behind, "behindHeld", res.BehindHeld.Round(time.Millisecond))
 	}
 	kernelDone(syncErr)
 	a.programmed.Store(key, struct{}{})

@@ -18,7 +18,7 @@ import (
 func (s *Syncer) Drain(ctx context.Context) ([]types.NamespacedName, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer s.hold("a drain pass")()
+	defer s.heldBy("a drain pass", s.clock.Now())
 	now := s.clock.Now()
 	changed := map[types.NamespacedName]bool{}
 	var errs []error

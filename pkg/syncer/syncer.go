@@ -302,11 +302,12 @@ type Result struct {
 	Deferred []types.NamespacedName
 	// LockWait is how long a SyncGroup waited for the syncer's lock.
 	LockWait time.Duration
-	// Behind says which work last released the lock before the SyncGroup
-	// took it, and how long that work had held it: what a sync that
-	// waited long waited behind (the syncs, creates, full syncs, drain
-	// passes and Verify's repairs record their holds).
-	Behind string
+	// Behind names the work that last released the lock before the
+	// SyncGroup took it, and BehindHeld how long that work had held it:
+	// what a sync that waited long waited behind (the syncs, creates, full
+	// syncs, drain passes and Verify's repairs record their holds).
+	Behind     string
+	BehindHeld time.Duration
 }
 
 // SyncGroup makes the kernel hold g and nothing else of g.Name. It writes
@@ -323,25 +324,22 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 		s.created.Wait()
 	}
 	wait := s.clock.Since(asked)
-	behind := ""
-	if s.lastHolder != "" {
-		behind = fmt.Sprintf("%s, which held it for %s", s.lastHolder, s.lastHeld.Round(time.Millisecond))
-	}
+	behind, behindHeld := s.lastHolder, s.lastHeld
 	if !g.Hold && !s.stale(g.Name, g.Read) && s.createsAlone(g) {
 		s.setHeld(g.Name, false)
 		s.markApplied(g.Name, g.Read)
 		res, err := s.create(ctx, g) // unlocks s.mu
-		res.LockWait, res.Behind = wait, behind
+		res.LockWait, res.Behind, res.BehindHeld = wait, behind, behindHeld
 		return res, err
 	}
 	defer s.mu.Unlock()
-	defer s.hold("a sync")()
+	defer s.heldBy("a sync", s.clock.Now())
 	if s.stale(g.Name, g.Read) {
-		return Result{Draining: s.drainingOf(g.Name), LockWait: wait, Behind: behind}, nil
+		return Result{Draining: s.drainingOf(g.Name), LockWait: wait, Behind: behind, BehindHeld: behindHeld}, nil
 	}
 	s.setHeld(g.Name, g.Hold)
 	if g.Hold {
-		return Result{Draining: s.drainingOf(g.Name), LockWait: wait, Behind: behind}, nil
+		return Result{Draining: s.drainingOf(g.Name), LockWait: wait, Behind: behind, BehindHeld: behindHeld}, nil
 	}
 	s.markApplied(g.Name, g.Read)
 	start := s.clock.Now()
@@ -363,20 +361,13 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 		err = errors.Join(err, e)
 	}
 	s.metrics.observeSync("group", s.clock.Since(start), err)
-	res.LockWait, res.Behind = wait, behind
+	res.LockWait, res.Behind, res.BehindHeld = wait, behind, behindHeld
 	return res, err
 }
 
-// hold returns what records, when called as s.mu is released, that work of
-// the kind named held it since now; s.mu is held. Deferred after the
-// deferred Unlock, it runs before it.
-func (s *Syncer) hold(kind string) func() {
-	since := s.clock.Now()
-	return func() { s.heldBy(kind, since) }
-}
-
 // heldBy records that work of kind held s.mu since since, which it is
-// about to release; s.mu is held.
+// about to release; s.mu is held. Deferred after the deferred Unlock
+// (defer s.heldBy(kind, s.clock.Now())), it runs before it.
 func (s *Syncer) heldBy(kind string, since time.Time) {
 	s.lastHolder, s.lastHeld = kind, s.clock.Since(since)
 }
@@ -481,7 +472,7 @@ func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 	}
 	s.lock()
 	defer s.mu.Unlock()
-	defer s.hold("a create's record and VIPs")()
+	defer s.heldBy("a create's record and VIPs", s.clock.Now())
 	defer s.created.Broadcast()
 	for _, d := range g.Services {
 		delete(s.reserved, d.Key())
@@ -744,8 +735,7 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 		}
 		// stale: applied by its own sync during a yield; creating or
 		// wanting what a create adds: a create that began during a yield.
-		if g.Hold || deferred[g.Name] || newer[g.Name] || s.stale(g.Name, read) ||
-			s.creating[g.Name] || s.wantsReserved(g) {
+		if g.Hold || deferred[g.Name] || newer[g.Name] || s.stale(g.Name, read) || s.waitsForCreate(g) {
 			continue
 		}
 		r, err := s.syncGroup(ctx, g, claimed)

@@ -103,7 +103,7 @@ func (s *Syncer) Verify(ctx context.Context) (int, error) {
 	errs = append(errs, s.verifyShared(ctx))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer s.hold("Verify's ownership records")()
+	defer s.heldBy("Verify's ownership records", s.clock.Now())
 	if s.k.ReleaseStale != nil {
 		// Records of virtual servers that a failed add or delete left
 		// behind; the ones the syncer programs stay.
@@ -129,7 +129,7 @@ func (s *Syncer) verifyOne(ctx context.Context, k ipvs.Key, inKernel map[ipvs.Ke
 		// them; then this writes what it wrote).
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		defer s.hold("Verify")()
+		defer s.heldBy("Verify", s.clock.Now())
 		svc := s.services[k]
 		if svc == nil || kv.Equal(svc.vs) {
 			return 0, nil
@@ -167,7 +167,7 @@ func (s *Syncer) verifyOne(ctx context.Context, k ipvs.Key, inKernel map[ipvs.Ke
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer s.hold("Verify")()
+	defer s.heldBy("Verify", s.clock.Now())
 	svc := s.services[k]
 	if svc == nil {
 		return 0, nil // deleted meanwhile
@@ -282,7 +282,7 @@ func (s *Syncer) verifyShared(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.sharedChecked || s.sharedDirty {
 		defer s.mu.Unlock()
-		defer s.hold("Verify's shared state")()
+		defer s.heldBy("Verify's shared state", s.clock.Now())
 		return s.syncShared(ctx, true)
 	}
 	s.mu.Unlock()
