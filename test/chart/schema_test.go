@@ -67,3 +67,21 @@ func TestSchemaAcceptsDefaults(t *testing.T) {
 		t.Errorf("values.yaml itself fails: %v\n%s", err, stderr)
 	}
 }
+
+// TestDigitTagThroughSetString: the README's install flags take a tag of
+// digits only (a short commit hash) as a string, which --set would pass as
+// a number for the schema to refuse (tag-number.yaml).
+func TestDigitTagThroughSetString(t *testing.T) {
+	t.Parallel()
+	out, stderr, err := helm(t, "template", release, chartDir, "--namespace", namespace,
+		"--set", "image.repository=registry.example/kubelvs", "--set-string", "image.tag=8526915")
+	if err != nil {
+		t.Fatalf("helm template with --set-string image.tag=8526915: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(out, "image: registry.example/kubelvs:8526915") && !strings.Contains(out, `image: "registry.example/kubelvs:8526915"`) {
+		t.Fatalf("the rendered chart does not run registry.example/kubelvs:8526915:\n%.2000s", out)
+	}
+	if _, _, err := helm(t, "template", release, chartDir, "--set", "image.tag=8526915"); err == nil {
+		t.Fatal("helm template accepted --set image.tag=8526915 (a number)")
+	}
+}

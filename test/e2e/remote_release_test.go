@@ -55,8 +55,12 @@ func imageValues(img string, extra ...string) ([]string, error) {
 	if i < 0 || strings.Contains(img[i:], "/") {
 		return nil, fmt.Errorf("image %q: want repository:tag", img)
 	}
-	v := append([]string{"image.repository=" + img[:i], "image.tag=" + img[i+1:], "image.pullPolicy=IfNotPresent"}, extra...)
-	return []string{"--set", strings.Join(v, ",")}, nil
+	// --set-string: a tag of digits only (a short commit hash such as
+	// 8526915) would reach the chart as a number, which its schema
+	// refuses.
+	out := []string{"--set-string", "image.repository=" + img[:i] + ",image.tag=" + img[i+1:],
+		"--set", strings.Join(append([]string{"image.pullPolicy=IfNotPresent"}, extra...), ",")}
+	return out, nil
 }
 
 // installRelease installs the previous chart if given, else the chart, into
