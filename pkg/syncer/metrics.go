@@ -19,6 +19,7 @@ type Metrics struct {
 	flushPending   prometheus.Gauge
 	flushGaveUp    prometheus.Counter
 	held           prometheus.Gauge
+	gaveWay        prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -65,10 +66,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "kubelvs", Name: "virtualservices_on_hold",
 			Help: "VirtualServices whose kernel objects are kept as they are because their spec is refused or an input failed to load.",
 		}),
+		gaveWay: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "kubelvs", Name: "give_way_total",
+			Help: "Times background work (the resync's build of every VirtualService, Verify) waited for changes being synced (at most 20 ms each).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.syncDuration, m.kernelOps, m.virtualServers, m.realServers, m.draining,
-			m.flowsDeleted, m.flushDuration, m.flushErrors, m.flushPending, m.flushGaveUp, m.held)
+			m.flowsDeleted, m.flushDuration, m.flushErrors, m.flushPending, m.flushGaveUp, m.held, m.gaveWay)
 	}
 	return m
 }

@@ -522,6 +522,7 @@ func (s *Syncer) GiveWay(ctx context.Context) (stillBusy bool) {
 	if s.busy.Load() == 0 {
 		return false
 	}
+	s.metrics.gaveWay.Inc()
 	deadline := time.Now().Add(s.giveWayMax)
 	for s.busy.Load() > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
