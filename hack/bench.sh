@@ -15,6 +15,8 @@
 #   KUBELVS_BENCH_AGENT_SAMPLES=200                # single changes per scenario
 #   KUBELVS_BENCH_BURST=1000                       # creates before the after-burst
 #                                                  # samples (0: no burst scenario)
+#   KUBELVS_BENCH_TRACE_SECONDS=30                 # an execution trace of the agent over
+#                                                  # the burst's first 30 s (profiles/)
 #
 # Two guest boots: the syncer-level scenarios and baselines (test/bench,
 # writes the results file), then the agent binary against etcd and

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime/trace"
 	"slices"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -202,6 +203,8 @@ func (s *Syncer) tighten(ctx context.Context, next netfilter.Members, d *memberD
 			}
 		}
 	}
+	r := trace.StartRegion(ctx, "kubelvs: ipset members before the IPVS writes")
+	defer r.End()
 	s.sharedMu.Lock()
 	s.sharedGen++
 	op := "sync"

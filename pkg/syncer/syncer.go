@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"runtime/trace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -319,10 +320,12 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 	asked := s.clock.Now()
 	s.busy.Add(1)
 	defer s.busy.Add(-1)
+	waiting := trace.StartRegion(ctx, regionWait)
 	s.lock()
 	for s.waitsForCreate(g) {
 		s.created.Wait()
 	}
+	waiting.End()
 	wait := s.clock.Since(asked)
 	behind, behindHeld := s.lastHolder, s.lastHeld
 	if !g.Hold && !s.stale(g.Name, g.Read) && s.createsAlone(g) {
@@ -334,6 +337,7 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 	}
 	defer s.mu.Unlock()
 	defer s.heldBy("a sync", s.clock.Now())
+	defer trace.StartRegion(ctx, "kubelvs: a sync").End()
 	if s.stale(g.Name, g.Read) {
 		return Result{Draining: s.drainingOf(g.Name), LockWait: wait, Behind: behind, BehindHeld: behindHeld}, nil
 	}
@@ -434,8 +438,10 @@ func (s *Syncer) createsAlone(g desired.Group) bool {
 //     servers, as ever.
 func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 	start := s.clock.Now()
+	members := trace.StartRegion(ctx, "kubelvs: a create's members")
 	next, d := s.sh.nextMembers(netfilter.Members{}, g.Members)
 	if err := s.tighten(ctx, next, &d); err != nil {
+		members.End()
 		s.heldBy("a create's members", start)
 		s.mu.Unlock()
 		s.metrics.observeSync("group", s.clock.Since(start), err)
@@ -447,9 +453,11 @@ func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 		s.reserved[d.Key()] = g.Name
 	}
 	s.creating[g.Name] = true
+	members.End()
 	s.heldBy("a create's members", start)
 	s.mu.Unlock()
 
+	adding := trace.StartRegion(ctx, "kubelvs: a create's kernel calls")
 	made := make(map[ipvs.Key]*service, len(g.Services))
 	now := s.clock.Now()
 	for _, d := range g.Services {
@@ -470,9 +478,13 @@ func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 	if len(made) > 0 {
 		ctx = context.WithoutCancel(ctx)
 	}
+	adding.End()
+	waiting := trace.StartRegion(ctx, regionWait)
 	s.lock()
+	waiting.End()
 	defer s.mu.Unlock()
 	defer s.heldBy("a create's record and VIPs", s.clock.Now())
+	defer trace.StartRegion(ctx, "kubelvs: a create's record and VIPs").End()
 	defer s.created.Broadcast()
 	for _, d := range g.Services {
 		delete(s.reserved, d.Key())
@@ -494,6 +506,12 @@ func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 	s.metrics.observeSync("group", s.clock.Since(start), err)
 	return res, err
 }
+
+// regionWait is the execution trace's region of a sync waiting for s.mu
+// (go tool trace: user-defined regions), beside those of each kind of
+// hold: where a slow change spent its time, and what the holder ahead of
+// it waited for (the CPU, a system call, another lock).
+const regionWait = "kubelvs: wait for the syncer's lock"
 
 // lock takes s.mu for a sync that a resync lets go first (yield).
 func (s *Syncer) lock() {
@@ -632,6 +650,7 @@ func (s *Syncer) additive(g desired.Group) bool {
 }
 
 func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew bool, read uint64) (Result, error) {
+	defer trace.StartRegion(ctx, "kubelvs: a full sync").End()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := s.clock.Now()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime/trace"
 	"slices"
 
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
@@ -36,6 +37,7 @@ func (s *Syncer) SetVerifyBatch(n int) {
 // (verifyShared): changes keep flowing while it walks thousands of them.
 // It returns the number of repairs.
 func (s *Syncer) Verify(ctx context.Context) (int, error) {
+	defer trace.StartRegion(ctx, "kubelvs: Verify").End()
 	all, err := s.k.IPVS.ListVirtualServers(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("verify: %w", err)

@@ -377,6 +377,25 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 	} else {
 		close(profiled)
 	}
+	traced := make(chan struct{})
+	if secs := os.Getenv("KUBELVS_BENCH_TRACE_SECONDS"); secs != "" && os.Getenv("KUBELVS_BENCH_PROFILE_DIR") != "" {
+		// An execution trace of the agent over the burst's first secs
+		// seconds: what each slow change, and each holder of the syncer's
+		// lock ahead of it, waited for (the syncer marks its lock waits
+		// and holds as regions): go tool trace <file>, then "User-defined
+		// regions".
+		go func() {
+			defer close(traced)
+			path := filepath.Join(os.Getenv("KUBELVS_BENCH_PROFILE_DIR"), fmt.Sprintf("agent-trace-burst-%d.out", n))
+			if err := fetch("http://"+scalePprofAddr+"/debug/pprof/trace?seconds="+secs, path); err != nil {
+				b.Logf("execution trace: %v", err)
+				return
+			}
+			b.Logf("vs=%d: agent execution trace over the burst in %s", n, path)
+		}()
+	} else {
+		close(traced)
+	}
 	written := make(chan error, 1)
 	go func() {
 		next := make(chan int)
@@ -491,6 +510,7 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 	}
 	close(stopPoll)
 	<-profiled
+	<-traced
 	r.ProgrammedSeconds = time.Duration(programmed.Load()).Seconds()
 	r.APIToKernel, r.EventToKernel = summarize(api), summarize(event)
 	// Where the time went: the agent's queue and syncs over the burst,
