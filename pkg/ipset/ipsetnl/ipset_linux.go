@@ -18,11 +18,20 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 )
 
-// Netlink implements Interface on one long-lived netlink handle. The mutex
-// keeps requests and their replies paired on the shared socket.
+// Netlink implements Interface on two long-lived netlink handles, each with
+// a mutex that keeps requests and their replies paired on its socket: h
+// for the writes, lh for the listings. A listing of a set of thousands of
+// members takes the library seconds on a busy CPU (it parses the dump
+// through channels); on one handle, every member write (a create's
+// restriction, an ownership record) waited behind the periodic resync's
+// listings for that long, and with it every change behind the syncer's
+// lock (make bench: 4 s). Replace's swap takes lmu too, so that a listing
+// of ours never makes the kernel refuse it as busy.
 type Netlink struct {
-	mu sync.Mutex
-	h  *lib.Handle
+	mu  sync.Mutex
+	h   *lib.Handle
+	lmu sync.Mutex
+	lh  *lib.Handle
 }
 
 var _ ipset.Interface = (*Netlink)(nil)
@@ -34,37 +43,59 @@ func New() (*Netlink, error) {
 		return nil, fmt.Errorf("open ipset netlink handle: %w", err)
 	}
 	n := &Netlink{h: h}
-	if err := n.do(func() error { _, _, err := h.Protocol(); return err }); err != nil {
+	if err := n.do(func(h *lib.Handle) error { _, _, err := h.Protocol(); return err }); err != nil {
 		h.Close()
 		return nil, fmt.Errorf("ipset protocol query (is ip_set loaded? modprobe ip_set): %w", err)
+	}
+	if n.lh, err = lib.NewHandle(); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("open ipset netlink handle for listings: %w", err)
 	}
 	return n, nil
 }
 
-// do runs f under the lock. The library type-asserts errors and can panic on
-// an unexpected one; turn that into an error instead of taking the agent down.
-func (n *Netlink) do(f func() error) (err error) {
+// do runs f on the write handle, under its lock.
+func (n *Netlink) do(f func(h *lib.Handle) error) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return guard(n.h, f)
+}
+
+// list runs f on the listing handle, under its lock.
+func (n *Netlink) list(f func(h *lib.Handle) error) error {
+	n.lmu.Lock()
+	defer n.lmu.Unlock()
+	return guard(n.lh, f)
+}
+
+// guard runs f on h. The library type-asserts errors and can panic on an
+// unexpected one; turn that into an error instead of taking the agent down.
+func guard(h *lib.Handle, f func(h *lib.Handle) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("ipset netlink: %v", r)
 		}
 	}()
-	if n.h == nil {
+	if h == nil {
 		return errors.New("ipset handle closed")
 	}
-	return f()
+	return f(h)
 }
 
-// Close releases the handle.
+// Close releases the handles.
 func (n *Netlink) Close() error {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.h != nil {
 		n.h.Close()
 		n.h = nil
 	}
+	n.mu.Unlock()
+	n.lmu.Lock()
+	if n.lh != nil {
+		n.lh.Close()
+		n.lh = nil
+	}
+	n.lmu.Unlock()
 	return nil
 }
 
@@ -79,7 +110,7 @@ func isCode(err error, code int) bool {
 
 func (n *Netlink) create(s ipset.Set) error {
 	opts := lib.CreateOptions{Family: uint8(s.Family), Size: s.HashSize, Replace: true}
-	return n.do(func() error { return n.h.Create(s.Name, string(s.Type), opts) })
+	return n.do(func(h *lib.Handle) error { return h.Create(s.Name, string(s.Type), opts) })
 }
 
 // EnsureSet creates the set, or checks the existing one is compatible: the
@@ -111,7 +142,7 @@ func (n *Netlink) DestroySet(ctx context.Context, name string) error {
 	if err := ipset.CheckOwned(name); err != nil {
 		return err
 	}
-	err := n.do(func() error { return n.h.Destroy(name) })
+	err := n.do(func(h *lib.Handle) error { return h.Destroy(name) })
 	if err != nil && !isNotExist(err) {
 		return fmt.Errorf("destroy ipset %s: %w", name, err)
 	}
@@ -124,7 +155,7 @@ func (n *Netlink) ListEntries(ctx context.Context, name string) ([]ipset.Entry, 
 		return nil, err
 	}
 	var res *lib.Sets
-	err := n.do(func() (err error) { res, err = n.h.List(name); return err })
+	err := n.list(func(h *lib.Handle) (err error) { res, err = h.List(name); return err })
 	if err != nil {
 		if isNotExist(err) {
 			return nil, fmt.Errorf("list ipset %s: %w", name, ipset.ErrNotFound)
@@ -152,7 +183,7 @@ func (n *Netlink) AddEntry(ctx context.Context, name string, e ipset.Entry) erro
 		return err
 	}
 	le := toLib(e)
-	err := n.do(func() error { return n.h.Add(name, &le) })
+	err := n.do(func(h *lib.Handle) error { return h.Add(name, &le) })
 	switch {
 	case err == nil || isCode(err, lib.IPSET_ERR_EXIST):
 		return nil
@@ -171,7 +202,7 @@ func (n *Netlink) DelEntry(ctx context.Context, name string, e ipset.Entry) erro
 		return err
 	}
 	le := toLib(e)
-	err := n.do(func() error { return n.h.Del(name, &le) })
+	err := n.do(func(h *lib.Handle) error { return h.Del(name, &le) })
 	if err != nil && !isCode(err, lib.IPSET_ERR_EXIST) {
 		if isNotExist(err) {
 			return nil // the set itself is gone, so is the member
@@ -208,7 +239,7 @@ func (n *Netlink) Replace(ctx context.Context, s ipset.Set, entries []ipset.Entr
 	}
 	// A scratch set left behind is reported with the failure: the next
 	// Replace destroys it first.
-	if err := n.do(func() error { return addEntries(tmp.Name, entries) }); err != nil {
+	if err := n.do(func(*lib.Handle) error { return addEntries(tmp.Name, entries) }); err != nil {
 		return fmt.Errorf("replace ipset %s: %w", s.Name, errors.Join(err, n.DestroySet(ctx, tmp.Name)))
 	}
 	if err := n.EnsureSet(ctx, s); err != nil {
@@ -224,11 +255,14 @@ func (n *Netlink) Replace(ctx context.Context, s ipset.Set, entries []ipset.Entr
 }
 
 // swap retries while a reader is dumping one of the sets: the kernel refuses
-// to swap a set that a netlink dump holds (IPSET_ERR_BUSY / EBUSY).
+// to swap a set that a netlink dump holds (IPSET_ERR_BUSY / EBUSY). It holds
+// the listing lock, so that no listing of this handle is that reader.
 func (n *Netlink) swap(from, to string) error {
+	n.lmu.Lock()
+	defer n.lmu.Unlock()
 	var err error
 	for i := 0; i < 200; i++ {
-		err = n.do(func() error { return n.h.Swap(from, to) })
+		err = n.do(func(h *lib.Handle) error { return h.Swap(from, to) })
 		if err == nil || !(isCode(err, lib.IPSET_ERR_BUSY) || errors.Is(err, syscall.EBUSY)) {
 			return err
 		}

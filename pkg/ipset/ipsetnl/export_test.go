@@ -1,0 +1,8 @@
+package ipsetnl
+
+// HoldListing takes n's listing handle, as a listing in progress does, until
+// the returned function is called.
+func HoldListing(n *Netlink) (release func()) {
+	n.lmu.Lock()
+	return n.lmu.Unlock
+}
