@@ -27,11 +27,17 @@ import (
 // the thousand: those go through a raw socket of its own (batch_linux.go).
 // moby/ipvs sends one ACKed request per call and drops replies whose
 // sequence number does not match, so concurrent use of one socket would lose
-// replies: every call holds the mutex.
+// replies: every call holds the mutex. The reads (dumps of every virtual
+// server or of one's real servers, and single gets) go through a handle of
+// their own, rh under rmu: a dump of 10,000 virtual servers is many replies
+// to parse, and on one handle every write (a change's, holding the
+// syncer's lock) waited behind the periodic resync's dumps.
 type Netlink struct {
 	mu    sync.Mutex
 	h     *moby.Handle
 	batch *batchSocket // opened on first batched call
+	rmu   sync.Mutex
+	rh    *moby.Handle
 }
 
 var _ ipvs.Interface = (*Netlink)(nil)
@@ -47,7 +53,12 @@ func New() (*Netlink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open IPVS netlink handle: %w", err)
 	}
-	return &Netlink{h: h}, nil
+	rh, err := moby.New("")
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("open IPVS netlink handle for reads: %w", err)
+	}
+	return &Netlink{h: h, rh: rh}, nil
 }
 
 // CheckKernel returns an error wrapping ErrNoIPVS unless the kernel answers
@@ -73,9 +84,16 @@ func (n *Netlink) Close() error {
 		n.batch.close()
 		n.batch = nil
 	}
+	n.rmu.Lock()
+	defer n.rmu.Unlock()
+	if n.rh != nil {
+		n.rh.Close()
+		n.rh = nil
+	}
 	return nil
 }
 
+// do runs a write on the write handle.
 func (n *Netlink) do(f func(h *moby.Handle) error) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -83,6 +101,16 @@ func (n *Netlink) do(f func(h *moby.Handle) error) error {
 		return errors.New("IPVS handle closed")
 	}
 	return mapErr(f(n.h))
+}
+
+// read runs a read on the read handle.
+func (n *Netlink) read(f func(h *moby.Handle) error) error {
+	n.rmu.Lock()
+	defer n.rmu.Unlock()
+	if n.rh == nil {
+		return errors.New("IPVS handle closed")
+	}
+	return mapErr(f(n.rh))
 }
 
 func mapErr(err error) error {
@@ -231,7 +259,7 @@ func (n *Netlink) ListVirtualServers(ctx context.Context) ([]ipvs.VirtualServer,
 		return nil, err
 	}
 	var svcs []*moby.Service
-	if err := n.do(func(h *moby.Handle) (err error) { svcs, err = h.GetServices(); return err }); err != nil {
+	if err := n.read(func(h *moby.Handle) (err error) { svcs, err = h.GetServices(); return err }); err != nil {
 		return nil, fmt.Errorf("list virtual servers: %w", err)
 	}
 	out := make([]ipvs.VirtualServer, 0, len(svcs))
@@ -250,7 +278,7 @@ func (n *Netlink) GetVirtualServer(ctx context.Context, k ipvs.Key) (ipvs.Virtua
 		return ipvs.VirtualServer{}, err
 	}
 	var s *moby.Service
-	err := n.do(func(h *moby.Handle) (err error) { s, err = h.GetService(keyService(k)); return err })
+	err := n.read(func(h *moby.Handle) (err error) { s, err = h.GetService(keyService(k)); return err })
 	if err != nil {
 		return ipvs.VirtualServer{}, fmt.Errorf("get virtual server %s: %w", k, err)
 	}
@@ -305,7 +333,7 @@ func (n *Netlink) ListRealServers(ctx context.Context, k ipvs.Key) ([]ipvs.RealS
 		return nil, err
 	}
 	var ds []*moby.Destination
-	if err := n.do(func(h *moby.Handle) (err error) { ds, err = h.GetDestinations(keyService(k)); return err }); err != nil {
+	if err := n.read(func(h *moby.Handle) (err error) { ds, err = h.GetDestinations(keyService(k)); return err }); err != nil {
 		return nil, fmt.Errorf("list real servers of %s: %w", k, err)
 	}
 	if len(ds) == 0 {
