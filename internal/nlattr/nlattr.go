@@ -1,7 +1,7 @@
-// Package nlattr encodes netlink messages for kubelvs's hand-written batch
-// paths — the IPVS adds (pkg/ipvs/ipvsnl), the ipset adds
-// (pkg/ipset/ipsetnl) and the conntrack dumps and deletes
-// (pkg/conntrack/conntracknl) — so that the three share one encoder: a
+// Package nlattr encodes and walks netlink messages for kubelvs's
+// hand-written paths — the IPVS adds (pkg/ipvs/ipvsnl), the ipset adds and
+// listings (pkg/ipset/ipsetnl) and the conntrack dumps and deletes
+// (pkg/conntrack/conntracknl) — so that they share one encoder: a
 // message header whose length End fills in, attributes padded to 4 bytes,
 // nested attributes. Headers are in host byte order, as netlink wants them;
 // the payload of an attribute flagged NetByteOrder is the caller's to encode
@@ -18,6 +18,8 @@ const (
 	// NetByteOrder flags an attribute whose payload is big-endian
 	// (NLA_F_NET_BYTEORDER).
 	NetByteOrder = 0x4000
+	// TypeMask strips Nested and NetByteOrder from an attribute's type.
+	TypeMask = 0x3fff
 )
 
 // Begin appends a netlink message header of type typ with flags and seq,
@@ -81,3 +83,23 @@ func BE16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
 
 // BE32 is v big-endian, for NetByteOrder attributes.
 func BE32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+// Each calls fn for each attribute of b, in order, with its type without
+// flags (TypeMask) and its payload, and stops at the first malformed one (a
+// length below 4 or beyond b). It walks b in place, without the goroutine
+// and channel per list that vishvananda/netlink's ParseAttributes uses: in
+// a dump of thousands of members those handoffs were the cost.
+func Each(b []byte, fn func(typ uint16, v []byte)) {
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b))
+		if l < 4 || l > len(b) {
+			return
+		}
+		fn(binary.NativeEndian.Uint16(b[2:])&TypeMask, b[4:l])
+		l = (l + 3) &^ 3
+		if l > len(b) {
+			return
+		}
+		b = b[l:]
+	}
+}

@@ -43,3 +43,44 @@ func TestMessageWithNestedAttributes(t *testing.T) {
 		t.Fatalf("big-endian payload %x", n[8:10])
 	}
 }
+
+// Each walks what Attr and BeginNest wrote, flags stripped, and stops at a
+// malformed attribute rather than read past it.
+func TestEachWalksAttributes(t *testing.T) {
+	b := Attr(nil, 1|NetByteOrder, BE16(80)...)
+	b, nest := BeginNest(b, 2)
+	b = Attr(b, 3, 7)
+	b = EndNest(b, nest)
+	b = Attr(b, 4)
+	type attr struct {
+		typ uint16
+		v   string
+	}
+	var got []attr
+	Each(b, func(typ uint16, v []byte) { got = append(got, attr{typ, string(v)}) })
+	want := []attr{{1, "\x00\x50"}, {2, string(Attr(nil, 3, 7))}, {4, ""}}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("attribute %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	for _, bad := range [][]byte{
+		{3, 0, 1, 0},               // length below 4
+		{9, 0, 1, 0, 0},            // length beyond the buffer
+		append(Attr(nil, 5), 8, 0), // a good one, then a truncated header
+	} {
+		n := 0
+		Each(bad, func(typ uint16, v []byte) {
+			if typ != 5 || len(v) != 0 {
+				t.Errorf("%x: read attribute %d %x", bad, typ, v)
+			}
+			n++
+		})
+		if n > 1 {
+			t.Errorf("%x: %d attributes", bad, n)
+		}
+	}
+}

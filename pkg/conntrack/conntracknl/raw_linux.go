@@ -50,8 +50,6 @@ const (
 	filterProtoSport = 1 << 4
 	filterProtoDport = 1 << 5
 
-	nlaTypeMask = 0x3fff
-
 	// errReplySize is what one error reply to a delete request costs in
 	// the receive buffer: the skb's truesize, ~770 bytes on 6.1/x86-64
 	// (measured) for a 36-byte NLMSG_ERROR (NETLINK_CAP_ACK), with margin.
@@ -275,29 +273,13 @@ func (c *conn) dump(family uint8, f *dumpFilter, fn func(conntrack.Flow)) error 
 	}
 }
 
-// attrs calls fn for each attribute of b.
-func attrs(b []byte, fn func(typ uint16, v []byte)) {
-	for len(b) >= 4 {
-		l := int(binary.NativeEndian.Uint16(b))
-		if l < 4 || l > len(b) {
-			return
-		}
-		fn(binary.NativeEndian.Uint16(b[2:])&nlaTypeMask, b[4:l])
-		l = (l + 3) &^ 3
-		if l > len(b) {
-			return
-		}
-		b = b[l:]
-	}
-}
-
 func parseTuple(b []byte) (proto uint8, src, dst netip.AddrPort) {
 	var sa, da netip.Addr
 	var sp, dp uint16
-	attrs(b, func(typ uint16, v []byte) {
+	nlattr.Each(b, func(typ uint16, v []byte) {
 		switch typ {
 		case ctaTupleIP:
-			attrs(v, func(typ uint16, v []byte) {
+			nlattr.Each(v, func(typ uint16, v []byte) {
 				switch typ {
 				case ctaIPv4Src, ctaIPv6Src:
 					sa, _ = netip.AddrFromSlice(v)
@@ -306,7 +288,7 @@ func parseTuple(b []byte) (proto uint8, src, dst netip.AddrPort) {
 				}
 			})
 		case ctaTupleProto:
-			attrs(v, func(typ uint16, v []byte) {
+			nlattr.Each(v, func(typ uint16, v []byte) {
 				switch {
 				case typ == ctaProtoNum && len(v) >= 1:
 					proto = v[0]
@@ -329,7 +311,7 @@ func parseFlow(b []byte) (conntrack.Flow, bool) {
 	}
 	var f conntrack.Flow
 	var orig, reply bool
-	attrs(b[4:], func(typ uint16, v []byte) {
+	nlattr.Each(b[4:], func(typ uint16, v []byte) {
 		switch typ {
 		case ctaTupleOrig:
 			f.Protocol, f.OrigSrc, f.OrigDst = parseTuple(v)

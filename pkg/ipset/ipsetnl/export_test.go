@@ -6,3 +6,7 @@ func HoldListing(n *Netlink) (release func()) {
 	n.lmu.Lock()
 	return n.lmu.Unlock
 }
+
+// DumpEntries is dumpEntries, for the kernel tests to compare with the
+// library's List.
+var DumpEntries = dumpEntries

@@ -18,20 +18,19 @@ import (
 	"github.com/kubelvs/kubelvs/pkg/ipset"
 )
 
-// Netlink implements Interface on two long-lived netlink handles, each with
-// a mutex that keeps requests and their replies paired on its socket: h
-// for the writes, lh for the listings. A listing of a set of thousands of
-// members takes the library seconds on a busy CPU (it parses the dump
-// through channels); on one handle, every member write (a create's
-// restriction, an ownership record) waited behind the periodic resync's
-// listings for that long, and with it every change behind the syncer's
-// lock (make bench: 4 s). Replace's swap takes lmu too, so that a listing
-// of ours never makes the kernel refuse it as busy.
+// Netlink implements Interface on one long-lived netlink handle for the
+// writes, with a mutex that keeps requests and their replies paired on its
+// socket, and lists sets on sockets of their own (dumpEntries), one listing
+// at a time (lmu). A listing of thousands of members took seconds on a
+// busy CPU; on the one handle, every member write (a create's restriction,
+// an ownership record) waited behind the periodic resync's listings for
+// that long, and with it every change behind the syncer's lock (make
+// bench: 4 s). Replace's swap takes lmu too, so that a listing of ours
+// never makes the kernel refuse it as busy.
 type Netlink struct {
 	mu  sync.Mutex
 	h   *lib.Handle
 	lmu sync.Mutex
-	lh  *lib.Handle
 }
 
 var _ ipset.Interface = (*Netlink)(nil)
@@ -47,10 +46,6 @@ func New() (*Netlink, error) {
 		h.Close()
 		return nil, fmt.Errorf("ipset protocol query (is ip_set loaded? modprobe ip_set): %w", err)
 	}
-	if n.lh, err = lib.NewHandle(); err != nil {
-		h.Close()
-		return nil, fmt.Errorf("open ipset netlink handle for listings: %w", err)
-	}
 	return n, nil
 }
 
@@ -58,44 +53,38 @@ func New() (*Netlink, error) {
 func (n *Netlink) do(f func(h *lib.Handle) error) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return guard(n.h, f)
+	if n.h == nil {
+		return errors.New("ipset handle closed")
+	}
+	return guard(func() error { return f(n.h) })
 }
 
-// list runs f on the listing handle, under its lock.
-func (n *Netlink) list(f func(h *lib.Handle) error) error {
+// list runs a listing f (on a socket of its own) under the listing lock.
+func (n *Netlink) list(f func() error) error {
 	n.lmu.Lock()
 	defer n.lmu.Unlock()
-	return guard(n.lh, f)
+	return guard(f)
 }
 
-// guard runs f on h. The library type-asserts errors and can panic on an
+// guard runs f. The library type-asserts errors and can panic on an
 // unexpected one; turn that into an error instead of taking the agent down.
-func guard(h *lib.Handle, f func(h *lib.Handle) error) (err error) {
+func guard(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("ipset netlink: %v", r)
 		}
 	}()
-	if h == nil {
-		return errors.New("ipset handle closed")
-	}
-	return f(h)
+	return f()
 }
 
-// Close releases the handles.
+// Close releases the handle.
 func (n *Netlink) Close() error {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.h != nil {
 		n.h.Close()
 		n.h = nil
 	}
-	n.mu.Unlock()
-	n.lmu.Lock()
-	if n.lh != nil {
-		n.lh.Close()
-		n.lh = nil
-	}
-	n.lmu.Unlock()
 	return nil
 }
 
@@ -154,17 +143,18 @@ func (n *Netlink) ListEntries(ctx context.Context, name string) ([]ipset.Entry, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var res *lib.Sets
-	err := n.list(func(h *lib.Handle) (err error) { res, err = h.List(name); return err })
+	var typ string
+	var les []lib.Entry
+	err := n.list(func() (err error) { typ, les, err = dumpEntries(name); return err })
 	if err != nil {
 		if isNotExist(err) {
 			return nil, fmt.Errorf("list ipset %s: %w", name, ipset.ErrNotFound)
 		}
 		return nil, fmt.Errorf("list ipset %s: %w", name, err)
 	}
-	out := make([]ipset.Entry, 0, len(res.Entries))
-	for i := range res.Entries {
-		e, err := fromLib(ipset.Type(res.TypeName), &res.Entries[i])
+	out := make([]ipset.Entry, 0, len(les))
+	for i := range les {
+		e, err := fromLib(ipset.Type(typ), &les[i])
 		if err != nil {
 			return nil, fmt.Errorf("list ipset %s: %w", name, err)
 		}
