@@ -85,7 +85,7 @@ func (a *Agent) syncOne(ctx context.Context, key types.NamespacedName, change bo
 		a.forget(key)
 		a.announce.remove(key)
 		a.programmed.Delete(key)
-		out := a.admit(change)
+		out := a.admit(key, change)
 		_, err := a.syncer.SyncGroup(ctx, desired.Group{Name: key, Read: read})
 		out()
 		kernelDone(err)
@@ -133,7 +133,7 @@ func (a *Agent) apply(ctx context.Context, key types.NamespacedName, vs *lvsv1.V
 		g = desired.Group{Name: key, Read: g.Read}
 	}
 	t0 := time.Now()
-	out := a.admit(change)
+	out := a.admit(key, change)
 	admitted := time.Now()
 	res, syncErr := a.syncer.SyncGroup(ctx, g)
 	out()

@@ -36,13 +36,21 @@ func TestChangesHaveTheirOwnLane(t *testing.T) {
 
 	// A create inside the syncer holds the create lane's admission: a
 	// second create waits, a change does not.
-	out := a.admit(false)
+	out := a.admit(key(1), false)
 	second := make(chan struct{})
-	go func() { a.admit(false)(); close(second) }()
+	go func() { a.admit(key(2), false)(); close(second) }()
 	select {
-	case <-a.admitted(true):
+	case <-a.admitted(key(3), true):
 	case <-time.After(10 * time.Second):
 		t.Fatal("a change waited for a create's admission")
+	}
+	// The agent's own work on a VirtualService the kernel has (a requeue,
+	// a drain pass) holds its key lock: it does not wait for the creates
+	// either, or the VirtualService's changes would wait behind them.
+	select {
+	case <-a.admitted(key(0), false):
+	case <-time.After(10 * time.Second):
+		t.Fatal("a requeue of a programmed VirtualService waited for a create's admission")
 	}
 	select {
 	case <-second:
@@ -71,8 +79,8 @@ func TestChangesHaveTheirOwnLane(t *testing.T) {
 
 // admitted admits a sync and lets it out at once, closing the channel
 // when it was admitted.
-func (a *Agent) admitted(change bool) <-chan struct{} {
+func (a *Agent) admitted(key types.NamespacedName, change bool) <-chan struct{} {
 	done := make(chan struct{})
-	go func() { a.admit(change)(); close(done) }()
+	go func() { a.admit(key, change)(); close(done) }()
 	return done
 }
