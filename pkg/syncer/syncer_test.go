@@ -1091,6 +1091,21 @@ func (n *node) gatedSyncer(t *testing.T, k ipvs.Key) (*Syncer, *gatedAdds, func(
 	return s, gate, release
 }
 
+// busyCreating keeps s busy for background work: GiveWay stops waiting
+// (busy is busy), and a create of g, whose add gate holds, is in its
+// kernel calls when it returns; done gives the create's error once the
+// gate is released.
+func busyCreating(s *Syncer, gate *gatedAdds, g desired.Group) (done <-chan error) {
+	s.giveWayMax = 0
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.SyncGroup(context.Background(), g)
+		errc <- err
+	}()
+	<-gate.entered
+	return errc
+}
+
 // A create adds its virtual and real servers without the syncer's lock:
 // while its kernel calls wait, a change to another VirtualService and a
 // resync go through, and neither lifts the create's restrictions or
@@ -1177,13 +1192,7 @@ func TestVerifyLeavesListingsWhileTheSyncerIsBusy(t *testing.T) {
 	if _, err := s.SyncAll(ctx, []desired.Group{grp("a", "10.96.0.1", tcp, "10.1.0.1:80"), grp("b", "10.96.0.2", tcp, "10.1.0.2:80")}); err != nil {
 		t.Fatal(err)
 	}
-	s.giveWayMax = 0 // GiveWay does not wait: busy is busy
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.SyncGroup(ctx, grp("new", "10.96.0.9", tcp, "10.1.0.9:80"))
-		done <- err
-	}()
-	<-gate.entered // a create is in its kernel calls: the syncer is busy
+	done := busyCreating(s, gate, grp("new", "10.96.0.9", tcp, "10.1.0.9:80"))
 	lists := n.ipvs.Calls("ListRealServers")
 	if _, err := s.Verify(ctx); err != nil {
 		t.Fatal(err)
@@ -1232,13 +1241,7 @@ func TestVerifyGivesWayPerChunkWhileBusy(t *testing.T) {
 	if err := n.ipvs.UpdateVirtualServer(ctx, changed); err != nil {
 		t.Fatal(err)
 	}
-	s.giveWayMax = 0 // GiveWay does not wait: busy is busy
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.SyncGroup(ctx, grp("new", "10.97.255.255", tcp, "10.1.0.9:80"))
-		done <- err
-	}()
-	<-gate.entered // a create is in its kernel calls: the syncer is busy
+	done := busyCreating(s, gate, grp("new", "10.97.255.255", tcp, "10.1.0.9:80"))
 	gave, lists := testutil.ToFloat64(s.metrics.gaveWay), n.ipvs.Calls("ListRealServers")
 	repairs, err := s.Verify(ctx)
 	if err != nil {
