@@ -1,6 +1,7 @@
 package ipsetnl
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -103,7 +104,12 @@ func parseList(data []byte, typ string, entries []lib.Entry) (string, []lib.Entr
 	nlattr.Each(data[4:], func(t uint16, v []byte) {
 		switch t {
 		case lib.IPSET_ATTR_TYPENAME:
-			typ = nl.BytesToString(v)
+			// Up to its terminating zero (nl.BytesToString panics on an
+			// empty value: FuzzParseList).
+			if i := bytes.IndexByte(v, 0); i >= 0 {
+				v = v[:i]
+			}
+			typ = string(v)
 		case lib.IPSET_ATTR_ADT:
 			nlattr.Each(v, func(t uint16, v []byte) {
 				if t == lib.IPSET_ATTR_DATA {
