@@ -20,49 +20,46 @@ import (
 )
 
 // syncShared writes the VIPs and ipset members that all groups together
-// want, if they changed (or always, when force is set: the writers then
-// compare with the kernel). What all groups want is kept as they change
-// (sharedState), so this costs nothing per other group; comparing with
-// what was last written is free when it is the same slice, which it is
-// after a write of it. Once a full sync has compared the shared state with
-// the kernel, an unforced write is the difference from what was last
-// written (UpdateAddresses, UpdateMembers), so that the writers' cost is
-// that of the change and not of every VIP and member on the node. The
-// difference is the last group's change when what was written is what
-// that change started from (sharedState.last: one VirtualService created
-// or deleted), else a merge of the sorted lists, never a map of the whole
-// set. After a failed write the kernel may hold part of it, so the next
-// write is whole again (vipsUnknown, membersUnknown).
+// want, if they differ from what was last written (or always, when force
+// is set: the writers then compare with the kernel). What the groups want
+// and what was written are kept as counts and a record of where they
+// differ (sharedState), so neither the check nor the write costs anything
+// per other group: once a full sync has compared the shared state with
+// the kernel, an unforced write is that difference (UpdateAddresses,
+// UpdateMembers), the cost of the change and not of every VIP and member
+// on the node. After a failed write the kernel may hold part of it, so the
+// next write is whole again (vipsUnknown, membersUnknown), built from the
+// counts.
 func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 	if !force && !s.sharedDirty {
 		s.metrics.setProgrammed(len(s.services), s.realCount())
 		return nil
 	}
-	vips, m := s.sh.vips, s.sh.members
+	sh := &s.sh
 	update := !force && s.sharedChecked
 	// VIPs before members: a VIP that goes away stops taking traffic
 	// before its sourceRanges are lifted (tighten put new restrictions in
 	// place before anything was added).
 	var errs []error
 	s.sharedMu.Lock()
-	if force || s.vipsUnknown || !sameAddrs(vips, s.vips) {
+	if force || s.vipsUnknown || !sh.vips.inSync() {
 		s.sharedGen++
 		op := "sync"
 		var err error
 		if update && !s.vipsUnknown {
 			op = "update"
-			add, del := s.sh.last.addVIPs, s.sh.last.delVIPs
-			if !identical(s.vips, s.sh.last.fromVIPs) || !identical(vips, s.sh.last.toVIPs) {
-				add, del = diffSorted(s.vips, vips, netip.Addr.Compare)
-			}
+			add, del := sh.vips.diff(netip.Addr.Compare)
 			err = s.k.VIPs.UpdateAddresses(ctx, add, del)
+			if err == nil {
+				sh.vips.wrote(add, del)
+			}
 		} else {
-			err = s.k.VIPs.SyncAddresses(ctx, vips)
+			err = s.k.VIPs.SyncAddresses(ctx, sh.vips.wanted(netip.Addr.Compare))
+			if err == nil {
+				sh.vips.wroteWanted()
+			}
 		}
 		s.vipsUnknown = err != nil
-		if err == nil {
-			s.vips = vips
-		}
 		s.metrics.op("vip", op, err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("VIPs: %w", err))
@@ -70,21 +67,30 @@ func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 	}
 	s.sharedMu.Unlock()
 	s.sharedMu.Lock()
-	if force || s.membersUnknown || !sameMembers(m, s.members) {
+	if force || s.membersUnknown || !sh.membersInSync() {
 		s.sharedGen++
 		op := "sync"
 		var err error
 		if update && !s.membersUnknown {
 			op = "update"
-			add, del := s.membersDiff(s.members, m)
+			var add, del netfilter.Members
+			al, dl := lists(&add), lists(&del)
+			for l := range nLists {
+				*al[l], *dl[l] = sh.members[l].diff(ipset.Entry.Compare)
+			}
 			err = s.k.Netfilter.UpdateMembers(ctx, add, del)
+			if err == nil {
+				sh.wroteMembers(add, del)
+			}
 		} else {
-			err = s.k.Netfilter.SyncMembers(ctx, m)
+			err = s.k.Netfilter.SyncMembers(ctx, sh.wantedMembers())
+			if err == nil {
+				for l := range nLists {
+					sh.members[l].wroteWanted()
+				}
+			}
 		}
 		s.membersUnknown = err != nil
-		if err == nil {
-			s.members = m
-		}
 		s.metrics.op("ipset", op, err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ipset members: %w", err))
@@ -97,39 +103,8 @@ func (s *Syncer) syncShared(ctx context.Context, force bool) error {
 			s.sharedChecked = true
 		}
 	}
-	// What the last change kept of the old lists is not needed any more.
-	s.sh.last.fromVIPs, s.sh.last.toVIPs, s.sh.last.addVIPs, s.sh.last.delVIPs = nil, nil, nil, nil
-	s.sh.last.from, s.sh.last.to, s.sh.last.d = netfilter.Members{}, netfilter.Members{}, memberDelta{}
 	s.metrics.setProgrammed(len(s.services), s.realCount())
 	return errors.Join(errs...)
-}
-
-// membersDiff returns what to add to and remove from the members have to
-// make them want, list by list: nothing for a list that is the very one in
-// both; the last group's change when have's list is what it changed and
-// want's what it made (a create or delete of one VirtualService, which
-// tighten did not write ahead); else a merge of the two sorted lists.
-func (s *Syncer) membersDiff(have, want netfilter.Members) (add, del netfilter.Members) {
-	last := &s.sh.last
-	hl, wl, al, dl := lists(&have), lists(&want), lists(&add), lists(&del)
-	fl, tl := lists(&last.from), lists(&last.to)
-	for l := range nLists {
-		switch {
-		case sameEntries(*hl[l], *wl[l]):
-		case identical(*hl[l], *fl[l]) && identical(*wl[l], *tl[l]):
-			*al[l], *dl[l] = last.d.add[l], last.d.del[l]
-		default:
-			*al[l], *dl[l] = diffSorted(*hl[l], *wl[l], ipset.Entry.Compare)
-		}
-	}
-	return add, del
-}
-
-// identical reports whether a and b are the same list, not just equal:
-// the lists are never changed in place, so the same array and length are
-// the same contents.
-func identical[T any](a, b []T) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // tighten writes, before any virtual server or VIP changes, the ipset
@@ -148,78 +123,71 @@ func identical[T any](a, b []T) bool {
 // Cluster is masqueraded before its remote real servers are added, one
 // that turns Local stays masqueraded until they are gone, and a real
 // server's hairpin entry is there before it is. syncShared writes next
-// itself after the VIPs. Until the first full sync has compared the shared
-// state with the kernel, what the ipsets hold is not known here and next
-// is written as it is. When the change alone makes pre (d, below), only
-// that change is written (UpdateMembers), unless the last write of the
-// members failed: the kernel may then hold part of it, and pre is written
-// whole.
-func (s *Syncer) tighten(ctx context.Context, next netfilter.Members, d *memberDelta) error {
-	pre := next
-	var add, del *netfilter.Members // the change from s.members to pre, when known
-	if s.sharedChecked {
-		cur := s.members
-		if d != nil && sameMembers(cur, s.sh.members) {
-			// What the ipsets hold is what the groups wanted before this
-			// change, and d turns that into next: the same sets as below,
-			// from the change alone. Masquerade, restricted and hairpin
-			// entries: cur and what d adds. Allowed: cur and what d adds,
-			// less what d removes of a VIP:port next still restricts
-			// (lifted keeps the ranges of one it no longer restricts).
-			var drop []ipset.Entry
-			for _, a := range d.del[listAllowed] {
-				k := ipset.Entry{IP: a.IP, Protocol: a.Protocol, Port: a.Port}
-				if _, found := slices.BinarySearchFunc(next.Restricted, k, ipset.Entry.Compare); found {
-					drop = append(drop, a)
-				}
-			}
-			if d.none(false) && len(drop) == 0 {
-				return nil
-			}
-			pick := func(l int, cur, next []ipset.Entry, del []ipset.Entry) []ipset.Entry {
-				if len(d.del[l]) == len(del) {
-					return next // the same set: share it, so that syncShared finds it written
-				}
-				return patch(cur, d.add[l], del, ipset.Entry.Compare)
-			}
+// itself after the VIPs.
+//
+// next is what the groups will want: a group's change d to what they want
+// now (SyncGroup, create), or, from a full sync, the whole of it (all). A
+// change is written as its difference from what the ipsets hold
+// (UpdateMembers), found from d and where what was written differs from
+// what the groups want, at the cost of the change. Until the first full
+// sync has compared the shared state with the kernel, what the ipsets hold
+// is not known here and next is written whole, as it is; after a failed
+// write of the members the kernel may hold part of it, and the members
+// are written whole too.
+func (s *Syncer) tighten(ctx context.Context, d *memberDelta, all *netfilter.Members) error {
+	sh := &s.sh
+	s.sharedMu.Lock()
+	defer s.sharedMu.Unlock()
+	var pre, add, del netfilter.Members
+	update := false
+	switch {
+	case d != nil && s.sharedChecked && !s.membersUnknown:
+		add, del = sh.preDiff(d)
+		if membersEmpty(add) && membersEmpty(del) {
+			return nil
+		}
+		update = true
+	case d != nil:
+		next := sh.wantedMembers()
+		nl := lists(&next)
+		for l := range nLists {
+			*nl[l] = patch(*nl[l], d.add[l], d.del[l], ipset.Entry.Compare)
+		}
+		all = &next
+		fallthrough
+	default:
+		pre = *all
+		if s.sharedChecked {
+			cur := sh.heldMembers()
 			pre = netfilter.Members{
-				Masquerade: pick(listMasquerade, cur.Masquerade, next.Masquerade, nil),
-				Restricted: pick(listRestricted, cur.Restricted, next.Restricted, nil),
-				Allowed:    pick(listAllowed, cur.Allowed, next.Allowed, drop),
-				Hairpin:    pick(listHairpin, cur.Hairpin, next.Hairpin, nil),
+				Masquerade: union(cur.Masquerade, all.Masquerade),
+				Restricted: union(cur.Restricted, all.Restricted),
+				Allowed:    union(all.Allowed, lifted(cur, *all)),
+				Hairpin:    union(cur.Hairpin, all.Hairpin),
 			}
-			add = &netfilter.Members{Masquerade: d.add[listMasquerade], Restricted: d.add[listRestricted],
-				Allowed: d.add[listAllowed], Hairpin: d.add[listHairpin]}
-			del = &netfilter.Members{Allowed: drop}
-		} else {
-			pre = netfilter.Members{
-				Masquerade: union(cur.Masquerade, next.Masquerade),
-				Restricted: union(cur.Restricted, next.Restricted),
-				Allowed:    union(next.Allowed, lifted(cur, next)),
-				Hairpin:    union(cur.Hairpin, next.Hairpin),
-			}
-			if membersEqual(pre, cur) {
+			if membersEqual(pre, cur) && !s.membersUnknown {
 				return nil
 			}
 		}
 	}
 	r := trace.StartRegion(ctx, "kubelvs: ipset members before the IPVS writes")
 	defer r.End()
-	s.sharedMu.Lock()
 	s.sharedGen++
 	op := "sync"
 	var err error
-	if add != nil && !s.membersUnknown {
+	if update {
 		op = "update"
-		err = s.k.Netfilter.UpdateMembers(ctx, *add, *del)
+		err = s.k.Netfilter.UpdateMembers(ctx, add, del)
+		if err == nil {
+			sh.wroteMembers(add, del)
+		}
 	} else {
 		err = s.k.Netfilter.SyncMembers(ctx, pre)
+		if err == nil {
+			sh.wroteWholeMembers(pre)
+		}
 	}
 	s.membersUnknown = err != nil
-	if err == nil {
-		s.members = pre
-	}
-	s.sharedMu.Unlock()
 	s.metrics.op("ipset", op, err)
 	if err != nil {
 		// Nothing of the change is written: adding a virtual server
@@ -245,62 +213,207 @@ func lists(m *netfilter.Members) [nLists]*[]ipset.Entry {
 	return [nLists]*[]ipset.Entry{&m.Masquerade, &m.Restricted, &m.Allowed, &m.Hairpin}
 }
 
-// sharedState is what all groups together want of the shared state, kept
-// as groups change rather than merged from every group on each change: a
-// count of the groups that want each VIP and each ipset member, and the
-// sorted lists of those wanted (what syncShared writes). A group's change
-// costs the difference between its old and its new VIPs and members, plus
-// one copy of a list that changes: the writers take the difference
-// (UpdateAddresses, UpdateMembers), but a full sync, Verify and the write
-// after a failure hand them the whole set, and tighten compares with it.
-// The lists are never changed in place: a change makes new ones, so a
-// list handed to a writer, or remembered as written, stays as it was.
+func membersEmpty(m netfilter.Members) bool {
+	return len(m.Masquerade)+len(m.Restricted)+len(m.Allowed)+len(m.Hairpin) == 0
+}
+
+// sharedState is what all groups together want of the shared state, and
+// what was last written of it, kept as groups change and as it is written
+// rather than merged from every group: a count of the groups that want
+// each VIP and each ipset member, and the few entries where what was
+// written differs from what is wanted (counted.off). A group's change
+// costs the difference between its old and its new VIPs and members,
+// whatever the number of groups: nothing is copied or compared per other
+// group. Only a whole write (a full sync, Verify, the write after a
+// failure) builds the lists, from the counts.
 type sharedState struct {
-	vipRefs    map[netip.Addr]int
-	memberRefs [nLists]map[ipset.Entry]int
-	vips       []netip.Addr
-	members    netfilter.Members
-	// memo is the members a group's change was computed to give before
-	// its IPVS writes (for tighten), reused when the change is recorded.
-	memo struct {
-		from, to, base, result netfilter.Members
-		d                      memberDelta
-		ok                     bool
-	}
-	// last is the last group's change of the lists: what they were before
-	// it, what they are after it and the difference, so that syncShared
-	// writes the difference without comparing the lists when what was
-	// written is what they were before it (membersDiff). syncShared drops
-	// it, so that it does not keep old lists alive.
-	last struct {
-		fromVIPs, toVIPs, addVIPs, delVIPs []netip.Addr
-		from, to                           netfilter.Members
-		d                                  memberDelta
-	}
+	vips    counted[netip.Addr]
+	members [nLists]counted[ipset.Entry]
 }
 
 func newSharedState() sharedState {
-	sh := sharedState{vipRefs: map[netip.Addr]int{}}
-	for l := range sh.memberRefs {
-		sh.memberRefs[l] = map[ipset.Entry]int{}
+	sh := sharedState{vips: newCounted[netip.Addr]()}
+	for l := range sh.members {
+		sh.members[l] = newCounted[ipset.Entry]()
 	}
 	return sh
+}
+
+// counted is one kind of shared entry: how many groups want each (refs),
+// and, for the entries whose presence in the kernel as last written is
+// not what the groups want, that presence (off: true for one written but
+// not wanted, false for one wanted but not written). An entry not in off
+// was written if and only if it is wanted, so off is empty when what was
+// written is what is wanted, and it is the difference to write.
+type counted[T comparable] struct {
+	refs map[T]int
+	off  map[T]bool
+}
+
+func newCounted[T comparable]() counted[T] {
+	return counted[T]{refs: map[T]int{}, off: map[T]bool{}}
+}
+
+func (c *counted[T]) wants(e T) bool { return c.refs[e] > 0 }
+
+// holds reports whether e was written (and not removed since).
+func (c *counted[T]) holds(e T) bool {
+	if h, ok := c.off[e]; ok {
+		return h
+	}
+	return c.wants(e)
+}
+
+// set records whether e is now written, held, keeping off to the entries
+// where that is not whether it is wanted.
+func (c *counted[T]) set(e T, held bool) {
+	if held == c.wants(e) {
+		delete(c.off, e)
+	} else {
+		c.off[e] = held
+	}
+}
+
+// add and drop count one group more or fewer wanting e; what was written
+// stays as it was.
+func (c *counted[T]) add(e T) {
+	held := c.holds(e)
+	c.refs[e]++
+	c.set(e, held)
+}
+
+func (c *counted[T]) drop(e T) {
+	held := c.holds(e)
+	if c.refs[e]--; c.refs[e] <= 0 {
+		delete(c.refs, e)
+	}
+	c.set(e, held)
+}
+
+func (c *counted[T]) inSync() bool { return len(c.off) == 0 }
+
+// diff returns what to write to make what was written what is wanted:
+// entries to add and entries to remove, each sorted.
+func (c *counted[T]) diff(cmp func(a, b T) int) (add, del []T) {
+	for e, held := range c.off {
+		if held {
+			del = append(del, e)
+		} else {
+			add = append(add, e)
+		}
+	}
+	slices.SortFunc(add, cmp)
+	slices.SortFunc(del, cmp)
+	return add, del
+}
+
+// wrote records a successful write of add and del.
+func (c *counted[T]) wrote(add, del []T) {
+	for _, e := range del {
+		c.set(e, false)
+	}
+	for _, e := range add {
+		c.set(e, true) // an entry in both is added (the writers add last or skip its delete)
+	}
+}
+
+// wroteWanted records a successful write of exactly the entries wanted.
+func (c *counted[T]) wroteWanted() { clear(c.off) }
+
+// wroteWhole records a successful write of exactly the entries es.
+func (c *counted[T]) wroteWhole(es []T) {
+	clear(c.off)
+	in := make(map[T]struct{}, len(es))
+	for _, e := range es {
+		in[e] = struct{}{}
+		if !c.wants(e) {
+			c.off[e] = true
+		}
+	}
+	for e := range c.refs {
+		if _, ok := in[e]; !ok {
+			c.off[e] = false
+		}
+	}
+}
+
+// wanted returns the entries wanted, sorted: for a whole write.
+func (c *counted[T]) wanted(cmp func(a, b T) int) []T {
+	out := make([]T, 0, len(c.refs))
+	for e := range c.refs {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, cmp)
+	return out
+}
+
+// held returns the entries last written, unsorted.
+func (c *counted[T]) held() []T {
+	out := make([]T, 0, len(c.refs)+len(c.off))
+	for e := range c.refs {
+		if h, ok := c.off[e]; !ok || h {
+			out = append(out, e)
+		}
+	}
+	for e, h := range c.off {
+		if h {
+			out = append(out, e) // written, not wanted: not in refs
+		}
+	}
+	return out
+}
+
+func (sh *sharedState) membersInSync() bool {
+	for l := range nLists {
+		if !sh.members[l].inSync() {
+			return false
+		}
+	}
+	return true
+}
+
+// wantedMembers and heldMembers return the members wanted and those last
+// written, each list sorted: for a whole write and a comparison.
+func (sh *sharedState) wantedMembers() netfilter.Members {
+	var m netfilter.Members
+	ml := lists(&m)
+	for l := range nLists {
+		*ml[l] = sh.members[l].wanted(ipset.Entry.Compare)
+	}
+	return m
+}
+
+func (sh *sharedState) heldMembers() netfilter.Members {
+	var m netfilter.Members
+	ml := lists(&m)
+	for l := range nLists {
+		*ml[l] = sh.members[l].held()
+		slices.SortFunc(*ml[l], ipset.Entry.Compare)
+	}
+	return m
+}
+
+// heldVIPs returns the VIPs last written, unsorted.
+func (sh *sharedState) heldVIPs() []netip.Addr { return sh.vips.held() }
+
+func (sh *sharedState) wroteMembers(add, del netfilter.Members) {
+	al, dl := lists(&add), lists(&del)
+	for l := range nLists {
+		sh.members[l].wrote(*al[l], *dl[l])
+	}
+}
+
+func (sh *sharedState) wroteWholeMembers(m netfilter.Members) {
+	ml := lists(&m)
+	for l := range nLists {
+		sh.members[l].wroteWhole(*ml[l])
+	}
 }
 
 // memberDelta is how the wanted members change: entries no group wanted
 // before (add) and entries no group wants any more (del), each sorted.
 type memberDelta struct {
 	add, del [nLists][]ipset.Entry
-}
-
-// none reports whether d adds nothing (and, with dels, removes nothing).
-func (d *memberDelta) none(dels bool) bool {
-	for l := range nLists {
-		if len(d.add[l]) > 0 || dels && len(d.del[l]) > 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // membersDelta returns how the wanted members change when a group that
@@ -310,14 +423,14 @@ func (sh *sharedState) membersDelta(from, to netfilter.Members) memberDelta {
 	fl, tl := lists(&from), lists(&to)
 	for l := range nLists {
 		plus, minus := diffSorted(distinct(*fl[l], ipset.Entry.Compare), distinct(*tl[l], ipset.Entry.Compare), ipset.Entry.Compare)
-		refs := sh.memberRefs[l]
+		c := &sh.members[l]
 		for _, e := range plus {
-			if refs[e] == 0 {
+			if !c.wants(e) {
 				d.add[l] = append(d.add[l], e)
 			}
 		}
 		for _, e := range minus {
-			if refs[e] == 1 {
+			if c.refs[e] == 1 {
 				d.del[l] = append(d.del[l], e)
 			}
 		}
@@ -325,28 +438,59 @@ func (sh *sharedState) membersDelta(from, to netfilter.Members) memberDelta {
 	return d
 }
 
-// membersAfter returns the wanted members after the change d.
-func (sh *sharedState) membersAfter(d *memberDelta) netfilter.Members {
-	m := sh.members
-	ml := lists(&m)
-	for l := range nLists {
-		*ml[l] = patch(*ml[l], d.add[l], d.del[l], ipset.Entry.Compare)
+// wantsAfter reports whether list l will have e once d is made.
+func (sh *sharedState) wantsAfter(d *memberDelta, l int, e ipset.Entry) bool {
+	if _, found := slices.BinarySearchFunc(d.add[l], e, ipset.Entry.Compare); found {
+		return true
 	}
-	return m
+	if _, found := slices.BinarySearchFunc(d.del[l], e, ipset.Entry.Compare); found {
+		return false
+	}
+	return sh.members[l].wants(e)
 }
 
-// nextMembers returns what the groups will want once the group that wants
-// from wants to, and how that differs from what they want now; the result
-// is remembered for setGroup.
-func (sh *sharedState) nextMembers(from, to netfilter.Members) (netfilter.Members, memberDelta) {
-	d := sh.membersDelta(from, to)
-	next := sh.membersAfter(&d)
-	sh.memo.from, sh.memo.to, sh.memo.base, sh.memo.result, sh.memo.d, sh.memo.ok = from, to, sh.members, next, d, true
-	return next, d
+// preDiff returns what tighten writes ahead of the change d, as the
+// difference from what the ipsets hold (H) for the members next (N, what
+// the groups want after d): masquerade, restricted and hairpin entries of
+// N that H lacks; allowed ranges of N that H lacks, and those of H that N
+// lacks for a VIP:port N still restricts (one it no longer restricts
+// keeps its ranges until syncShared). H and N can differ only where H
+// differs from what the groups want now (off) or d changes that, so only
+// those entries are looked at.
+func (sh *sharedState) preDiff(d *memberDelta) (add, del netfilter.Members) {
+	al, dl := lists(&add), lists(&del)
+	for l := range nLists {
+		c := &sh.members[l]
+		look := func(e ipset.Entry) {
+			held, next := c.holds(e), sh.wantsAfter(d, l, e)
+			switch {
+			case next && !held:
+				*al[l] = append(*al[l], e)
+			case held && !next && l == listAllowed:
+				k := ipset.Entry{IP: e.IP, Protocol: e.Protocol, Port: e.Port}
+				if sh.wantsAfter(d, listRestricted, k) {
+					*dl[l] = append(*dl[l], e)
+				}
+			}
+		}
+		for e := range c.off {
+			look(e)
+		}
+		for _, es := range [][]ipset.Entry{d.add[l], d.del[l]} {
+			for _, e := range es {
+				if _, seen := c.off[e]; !seen {
+					look(e)
+				}
+			}
+		}
+		slices.SortFunc(*al[l], ipset.Entry.Compare)
+		slices.SortFunc(*dl[l], ipset.Entry.Compare)
+	}
+	return add, del
 }
 
 // setGroup records what a group now contributes (nil: nothing) and brings
-// the shared state's counts and lists up to date with its difference.
+// the shared state's counts up to date with its difference.
 func (s *Syncer) setGroup(name types.NamespacedName, g *group) {
 	var from, to group
 	if prev := s.groups[name]; prev != nil {
@@ -359,46 +503,24 @@ func (s *Syncer) setGroup(name types.NamespacedName, g *group) {
 		delete(s.groups, name)
 	}
 	sh := &s.sh
-	// VIPs.
 	plus, minus := diffSorted(distinct(from.vips, netip.Addr.Compare), distinct(to.vips, netip.Addr.Compare), netip.Addr.Compare)
-	var vadd, vdel []netip.Addr
 	for _, v := range plus {
-		if sh.vipRefs[v]++; sh.vipRefs[v] == 1 {
-			vadd = append(vadd, v)
-		}
+		sh.vips.add(v)
 	}
 	for _, v := range minus {
-		if sh.vipRefs[v]--; sh.vipRefs[v] == 0 {
-			delete(sh.vipRefs, v)
-			vdel = append(vdel, v)
-		}
+		sh.vips.drop(v)
 	}
-	sh.last.fromVIPs, sh.last.addVIPs, sh.last.delVIPs = sh.vips, vadd, vdel
-	sh.vips = patch(sh.vips, vadd, vdel, netip.Addr.Compare)
-	sh.last.toVIPs = sh.vips
-	// Members: as computed for tighten, unless the group changed otherwise.
-	next, d := sh.memo.result, sh.memo.d
-	if !sh.memo.ok || !sameMembers(sh.memo.from, from.members) || !sameMembers(sh.memo.to, to.members) || !sameMembers(sh.memo.base, sh.members) {
-		d = sh.membersDelta(from.members, to.members)
-		next = sh.membersAfter(&d)
-	}
-	sh.last.from, sh.last.to, sh.last.d = sh.members, next, d
-	sh.memo.ok = false
-	sh.memo.from, sh.memo.to, sh.memo.base, sh.memo.result, sh.memo.d = netfilter.Members{}, netfilter.Members{}, netfilter.Members{}, netfilter.Members{}, memberDelta{}
 	fl, tl := lists(&from.members), lists(&to.members)
 	for l := range nLists {
-		refs := sh.memberRefs[l]
+		c := &sh.members[l]
 		plus, minus := diffSorted(distinct(*fl[l], ipset.Entry.Compare), distinct(*tl[l], ipset.Entry.Compare), ipset.Entry.Compare)
 		for _, e := range plus {
-			refs[e]++
+			c.add(e)
 		}
 		for _, e := range minus {
-			if refs[e]--; refs[e] == 0 {
-				delete(refs, e)
-			}
+			c.drop(e)
 		}
 	}
-	sh.members = next
 }
 
 // distinct returns a sorted copy of a group's list without duplicates (the
@@ -432,9 +554,8 @@ func diffSorted[T any](a, b []T, cmp func(a, b T) int) (plus, minus []T) {
 }
 
 // patch returns base, sorted, with add inserted and del removed (both
-// sorted; add holds nothing of base, del only what base holds). base is
-// returned as it is when neither changes it, else a new list: one copy,
-// the elements in between moved in blocks.
+// sorted; add holds nothing of base, del only what base holds), as a new
+// list unless neither changes it.
 func patch[T any](base, add, del []T, cmp func(a, b T) int) []T {
 	if len(add) == 0 && len(del) == 0 {
 		return base
@@ -460,27 +581,6 @@ func patch[T any](base, add, del []T, cmp func(a, b T) int) []T {
 		}
 	}
 	return append(out, base[i:]...)
-}
-
-// sameAddrs and sameMembers compare lists, at no cost when they are the
-// same slices (what was written is the wanted list itself, shared).
-func sameAddrs(a, b []netip.Addr) bool {
-	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
-		return true
-	}
-	return slices.Equal(a, b)
-}
-
-func sameEntries(a, b []ipset.Entry) bool {
-	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
-		return true
-	}
-	return slices.Equal(a, b)
-}
-
-func sameMembers(a, b netfilter.Members) bool {
-	return sameEntries(a.Masquerade, b.Masquerade) && sameEntries(a.Restricted, b.Restricted) && sameEntries(a.Allowed, b.Allowed) &&
-		sameEntries(a.Hairpin, b.Hairpin)
 }
 
 func appendMembers(m, o netfilter.Members) netfilter.Members {

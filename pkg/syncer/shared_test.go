@@ -36,17 +36,48 @@ func checkShared(t *testing.T, s *Syncer, step string) {
 		vips = append(vips, v)
 	}
 	slices.SortFunc(vips, netip.Addr.Compare)
-	if !slices.Equal(vips, s.sh.vips) || len(s.sh.vipRefs) != len(vips) {
-		t.Fatalf("%s: kept VIPs %v (%d counted), merged %v", step, s.sh.vips, len(s.sh.vipRefs), vips)
+	if kept := s.sh.vips.wanted(netip.Addr.Compare); !slices.Equal(vips, kept) {
+		t.Fatalf("%s: kept VIPs %v, merged %v", step, kept, vips)
 	}
-	if !membersEqual(m, s.sh.members) {
-		t.Fatalf("%s: kept members %v, merged %v", step, s.sh.members, m)
+	if kept := s.sh.wantedMembers(); !membersEqual(m, kept) {
+		t.Fatalf("%s: kept members %v, merged %v", step, kept, m)
 	}
-	ml := lists(&m)
+	checkOff(t, &s.sh.vips, step+": VIPs")
 	for l := range nLists {
-		if len(s.sh.memberRefs[l]) != len(*ml[l]) {
-			t.Fatalf("%s: list %d: %d members counted, %d merged", step, l, len(s.sh.memberRefs[l]), len(*ml[l]))
+		checkOff(t, &s.sh.members[l], fmt.Sprintf("%s: list %d", step, l))
+	}
+}
+
+// checkOff checks that c records as differing from what is wanted exactly
+// the entries whose presence differs from it.
+func checkOff[T comparable](t *testing.T, c *counted[T], what string) {
+	t.Helper()
+	for e, n := range c.refs {
+		if n <= 0 {
+			t.Fatalf("%s: %v counted %d times", what, e, n)
 		}
+	}
+	for e, held := range c.off {
+		if held == c.wants(e) {
+			t.Fatalf("%s: %v recorded as differing (written %v) where it does not", what, e, held)
+		}
+	}
+}
+
+// checkRecord checks that what the syncer records as written is what
+// kubelvs0 and the ipsets hold, unless a failed write left it unknown.
+func checkRecord(t *testing.T, n *node, s *Syncer, step string) {
+	t.Helper()
+	s.mu.Lock()
+	vips, members := s.sh.heldVIPs(), s.sh.heldMembers()
+	vipsUnknown, membersUnknown := s.vipsUnknown, s.membersUnknown
+	s.mu.Unlock()
+	slices.SortFunc(vips, netip.Addr.Compare)
+	if got, _ := n.vips.ListAddresses(context.Background()); !vipsUnknown && !slices.Equal(got, vips) {
+		t.Fatalf("%s: kubelvs0 holds %v, recorded as written %v", step, got, vips)
+	}
+	if got := sortMembers(n.members()); !membersUnknown && !membersEqual(got, members) {
+		t.Fatalf("%s: the ipsets hold %v, recorded as written %v", step, got, members)
 	}
 }
 
@@ -110,8 +141,9 @@ func TestSharedStateKeptAsGroupsChange(t *testing.T) {
 			t.Fatalf("step %d: %v", step, err)
 		}
 		checkShared(t, s, fmt.Sprint("step ", step))
+		checkRecord(t, n, s, fmt.Sprint("step ", step))
 		s.mu.Lock()
-		vips, members := s.sh.vips, s.sh.members
+		vips, members := s.sh.vips.wanted(netip.Addr.Compare), s.sh.wantedMembers()
 		dirty := s.sharedDirty
 		s.mu.Unlock()
 		if dirty {
@@ -198,5 +230,76 @@ func TestVerifyComparesSharedStateWithoutTheLock(t *testing.T) {
 	}
 	if m := n.members().Masquerade; len(m) != 3 || m[1].IP != netip.MustParseAddr("10.96.0.2") {
 		t.Fatalf("masquerade members %v, want those of a, b and c", m)
+	}
+}
+
+// TestPreDiffIsTheWholeFormulasDifference: for shared states whose record
+// of what was written differs from what is wanted in random places, and a
+// random change, what tighten writes ahead of the change (preDiff, from the
+// change and the recorded differences alone) is exactly the difference
+// between what the ipsets hold and the "before" members computed from
+// every member: masquerade, restricted and hairpin entries of both, next's
+// allowed ranges and the held ranges of a VIP:port next no longer
+// restricts.
+func TestPreDiffIsTheWholeFormulasDifference(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 15))
+	var universe []ipset.Entry
+	for ip := range 4 {
+		for port := range 2 {
+			e := ipset.Entry{IP: netip.AddrFrom4([4]byte{10, 96, 0, byte(ip + 1)}), Protocol: ipset.ProtoTCP, Port: uint16(80 + port)}
+			universe = append(universe, e)
+			for n := range 2 {
+				ranged := e
+				ranged.Net = netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(n)}), 32)
+				universe = append(universe, ranged)
+			}
+		}
+	}
+	for round := range 2000 {
+		sh := newSharedState()
+		var d memberDelta
+		for l := range nLists {
+			c := &sh.members[l]
+			for _, e := range universe {
+				if (l == listAllowed) != e.Net.IsValid() {
+					continue
+				}
+				if n := r.IntN(3); n > 0 {
+					c.refs[e] = n
+				}
+				if r.IntN(4) == 0 {
+					c.set(e, !c.wants(e))
+				}
+				switch p := r.IntN(4); {
+				case p == 0 && !c.wants(e):
+					d.add[l] = append(d.add[l], e)
+				case p == 0 && c.refs[e] == 1:
+					d.del[l] = append(d.del[l], e)
+				}
+			}
+			ipset.SortEntries(d.add[l])
+			ipset.SortEntries(d.del[l])
+		}
+		held := sh.heldMembers()
+		next := sh.wantedMembers()
+		nl := lists(&next)
+		for l := range nLists {
+			*nl[l] = patch(*nl[l], d.add[l], d.del[l], ipset.Entry.Compare)
+		}
+		pre := netfilter.Members{
+			Masquerade: union(held.Masquerade, next.Masquerade),
+			Restricted: union(held.Restricted, next.Restricted),
+			Allowed:    union(next.Allowed, lifted(held, next)),
+			Hairpin:    union(held.Hairpin, next.Hairpin),
+		}
+		var wantAdd, wantDel netfilter.Members
+		hl, pl, al, dl := lists(&held), lists(&pre), lists(&wantAdd), lists(&wantDel)
+		for l := range nLists {
+			*al[l], *dl[l] = diffSorted(*hl[l], *pl[l], ipset.Entry.Compare)
+		}
+		add, del := sh.preDiff(&d)
+		if !membersEqual(add, wantAdd) || !membersEqual(del, wantDel) {
+			t.Fatalf("round %d: preDiff adds %v and removes %v; the whole formula adds %v and removes %v", round, add, del, wantAdd, wantDel)
+		}
 	}
 }

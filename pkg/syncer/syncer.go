@@ -64,15 +64,14 @@ type Syncer struct {
 	mu       sync.Mutex
 	services map[ipvs.Key]*service
 	groups   map[types.NamespacedName]*group
-	vips     []netip.Addr      // on kubelvs0, as last written
-	members  netfilter.Members // in the ipsets, as last written
 	// sharedMu is held, under mu, around each write of the VIPs and
-	// members and the update of vips, members and sharedGen (which mu
-	// also guards), so that Verify can have the members compared by
-	// their writer without mu (verifyShared).
+	// members and the update of what sh records of it and of sharedGen
+	// (which mu also guards), so that Verify can have the members
+	// compared by their writer without mu (verifyShared).
 	sharedMu sync.Mutex
-	// sh is what all groups together want of the VIPs and members, kept
-	// as they change (setGroup).
+	// sh is what all groups together want of the VIPs on kubelvs0 and the
+	// ipset members, kept as they change (setGroup), and what was last
+	// written of them.
 	sh sharedState
 	// sharedGen counts the writes of the VIPs and members (and Adopt's
 	// reading of the VIPs), so that Verify can tell whether what it read
@@ -88,7 +87,7 @@ type Syncer struct {
 	sharedChecked bool
 	// vipsUnknown and membersUnknown are set when the last write of the
 	// VIPs or of the members failed: the kernel may hold part of it, so
-	// what was last written (vips, members) no longer tells what it holds
+	// what was last written (sh) no longer tells what it holds
 	// and the next write is whole (SyncAddresses, SyncMembers), which its
 	// writer compares with the kernel, rather than a difference from what
 	// was written. sharedMu guards them, as Verify writes the members
@@ -276,7 +275,7 @@ func (s *Syncer) Adopt(ctx context.Context) error {
 		s.recount(k, svc, true)
 	}
 	s.sharedMu.Lock()
-	s.vips = vips
+	s.sh.vips.wroteWhole(vips)
 	s.sharedGen++
 	s.sharedMu.Unlock()
 	return nil
@@ -354,8 +353,8 @@ func (s *Syncer) SyncGroup(ctx context.Context, g desired.Group) (Result, error)
 		if prev != nil {
 			from = prev.members
 		}
-		next, d := s.sh.nextMembers(from, g.Members)
-		if err := s.tighten(ctx, next, &d); err != nil {
+		d := s.sh.membersDelta(from, g.Members)
+		if err := s.tighten(ctx, &d, nil); err != nil {
 			s.metrics.observeSync("group", s.clock.Since(start), err)
 			return Result{Draining: s.drainingOf(g.Name), LockWait: wait}, err
 		}
@@ -439,8 +438,8 @@ func (s *Syncer) createsAlone(g desired.Group) bool {
 func (s *Syncer) create(ctx context.Context, g desired.Group) (Result, error) {
 	start := s.clock.Now()
 	members := trace.StartRegion(ctx, "kubelvs: a create's members")
-	next, d := s.sh.nextMembers(netfilter.Members{}, g.Members)
-	if err := s.tighten(ctx, next, &d); err != nil {
+	d := s.sh.membersDelta(netfilter.Members{}, g.Members)
+	if err := s.tighten(ctx, &d, nil); err != nil {
 		members.End()
 		s.heldBy("a create's members", start)
 		s.mu.Unlock()
@@ -740,7 +739,8 @@ func (s *Syncer) syncAll(ctx context.Context, groups []desired.Group, deferNew b
 		if kg := s.groups[keptGroup]; kg != nil && unknownHold {
 			next = appendMembers(next, kg.members)
 		}
-		if err := s.tighten(ctx, sortMembers(next), nil); err != nil {
+		next = sortMembers(next)
+		if err := s.tighten(ctx, nil, &next); err != nil {
 			s.metrics.observeSync("full", s.clock.Since(start), err)
 			return Result{Draining: s.drainingLocked()}, err
 		}
@@ -838,11 +838,12 @@ func (s *Syncer) keep(ctx context.Context, claimed map[ipvs.Key]bool) error {
 		s.services[k].owner = keptGroup
 	}
 	var vips []netip.Addr
-	for _, v := range s.vips {
-		if vipSet[v] {
+	for v := range vipSet {
+		if s.sh.vips.holds(v) {
 			vips = append(vips, v)
 		}
 	}
+	slices.SortFunc(vips, netip.Addr.Compare)
 	if len(keys) == 0 {
 		s.setGroup(keptGroup, nil)
 	} else {

@@ -8,7 +8,9 @@ import (
 	"runtime/trace"
 	"slices"
 
+	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
+	"github.com/kubelvs/kubelvs/pkg/netfilter"
 )
 
 // DefaultVerifyBatch is how many virtual servers' real servers one Verify
@@ -308,18 +310,18 @@ func (s *Syncer) verifyOne(ctx context.Context, k ipvs.Key, inKernel map[ipvs.Ke
 // what the syncer last wrote, and repairs them, without the syncer's lock
 // for the comparison:
 //
-//   - the VIPs are listed and compared with a snapshot taken under the
-//     lock (the written list is never changed in place, so the snapshot is
-//     its slice header and a generation, sharedGen); the lock is taken
-//     again only on a difference, to rewrite them if nothing wrote them
-//     meanwhile (else the listing is taken again, three times at most), so
-//     a change made meanwhile is never undone;
+//   - the VIPs are listed and compared with a copy of what was last
+//     written, taken under the lock with a generation (sharedGen); the
+//     lock is taken again only on a difference, to rewrite them if nothing
+//     wrote them meanwhile (else the listing is taken again, three times
+//     at most), so a change made meanwhile is never undone;
 //   - the members are compared by their writer, against what it read from
-//     the kernel in the forced SyncRules just before: SyncMembers with what
-//     the syncer last wrote, under sharedMu, which keeps the syncer's own
-//     member writes out meanwhile but not the syncer's lock: a change of
-//     real servers never waits for it, and one that writes members waits
-//     for that one diff, not for Verify.
+//     the kernel in the forced SyncRules just before: SyncMembers with a
+//     copy of what the syncer last wrote, taken under the lock, under
+//     sharedMu, which keeps the syncer's own member writes out meanwhile
+//     (so the copy stays what the ipsets should hold) but not the
+//     syncer's lock: a change of real servers never waits for it, and one
+//     that writes members waits for that one diff, not for Verify.
 //
 // Before the first full sync, or after a failed write (the syncer does not
 // know what the kernel holds), the writers compare both under the lock,
@@ -336,7 +338,7 @@ func (s *Syncer) verifyShared(ctx context.Context) error {
 	vipsOK := false
 	for range 3 {
 		s.mu.Lock()
-		gen, vips := s.sharedGen, s.vips
+		gen, vips := s.sharedGen, s.sh.heldVIPs()
 		s.mu.Unlock()
 		have, err := s.k.VIPs.ListAddresses(ctx)
 		if err == nil && slices.Equal(distinct(have, netip.Addr.Compare), distinct(vips, netip.Addr.Compare)) {
@@ -351,19 +353,29 @@ func (s *Syncer) verifyShared(ctx context.Context) error {
 		// Drift, or kubelvs0 could not be read: rewrite what was
 		// written (its writer compares with kubelvs0 as EnsureDevice
 		// read it).
-		errs = append(errs, s.writeVIPs(ctx, s.vips))
+		errs = append(errs, s.writeVIPs(ctx))
 		s.mu.Unlock()
 		vipsOK = true
 		break
 	}
 	if !vipsOK {
 		s.mu.Lock()
-		errs = append(errs, s.writeVIPs(ctx, s.vips))
+		errs = append(errs, s.writeVIPs(ctx))
 		s.mu.Unlock()
 	}
+	s.mu.Lock()
 	s.sharedMu.Lock()
 	defer s.sharedMu.Unlock()
-	err := s.k.Netfilter.SyncMembers(ctx, s.members)
+	var m netfilter.Members
+	ml := lists(&m)
+	for l := range nLists {
+		*ml[l] = s.sh.members[l].held()
+	}
+	s.mu.Unlock()
+	for l := range nLists {
+		slices.SortFunc(*ml[l], ipset.Entry.Compare)
+	}
+	err := s.k.Netfilter.SyncMembers(ctx, m)
 	s.membersUnknown = err != nil
 	s.metrics.op("ipset", "sync", err)
 	if err != nil {
@@ -373,7 +385,9 @@ func (s *Syncer) verifyShared(ctx context.Context) error {
 }
 
 // writeVIPs rewrites the VIPs as last written; s.mu is held.
-func (s *Syncer) writeVIPs(ctx context.Context, vips []netip.Addr) error {
+func (s *Syncer) writeVIPs(ctx context.Context) error {
+	vips := s.sh.heldVIPs()
+	slices.SortFunc(vips, netip.Addr.Compare)
 	s.sharedMu.Lock()
 	defer s.sharedMu.Unlock()
 	s.sharedGen++
