@@ -158,7 +158,7 @@ func (s *Syncer) tighten(ctx context.Context, d *memberDelta, all *netfilter.Mem
 	default:
 		pre = *all
 		if s.sharedChecked {
-			cur := sh.heldMembers()
+			cur := sortMembers(sh.heldMembers())
 			pre = netfilter.Members{
 				Masquerade: union(cur.Masquerade, all.Masquerade),
 				Restricted: union(cur.Restricted, all.Restricted),
@@ -372,8 +372,9 @@ func (sh *sharedState) membersInSync() bool {
 	return true
 }
 
-// wantedMembers and heldMembers return the members wanted and those last
-// written, each list sorted: for a whole write and a comparison.
+// wantedMembers returns the members wanted, each list sorted (for a whole
+// write); heldMembers those last written, unsorted (sortMembers sorts
+// them), so that a copy taken under the lock is sorted outside it.
 func (sh *sharedState) wantedMembers() netfilter.Members {
 	var m netfilter.Members
 	ml := lists(&m)
@@ -388,13 +389,9 @@ func (sh *sharedState) heldMembers() netfilter.Members {
 	ml := lists(&m)
 	for l := range nLists {
 		*ml[l] = sh.members[l].held()
-		slices.SortFunc(*ml[l], ipset.Entry.Compare)
 	}
 	return m
 }
-
-// heldVIPs returns the VIPs last written, unsorted.
-func (sh *sharedState) heldVIPs() []netip.Addr { return sh.vips.held() }
 
 func (sh *sharedState) wroteMembers(add, del netfilter.Members) {
 	al, dl := lists(&add), lists(&del)

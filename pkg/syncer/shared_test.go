@@ -69,7 +69,7 @@ func checkOff[T comparable](t *testing.T, c *counted[T], what string) {
 func checkRecord(t *testing.T, n *node, s *Syncer, step string) {
 	t.Helper()
 	s.mu.Lock()
-	vips, members := s.sh.heldVIPs(), s.sh.heldMembers()
+	vips, members := s.sh.vips.held(), sortMembers(s.sh.heldMembers())
 	vipsUnknown, membersUnknown := s.vipsUnknown, s.membersUnknown
 	s.mu.Unlock()
 	slices.SortFunc(vips, netip.Addr.Compare)
@@ -280,7 +280,7 @@ func TestPreDiffIsTheWholeFormulasDifference(t *testing.T) {
 			ipset.SortEntries(d.add[l])
 			ipset.SortEntries(d.del[l])
 		}
-		held := sh.heldMembers()
+		held := sortMembers(sh.heldMembers())
 		next := sh.wantedMembers()
 		nl := lists(&next)
 		for l := range nLists {

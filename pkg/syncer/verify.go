@@ -8,9 +8,7 @@ import (
 	"runtime/trace"
 	"slices"
 
-	"github.com/kubelvs/kubelvs/pkg/ipset"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
-	"github.com/kubelvs/kubelvs/pkg/netfilter"
 )
 
 // DefaultVerifyBatch is how many virtual servers' real servers one Verify
@@ -338,7 +336,7 @@ func (s *Syncer) verifyShared(ctx context.Context) error {
 	vipsOK := false
 	for range 3 {
 		s.mu.Lock()
-		gen, vips := s.sharedGen, s.sh.heldVIPs()
+		gen, vips := s.sharedGen, s.sh.vips.held()
 		s.mu.Unlock()
 		have, err := s.k.VIPs.ListAddresses(ctx)
 		if err == nil && slices.Equal(distinct(have, netip.Addr.Compare), distinct(vips, netip.Addr.Compare)) {
@@ -366,16 +364,9 @@ func (s *Syncer) verifyShared(ctx context.Context) error {
 	s.mu.Lock()
 	s.sharedMu.Lock()
 	defer s.sharedMu.Unlock()
-	var m netfilter.Members
-	ml := lists(&m)
-	for l := range nLists {
-		*ml[l] = s.sh.members[l].held()
-	}
+	m := s.sh.heldMembers()
 	s.mu.Unlock()
-	for l := range nLists {
-		slices.SortFunc(*ml[l], ipset.Entry.Compare)
-	}
-	err := s.k.Netfilter.SyncMembers(ctx, m)
+	err := s.k.Netfilter.SyncMembers(ctx, sortMembers(m))
 	s.membersUnknown = err != nil
 	s.metrics.op("ipset", "sync", err)
 	if err != nil {
@@ -386,7 +377,7 @@ func (s *Syncer) verifyShared(ctx context.Context) error {
 
 // writeVIPs rewrites the VIPs as last written; s.mu is held.
 func (s *Syncer) writeVIPs(ctx context.Context) error {
-	vips := s.sh.heldVIPs()
+	vips := s.sh.vips.held()
 	slices.SortFunc(vips, netip.Addr.Compare)
 	s.sharedMu.Lock()
 	defer s.sharedMu.Unlock()
