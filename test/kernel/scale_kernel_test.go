@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +100,19 @@ type BurstScale struct {
 	EventToKernel     Summary `json:"event_to_kernel"`
 	APIToKernel       Summary `json:"api_write_to_kernel"`
 	DuringProgramming int     `json:"samples_during_programming"`
+	// RunQueueMS is, per EventToKernel sample and in the same order, how
+	// long the agent's threads were runnable but not running (waiting for
+	// a CPU the guest gave to another process) over that sample, summed
+	// over the threads (/proc/PID/task/*/schedstat): a slow sample with a
+	// long wait here waited for the CPU, not for the agent's own work.
+	// RunQueueSeconds is the same over the whole burst.
+	RunQueueMS      []float64 `json:"event_agent_runqueue_ms,omitempty"`
+	RunQueueSeconds float64   `json:"agent_runqueue_seconds"`
+	// Nice is the agent's nice value (KUBELVS_BENCH_AGENT_NICE): with a
+	// negative one it goes before kube-apiserver and etcd for the guest's
+	// one CPU, as a CPU request gives a pod's containers more of a busy
+	// node's CPU.
+	Nice int `json:"agent_nice,omitempty"`
 }
 
 // Summary is a latency distribution, milliseconds.
@@ -309,7 +323,21 @@ func agentScale(b *testing.B, c client.Client, kc string, h ipvs.Interface, n, s
 		}
 	}
 	if burst > 0 {
+		nice := 0
+		if v := os.Getenv("KUBELVS_BENCH_AGENT_NICE"); v != "" {
+			// A diagnosis: do slow changes after the burst wait for the
+			// guest's CPU? With a negative nice value the agent goes
+			// first, as a busy node's CPU goes first to a pod that
+			// requests it.
+			if nice, err = strconv.Atoi(v); err != nil {
+				b.Fatalf("KUBELVS_BENCH_AGENT_NICE: %q", v)
+			}
+			if err := renice(agent.cmd.Process.Pid, nice); err != nil {
+				b.Fatal(err)
+			}
+		}
 		r.AfterBurst = afterBurst(b, c, h, sliceOf, burst, samples, agent.cmd.Process.Pid)
+		r.AfterBurst.Nice = nice
 	}
 
 	if !last {
@@ -359,6 +387,7 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 		b.Fatal(err)
 	}
 	agentCPU0, _ := cpuSeconds(agentPID)
+	runq0 := runQueueSeconds(agentPID)
 	busy0, total0 := guestCPU()
 	start := time.Now()
 	profiled := make(chan struct{})
@@ -469,11 +498,13 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 		want := ipvs.RealKey{Address: addr, Port: 8080}
 		key := ipvs.Key{Address: latVIP(i), Protocol: ipvs.TCP, Port: 80}
 		t0 := time.Now()
+		q0 := runQueueSeconds(agentPID)
 		if err := c.Update(ctx, s); err != nil {
 			b.Fatalf("burst sample %d: update %s: %v", k, s.Name, err)
 		}
 		waitRealServer(b, h, key, want, scalePoll, fmt.Sprintf("burst sample %d", k))
 		api = append(api, float64(time.Since(t0).Microseconds())/1000)
+		q := (runQueueSeconds(agentPID) - q0) * 1000
 		if programmed.Load() == 0 {
 			r.DuringProgramming++
 		}
@@ -487,6 +518,7 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 		switch {
 		case dn == 1:
 			event = append(event, ds*1000)
+			r.RunQueueMS = append(r.RunQueueMS, q)
 		case dn > 1:
 			multi++
 		}
@@ -520,8 +552,20 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 	agentCPU1, _ := cpuSeconds(agentPID)
 	busy1, total1 := guestCPU()
 	wall := time.Since(start).Seconds()
-	b.Logf("vs=%d: over the burst's %.1fs: agent CPU %.1fs (%.0f%% of one CPU), guest CPUs busy %.0f%%",
-		n, wall, agentCPU1-agentCPU0, 100*(agentCPU1-agentCPU0)/wall, 100*(busy1-busy0)/max(total1-total0, 1))
+	r.RunQueueSeconds = runQueueSeconds(agentPID) - runq0
+	b.Logf("vs=%d: over the burst's %.1fs: agent CPU %.1fs (%.0f%% of one CPU), its threads runnable but not running %.1fs, guest CPUs busy %.0f%%",
+		n, wall, agentCPU1-agentCPU0, 100*(agentCPU1-agentCPU0)/wall, r.RunQueueSeconds, 100*(busy1-busy0)/max(total1-total0, 1))
+	if len(r.RunQueueMS) > 0 {
+		slow := 0
+		var wait []string
+		for i, e := range event {
+			if e > 50 {
+				slow++
+				wait = append(wait, fmt.Sprintf("%.0f ms (run queue %.0f ms)", e, r.RunQueueMS[i]))
+			}
+		}
+		b.Logf("vs=%d: %d samples over 50 ms, with the agent's time runnable but not running over each: %s", n, slow, strings.Join(wait, ", "))
+	}
 	b.Logf("vs=%d: one EndpointSlice change right after a burst of %d creates, %d samples (%d while the burst was being programmed, which took %.1fs): event->kernel p50 %.2fms p90 %.2fms p99 %.2fms max %.2fms (%d samples, %d left out: several changes timed in their window); API write->kernel p50 %.2fms p90 %.2fms p99 %.2fms max %.2fms",
 		n, burst, len(api), r.DuringProgramming, r.ProgrammedSeconds,
 		r.EventToKernel.P50, r.EventToKernel.P90, r.EventToKernel.P99, r.EventToKernel.Max, len(event), multi,
@@ -530,6 +574,49 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 }
 
 // cpuSeconds is a process's user and system CPU time, in seconds.
+// runQueueSeconds is how long the threads of process pid have waited on
+// a run queue (runnable, not running), summed over its threads that are
+// alive: the second field of /proc/PID/task/TID/schedstat, nanoseconds
+// (CONFIG_SCHED_INFO, which the guest kernels have). 0 where it cannot
+// be read.
+func runQueueSeconds(pid int) float64 {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var ns float64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue // the thread ended
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			ns += v
+		}
+	}
+	return ns / 1e9
+}
+
+// renice gives every thread of process pid the nice value nice; threads
+// it starts later inherit it from the thread that starts them.
+func renice(pid, nice int) error {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("setpriority %d: %w", tid, err)
+		}
+	}
+	return nil
+}
+
 func cpuSeconds(pid int) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
