@@ -573,7 +573,6 @@ func afterBurst(b *testing.B, c client.Client, h ipvs.Interface, sliceOf []*disc
 	return r
 }
 
-// cpuSeconds is a process's user and system CPU time, in seconds.
 // runQueueSeconds is how long the threads of process pid have waited on
 // a run queue (runnable, not running), summed over its threads that are
 // alive: the second field of /proc/PID/task/TID/schedstat, nanoseconds
@@ -617,6 +616,7 @@ func renice(pid, nice int) error {
 	return nil
 }
 
+// cpuSeconds is a process's user and system CPU time, in seconds.
 func cpuSeconds(pid int) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
