@@ -17,6 +17,8 @@
 #                                                  # samples (0: no burst scenario)
 #   KUBELVS_BENCH_TRACE_SECONDS=30                 # an execution trace of the agent over
 #                                                  # the burst's first 30 s (profiles/)
+#   KUBELVS_BENCH_AGENT_NICE=-10                   # renice the agent before the burst: does
+#                                                  # its tail wait for the guest's CPU?
 #
 # Two guest boots: the syncer-level scenarios and baselines (test/bench,
 # writes the results file), then the agent binary against etcd and
