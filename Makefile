@@ -87,10 +87,10 @@ test-unit: test-bins test-bins-floor ## Unit tests and envtest suites (a real ku
 FUZZSCALE ?= 1
 FUZZ_TARGETS := ./pkg/desired:FuzzBuild:60000 ./pkg/conntrack/conntracknl:FuzzParseFlow:250000 \
 	./pkg/ipset/ipsetnl:FuzzEntryRoundTrip:250000 ./pkg/ipset/ipsetnl:FuzzParseList:250000 ./pkg/pools:FuzzNew:70000 ./pkg/pools:FuzzAllocate:40000 \
-	./pkg/lbservice:FuzzSpec:20000
+	./pkg/lbservice:FuzzSpec:20000 ./pkg/ipvs/ipvsnl:FuzzParseDump:250000
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target for a fixed number of executions (~10 s each): desired-state building, the conntrack parser, ipset entries and listings, address pools and their allocator, the Service translation.
+fuzz: ## Run every fuzz target for a fixed number of executions (~10 s each): desired-state building, the conntrack parser, ipset entries and listings, the IPVS dumps, address pools and their allocator, the Service translation.
 	@set -e; for t in $(FUZZ_TARGETS); do IFS=: read -r pkg fn n <<<"$$t"; n=$$((n * $(FUZZSCALE))); \
 		echo "fuzz $$pkg $$fn ($${n} executions)"; go test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $${n}x; done
 

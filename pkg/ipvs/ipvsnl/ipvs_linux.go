@@ -1,6 +1,6 @@
 // Package ipvsnl implements ipvs.Interface on the kernel through netlink:
-// moby/ipvs for reads and single changes, a raw generic netlink socket for
-// batched adds. Only the agent's wiring (package roles) and kernel tests
+// moby/ipvs for single reads and changes, raw generic netlink sockets for
+// batched adds and for dumps. Only the agent's wiring (package roles) and kernel tests
 // import it.
 package ipvsnl
 
@@ -38,6 +38,9 @@ type Netlink struct {
 	batch *batchSocket // opened on first batched call
 	rmu   sync.Mutex
 	rh    *moby.Handle
+	// dumps lists on a socket of its own, under rmu, and parses the
+	// replies in place (dump_linux.go).
+	dumps *dumper
 }
 
 var _ ipvs.Interface = (*Netlink)(nil)
@@ -49,6 +52,10 @@ func New() (*Netlink, error) {
 	if err := CheckKernel(); err != nil {
 		return nil, err
 	}
+	fam, err := netlink.GenlFamilyGet("IPVS")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ipvs.ErrNoIPVS, err)
+	}
 	h, err := moby.New("")
 	if err != nil {
 		return nil, fmt.Errorf("open IPVS netlink handle: %w", err)
@@ -58,7 +65,7 @@ func New() (*Netlink, error) {
 		h.Close()
 		return nil, fmt.Errorf("open IPVS netlink handle for reads: %w", err)
 	}
-	return &Netlink{h: h, rh: rh}, nil
+	return &Netlink{h: h, rh: rh, dumps: newDumper(fam.ID)}, nil
 }
 
 // CheckKernel returns an error wrapping ErrNoIPVS unless the kernel answers
@@ -90,6 +97,7 @@ func (n *Netlink) Close() error {
 		n.rh.Close()
 		n.rh = nil
 	}
+	n.dumps.close()
 	return nil
 }
 
@@ -258,15 +266,9 @@ func (n *Netlink) ListVirtualServers(ctx context.Context) ([]ipvs.VirtualServer,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var svcs []*moby.Service
-	if err := n.read(func(h *moby.Handle) (err error) { svcs, err = h.GetServices(); return err }); err != nil {
+	var out []ipvs.VirtualServer
+	if err := n.read(func(*moby.Handle) (err error) { out, err = n.dumps.virtualServers(); return err }); err != nil {
 		return nil, fmt.Errorf("list virtual servers: %w", err)
-	}
-	out := make([]ipvs.VirtualServer, 0, len(svcs))
-	for _, s := range svcs {
-		if vs, ok := fromService(s); ok {
-			out = append(out, vs)
-		}
 	}
 	ipvs.SortVirtualServers(out)
 	return out, nil
@@ -332,21 +334,17 @@ func (n *Netlink) ListRealServers(ctx context.Context, k ipvs.Key) ([]ipvs.RealS
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var ds []*moby.Destination
-	if err := n.read(func(h *moby.Handle) (err error) { ds, err = h.GetDestinations(keyService(k)); return err }); err != nil {
+	var out []ipvs.RealServer
+	if err := n.read(func(*moby.Handle) (err error) { out, err = n.dumps.realServers(k); return err }); err != nil {
 		return nil, fmt.Errorf("list real servers of %s: %w", k, err)
 	}
-	if len(ds) == 0 {
+	if len(out) == 0 {
 		// The kernel answers a dump of the destinations of a service that
 		// does not exist with none, not with an error: tell an empty
 		// virtual server from a missing one.
 		if _, err := n.GetVirtualServer(ctx, k); err != nil {
 			return nil, fmt.Errorf("list real servers of %s: %w", k, err)
 		}
-	}
-	out := make([]ipvs.RealServer, 0, len(ds))
-	for _, d := range ds {
-		out = append(out, fromDest(d))
 	}
 	ipvs.SortRealServers(out)
 	return out, nil
