@@ -36,7 +36,7 @@ var errMalformed = errors.New("IPVS netlink: malformed dump reply")
 // replies in place (nlattr.Each): moby/ipvs parses every reply with
 // nl.ParseRouteAttr, which allocates a slice per attribute list; at 10,000
 // virtual servers Verify's dumps were a quarter of the bytes the agent
-// allocated (make bench's heap profile). Its user serialises the dumps
+// allocated (make bench's heap profile). Its user serializes the dumps
 // (Netlink.rmu).
 type dumper struct {
 	family uint16
