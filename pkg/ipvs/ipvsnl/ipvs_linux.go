@@ -28,10 +28,11 @@ import (
 // moby/ipvs sends one ACKed request per call and drops replies whose
 // sequence number does not match, so concurrent use of one socket would lose
 // replies: every call holds the mutex. The reads (dumps of every virtual
-// server or of one's real servers, and single gets) go through a handle of
-// their own, rh under rmu: a dump of 10,000 virtual servers is many replies
-// to parse, and on one handle every write (a change's, holding the
-// syncer's lock) waited behind the periodic resync's dumps.
+// server or of one's real servers, on a socket of their own parsed in
+// place, and single gets on a second handle) go under rmu, apart from the
+// writes: a dump of 10,000 virtual servers is many replies to parse, and
+// on one handle every write (a change's, holding the syncer's lock)
+// waited behind the periodic resync's dumps.
 type Netlink struct {
 	mu    sync.Mutex
 	h     *moby.Handle
