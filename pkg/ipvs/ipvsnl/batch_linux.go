@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"syscall"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/kubelvs/kubelvs/internal/nlattr"
@@ -59,22 +59,17 @@ type batchSocket struct {
 	lastReq int
 }
 
-func openBatchSocket() (*batchSocket, error) {
-	fam, err := netlink.GenlFamilyGet("IPVS")
+// openBatchSocket opens the batch socket in the handle's network
+// namespace ns: it is opened on first use, maybe from a thread in another
+// one (socketIn).
+func openBatchSocket(ns netns.NsHandle, family uint16) (*batchSocket, error) {
+	fd, err := socketIn(ns)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ipvs.ErrNoIPVS, err)
-	}
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
-	if err != nil {
-		return nil, fmt.Errorf("IPVS netlink socket: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("IPVS netlink socket: %w", err)
+		return nil, err
 	}
 	// Errors are acknowledged with the request attached; keep them short.
 	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
-	return &batchSocket{fd: fd, family: fam.ID, rbuf: make([]byte, 1<<16)}, nil
+	return &batchSocket{fd: fd, family: family, rbuf: make([]byte, 1<<16)}, nil
 }
 
 func (b *batchSocket) close() { unix.Close(b.fd) }
@@ -186,7 +181,7 @@ func (n *Netlink) batchLocked() (*batchSocket, error) {
 		return nil, errors.New("IPVS handle closed")
 	}
 	if n.batch == nil {
-		b, err := openBatchSocket()
+		b, err := openBatchSocket(n.ns, n.dumps.family)
 		if err != nil {
 			return nil, err
 		}

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"syscall"
 
 	moby "github.com/moby/ipvs"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/kubelvs/kubelvs/internal/nlattr"
@@ -37,15 +39,33 @@ var errMalformed = errors.New("IPVS netlink: malformed dump reply")
 // nl.ParseRouteAttr, which allocates a slice per attribute list; at 10,000
 // virtual servers Verify's dumps were a quarter of the bytes the agent
 // allocated (make bench's heap profile). Its user serializes the dumps
-// (Netlink.rmu).
+// (Netlink.rmu). A netlink socket belongs to the network namespace it
+// was opened in, and the handle is that of the namespace New was called
+// in (test/multinode keeps one per simulated node), whatever thread calls
+// it later: so the socket is opened in that namespace (socketIn).
 type dumper struct {
+	ns     netns.NsHandle
 	family uint16
-	fd     int // -1: closed; opened on the next dump
+	fd     int // -1 after a failed exchange: opened again, in ns
 	seq    uint32
 	rbuf   []byte
 }
 
-func newDumper(family uint16) *dumper { return &dumper{family: family, fd: -1} }
+func newDumper(ns netns.NsHandle, family uint16) (*dumper, error) {
+	d := &dumper{ns: ns, family: family, fd: -1}
+	return d, d.open()
+}
+
+// open opens the socket, in the handle's namespace.
+func (d *dumper) open() error {
+	fd, err := socketIn(d.ns)
+	if err != nil {
+		return err
+	}
+	// A dump's replies are at most 32 KiB each (netlink_dump).
+	d.fd, d.rbuf = fd, make([]byte, 1<<16)
+	return nil
+}
 
 func (d *dumper) close() {
 	if d.fd >= 0 {
@@ -56,29 +76,24 @@ func (d *dumper) close() {
 
 // dump sends one request (cmd, with the attributes f writes) and calls
 // each with the attributes of every reply, after the generic netlink
-// header. After an error the socket, its state unknown, is closed, and
-// the next dump opens another.
+// header. A dump is read to its end even after an error of each (the
+// kernel refuses another dump on the socket until then); after a failed
+// send or receive the socket is closed, and the next dump opens another.
 func (d *dumper) dump(cmd uint8, f func([]byte) []byte, each func([]byte) error) error {
+	if d.fd < 0 {
+		if err := d.open(); err != nil {
+			return err
+		}
+	}
 	err := d.exchange(cmd, f, each)
-	if err != nil {
+	if err != nil && !errors.Is(err, errMalformed) && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENOENT) {
+		// A failed send or receive: the socket's state is unknown.
 		d.close()
 	}
 	return err
 }
 
 func (d *dumper) exchange(cmd uint8, f func([]byte) []byte, each func([]byte) error) error {
-	if d.fd < 0 {
-		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
-		if err != nil {
-			return fmt.Errorf("IPVS netlink socket: %w", err)
-		}
-		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-			unix.Close(fd)
-			return fmt.Errorf("IPVS netlink socket: %w", err)
-		}
-		// A dump's replies are at most 32 KiB each (netlink_dump).
-		d.fd, d.rbuf = fd, make([]byte, 1<<16)
-	}
 	d.seq++
 	seq := d.seq
 	b, off := nlattr.Begin(nil, d.family, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, seq)
@@ -97,6 +112,7 @@ func (d *dumper) exchange(cmd uint8, f func([]byte) []byte, each func([]byte) er
 	if err != nil {
 		return err
 	}
+	var failed error
 	for {
 		n, _, err := unix.Recvfrom(d.fd, d.rbuf, 0)
 		if err == unix.EINTR {
@@ -116,7 +132,7 @@ func (d *dumper) exchange(cmd uint8, f func([]byte) []byte, each func([]byte) er
 			}
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
-				return nil
+				return failed
 			case unix.NLMSG_ERROR:
 				if len(m.Data) < 4 {
 					return errMalformed
@@ -126,11 +142,15 @@ func (d *dumper) exchange(cmd uint8, f func([]byte) []byte, each func([]byte) er
 				}
 				return fmt.Errorf("%w: an acknowledgement before the end of a dump", errMalformed)
 			}
-			if len(m.Data) < nl.SizeofGenlmsg {
-				return errMalformed
-			}
-			if err := each(m.Data[nl.SizeofGenlmsg:]); err != nil {
-				return err
+			// After a malformed reply the dump is read to its end, without
+			// parsing: the kernel refuses another dump on the socket
+			// (EBUSY) until this one is done.
+			switch {
+			case failed != nil:
+			case len(m.Data) < nl.SizeofGenlmsg:
+				failed = errMalformed
+			default:
+				failed = each(m.Data[nl.SizeofGenlmsg:])
 			}
 		}
 	}
@@ -374,4 +394,54 @@ func (d *dumper) realServers(k ipvs.Key) ([]ipvs.RealServer, error) {
 		return nil
 	})
 	return out, err
+}
+
+// socketIn opens and binds a generic netlink socket in the network
+// namespace ns, from a thread of its own while it switches.
+func socketIn(ns netns.NsHandle) (int, error) {
+	type opened struct {
+		fd  int
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		runtime.LockOSThread()
+		cur, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- opened{-1, fmt.Errorf("IPVS netlink socket: %w", err)}
+			return
+		}
+		defer cur.Close()
+		if !cur.Equal(ns) {
+			if err := netns.Set(ns); err != nil {
+				runtime.UnlockOSThread()
+				done <- opened{-1, fmt.Errorf("IPVS netlink socket: enter the handle's network namespace: %w", err)}
+				return
+			}
+		}
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
+		if err == nil {
+			if err = unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+				unix.Close(fd)
+			}
+		}
+		if !cur.Equal(ns) && netns.Set(cur) != nil {
+			// The thread stays locked and ends with this goroutine: it
+			// is in another namespace than the runtime expects.
+			done <- opened{-1, errors.New("IPVS netlink socket: cannot return to the thread's network namespace")}
+			if err == nil {
+				unix.Close(fd)
+			}
+			return
+		}
+		runtime.UnlockOSThread()
+		if err != nil {
+			done <- opened{-1, fmt.Errorf("IPVS netlink socket: %w", err)}
+			return
+		}
+		done <- opened{fd, nil}
+	}()
+	o := <-done
+	return o.fd, o.err
 }

@@ -18,6 +18,7 @@ import (
 
 	moby "github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
 )
@@ -42,6 +43,9 @@ type Netlink struct {
 	// dumps lists on a socket of its own, under rmu, and parses the
 	// replies in place (dump_linux.go).
 	dumps *dumper
+	// ns is the network namespace New was called in, where the raw
+	// sockets (batch, dumps) are opened.
+	ns netns.NsHandle
 }
 
 var _ ipvs.Interface = (*Netlink)(nil)
@@ -66,7 +70,20 @@ func New() (*Netlink, error) {
 		h.Close()
 		return nil, fmt.Errorf("open IPVS netlink handle for reads: %w", err)
 	}
-	return &Netlink{h: h, rh: rh, dumps: newDumper(fam.ID)}, nil
+	ns, err := netns.Get()
+	if err != nil {
+		h.Close()
+		rh.Close()
+		return nil, fmt.Errorf("the IPVS handle's network namespace: %w", err)
+	}
+	dumps, err := newDumper(ns, fam.ID)
+	if err != nil {
+		h.Close()
+		rh.Close()
+		ns.Close()
+		return nil, err
+	}
+	return &Netlink{h: h, rh: rh, dumps: dumps, ns: ns}, nil
 }
 
 // CheckKernel returns an error wrapping ErrNoIPVS unless the kernel answers
@@ -99,6 +116,7 @@ func (n *Netlink) Close() error {
 		n.rh = nil
 	}
 	n.dumps.close()
+	n.ns.Close()
 	return nil
 }
 
