@@ -46,7 +46,7 @@ var errMalformed = errors.New("IPVS netlink: malformed dump reply")
 type dumper struct {
 	ns     netns.NsHandle
 	family uint16
-	fd     int // -1 after a failed exchange: opened again, in ns
+	fd     int // -1 after a failed dump: opened again, in ns
 	seq    uint32
 	rbuf   []byte
 }
@@ -79,21 +79,18 @@ func (d *dumper) close() {
 // header. A dump is read to its end even after an error of each (the
 // kernel refuses another dump on the socket until then); after a failed
 // send or receive the socket is closed, and the next dump opens another.
-func (d *dumper) dump(cmd uint8, f func([]byte) []byte, each func([]byte) error) error {
+func (d *dumper) dump(cmd uint8, f func([]byte) []byte, each func([]byte) error) (err error) {
 	if d.fd < 0 {
 		if err := d.open(); err != nil {
 			return err
 		}
 	}
-	err := d.exchange(cmd, f, each)
-	if err != nil && !errors.Is(err, errMalformed) && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENOENT) {
-		// A failed send or receive: the socket's state is unknown.
-		d.close()
-	}
-	return err
-}
-
-func (d *dumper) exchange(cmd uint8, f func([]byte) []byte, each func([]byte) error) error {
+	defer func() {
+		if err != nil && !errors.Is(err, errMalformed) && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.ENOENT) {
+			// A failed send or receive: the socket's state is unknown.
+			d.close()
+		}
+	}()
 	d.seq++
 	seq := d.seq
 	b, off := nlattr.Begin(nil, d.family, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, seq)
@@ -102,7 +99,6 @@ func (d *dumper) exchange(cmd uint8, f func([]byte) []byte, each func([]byte) er
 		b = f(b)
 	}
 	b = nlattr.End(b, off)
-	var err error
 	for {
 		err = unix.Sendto(d.fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 		if err != unix.EINTR {
@@ -156,6 +152,35 @@ func (d *dumper) exchange(cmd uint8, f func([]byte) []byte, each func([]byte) er
 	}
 }
 
+// attrReader reads fixed-size attribute values, and remembers whether
+// any was too short to read.
+type attrReader struct{ short bool }
+
+func (r *attrReader) u16(v []byte) uint16 {
+	if len(v) < 2 {
+		r.short = true
+		return 0
+	}
+	return binary.NativeEndian.Uint16(v)
+}
+
+func (r *attrReader) u32(v []byte) uint32 {
+	if len(v) < 4 {
+		r.short = true
+		return 0
+	}
+	return binary.NativeEndian.Uint32(v)
+}
+
+// port reads a port, which the kernel sends in network byte order.
+func (r *attrReader) port(v []byte) uint16 {
+	if len(v) < 2 {
+		r.short = true
+		return 0
+	}
+	return binary.BigEndian.Uint16(v)
+}
+
 // nestedOf returns the payload of the attribute of type typ among attrs.
 func nestedOf(attrs []byte, typ uint16) ([]byte, bool) {
 	var v []byte
@@ -178,51 +203,33 @@ func parseService(attrs []byte) (moby.Service, error) {
 		return s, fmt.Errorf("%w: no service", errMalformed)
 	}
 	var addr []byte
-	bad := false
-	u16 := func(v []byte) uint16 {
-		if len(v) < 2 {
-			bad = true
-			return 0
-		}
-		return binary.NativeEndian.Uint16(v)
-	}
-	u32 := func(v []byte) uint32 {
-		if len(v) < 4 {
-			bad = true
-			return 0
-		}
-		return binary.NativeEndian.Uint32(v)
-	}
+	var r attrReader
 	nlattr.Each(body, func(t uint16, v []byte) {
 		switch t {
 		case ipvsSvcAttrAF:
-			s.AddressFamily = u16(v)
+			s.AddressFamily = r.u16(v)
 		case ipvsSvcAttrProto:
-			s.Protocol = u16(v)
+			s.Protocol = r.u16(v)
 		case ipvsSvcAttrAddr:
 			addr = v
 		case ipvsSvcAttrPort:
-			if len(v) < 2 {
-				bad = true
-				return
-			}
-			s.Port = binary.BigEndian.Uint16(v)
+			s.Port = r.port(v)
 		case ipvsSvcAttrFWMark:
-			s.FWMark = u32(v)
+			s.FWMark = r.u32(v)
 		case ipvsSvcAttrSched:
 			if i := bytes.IndexByte(v, 0); i >= 0 {
 				v = v[:i]
 			}
 			s.SchedName = schedName(v)
 		case ipvsSvcAttrFlags:
-			s.Flags = u32(v) // struct ip_vs_flags: the flags, then a mask
+			s.Flags = r.u32(v) // struct ip_vs_flags: the flags, then a mask
 		case ipvsSvcAttrTimeout:
-			s.Timeout = u32(v)
+			s.Timeout = r.u32(v)
 		case ipvsSvcAttrNetmask:
-			s.Netmask = u32(v)
+			s.Netmask = r.u32(v)
 		}
 	})
-	if bad {
+	if r.short {
 		return s, fmt.Errorf("%w: a short service attribute", errMalformed)
 	}
 	if addr != nil {
@@ -245,45 +252,30 @@ func parseDest(attrs []byte) (moby.Destination, error) {
 		return d, fmt.Errorf("%w: no destination", errMalformed)
 	}
 	var addr []byte
-	bad := false
-	u32 := func(v []byte) uint32 {
-		if len(v) < 4 {
-			bad = true
-			return 0
-		}
-		return binary.NativeEndian.Uint32(v)
-	}
+	var r attrReader
 	nlattr.Each(body, func(t uint16, v []byte) {
 		switch t {
 		case ipvsDestAttrAF:
-			if len(v) < 2 {
-				bad = true
-				return
-			}
-			d.AddressFamily = binary.NativeEndian.Uint16(v)
+			d.AddressFamily = r.u16(v)
 		case ipvsDestAttrAddr:
 			addr = v
 		case ipvsDestAttrPort:
-			if len(v) < 2 {
-				bad = true
-				return
-			}
-			d.Port = binary.BigEndian.Uint16(v)
+			d.Port = r.port(v)
 		case ipvsDestAttrFwd:
-			d.ConnectionFlags = u32(v)
+			d.ConnectionFlags = r.u32(v)
 		case ipvsDestAttrWeight:
-			d.Weight = int(u32(v))
+			d.Weight = int(r.u32(v))
 		case ipvsDestAttrUpper:
-			d.UpperThreshold = u32(v)
+			d.UpperThreshold = r.u32(v)
 		case ipvsDestAttrLower:
-			d.LowerThreshold = u32(v)
+			d.LowerThreshold = r.u32(v)
 		case ipvsDestAttrActive:
-			d.ActiveConnections = int(u32(v))
+			d.ActiveConnections = int(r.u32(v))
 		case ipvsDestAttrInactive:
-			d.InactiveConnections = int(u32(v))
+			d.InactiveConnections = int(r.u32(v))
 		}
 	})
-	if bad {
+	if r.short {
 		return d, fmt.Errorf("%w: a short destination attribute", errMalformed)
 	}
 	if addr == nil {
@@ -363,7 +355,7 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// dumpVirtualServers lists every virtual server of ours' kind (no
+// virtualServers lists every virtual server of ours' kind (no
 // firewall marks), as fromService reads them.
 func (d *dumper) virtualServers() ([]ipvs.VirtualServer, error) {
 	var out []ipvs.VirtualServer
@@ -380,7 +372,7 @@ func (d *dumper) virtualServers() ([]ipvs.VirtualServer, error) {
 	return out, err
 }
 
-// dumpRealServers lists the real servers of k, as fromDest reads them.
+// realServers lists the real servers of k, as fromDest reads them.
 func (d *dumper) realServers(k ipvs.Key) ([]ipvs.RealServer, error) {
 	var out []ipvs.RealServer
 	err := d.dump(ipvsCmdGetDest, func(b []byte) []byte {
