@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
@@ -35,6 +36,19 @@ func TestKernelHandleStaysInItsNamespace(t *testing.T) {
 			return
 		}
 		defer ns.Close()
+		// With lo down, the namespace has no local routing table yet,
+		// and the kernel refuses every IPv4 real server (EINVAL): IPVS
+		// checks a real server's address type in that table
+		// (ip_vs_new_dest, inet_addr_type), and an address it cannot
+		// look up reads as broadcast.
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		if err != nil {
+			errs <- err
+			return
+		}
 		n, err := ipvsnl.New()
 		if err != nil {
 			errs <- err
@@ -60,11 +74,12 @@ func TestKernelHandleStaysInItsNamespace(t *testing.T) {
 	if len(got) != 1 || got[0] != vs {
 		t.Fatalf("the namespace's handle lists %v, want only %s", got, vs)
 	}
-	// (Adding a masquerading real server in a fresh namespace fails with
-	// EINVAL in the guest, through moby/ipvs and the batch socket alike:
-	// not this test's subject. The real servers' dump is checked empty.)
-	if reals, err := n.ListRealServers(ctx, vs.Key()); err != nil || len(reals) != 0 {
-		t.Fatalf("the namespace's handle lists real servers %v (%v), want none", reals, err)
+	rs := ipvs.RealServer{Address: netip.MustParseAddr("10.1.77.1"), Port: 8080, Weight: 1}
+	if err := n.AddRealServer(ctx, vs.Key(), rs); err != nil {
+		t.Fatal(err)
+	}
+	if reals, err := n.ListRealServers(ctx, vs.Key()); err != nil || len(reals) != 1 || reals[0] != rs {
+		t.Fatalf("the namespace's handle lists real servers %v (%v), want only %v", reals, err, rs)
 	}
 	root, err := ipvsnl.New()
 	if err != nil {
