@@ -273,11 +273,16 @@ type record struct {
 
 	APIServerCPUPerChange float64 `json:"apiserver_cpu_seconds_per_change"`
 	SimCPUPerChange       float64 `json:"simulation_cpu_seconds_per_change"`
-	APIServerRSSMiB       float64 `json:"apiserver_rss_mib"`
-	APIServerPeakRSSMiB   float64 `json:"apiserver_peak_rss_mib"`
-	SimPeakRSSMiB         float64 `json:"simulation_peak_rss_mib"`
-	VSBytes               int     `json:"virtualservice_bytes"`
-	VSBytesNoManaged      int     `json:"virtualservice_bytes_without_managed_fields"`
+	// ReconcilesPerChange counts the controller's reconciles of
+	// VirtualServices per change (any VirtualService, every result): with
+	// NodeReports each one folds the reports of every node. Records
+	// written before it was measured have none.
+	ReconcilesPerChange float64 `json:"controller_reconciles_per_change,omitempty"`
+	APIServerRSSMiB     float64 `json:"apiserver_rss_mib"`
+	APIServerPeakRSSMiB float64 `json:"apiserver_peak_rss_mib"`
+	SimPeakRSSMiB       float64 `json:"simulation_peak_rss_mib"`
+	VSBytes             int     `json:"virtualservice_bytes"`
+	VSBytesNoManaged    int     `json:"virtualservice_bytes_without_managed_fields"`
 	// ReportBytes is the size of one NodeReport (node-reports).
 	ReportBytes int `json:"nodereport_bytes,omitempty"`
 	// StatusNodeEntries counts the entries of status.nodes over all

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	lvsv1 "github.com/kubelvs/kubelvs/api/v1alpha1"
 	"github.com/kubelvs/kubelvs/pkg/ipvs"
@@ -38,6 +39,32 @@ type sample struct {
 	simCPU   float64            // this process's
 	observed int64              // the observer's own VirtualService events
 	obsRep   int64              // and NodeReport events
+	// reconciles of VirtualServices by the controller (in this process:
+	// controller-runtime's registry), each a fold of every NodeReport.
+	reconciles float64
+}
+
+// reconciles reads how many VirtualServices the controller reconciled so
+// far (controller_runtime_reconcile_total, every result).
+func reconciles() (float64, error) {
+	mfs, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		return 0, fmt.Errorf("read the controller's metrics: %w", err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == "virtualservice" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n, nil
 }
 
 func (c *cluster) sample(ctx context.Context) (sample, error) {
@@ -83,6 +110,9 @@ func (c *cluster) sample(ctx context.Context) (sample, error) {
 		return s, err
 	}
 	if s.simCPU, err = cpuSeconds(os.Getpid()); err != nil {
+		return s, err
+	}
+	if s.reconciles, err = reconciles(); err != nil {
 		return s, err
 	}
 	s.observed, s.obsRep, _ = c.obs.counts()
@@ -139,6 +169,7 @@ func delta(before, after map[string]float64) map[string]float64 {
 type usage struct {
 	requests, events, bytes map[string]float64
 	cpu, simCPU             float64
+	reconciles              float64
 	observed                float64 // the observer's events, taken out
 	seconds                 float64
 }
@@ -150,7 +181,7 @@ func between(before, after sample) usage {
 	u := usage{
 		requests: delta(before.requests, after.requests), events: delta(before.events, after.events),
 		bytes: delta(before.bytes, after.bytes), cpu: after.cpu - before.cpu, simCPU: after.simCPU - before.simCPU,
-		seconds: after.at.Sub(before.at).Seconds(),
+		reconciles: after.reconciles - before.reconciles, seconds: after.at.Sub(before.at).Seconds(),
 	}
 	obs := float64(after.observed - before.observed)
 	obsRep := float64(after.obsRep - before.obsRep)
@@ -169,7 +200,7 @@ func between(before, after sample) usage {
 // second; nil: none measured.
 type background struct {
 	requests, events, bytes map[string]float64
-	cpu, simCPU             float64
+	cpu, simCPU, reconciles float64
 	seconds                 float64 // measured over
 }
 
@@ -206,7 +237,7 @@ func (c *cluster) measureBackground(ctx context.Context) (*background, error) {
 		return out
 	}
 	bg := &background{requests: per(u.requests), events: per(u.events), bytes: per(u.bytes),
-		cpu: u.cpu / u.seconds, simCPU: u.simCPU / u.seconds, seconds: u.seconds}
+		cpu: u.cpu / u.seconds, simCPU: u.simCPU / u.seconds, reconciles: u.reconciles / u.seconds, seconds: u.seconds}
 	log.Printf("%s: background over %s: %.2f requests/s, %.2f watch events/s, kube-apiserver CPU %.3f s/s",
 		c.tag(), c.o.baseline, sum(bg.requests), sum(bg.events), bg.cpu)
 	return bg, nil
@@ -229,13 +260,15 @@ func (u *usage) keep(wanted func(resource string) bool) {
 	}
 }
 
-// add adds t's requests, events and bytes to u (not its CPU or time).
+// add adds t's requests, events, bytes and reconciles to u (not its CPU
+// or time).
 func (u *usage) add(t usage) {
 	for _, p := range []struct{ to, from map[string]float64 }{{u.requests, t.requests}, {u.events, t.events}, {u.bytes, t.bytes}} {
 		for k, v := range p.from {
 			p.to[k] += v
 		}
 	}
+	u.reconciles += t.reconciles
 	u.observed += t.observed
 }
 
@@ -254,6 +287,7 @@ func (u *usage) minus(bg *background) {
 	sub(u.bytes, bg.bytes)
 	u.cpu -= bg.cpu * u.seconds
 	u.simCPU -= bg.simCPU * u.seconds
+	u.reconciles -= bg.reconciles * u.seconds
 }
 
 // measure makes the changes of one kind, one at a time, each on another
@@ -265,7 +299,7 @@ func (c *cluster) measure(ctx context.Context, kind string) (record, error) {
 		RequestsPerChange: map[string]float64{}, EventsPerChange: map[string]float64{},
 	}
 	var ms []float64
-	var cpu, simCPU, window, tail, tailWrites float64
+	var cpu, simCPU, window, tail, tailWrites, recs float64
 	var behind int
 	for k := range c.o.changes {
 		if err := c.settle(ctx, true); err != nil {
@@ -333,9 +367,10 @@ func (c *cluster) measure(ctx context.Context, kind string) (record, error) {
 		r.ObserverEvents += u.observed / float64(c.o.changes)
 		cpu += u.cpu
 		simCPU += u.simCPU
+		recs += u.reconciles
 		window += u.seconds
-		log.Printf("%s %s change %d (%s): programmed on all nodes after %s; %.0f requests, %.0f watch events, %.1f MiB",
-			c.tag(), kind, k+1, vsName(i), took.Round(time.Millisecond), sum(req), events, b/(1<<20))
+		log.Printf("%s %s change %d (%s): programmed on all nodes after %s; %.0f requests, %.0f watch events, %.1f MiB, %.0f controller reconciles",
+			c.tag(), kind, k+1, vsName(i), took.Round(time.Millisecond), sum(req), events, b/(1<<20), u.reconciles)
 	}
 	r.WritesPerChange = writes(r.RequestsPerChange)
 	r.ReadsPerChange = sum(r.RequestsPerChange) - r.WritesPerChange
@@ -358,6 +393,7 @@ func (c *cluster) measure(ctx context.Context, kind string) (record, error) {
 	}
 	r.APIServerCPUPerChange = round(cpu/float64(c.o.changes), 3)
 	r.SimCPUPerChange = round(simCPU/float64(c.o.changes), 3)
+	r.ReconcilesPerChange = round(recs/float64(c.o.changes), 1)
 	var err error
 	if r.APIServerRSSMiB, r.APIServerPeakRSSMiB, err = rss(c.apiPID); err != nil {
 		return r, err
