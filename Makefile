@@ -168,11 +168,12 @@ bench: test-bins ## Scale benchmarks in a guest kernel -> bench/results.json, be
 NODES ?= 10,25,50
 CLUSTER_VS ?= 50
 CLUSTER_CHANGES ?= 6
+CLUSTER_CHANGE_TIMEOUT ?= 5m
 DESIGNS ?= status-nodes,node-reports
 .PHONY: bench-cluster
 bench-cluster: test-bins ## Status reports at cluster scale, DESIGNS (status-nodes, node-reports) side by side: NODES agents (default 10,25,50) with CLUSTER_VS VirtualServices in one process against one kube-apiserver -> bench/cluster-results.json, .svg.
 	KUBEBUILDER_ASSETS=$(TEST_BINS) go run ./bench/cluster -nodes $(NODES) -virtualservices $(CLUSTER_VS) \
-		-changes $(CLUSTER_CHANGES) -designs $(DESIGNS) -commit $$(git rev-parse --short HEAD)
+		-changes $(CLUSTER_CHANGES) -change-timeout $(CLUSTER_CHANGE_TIMEOUT) -designs $(DESIGNS) -commit $$(git rev-parse --short HEAD)
 
 .PHONY: bench-agent
 bench-agent: test-bins ## EndpointSlice-to-kernel latency of the agent binary with 1,000 VirtualServices, in the guest.

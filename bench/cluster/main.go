@@ -83,9 +83,12 @@ type options struct {
 	quiet       time.Duration
 	baseline    time.Duration
 	bootTimeout time.Duration
-	out, svg    string
-	crds        string
-	commit      string
+	// changeTimeout bounds one change's wait for Programmed on all
+	// nodes, and for its events to stop.
+	changeTimeout time.Duration
+	out, svg      string
+	crds          string
+	commit        string
 }
 
 func main() {
@@ -102,6 +105,8 @@ func main() {
 	flag.DurationVar(&o.baseline, "baseline", time.Minute,
 		"a quiet period before the changes whose rates (kube-apiserver's upkeep, watch bookmarks) are taken out of every change's figures; 0: none")
 	flag.DurationVar(&o.bootTimeout, "boot-timeout", 40*time.Minute, "how long every agent may take to program the workload")
+	flag.DurationVar(&o.changeTimeout, "change-timeout", 5*time.Minute,
+		"how long one change may take to be programmed on all nodes (status.nodes at 200 nodes takes longer than the default)")
 	flag.StringVar(&o.out, "out", "bench/cluster-results.json", "results, merged by design, number of nodes and kind of change")
 	flag.StringVar(&o.svg, "svg", "bench/cluster-results.svg", "the plot")
 	flag.StringVar(&o.crds, "crds", "config/crd/bases", "the CRDs to install")

@@ -457,7 +457,7 @@ func sum(m map[string]float64) float64 {
 // not reported per change: at the agent's next sync, or every few
 // minutes).
 func (c *cluster) settle(ctx context.Context, reports bool) error {
-	deadline := time.Now().Add(5 * time.Minute)
+	deadline := time.Now().Add(c.o.changeTimeout)
 	for {
 		_, _, since := c.obs.counts()
 		behind := 0
@@ -468,7 +468,7 @@ func (c *cluster) settle(ctx context.Context, reports bool) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("events did not stop for %s within 5 minutes (%d NodeReports behind)", c.o.quiet, behind)
+			return fmt.Errorf("events did not stop for %s within %s (%d NodeReports behind)", c.o.quiet, c.o.changeTimeout, behind)
 		}
 		wait := c.o.quiet - since
 		if wait <= 0 {
@@ -585,9 +585,9 @@ func (c *cluster) change(ctx context.Context, kind string, i, k int) (time.Durat
 	select {
 	case at := <-done:
 		return at.Sub(start), behind, nil
-	case <-time.After(5 * time.Minute):
+	case <-time.After(c.o.changeTimeout):
 		c.obs.cancel()
-		return 0, 0, fmt.Errorf("%s not programmed on all %d nodes within 5 minutes", key, c.n)
+		return 0, 0, fmt.Errorf("%s not programmed on all %d nodes within %s (-change-timeout)", key, c.n, c.o.changeTimeout)
 	case <-ctx.Done():
 		return 0, 0, ctx.Err()
 	}
